@@ -1,0 +1,554 @@
+//! A parsed, read-only view of one X.509 certificate: names, SANs, validity, key, extensions
+//! and fingerprints (V1). Reading and writing whole files of certificates is [`bundle`].
+
+pub mod bundle;
+
+use std::fmt;
+
+use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode, Reader};
+use md5::Md5;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
+use x509_cert::name::Name;
+
+use crate::clock::Timestamp;
+use crate::key::{KeyAlgorithm, KeyError};
+
+/// The DER encoding of one certificate (rustls-pki-types style newtype).
+///
+/// Serialised in records as PEM text, so a store dump stays readable.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CertificateDer(Vec<u8>);
+
+impl CertificateDer {
+    /// Wraps DER bytes without checking them (use [`Certificate::from_der`] to check).
+    pub fn from_vec(der: Vec<u8>) -> Self {
+        CertificateDer(der)
+    }
+    /// The DER bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// The DER bytes, owned.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+    /// `-----BEGIN CERTIFICATE-----` PEM, LF line endings.
+    pub fn to_pem(&self) -> String {
+        pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &self.0)
+            .expect("PEM encoding of a certificate-sized blob cannot fail")
+    }
+}
+
+impl AsRef<[u8]> for CertificateDer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CertificateDer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertificateDer({} bytes, sha256 {})", self.0.len(), Fingerprint::sha256(&self.0))
+    }
+}
+
+impl Serialize for CertificateDer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_pem())
+    }
+}
+
+impl<'de> Deserialize<'de> for CertificateDer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let (label, der) = pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
+        if label != "CERTIFICATE" {
+            return Err(serde::de::Error::custom(format!("PEM label {label:?}, expected CERTIFICATE")));
+        }
+        Ok(CertificateDer(der))
+    }
+}
+
+/// Why bytes are not a certificate the crate can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// No bytes at all.
+    #[error("empty input: expected a DER certificate")]
+    Empty,
+    /// Not a DER X.509 certificate (truncated, garbage, wrong ASN.1 structure).
+    #[error("not a valid DER X.509 certificate: {reason}")]
+    Malformed {
+        /// The decoder's explanation.
+        reason: String,
+    },
+    /// Bytes after the certificate's end.
+    #[error("{extra} unexpected bytes after the end of the certificate")]
+    TrailingData {
+        /// How many.
+        extra: usize,
+    },
+    /// An extension the view reads (SAN, basic constraints, key usage, key identifiers) is
+    /// malformed or repeated.
+    #[error("malformed {extension} extension: {reason}")]
+    BadExtension {
+        /// Which extension.
+        extension: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate's key is not one the crate understands.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// A hash of a certificate's DER encoding, shown as colon-separated upper-case hex, the way
+/// `openssl x509 -fingerprint` prints it (V1).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(Vec<u8>);
+
+impl Fingerprint {
+    /// MD5 of `der`.
+    pub fn md5(der: &[u8]) -> Self {
+        Fingerprint(Md5::digest(der).to_vec())
+    }
+    /// SHA-1 of `der`.
+    pub fn sha1(der: &[u8]) -> Self {
+        Fingerprint(Sha1::digest(der).to_vec())
+    }
+    /// SHA-256 of `der`.
+    pub fn sha256(der: &[u8]) -> Self {
+        Fingerprint(Sha256::digest(der).to_vec())
+    }
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Colon-separated upper-case hex: `AB:CD:...`.
+pub(crate) fn colon_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&colon_hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// The three fingerprints V1 shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fingerprints {
+    /// MD5 (the manuals show it; not a security property).
+    pub md5: Fingerprint,
+    /// SHA-1 (the manuals show it; not a security property).
+    pub sha1: Fingerprint,
+    /// SHA-256 [beyond].
+    pub sha256: Fingerprint,
+}
+
+/// Where a time falls relative to a certificate's validity (V1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertStatus {
+    /// notBefore <= t <= notAfter.
+    Valid,
+    /// t > notAfter.
+    Expired,
+    /// t < notBefore.
+    NotYetValid,
+}
+
+impl CertStatus {
+    /// `valid`, `expired`, `not_yet_valid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CertStatus::Valid => "valid",
+            CertStatus::Expired => "expired",
+            CertStatus::NotYetValid => "not_yet_valid",
+        }
+    }
+}
+
+impl fmt::Display for CertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A parsed certificate: the DER it came from and its decoded structure.
+#[derive(Clone)]
+pub struct Certificate {
+    der: CertificateDer,
+    inner: x509_cert::Certificate,
+    /// Byte range of the signed `tbsCertificate` inside `der` (what the signature covers).
+    tbs: std::ops::Range<usize>,
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("subject", &self.subject())
+            .field("issuer", &self.issuer())
+            .field("serial", &self.serial_hex())
+            .finish()
+    }
+}
+
+impl PartialEq for Certificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+impl Eq for Certificate {}
+
+/// OID of the extensions the view reads.
+pub(crate) mod ext_oid {
+    use der::asn1::ObjectIdentifier as Oid;
+    pub(crate) const SUBJECT_KEY_ID: Oid = Oid::new_unwrap("2.5.29.14");
+    pub(crate) const KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.15");
+    pub(crate) const SUBJECT_ALT_NAME: Oid = Oid::new_unwrap("2.5.29.17");
+    pub(crate) const BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
+    pub(crate) const AUTHORITY_KEY_ID: Oid = Oid::new_unwrap("2.5.29.35");
+    pub(crate) const EXT_KEY_USAGE: Oid = Oid::new_unwrap("2.5.29.37");
+}
+
+impl Certificate {
+    /// Parses one DER certificate; the whole input must be that certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        if der.is_empty() {
+            return Err(CertError::Empty);
+        }
+        let inner = x509_cert::Certificate::from_der(der).map_err(|e| match e.kind() {
+            der::ErrorKind::TrailingData { decoded, remaining } => CertError::TrailingData {
+                extra: usize::try_from(remaining).unwrap_or(0).max(
+                    der.len().saturating_sub(usize::try_from(decoded).unwrap_or(0)),
+                ),
+            },
+            _ => CertError::Malformed { reason: e.to_string() },
+        })?;
+        let tbs = tbs_range(der).map_err(|e| CertError::Malformed { reason: e.to_string() })?;
+        Ok(Certificate { der: CertificateDer(der.to_vec()), inner, tbs })
+    }
+
+    /// The DER this view was parsed from.
+    pub fn der(&self) -> &CertificateDer {
+        &self.der
+    }
+
+    /// The decoded x509-cert structure, for anything the view does not expose.
+    pub fn x509(&self) -> &x509_cert::Certificate {
+        &self.inner
+    }
+
+    /// The signed part's exact bytes (what the issuer's signature covers).
+    pub fn tbs_der(&self) -> &[u8] {
+        &self.der.0[self.tbs.clone()]
+    }
+
+    /// The signature algorithm from the outer `signatureAlgorithm` field.
+    pub fn signature_algorithm(&self) -> &spki::AlgorithmIdentifierOwned {
+        self.inner.signature_algorithm()
+    }
+
+    /// The signature bytes (`None` when the BIT STRING has unused bits, which no valid
+    /// signature has).
+    pub fn signature(&self) -> Option<&[u8]> {
+        self.inner.signature().as_bytes()
+    }
+
+    /// Subject as an RFC 4514 string, e.g. `CN=zone.example,O=Example`.
+    pub fn subject(&self) -> String {
+        self.inner.tbs_certificate().subject().to_string()
+    }
+
+    /// Issuer as an RFC 4514 string.
+    pub fn issuer(&self) -> String {
+        self.inner.tbs_certificate().issuer().to_string()
+    }
+
+    /// The subject name, for exact comparisons.
+    pub fn subject_name(&self) -> &Name {
+        self.inner.tbs_certificate().subject()
+    }
+
+    /// The issuer name, for exact comparisons.
+    pub fn issuer_name(&self) -> &Name {
+        self.inner.tbs_certificate().issuer()
+    }
+
+    /// The subject's first common name, if any.
+    pub fn common_name(&self) -> Option<String> {
+        common_name(self.subject_name())
+    }
+
+    /// notBefore.
+    pub fn not_before(&self) -> Timestamp {
+        Timestamp::from_x509(&self.inner.tbs_certificate().validity().not_before)
+    }
+
+    /// notAfter.
+    pub fn not_after(&self) -> Timestamp {
+        Timestamp::from_x509(&self.inner.tbs_certificate().validity().not_after)
+    }
+
+    /// Valid, expired or not yet valid at `now` (both bounds inclusive, RFC 5280 4.1.2.5).
+    pub fn status_at(&self, now: Timestamp) -> CertStatus {
+        if now < self.not_before() {
+            CertStatus::NotYetValid
+        } else if now > self.not_after() {
+            CertStatus::Expired
+        } else {
+            CertStatus::Valid
+        }
+    }
+
+    /// The serial number's bytes, as encoded (big-endian, two's complement).
+    pub fn serial(&self) -> &[u8] {
+        self.inner.tbs_certificate().serial_number().as_bytes()
+    }
+
+    /// The serial number as colon-separated upper-case hex.
+    pub fn serial_hex(&self) -> String {
+        colon_hex(self.serial())
+    }
+
+    /// The subject public key.
+    pub fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
+        self.inner.tbs_certificate().subject_public_key_info()
+    }
+
+    /// Key algorithm and length (V1).
+    pub fn key_algorithm(&self) -> Result<KeyAlgorithm, CertError> {
+        Ok(KeyAlgorithm::of_spki(self.public_key())?)
+    }
+
+    /// MD5, SHA-1 and SHA-256 of the DER (V1).
+    pub fn fingerprints(&self) -> Fingerprints {
+        Fingerprints {
+            md5: Fingerprint::md5(&self.der.0),
+            sha1: Fingerprint::sha1(&self.der.0),
+            sha256: Fingerprint::sha256(&self.der.0),
+        }
+    }
+
+    /// The X.509 version (0 = v1, 2 = v3).
+    pub fn version(&self) -> u8 {
+        self.inner.tbs_certificate().version() as u8
+    }
+
+    /// Every extension as (OID, critical, DER value).
+    pub fn extensions(&self) -> impl Iterator<Item = (ObjectIdentifier, bool, &[u8])> {
+        self.inner
+            .tbs_certificate()
+            .extensions()
+            .into_iter()
+            .flatten()
+            .map(|e| (e.extn_id, e.critical, e.extn_value.as_bytes()))
+    }
+
+    fn ext<'a, T>(&'a self, name: &'static str) -> Result<Option<(bool, T)>, CertError>
+    where
+        T: Decode<'a, Error = der::Error> + der::oid::AssociatedOid,
+    {
+        self.inner
+            .tbs_certificate()
+            .get_extension::<T>()
+            .map_err(|e| CertError::BadExtension { extension: name, reason: e.to_string() })
+    }
+
+    /// basicConstraints, if present: `(is_ca, path_len)`.
+    pub fn basic_constraints(&self) -> Result<Option<(bool, Option<u8>)>, CertError> {
+        Ok(self.ext::<BasicConstraints>("basicConstraints")?.map(|(_, bc)| (bc.ca, bc.path_len_constraint)))
+    }
+
+    /// True when basicConstraints says CA:TRUE.
+    pub fn is_ca(&self) -> bool {
+        matches!(self.basic_constraints(), Ok(Some((true, _))))
+    }
+
+    /// keyUsage, if present.
+    pub fn key_usage(&self) -> Result<Option<KeyUsage>, CertError> {
+        Ok(self.ext::<KeyUsage>("keyUsage")?.map(|(_, ku)| ku))
+    }
+
+    /// Whether keyUsage allows `usage` (true when the extension is absent, RFC 5280 4.2.1.3).
+    pub fn key_usage_allows(&self, usage: KeyUsages) -> Result<bool, CertError> {
+        Ok(self.key_usage()?.is_none_or(|ku| ku.0.contains(usage)))
+    }
+
+    /// subjectKeyIdentifier, if present.
+    pub fn subject_key_id(&self) -> Result<Option<Vec<u8>>, CertError> {
+        Ok(self.ext::<SubjectKeyIdentifier>("subjectKeyIdentifier")?.map(|(_, s)| s.0.as_bytes().to_vec()))
+    }
+
+    /// authorityKeyIdentifier's keyIdentifier, if present.
+    pub fn authority_key_id(&self) -> Result<Option<Vec<u8>>, CertError> {
+        Ok(self
+            .ext::<AuthorityKeyIdentifier>("authorityKeyIdentifier")?
+            .and_then(|(_, a)| a.key_identifier.map(|k| k.as_bytes().to_vec())))
+    }
+
+    /// DNS names from subjectAltName (empty when there is no SAN).
+    pub fn dns_names(&self) -> Result<Vec<String>, CertError> {
+        Ok(self
+            .ext::<SubjectAltName>("subjectAltName")?
+            .map(|(_, san)| {
+                san.0
+                    .into_iter()
+                    .filter_map(|g| match g {
+                        GeneralName::DnsName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// True when subject and issuer are equal and the key verifies its own signature.
+    pub fn is_self_signed(&self) -> bool {
+        self.subject_name() == self.issuer_name()
+            && self.signature().is_some_and(|sig| {
+                crate::key::verify_signature(self.public_key(), self.signature_algorithm(), self.tbs_der(), sig)
+                    .is_ok()
+            })
+    }
+
+    /// Everything V1 shows, at `now`.
+    pub fn details(&self, now: Timestamp) -> CertDetails {
+        let fp = self.fingerprints();
+        let key = self.key_algorithm().ok();
+        CertDetails {
+            subject: self.subject(),
+            issuer: self.issuer(),
+            serial: self.serial_hex(),
+            not_before: self.not_before(),
+            not_after: self.not_after(),
+            key_algorithm: key.map_or_else(|| "unknown".to_string(), |k| k.name().to_string()),
+            key_bits: key.map_or(0, |k| k.bits()),
+            md5: fp.md5.to_string(),
+            sha1: fp.sha1.to_string(),
+            sha256: fp.sha256.to_string(),
+            status: self.status_at(now),
+            dns_names: self.dns_names().unwrap_or_default(),
+        }
+    }
+}
+
+/// V1's certificate details, ready to print or serialise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertDetails {
+    /// Subject (RFC 4514).
+    pub subject: String,
+    /// Issuer (RFC 4514).
+    pub issuer: String,
+    /// Serial number, colon-separated hex.
+    pub serial: String,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Expires.
+    pub not_after: Timestamp,
+    /// `ecdsa-p256`, `ecdsa-p384`, `rsa` (or `unknown`).
+    pub key_algorithm: String,
+    /// Key length in bits.
+    pub key_bits: u32,
+    /// MD5 fingerprint.
+    pub md5: String,
+    /// SHA-1 fingerprint.
+    pub sha1: String,
+    /// SHA-256 fingerprint.
+    pub sha256: String,
+    /// valid / expired / not_yet_valid.
+    pub status: CertStatus,
+    /// SAN DNS names.
+    pub dns_names: Vec<String>,
+}
+
+/// The first CN of a name.
+pub(crate) fn common_name(name: &Name) -> Option<String> {
+    const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+    name.iter_rdn().flat_map(|rdn| rdn.iter()).find(|atv| atv.oid == CN).map(|atv| {
+        let s = atv.to_string();
+        // AttributeTypeAndValue displays as "CN=value"; keep the value.
+        s.split_once('=').map_or(s.clone(), |(_, v)| v.to_string())
+    })
+}
+
+/// Finds the byte range of `tbsCertificate` inside a certificate's DER.
+fn tbs_range(der: &[u8]) -> der::Result<std::ops::Range<usize>> {
+    let mut reader = der::SliceReader::new(der)?;
+    let outer = der::Header::decode(&mut reader)?;
+    outer.tag().assert_eq(der::Tag::Sequence)?;
+    let start = usize::try_from(reader.position())?;
+    let tbs_header = der::Header::decode(&mut reader)?;
+    let header_len = usize::try_from(reader.position())? - start;
+    let body_len = usize::try_from(tbs_header.length())?;
+    Ok(start..start + header_len + body_len)
+}
+
+impl TryFrom<&[u8]> for Certificate {
+    type Error = CertError;
+    fn try_from(der: &[u8]) -> Result<Self, CertError> {
+        Certificate::from_der(der)
+    }
+}
+
+impl TryFrom<&CertificateDer> for Certificate {
+    type Error = CertError;
+    fn try_from(der: &CertificateDer) -> Result<Self, CertError> {
+        Certificate::from_der(der.as_bytes())
+    }
+}
+
+#[allow(dead_code)]
+pub(crate) fn encode_name(name: &Name) -> Vec<u8> {
+    name.to_der().expect("a decoded name re-encodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colon_hex_matches_openssl_style() {
+        assert_eq!(colon_hex(&[0x0a, 0xff, 0x10]), "0A:FF:10");
+        assert_eq!(colon_hex(&[]), "");
+    }
+
+    #[test]
+    fn garbage_is_typed_error() {
+        assert_eq!(Certificate::from_der(&[]), Err(CertError::Empty));
+        assert!(matches!(Certificate::from_der(b"hello"), Err(CertError::Malformed { .. })));
+        assert!(matches!(Certificate::from_der(&[0x30, 0x03, 0x02, 0x01]), Err(CertError::Malformed { .. })));
+    }
+}
