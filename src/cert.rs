@@ -504,8 +504,9 @@ pub(crate) fn common_name(name: &Name) -> Option<String> {
     })
 }
 
-/// Finds the byte range of `tbsCertificate` inside a certificate's DER.
-fn tbs_range(der: &[u8]) -> der::Result<std::ops::Range<usize>> {
+/// Finds the byte range of the first element inside an outer SEQUENCE: the signed part
+/// (`tbsCertificate`, `certificationRequestInfo`) of a signed structure.
+pub(crate) fn tbs_range(der: &[u8]) -> der::Result<std::ops::Range<usize>> {
     let mut reader = der::SliceReader::new(der)?;
     let outer = der::Header::decode(&mut reader)?;
     outer.tag().assert_eq(der::Tag::Sequence)?;

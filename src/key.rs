@@ -604,3 +604,48 @@ mod tests {
         ));
     }
 }
+
+/// Adapts a [`Signer`] to x509-cert's builder, which wants a `Keypair` to read the public key
+/// and algorithm from before signing (the `finalize` / `assemble` split).
+pub(crate) struct BuilderSigner {
+    spki: SubjectPublicKeyInfoOwned,
+    alg: AlgorithmIdentifierOwned,
+}
+
+/// A public key that encodes as the SPKI it holds.
+#[derive(Clone)]
+pub(crate) struct SpkiPublicKey(SubjectPublicKeyInfoOwned);
+
+impl EncodePublicKey for SpkiPublicKey {
+    fn to_public_key_der(&self) -> spki::Result<spki::Document> {
+        Ok(spki::Document::encode_msg(&self.0)?)
+    }
+}
+
+impl signature::Keypair for BuilderSigner {
+    type VerifyingKey = SpkiPublicKey;
+    fn verifying_key(&self) -> SpkiPublicKey {
+        SpkiPublicKey(self.spki.clone())
+    }
+}
+
+impl spki::DynSignatureAlgorithmIdentifier for BuilderSigner {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        Ok(self.alg.clone())
+    }
+}
+
+/// Runs an x509-cert builder through any [`Signer`]: finalize, sign the bytes, assemble.
+pub(crate) fn build_signed<B: x509_cert::builder::Builder>(
+    mut builder: B,
+    signer: &dyn Signer,
+) -> Result<B::Output, KeyError> {
+    let adapter = BuilderSigner { spki: signer.public_key_info(), alg: signer.signature_algorithm() };
+    let tbs = builder
+        .finalize(&adapter)
+        .map_err(|e| KeyError::Signing { reason: format!("cannot encode what is to be signed: {e}") })?;
+    let sig = signer.sign(&tbs)?;
+    builder
+        .assemble(signature_bits(&sig), &adapter)
+        .map_err(|e| KeyError::Signing { reason: e.to_string() })
+}

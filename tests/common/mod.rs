@@ -1,0 +1,39 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs an external tool. When it is missing: under CI (env `CI` set) the test fails, since
+/// `.ci/run` installs every tool the tests need; elsewhere the test is skipped with a notice.
+pub fn tool(name: &str) -> Option<Command> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some(Command::new(name));
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} is not installed, and CI must run this test (.ci/run installs it)");
+    }
+    eprintln!("notice: {name} not installed; skipping this check outside CI");
+    None
+}
+
+/// Runs and returns stdout+stderr as text with the exit status.
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let Output { status, stdout, stderr } = cmd.output().unwrap();
+    let mut text = String::from_utf8_lossy(&stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&stderr));
+    (status.success(), text)
+}
+
+/// Writes a file and returns its path as a string.
+pub fn write(dir: &Path, name: &str, data: impl AsRef<[u8]>) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p.to_str().unwrap().to_string()
+}
