@@ -1,0 +1,469 @@
+//! Persistence: versioned records, compare-and-swap writes and atomic multi-record commits.
+//!
+//! Every record the crate keeps (the zone, its members, certificates, issued serial numbers,
+//! operation state, the audit log) lives in a [`Storage`]: a map from UTF-8 string keys to
+//! byte values. The model is deliberately small:
+//!
+//! * **Versioned records.** Each stored value carries a [`Record::version`]. A key's version is
+//!   1 when the key is created and goes up by one on every write of that key. Deleting a key
+//!   forgets its version: if the key is created again it starts over at 1.
+//! * **Compare-and-swap.** Every [`Write`] states what it [`Expect`]s to find: no record
+//!   ([`Expect::Absent`]), a record at exactly one version ([`Expect::Version`]), or anything
+//!   ([`Expect::Any`]). A frontend reads the records a command depends on, decides, and writes
+//!   back expecting the versions it read. If another frontend wrote first, the commit fails
+//!   with [`StoreError::Conflict`] and the frontend reloads and retries (optimistic
+//!   concurrency, requirement B6). Uniqueness, such as one serial number per issuer (S3), is a
+//!   write of `serial/<issuer>/<serial>` expecting [`Expect::Absent`].
+//! * **Atomic multi-record commits.** [`Storage::commit`] takes all the writes of one command.
+//!   Every precondition is checked before anything is written; either all writes are applied
+//!   or none is. A refused command therefore leaves the store exactly as it was.
+//!
+//! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
+//! [`MemoryStore`], for tests and ephemeral use. [`FaultyStore`] wraps either one to inject
+//! commit failures in crash tests.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub mod memory;
+pub mod redb;
+
+pub use self::memory::MemoryStore;
+pub use self::redb::RedbStore;
+
+/// A stored value and its version.
+///
+/// Versions start at 1 when a key is created and go up by one on every write of that key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The version of the value: 1 after the key was created, +1 after every later write.
+    pub version: u64,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+}
+
+/// What a write expects to find (compare-and-swap precondition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist at exactly this version (versions start at 1).
+    Version(u64),
+    /// No precondition: the write applies whatever is stored.
+    Any,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Absent => f.write_str("absent"),
+            Expect::Version(v) => write!(f, "version {v}"),
+            Expect::Any => f.write_str("any"),
+        }
+    }
+}
+
+impl Expect {
+    /// Whether a key whose current version is `found` (`None`: absent) meets this precondition.
+    pub fn matches(self, found: Option<u64>) -> bool {
+        match self {
+            Expect::Absent => found.is_none(),
+            Expect::Version(v) => found == Some(v),
+            Expect::Any => true,
+        }
+    }
+}
+
+/// One write of a transaction: `value: None` deletes the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The key written; must not be empty.
+    pub key: String,
+    /// The precondition checked before the transaction is applied.
+    pub expect: Expect,
+    /// The new value, or `None` to delete the key (deleting an absent key does nothing).
+    pub value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// Stores `value` under `key` if `expect` holds.
+    pub fn put(key: impl Into<String>, expect: Expect, value: impl Into<Vec<u8>>) -> Self {
+        Write {
+            key: key.into(),
+            expect,
+            value: Some(value.into()),
+        }
+    }
+
+    /// Creates `key` with `value`; the key must not exist yet ([`Expect::Absent`]).
+    pub fn create(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Write::put(key, Expect::Absent, value)
+    }
+
+    /// Deletes `key` if `expect` holds.
+    pub fn delete(key: impl Into<String>, expect: Expect) -> Self {
+        Write {
+            key: key.into(),
+            expect,
+            value: None,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A precondition failed: somebody else wrote first. Nothing of the transaction was applied.
+    #[error(
+        "conflict on {key:?}: expected {expected}, found {}; the store changed since it was \
+         read, reload and retry",
+        found_text(*found)
+    )]
+    Conflict {
+        /// The key whose precondition failed (the first one, in the order of the writes).
+        key: String,
+        /// What the write expected.
+        expected: Expect,
+        /// The version actually stored, `None` if the key was absent.
+        found: Option<u64>,
+    },
+    /// The store file is missing (open).
+    #[error("store {} not found (create it first)", path.display())]
+    NotFound {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+    /// The store file already exists (create).
+    #[error("store {} already exists (open it instead)", path.display())]
+    AlreadyExists {
+        /// The path that was to be created.
+        path: PathBuf,
+    },
+    /// The backend failed (I/O, database error); the reason includes the backend's text.
+    #[error("store backend failed: {reason}")]
+    Backend {
+        /// What failed, with the backend's own message.
+        reason: String,
+    },
+    /// A stored record is malformed (e.g. its version header is truncated).
+    #[error("stored record {key:?} is corrupt: {reason}")]
+    Corrupt {
+        /// The key of the malformed record.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Invalid use: empty key, the same key twice within one transaction, etc.
+    #[error("invalid write of {key:?}: {reason}")]
+    InvalidWrite {
+        /// The offending key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn found_text(found: Option<u64>) -> String {
+    match found {
+        Some(v) => format!("version {v}"),
+        None => "absent".to_owned(),
+    }
+}
+
+/// Persistent, versioned key-value records with atomic compare-and-swap transactions.
+///
+/// Keys are UTF-8 strings; scans return keys in byte order. Implementations are shared
+/// between threads (and frontends) and must make [`commit`](Storage::commit) atomic with
+/// respect to every other commit and read of the same store.
+pub trait Storage: Send + Sync {
+    /// The record stored under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Every record whose key starts with `prefix`, in key order (`""` = everything).
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError>;
+
+    /// Applies all writes atomically, or none (every precondition is checked before anything
+    /// is written).
+    ///
+    /// Fails with [`StoreError::InvalidWrite`] for an empty key, a key written twice, or
+    /// [`Expect::Version(0)`](Expect::Version); with [`StoreError::Conflict`] for the first
+    /// write (in order) whose precondition does not hold. An empty transaction succeeds and
+    /// changes nothing.
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
+}
+
+impl<T: Storage + ?Sized> Storage for Arc<T> {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        (**self).get(key)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        (**self).scan(prefix)
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+impl<T: Storage + ?Sized> Storage for &T {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        (**self).get(key)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        (**self).scan(prefix)
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+impl<T: Storage + ?Sized> Storage for Box<T> {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        (**self).get(key)
+    }
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        (**self).scan(prefix)
+    }
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        (**self).commit(writes)
+    }
+}
+
+/// Checks what can be checked without reading the store: no empty key, no key twice, no
+/// expected version 0. Shared by every backend so they refuse the same transactions.
+pub(crate) fn validate(writes: &[Write]) -> Result<(), StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for w in writes {
+        if w.key.is_empty() {
+            return Err(invalid(&w.key, "the key is empty"));
+        }
+        if w.expect == Expect::Version(0) {
+            return Err(invalid(
+                &w.key,
+                "expected version 0, but versions start at 1",
+            ));
+        }
+        if !seen.insert(w.key.as_str()) {
+            return Err(invalid(
+                &w.key,
+                "the key is written twice in one transaction",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(key: &str, reason: &str) -> StoreError {
+    StoreError::InvalidWrite {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The conflict error if `write`'s precondition does not hold for a key at version `found`.
+pub(crate) fn check(write: &Write, found: Option<u64>) -> Result<(), StoreError> {
+    if write.expect.matches(found) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            key: write.key.clone(),
+            expected: write.expect,
+            found,
+        })
+    }
+}
+
+/// The version a put gives a key now at version `found`.
+pub(crate) fn next_version(key: &str, found: Option<u64>) -> Result<u64, StoreError> {
+    match found {
+        None => Ok(1),
+        Some(v) => v.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: "version counter at its maximum".to_owned(),
+        }),
+    }
+}
+
+/// A [`Storage`] wrapper that injects commit failures, for crash and recovery tests.
+///
+/// Reads pass through. Commits pass through until `fail_after` commits have succeeded; from
+/// then on every commit fails with [`StoreError::Backend`] (`"injected failure after N
+/// commits"`) without reaching the inner store, so nothing of it is applied. Commits that the
+/// inner store refuses (conflicts, invalid writes) do not count as successful.
+///
+/// Commits through one `FaultyStore` are serialized, so the count is exact under concurrency.
+#[derive(Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    state: Mutex<FaultState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FaultState {
+    commits: u64,
+    fail_after: Option<u64>,
+}
+
+impl<S> FaultyStore<S> {
+    /// Wraps `inner`; `fail_after_commits: Some(n)` fails every commit after `n` successful
+    /// ones, `None` never fails.
+    pub fn new(inner: S, fail_after_commits: Option<u64>) -> Self {
+        FaultyStore {
+            inner,
+            state: Mutex::new(FaultState {
+                commits: 0,
+                fail_after: fail_after_commits,
+            }),
+        }
+    }
+
+    /// How many commits have succeeded through this wrapper.
+    pub fn commits(&self) -> u64 {
+        self.state().commits
+    }
+
+    /// Changes the failure point: `Some(n)` fails every commit once `n` commits have succeeded
+    /// in total (immediately, if that many already have), `None` stops failing.
+    pub fn set_fail_after(&self, fail_after_commits: Option<u64>) {
+        self.lock().fail_after = fail_after_commits;
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner store.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn state(&self) -> FaultState {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        // The state is two plain integers, always consistent: a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: Storage> Storage for FaultyStore<S> {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        self.inner.scan(prefix)
+    }
+
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(n) = state.fail_after
+            && state.commits >= n
+        {
+            return Err(StoreError::Backend {
+                reason: format!("injected failure after {n} commits"),
+            });
+        }
+        self.inner.commit(writes)?;
+        state.commits += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_refuses_empty_duplicate_and_version_zero() {
+        let dup = [Write::create("a", *b"1"), Write::delete("a", Expect::Any)];
+        assert!(matches!(validate(&dup), Err(StoreError::InvalidWrite { key, .. }) if key == "a"));
+        assert!(matches!(
+            validate(&[Write::create("", *b"1")]),
+            Err(StoreError::InvalidWrite { .. })
+        ));
+        assert!(matches!(
+            validate(&[Write::put("k", Expect::Version(0), *b"1")]),
+            Err(StoreError::InvalidWrite { .. })
+        ));
+        assert!(validate(&[]).is_ok());
+        assert!(validate(&[Write::create("a", *b""), Write::create("b", *b"")]).is_ok());
+    }
+
+    #[test]
+    fn expect_matches() {
+        assert!(Expect::Absent.matches(None));
+        assert!(!Expect::Absent.matches(Some(1)));
+        assert!(Expect::Version(2).matches(Some(2)));
+        assert!(!Expect::Version(2).matches(Some(3)));
+        assert!(!Expect::Version(2).matches(None));
+        assert!(Expect::Any.matches(None));
+        assert!(Expect::Any.matches(Some(7)));
+    }
+
+    #[test]
+    fn next_version_overflow_is_an_error() {
+        assert_eq!(next_version("k", None).ok(), Some(1));
+        assert_eq!(next_version("k", Some(4)).ok(), Some(5));
+        assert!(matches!(
+            next_version("k", Some(u64::MAX)),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn conflict_message_says_reload_and_retry() {
+        let err = StoreError::Conflict {
+            key: "serial/ca/01".to_owned(),
+            expected: Expect::Absent,
+            found: Some(3),
+        };
+        let text = err.to_string();
+        assert!(text.contains("serial/ca/01"), "{text}");
+        assert!(text.contains("expected absent, found version 3"), "{text}");
+        assert!(text.contains("reload and retry"), "{text}");
+    }
+
+    #[test]
+    fn faulty_store_fails_after_n_commits() -> Result<(), StoreError> {
+        let store = FaultyStore::new(MemoryStore::new(), Some(2));
+        store.commit(&[Write::create("a", *b"1")])?;
+        // A refused commit does not count.
+        assert!(matches!(
+            store.commit(&[Write::create("a", *b"x")]),
+            Err(StoreError::Conflict { .. })
+        ));
+        store.commit(&[Write::create("b", *b"2")])?;
+        assert_eq!(store.commits(), 2);
+        let err = store.commit(&[Write::create("c", *b"3")]);
+        match err {
+            Err(StoreError::Backend { reason }) => {
+                assert_eq!(reason, "injected failure after 2 commits");
+            }
+            other => panic!("expected an injected failure, got {other:?}"),
+        }
+        assert_eq!(store.get("c")?, None);
+        assert_eq!(store.scan("")?.len(), 2);
+        store.set_fail_after(None);
+        store.commit(&[Write::create("c", *b"3")])?;
+        assert_eq!(store.commits(), 3);
+        store.set_fail_after(Some(0));
+        assert!(matches!(store.commit(&[]), Err(StoreError::Backend { .. })));
+        assert_eq!(store.into_inner().scan("")?.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn storage_is_object_safe_and_forwarded() -> Result<(), StoreError> {
+        let shared: Arc<dyn Storage> = Arc::new(MemoryStore::new());
+        shared.commit(&[Write::create("k", *b"v")])?;
+        let by_ref: &dyn Storage = &*shared;
+        assert_eq!(by_ref.get("k")?.map(|r| r.version), Some(1));
+        let boxed: Box<dyn Storage> = Box::new(Arc::clone(&shared));
+        assert_eq!(boxed.scan("")?.len(), 1);
+        Ok(())
+    }
+}

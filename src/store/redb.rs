@@ -1,0 +1,389 @@
+//! [`RedbStore`]: the embedded default [`Storage`], one redb database file.
+//!
+//! All records live in one redb table, `records`, keyed by the record key (`&str`). Each value
+//! is the record's version as 8 big-endian bytes followed by the payload. A
+//! [`commit`](Storage::commit) is one redb write transaction: it reads the current versions of
+//! every key it writes, checks every precondition, and only then applies the writes and
+//! commits; on a failed precondition it aborts, so the file does not change. redb serializes
+//! write transactions and gives reads a consistent snapshot, and each commit is durable (fsync)
+//! before [`commit`](Storage::commit) returns.
+//!
+//! # One handle per file
+//!
+//! redb locks the file while a [`Database`] has it open. A second [`RedbStore::open`] of the
+//! same file, from this process or another one, fails with [`StoreError::Backend`] ("already
+//! open") until the first handle is dropped or [closed](RedbStore::close). Frontends that
+//! share a store in one process therefore share one `RedbStore`, for example through an
+//! `Arc<RedbStore>` (which is itself a [`Storage`]).
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ::redb::{
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition, TableError, WriteTransaction,
+};
+
+use super::{Record, Storage, StoreError, Write, check, next_version, validate};
+
+/// The one table holding every record.
+const RECORDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("records");
+
+/// Length of the version header in front of every stored value.
+const HEADER: usize = 8;
+
+/// A [`Storage`] in a redb database file.
+///
+/// See the [module documentation](self) for the file layout and for why a file can be open
+/// through only one `RedbStore` at a time.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Creates a new, empty store file at `path`.
+    ///
+    /// Refuses a path that already exists (any file, even an empty one) with
+    /// [`StoreError::AlreadyExists`]. If initializing the database fails, the file just created
+    /// is removed again.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        // `create_new` claims the path atomically, so two concurrent creates cannot both win.
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists { path });
+            }
+            Err(e) => return Err(backend(&path, "cannot create", e)),
+        }
+        match Self::initialize(&path) {
+            Ok(db) => Ok(RedbStore { db, path }),
+            Err(e) => {
+                // Best effort: the file is ours and holds nothing yet.
+                let _ = fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    fn initialize(path: &Path) -> Result<Database, StoreError> {
+        let db = Builder::new()
+            .create(path)
+            .map_err(|e| database_error(path, "cannot create", e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| backend(path, "cannot write", e))?;
+        txn.open_table(RECORDS)
+            .map_err(|e| backend(path, "cannot create table of", e))?;
+        txn.commit()
+            .map_err(|e| backend(path, "cannot commit to", e))?;
+        Ok(db)
+    }
+
+    /// Opens an existing store file. Never creates one.
+    ///
+    /// Fails with [`StoreError::NotFound`] if `path` does not exist, and with
+    /// [`StoreError::Backend`] if it is not a redb database, is corrupt, or is already open
+    /// (see the [module documentation](self)). The whole file is checksummed on open, so a file
+    /// damaged outside redb is reported as an error rather than trusted.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Err(StoreError::NotFound { path }),
+            Err(e) => return Err(backend(&path, "cannot open", e)),
+        }
+        let db = Builder::new()
+            .set_check_integrity_on_open(true)
+            .open(&path)
+            .map_err(|e| database_error(&path, "cannot open", e))?;
+        Ok(RedbStore { db, path })
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the store, reporting an error that dropping it would ignore.
+    pub fn close(self) -> Result<(), StoreError> {
+        let RedbStore { db, path } = self;
+        db.close()
+            .map_err(|e| database_error(&path, "cannot close", e))
+    }
+
+    fn apply(&self, txn: &WriteTransaction, writes: &[Write]) -> Result<(), StoreError> {
+        let path = self.path.as_path();
+        let mut table = txn
+            .open_table(RECORDS)
+            .map_err(|e| backend(path, "cannot open table of", e))?;
+        // Check every precondition and encode every new value before writing anything.
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in writes {
+            let stored = table
+                .get(w.key.as_str())
+                .map_err(|e| backend(path, "cannot read", e))?;
+            let found = match stored {
+                Some(guard) => Some(decode_version(&w.key, guard.value())?),
+                None => None,
+            };
+            check(w, found)?;
+            encoded.push(match &w.value {
+                Some(value) => Some(encode(next_version(&w.key, found)?, value)),
+                None => None,
+            });
+        }
+        for (w, bytes) in writes.iter().zip(encoded) {
+            match bytes {
+                Some(bytes) => {
+                    table
+                        .insert(w.key.as_str(), bytes.as_slice())
+                        .map_err(|e| backend(path, "cannot write", e))?;
+                }
+                None => {
+                    table
+                        .remove(w.key.as_str())
+                        .map_err(|e| backend(path, "cannot write", e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Storage for RedbStore {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend(path, "cannot read", e))?;
+        let table = match txn.open_table(RECORDS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        };
+        match table
+            .get(key)
+            .map_err(|e| backend(path, "cannot read", e))?
+        {
+            Some(guard) => decode(key, guard.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend(path, "cannot read", e))?;
+        let table = match txn.open_table(RECORDS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range(prefix..)
+            .map_err(|e| backend(path, "cannot read", e))?
+        {
+            let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), decode(key, value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        validate(writes)?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| backend(path, "cannot write", e))?;
+        match self.apply(&txn, writes) {
+            Ok(()) => txn
+                .commit()
+                .map_err(|e| backend(path, "cannot commit to", e)),
+            Err(e) => {
+                // Dropping the transaction would abort it as well; the refusal is what matters.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn encode(version: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + payload.len());
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn decode_version(key: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let header: [u8; HEADER] = bytes
+        .get(..HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| {
+            corrupt(format!(
+                "{} bytes, shorter than the version header",
+                bytes.len()
+            ))
+        })?;
+    match u64::from_be_bytes(header) {
+        0 => Err(corrupt("version 0 (versions start at 1)".to_owned())),
+        version => Ok(version),
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Record, StoreError> {
+    let version = decode_version(key, bytes)?;
+    Ok(Record {
+        version,
+        value: bytes[HEADER..].to_vec(),
+    })
+}
+
+fn backend(path: &Path, what: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::Backend {
+        reason: format!("{what} store {}: {e}", path.display()),
+    }
+}
+
+fn database_error(path: &Path, what: &str, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => backend(
+            path,
+            what,
+            "it is already open (by this process or another one); share one open store instead",
+        ),
+        DatabaseError::Storage(StorageError::Io(io)) if io.kind() == io::ErrorKind::NotFound => {
+            StoreError::NotFound {
+                path: path.to_owned(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Corrupted(reason)) => backend(
+            path,
+            what,
+            format!("it is not a valid store or it is damaged ({reason})"),
+        ),
+        e => backend(path, what, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Expect;
+
+    fn temp() -> Result<tempfile::TempDir, StoreError> {
+        tempfile::tempdir().map_err(|e| StoreError::Backend {
+            reason: e.to_string(),
+        })
+    }
+
+    #[test]
+    fn value_layout_is_version_then_payload() -> Result<(), StoreError> {
+        assert_eq!(encode(258, b"xy"), [0, 0, 0, 0, 0, 0, 1, 2, b'x', b'y']);
+        assert_eq!(
+            decode("k", &encode(7, b"abc"))?,
+            Record {
+                version: 7,
+                value: b"abc".to_vec()
+            }
+        );
+        assert_eq!(
+            decode("k", &encode(1, b""))?,
+            Record {
+                version: 1,
+                value: Vec::new()
+            }
+        );
+        assert!(matches!(
+            decode("k", &[0, 1, 2]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode("k", &[0; 8]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_record_is_reported_corrupt() -> Result<(), StoreError> {
+        let dir = temp()?;
+        let store = RedbStore::create(dir.path().join("s.redb"))?;
+        // Write a malformed value behind the store's back.
+        let txn = store
+            .db
+            .begin_write()
+            .map_err(|e| backend(store.path(), "w", e))?;
+        {
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(|e| backend(store.path(), "t", e))?;
+            table
+                .insert("bad", &[1u8, 2][..])
+                .map_err(|e| backend(store.path(), "i", e))?;
+        }
+        txn.commit().map_err(|e| backend(store.path(), "c", e))?;
+        assert!(matches!(store.get("bad"), Err(StoreError::Corrupt { key, .. }) if key == "bad"));
+        assert!(matches!(store.scan(""), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.commit(&[Write::put("bad", Expect::Any, *b"x")]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn second_open_in_process_is_refused_until_closed() -> Result<(), StoreError> {
+        let dir = temp()?;
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::create(&path)?;
+        store.commit(&[Write::create("k", *b"v")])?;
+        match RedbStore::open(&path) {
+            Err(StoreError::Backend { reason }) => {
+                assert!(reason.contains("already open"), "{reason}");
+                assert!(reason.contains("s.redb"), "{reason}");
+            }
+            other => panic!("expected already-open error, got {other:?}"),
+        }
+        store.close()?;
+        let store = RedbStore::open(&path)?;
+        assert_eq!(store.get("k")?.map(|r| r.version), Some(1));
+        Ok(())
+    }
+
+    #[test]
+    fn debug_shows_path() -> Result<(), StoreError> {
+        let dir = temp()?;
+        let store = RedbStore::create(dir.path().join("s.redb"))?;
+        assert!(format!("{store:?}").contains("s.redb"));
+        Ok(())
+    }
+}

@@ -1,0 +1,691 @@
+//! One test suite for every `Storage` backend, plus redb-specific file handling and a model
+//! test comparing `RedbStore` against `MemoryStore`.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use proptest::prelude::*;
+use tempfile::TempDir;
+use zonepki::store::{
+    Expect, FaultyStore, MemoryStore, Record, RedbStore, Storage, StoreError, Write,
+};
+
+/// A store under test, with the directory that holds its file (if any).
+struct Fixture {
+    store: Arc<dyn Storage>,
+    _dir: Option<TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+    }
+}
+
+fn redb() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = RedbStore::create(dir.path().join("zone.redb")).expect("create store");
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+fn rec(version: u64, value: &[u8]) -> Option<Record> {
+    Some(Record {
+        version,
+        value: value.to_vec(),
+    })
+}
+
+fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
+    store
+        .scan(prefix)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared suite: every function takes a fresh store.
+
+fn create_get_and_version_increments(s: &dyn Storage) {
+    assert_eq!(s.get("zone").unwrap(), None);
+    s.commit(&[Write::create("zone", *b"v1")]).unwrap();
+    assert_eq!(s.get("zone").unwrap(), rec(1, b"v1"));
+    s.commit(&[Write::put("zone", Expect::Version(1), *b"v2")])
+        .unwrap();
+    assert_eq!(s.get("zone").unwrap(), rec(2, b"v2"));
+    s.commit(&[Write::put("zone", Expect::Any, *b"v3")])
+        .unwrap();
+    assert_eq!(s.get("zone").unwrap(), rec(3, b"v3"));
+    // Expect::Any also creates.
+    s.commit(&[Write::put("other", Expect::Any, Vec::new())])
+        .unwrap();
+    assert_eq!(s.get("other").unwrap(), rec(1, b""));
+    // Binary payloads, including bytes that look like a version header, round-trip.
+    let bin: Vec<u8> = (0..=255u8).chain([0; 8]).collect();
+    s.commit(&[Write::create("bin", bin.clone())]).unwrap();
+    assert_eq!(s.get("bin").unwrap(), rec(1, &bin));
+    // Versions are per key.
+    s.commit(&[
+        Write::put("zone", Expect::Version(3), *b"v4"),
+        Write::put("other", Expect::Version(1), *b"o2"),
+    ])
+    .unwrap();
+    assert_eq!(s.get("zone").unwrap().map(|r| r.version), Some(4));
+    assert_eq!(s.get("other").unwrap().map(|r| r.version), Some(2));
+    assert_eq!(s.get("bin").unwrap().map(|r| r.version), Some(1));
+}
+
+fn absent_on_existing_conflicts_and_applies_nothing(s: &dyn Storage) {
+    s.commit(&[
+        Write::create("serial/ca/01", *b"cert-a"),
+        Write::create("n", *b"1"),
+    ])
+    .unwrap();
+    let before = s.scan("").unwrap();
+    let err = s
+        .commit(&[
+            Write::create("cert/b", *b"cert-b"),
+            Write::put("n", Expect::Version(1), *b"2"),
+            Write::create("serial/ca/01", *b"cert-b"),
+            Write::delete("cert/a", Expect::Any),
+        ])
+        .unwrap_err();
+    match err {
+        StoreError::Conflict {
+            key,
+            expected,
+            found,
+        } => {
+            assert_eq!(key, "serial/ca/01");
+            assert_eq!(expected, Expect::Absent);
+            assert_eq!(found, Some(1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        s.scan("").unwrap(),
+        before,
+        "a refused commit must change nothing"
+    );
+    assert_eq!(s.get("cert/b").unwrap(), None);
+    assert_eq!(s.get("n").unwrap(), rec(1, b"1"));
+}
+
+fn version_mismatch_conflicts(s: &dyn Storage) {
+    s.commit(&[Write::create("k", *b"1")]).unwrap();
+    s.commit(&[Write::put("k", Expect::Version(1), *b"2")])
+        .unwrap();
+    // A stale writer that read version 1.
+    let err = s.commit(&[
+        Write::create("side", *b"x"),
+        Write::put("k", Expect::Version(1), *b"3"),
+    ]);
+    assert!(
+        matches!(
+            err,
+            Err(StoreError::Conflict { ref key, expected: Expect::Version(1), found: Some(2) })
+                if key == "k"
+        ),
+        "{err:?}"
+    );
+    // Expecting a version of an absent key.
+    let err = s.commit(&[Write::put("missing", Expect::Version(1), *b"x")]);
+    assert!(
+        matches!(err, Err(StoreError::Conflict { found: None, .. })),
+        "{err:?}"
+    );
+    assert_eq!(s.get("k").unwrap(), rec(2, b"2"));
+    assert_eq!(s.get("side").unwrap(), None);
+    assert_eq!(s.get("missing").unwrap(), None);
+}
+
+fn delete(s: &dyn Storage) {
+    s.commit(&[Write::create("a", *b"1"), Write::create("b", *b"1")])
+        .unwrap();
+    s.commit(&[Write::put("a", Expect::Version(1), *b"2")])
+        .unwrap();
+    // Wrong version: refused, nothing deleted.
+    let err = s.commit(&[
+        Write::delete("b", Expect::Any),
+        Write::delete("a", Expect::Version(1)),
+    ]);
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+    assert_eq!(keys(s, ""), ["a", "b"]);
+    s.commit(&[
+        Write::delete("a", Expect::Version(2)),
+        Write::delete("b", Expect::Any),
+    ])
+    .unwrap();
+    assert_eq!(s.get("a").unwrap(), None);
+    assert_eq!(s.scan("").unwrap(), []);
+    // Deleting an absent key with Any or Absent is a no-op; with a version it conflicts.
+    s.commit(&[
+        Write::delete("a", Expect::Any),
+        Write::delete("b", Expect::Absent),
+    ])
+    .unwrap();
+    let err = s.commit(&[Write::delete("a", Expect::Version(2))]);
+    assert!(
+        matches!(err, Err(StoreError::Conflict { found: None, .. })),
+        "{err:?}"
+    );
+    // A re-created key starts over at version 1.
+    s.commit(&[Write::create("a", *b"again")]).unwrap();
+    assert_eq!(s.get("a").unwrap(), rec(1, b"again"));
+}
+
+fn scan_prefix_in_key_order(s: &dyn Storage) {
+    let all = [
+        "member/b",
+        "member/a",
+        "member",
+        "member/a/x",
+        "members",
+        "cert/1",
+        "m",
+        "é",
+        "z",
+    ];
+    let writes: Vec<Write> = all
+        .iter()
+        .map(|k| Write::create(*k, k.as_bytes()))
+        .collect();
+    s.commit(&writes).unwrap();
+    assert_eq!(keys(s, "member/"), ["member/a", "member/a/x", "member/b"]);
+    assert_eq!(
+        keys(s, "member"),
+        ["member", "member/a", "member/a/x", "member/b", "members"]
+    );
+    assert_eq!(keys(s, "nothing"), Vec::<String>::new());
+    let mut sorted: Vec<String> = all.iter().map(|k| k.to_string()).collect();
+    sorted.sort(); // byte order of UTF-8 = `str` order
+    assert_eq!(keys(s, ""), sorted);
+    assert_eq!(keys(s, "é"), ["é"]);
+    for (k, r) in s.scan("").unwrap() {
+        assert_eq!(
+            r,
+            Record {
+                version: 1,
+                value: k.into_bytes()
+            }
+        );
+    }
+}
+
+fn invalid_writes_are_refused(s: &dyn Storage) {
+    s.commit(&[Write::create("a", *b"1")]).unwrap();
+    let err = s.commit(&[
+        Write::create("b", *b"1"),
+        Write::put("a", Expect::Version(1), *b"2"),
+        Write::delete("a", Expect::Any),
+    ]);
+    assert!(
+        matches!(err, Err(StoreError::InvalidWrite { ref key, .. }) if key == "a"),
+        "{err:?}"
+    );
+    let err = s.commit(&[Write::create("c", *b"1"), Write::create("", *b"1")]);
+    assert!(
+        matches!(err, Err(StoreError::InvalidWrite { .. })),
+        "{err:?}"
+    );
+    let err = s.commit(&[Write::put("a", Expect::Version(0), *b"1")]);
+    assert!(
+        matches!(err, Err(StoreError::InvalidWrite { .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.scan("").unwrap(),
+        [(
+            "a".to_owned(),
+            Record {
+                version: 1,
+                value: b"1".to_vec()
+            }
+        )]
+    );
+}
+
+fn empty_transaction_is_ok(s: &dyn Storage) {
+    s.commit(&[]).unwrap();
+    s.commit(&[Write::create("a", *b"1")]).unwrap();
+    s.commit(&[]).unwrap();
+    assert_eq!(s.get("a").unwrap(), rec(1, b"1"));
+}
+
+fn racing_creates_have_one_winner(s: Arc<dyn Storage>) {
+    const THREADS: usize = 8;
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+                thread::spawn(move || {
+                    barrier.wait();
+                    s.commit(&[
+                        Write::create(format!("cert/{round}/{t}"), *b"c"),
+                        Write::create(format!("serial/ca/{round}"), t.to_string()),
+                    ])
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<usize> = (0..THREADS).filter(|t| results[*t].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        for r in &results {
+            assert!(
+                matches!(r, Ok(()) | Err(StoreError::Conflict { .. })),
+                "{r:?}"
+            );
+        }
+        let winner = winners[0];
+        let serial = s.get(&format!("serial/ca/{round}")).unwrap().unwrap();
+        assert_eq!(
+            serial,
+            Record {
+                version: 1,
+                value: winner.to_string().into_bytes()
+            }
+        );
+        // Only the winner's other write landed.
+        assert_eq!(
+            keys(&*s, &format!("cert/{round}/")),
+            [format!("cert/{round}/{winner}")]
+        );
+    }
+}
+
+fn racing_read_modify_write_loses_no_update(s: Arc<dyn Storage>) {
+    const THREADS: u64 = 4;
+    const INCREMENTS: u64 = 15;
+    s.commit(&[Write::create("counter", 0u64.to_be_bytes())])
+        .unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let mut conflicts = 0u64;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let r = s.get("counter").unwrap().unwrap();
+                        let n = u64::from_be_bytes(r.value.try_into().unwrap());
+                        let w = Write::put(
+                            "counter",
+                            Expect::Version(r.version),
+                            (n + 1).to_be_bytes(),
+                        );
+                        match s.commit(&[w]) {
+                            Ok(()) => break,
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let r = s.get("counter").unwrap().unwrap();
+    assert_eq!(
+        u64::from_be_bytes(r.value.try_into().unwrap()),
+        THREADS * INCREMENTS
+    );
+    assert_eq!(r.version, THREADS * INCREMENTS + 1);
+}
+
+fn faulty_store_applies_nothing_once_failing(s: Arc<dyn Storage>) {
+    let faulty = FaultyStore::new(Arc::clone(&s), Some(1));
+    faulty.commit(&[Write::create("a", *b"1")]).unwrap();
+    let err = faulty.commit(&[
+        Write::create("b", *b"1"),
+        Write::put("a", Expect::Any, *b"2"),
+    ]);
+    match err {
+        Err(StoreError::Backend { reason }) => {
+            assert_eq!(reason, "injected failure after 1 commits")
+        }
+        other => panic!("expected an injected failure, got {other:?}"),
+    }
+    assert_eq!(faulty.commits(), 1);
+    assert_eq!(
+        s.scan("").unwrap(),
+        [(
+            "a".to_owned(),
+            Record {
+                version: 1,
+                value: b"1".to_vec()
+            }
+        )]
+    );
+    assert_eq!(faulty.get("a").unwrap(), rec(1, b"1"));
+    faulty.set_fail_after(Some(2));
+    faulty.commit(&[Write::create("b", *b"1")]).unwrap();
+    assert!(faulty.commit(&[]).is_err());
+    assert_eq!(keys(&faulty, ""), ["a", "b"]);
+}
+
+macro_rules! suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn create_get_and_version_increments() {
+                super::create_get_and_version_increments(&*$backend().store);
+            }
+            #[test]
+            fn absent_on_existing_conflicts_and_applies_nothing() {
+                super::absent_on_existing_conflicts_and_applies_nothing(&*$backend().store);
+            }
+            #[test]
+            fn version_mismatch_conflicts() {
+                super::version_mismatch_conflicts(&*$backend().store);
+            }
+            #[test]
+            fn delete() {
+                super::delete(&*$backend().store);
+            }
+            #[test]
+            fn scan_prefix_in_key_order() {
+                super::scan_prefix_in_key_order(&*$backend().store);
+            }
+            #[test]
+            fn invalid_writes_are_refused() {
+                super::invalid_writes_are_refused(&*$backend().store);
+            }
+            #[test]
+            fn empty_transaction_is_ok() {
+                super::empty_transaction_is_ok(&*$backend().store);
+            }
+            #[test]
+            fn racing_creates_have_one_winner() {
+                super::racing_creates_have_one_winner($backend().store);
+            }
+            #[test]
+            fn racing_read_modify_write_loses_no_update() {
+                super::racing_read_modify_write_loses_no_update($backend().store);
+            }
+            #[test]
+            fn faulty_store_applies_nothing_once_failing() {
+                super::faulty_store_applies_nothing_once_failing($backend().store);
+            }
+        }
+    };
+}
+
+suite!(memory);
+suite!(redb);
+
+// ---------------------------------------------------------------------------------------------
+// RedbStore files.
+
+#[test]
+fn redb_persists_across_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zone.redb");
+    {
+        let store = RedbStore::create(&path).unwrap();
+        assert_eq!(store.path(), path);
+        store
+            .commit(&[Write::create("a", *b"1"), Write::create("b", *b"2")])
+            .unwrap();
+        store
+            .commit(&[Write::put("a", Expect::Version(1), *b"3")])
+            .unwrap();
+        store.commit(&[Write::delete("b", Expect::Any)]).unwrap();
+    } // dropped
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        store.scan("").unwrap(),
+        [(
+            "a".to_owned(),
+            Record {
+                version: 2,
+                value: b"3".to_vec()
+            }
+        )]
+    );
+    store
+        .commit(&[Write::put("a", Expect::Version(2), *b"4")])
+        .unwrap();
+    store.close().unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get("a").unwrap(), rec(3, b"4"));
+}
+
+#[test]
+fn redb_open_missing_is_not_found_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.redb");
+    match RedbStore::open(&path) {
+        Err(StoreError::NotFound { path: p }) => assert_eq!(p, path),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(!path.exists());
+    // Also in a missing directory.
+    let path = dir.path().join("no/such/dir/zone.redb");
+    assert!(matches!(
+        RedbStore::open(&path),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(!dir.path().join("no").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn redb_create_refuses_existing_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zone.redb");
+    let store = RedbStore::create(&path).unwrap();
+    store.commit(&[Write::create("a", *b"1")]).unwrap();
+    drop(store);
+    match RedbStore::create(&path) {
+        Err(StoreError::AlreadyExists { path: p }) => assert_eq!(p, path),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(
+        RedbStore::open(&path).unwrap().get("a").unwrap(),
+        rec(1, b"1")
+    );
+    // Any existing file, even an empty one, is left alone.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, b"keep me").unwrap();
+    assert!(matches!(
+        RedbStore::create(&other),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep me");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        RedbStore::create(&empty),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn redb_create_in_missing_directory_is_a_backend_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/zone.redb");
+    let err = RedbStore::create(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    assert!(err.to_string().contains("zone.redb"), "{err}");
+}
+
+fn assert_open_fails_cleanly(path: &Path) {
+    let before = std::fs::read(path).unwrap();
+    let result = std::panic::catch_unwind(|| RedbStore::open(path));
+    match result {
+        Ok(Err(StoreError::Backend { reason })) => {
+            assert!(reason.contains(&path.display().to_string()), "{reason}");
+        }
+        Ok(other) => panic!("expected a backend error, got {other:?}"),
+        Err(_) => panic!("RedbStore::open panicked on {}", path.display()),
+    }
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        before,
+        "a refused open must not change the file"
+    );
+}
+
+#[test]
+fn redb_open_garbage_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("empty", Vec::new()),
+        ("short", b"not a database".to_vec()),
+        ("text", b"-----BEGIN CERTIFICATE-----\n".repeat(500)),
+        (
+            "noise",
+            (0..20_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        assert_open_fails_cleanly(&path);
+    }
+    // A directory is not a store either.
+    let err = RedbStore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+}
+
+#[test]
+fn redb_damaged_file_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zone.redb");
+    let store = RedbStore::create(&path).unwrap();
+    for i in 0..100 {
+        store
+            .commit(&[Write::create(format!("cert/{i:03}"), vec![7u8; 300])])
+            .unwrap();
+    }
+    drop(store);
+    let original = std::fs::read(&path).unwrap();
+    for offset in (0..original.len()).step_by(2039) {
+        let mut damaged = original.clone();
+        let end = (offset + 64).min(damaged.len());
+        damaged[offset..end].iter_mut().for_each(|b| *b ^= 0x5a);
+        std::fs::write(&path, &damaged).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let store = RedbStore::open(&path)?;
+            store.scan("")
+        });
+        match result {
+            Ok(Ok(_)) | Ok(Err(StoreError::Backend { .. } | StoreError::Corrupt { .. })) => {}
+            Ok(Err(e)) => panic!("unexpected error for damage at {offset}: {e:?}"),
+            Err(_) => panic!("panicked on a file damaged at offset {offset}"),
+        }
+    }
+}
+
+#[test]
+fn redb_second_handle_on_open_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zone.redb");
+    let store = Arc::new(RedbStore::create(&path).unwrap());
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("already open"), "{err}");
+    // Sharing the one handle is the supported way for several frontends.
+    let frontend: Arc<dyn Storage> = store.clone();
+    frontend.commit(&[Write::create("a", *b"1")]).unwrap();
+    assert_eq!(store.get("a").unwrap(), rec(1, b"1"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model test: random transactions give the same results on RedbStore and MemoryStore.
+
+/// A backend-independent view of a commit's outcome.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Conflict {
+        key: String,
+        expected: Expect,
+        found: Option<u64>,
+    },
+    Invalid {
+        key: String,
+    },
+}
+
+fn outcome(result: Result<(), StoreError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            found,
+        }) => Outcome::Conflict {
+            key,
+            expected,
+            found,
+        },
+        Err(StoreError::InvalidWrite { key, .. }) => Outcome::Invalid { key },
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+const KEYS: [&str; 6] = ["a", "a/1", "a/2", "ab", "b", "b/1"];
+const PREFIXES: [&str; 5] = ["", "a", "a/", "b", "c"];
+
+fn arb_write() -> impl Strategy<Value = Write> {
+    let key = prop::sample::select(&KEYS[..]);
+    let expect = prop_oneof![
+        Just(Expect::Absent),
+        Just(Expect::Any),
+        (1u64..4).prop_map(Expect::Version),
+    ];
+    let value = prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..12));
+    (key, expect, value).prop_map(|(key, expect, value)| Write {
+        key: key.to_owned(),
+        expect,
+        value,
+    })
+}
+
+fn arb_txns() -> impl Strategy<Value = Vec<Vec<Write>>> {
+    prop::collection::vec(prop::collection::vec(arb_write(), 0..4), 1..25)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn redb_behaves_like_memory(txns in arb_txns()) {
+        let model = MemoryStore::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.redb");
+        let mut redb = RedbStore::create(&path).unwrap();
+        for (i, txn) in txns.iter().enumerate() {
+            let before = model.scan("").unwrap();
+            let expected = outcome(model.commit(txn));
+            let actual = outcome(redb.commit(txn));
+            prop_assert_eq!(&actual, &expected, "transaction {} {:?}", i, txn);
+            if expected != Outcome::Ok {
+                prop_assert_eq!(model.scan("").unwrap(), before);
+            }
+            for prefix in PREFIXES {
+                prop_assert_eq!(redb.scan(prefix).unwrap(), model.scan(prefix).unwrap());
+            }
+            for key in KEYS {
+                prop_assert_eq!(redb.get(key).unwrap(), model.get(key).unwrap());
+            }
+            if i % 8 == 7 {
+                redb.close().unwrap();
+                redb = RedbStore::open(&path).unwrap();
+            }
+        }
+    }
+}
