@@ -262,7 +262,7 @@ fn extensions(
 }
 
 /// Parameters of a new zone CA (CI1, RC1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CaParams {
     /// Subject common name (default: the zone name).
     pub common_name: String,

@@ -242,3 +242,15 @@ mod tests {
         assert_eq!(c.now().unix(), 1_800_000_600);
     }
 }
+
+impl<T: Clock + ?Sized> Clock for &T {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}

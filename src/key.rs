@@ -378,17 +378,26 @@ impl PrivateKey {
     }
 }
 
+/// The signature algorithm a zone key of `alg` signs with: ecdsa-with-SHA256 (RFC 5758 3.2,
+/// parameters absent) or sha256WithRSAEncryption (RFC 4055 5, parameters NULL). P-384 keys
+/// are only ever verified, never used to sign (`None`).
+pub fn signature_algorithm_for(alg: KeyAlgorithm) -> Option<AlgorithmIdentifierOwned> {
+    match alg {
+        KeyAlgorithm::EcdsaP256 => {
+            Some(AlgorithmIdentifierOwned { oid: oid::ECDSA_SHA256, parameters: None })
+        }
+        KeyAlgorithm::Rsa { .. } => Some(AlgorithmIdentifierOwned {
+            oid: oid::RSA_SHA256,
+            parameters: Some(der::asn1::Null.into()),
+        }),
+        KeyAlgorithm::EcdsaP384 => None,
+    }
+}
+
 impl Signer for PrivateKey {
     fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
-        match &self.0 {
-            // RFC 5758 3.2: ecdsa-with-SHA256, parameters absent.
-            Inner::P256(_) => AlgorithmIdentifierOwned { oid: oid::ECDSA_SHA256, parameters: None },
-            // RFC 4055 5: sha256WithRSAEncryption, parameters NULL.
-            Inner::Rsa(..) => AlgorithmIdentifierOwned {
-                oid: oid::RSA_SHA256,
-                parameters: Some(der::asn1::Null.into()),
-            },
-        }
+        signature_algorithm_for(self.algorithm())
+            .expect("a PrivateKey is P-256 or RSA, both of which sign")
     }
 
     fn public_key_info(&self) -> SubjectPublicKeyInfoOwned {

@@ -1,0 +1,140 @@
+//! The main job: a whole zone lifecycle on the embedded default store (redb), with every
+//! member's agent in this process and its files on disk.
+//!
+//! ```text
+//! cargo run --release --example lifecycle            # works in target/lifecycle-demo/
+//! cargo run --release --example lifecycle -- DIR     # or in DIR (emptied first)
+//! ```
+//!
+//! It creates a zone whose CA key is generated on, and held by, the first Primary Server's
+//! agent; enrols servers whose keys are generated on their own agents; adds managed devices;
+//! shows the CA and server views (V1, V2) and the expiry warnings (V3) at several times;
+//! validates every server's chain (S7); shows a refused command leaving the store unchanged;
+//! and verifies the audit log (S6).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zonepki::cert::bundle;
+use zonepki::chain::verify_chain;
+use zonepki::clock::{Clock, ManualClock, Timestamp};
+use zonepki::key::KeySpec;
+use zonepki::service::{InitInternal, NewServer, ZoneService};
+use zonepki::store::RedbStore;
+use zonepki::transport::LoopbackTransport;
+use zonepki::view::WARNING_HEADER;
+use zonepki::zone::{Fqdn, ServerRole};
+
+type Error = Box<dyn std::error::Error>;
+
+fn fqdn(s: &str) -> Result<Fqdn, Error> {
+    Ok(s.parse()?)
+}
+
+fn main() -> Result<(), Error> {
+    let dir = std::env::args().nth(1).map_or_else(|| PathBuf::from("target/lifecycle-demo"), PathBuf::from);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let store_path = dir.join("zone.db");
+    let fleet = dir.join("fleet");
+    let start: Timestamp = "2027-01-04T09:00:00Z".parse()?;
+    let clock = ManualClock::new(start);
+    let zone = ZoneService::new(RedbStore::create(&store_path)?, LoopbackTransport::with_root(&fleet), &clock);
+
+    println!("== 1. A new zone with an internal CA (Z2): the key is made on ps1's agent");
+    let mut ps1 = NewServer::new(fqdn("ps1.acme.example")?, ServerRole::Primary);
+    ps1.dns_names = vec!["zenworks.acme.example".into()];
+    ps1.agent_version = "24.4".into();
+    zone.init_internal(InitInternal {
+        zone: "Acme Zone".into(),
+        ca_subject: None,
+        first_server: ps1,
+        ca_key: KeySpec::P256,
+        validity: 5.try_into()?,
+    })?;
+    let ca = zone.ca_view()?;
+    println!("   CA {} ({}, {} bits), held by {}", ca.details.subject, ca.details.key_algorithm,
+        ca.details.key_bits, ca.certificate_server.as_deref().unwrap_or("-"));
+    println!("   valid {} .. {}, SHA-1 {}", ca.details.not_before, ca.details.not_after, ca.details.sha1);
+
+    println!("\n== 2. Servers join; each agent makes its own key and CSR (S1)");
+    let mut ps2 = NewServer::new(fqdn("ps2.acme.example")?, ServerRole::Primary);
+    ps2.key = KeySpec::Rsa2048;
+    ps2.agent_version = "24.4".into();
+    zone.add_server(ps2)?;
+    let mut sat = NewServer::new(fqdn("sat1.branch.acme.example")?, ServerRole::AuthSatellite);
+    sat.parent = Some(fqdn("ps2.acme.example")?);
+    sat.agent_version = "23.4".into();
+    zone.add_server(sat)?;
+    zone.add_server(NewServer::new(fqdn("content1.acme.example")?, ServerRole::ContentSatellite))?;
+    let devices: Vec<String> = (1..=25).map(|i| format!("laptop-{i:03}")).collect();
+    zone.add_devices(&devices, "24.2")?;
+    for s in zone.servers()? {
+        println!("   {:28} {:18} {:8} expires {}  SHA-1 {}", s.fqdn, s.role, s.status,
+            s.not_after.map_or("-".into(), |t| t.to_string()),
+            s.sha1.as_deref().map_or("-", |f| &f[..23]));
+    }
+    println!("   {} managed devices", zone.devices()?.len());
+
+    println!("\n== 3. Every server certificate validates against the zone CA (S7)");
+    let anchor = zone.ca_certificate()?;
+    for s in zone.servers()? {
+        let chain = zone.server_chain(&s.fqdn.parse()?)?;
+        let Some(leaf) = chain.first() else { continue };
+        let leaf = zonepki::cert::Certificate::try_from(leaf)?;
+        let path = verify_chain(&leaf, &[], std::slice::from_ref(&anchor), clock.now())?;
+        println!("   {} -> {}", s.fqdn, path.subjects().join(" -> "));
+    }
+
+    println!("\n== 4. The members' files (keys never leave their owner; key.pem is 0600)");
+    for name in ["ps1.acme.example", "sat1.branch.acme.example"] {
+        let cur = fleet.join(name).join("current");
+        for f in ["cert.pem", "key.pem", "trust.pem"] {
+            let p = cur.join(f);
+            let meta = std::fs::metadata(&p)?;
+            #[cfg(unix)]
+            let mode = { use std::os::unix::fs::PermissionsExt; format!("{:o}", meta.permissions().mode() & 0o777) };
+            #[cfg(not(unix))]
+            let mode = String::from("-");
+            let certs = if f == "key.pem" { 0 } else { bundle::read_file(&p)?.len() };
+            println!("   {}  mode {mode}  {} certificate(s)", p.display(), certs);
+        }
+    }
+    println!("   the CA key: {} (only on ps1)", fleet.join("ps1.acme.example/ca/key.pem").display());
+
+    println!("\n== 5. Expiry warnings (V3) as time passes");
+    for (label, at) in [("today", start), ("4 years 10 months on", "2031-11-01T00:00:00Z".parse()?),
+                        ("5 years 1 month on", "2032-02-01T00:00:00Z".parse()?)] {
+        clock.set(at);
+        let w = zone.warnings(Duration::from_secs(90 * 86_400))?;
+        println!("   {label} ({at}): {} warning(s)", w.len());
+        if !w.is_empty() {
+            println!("     {WARNING_HEADER}");
+            for x in w.iter().take(3) {
+                println!("     - {}", x.message);
+            }
+        }
+    }
+    clock.set(start.plus(Duration::from_secs(3600)));
+
+    println!("\n== 6. A refused command changes nothing");
+    let before = zone.dump()?;
+    let mut bad = NewServer::new(fqdn("sat2.acme.example")?, ServerRole::AuthSatellite);
+    bad.parent = Some(fqdn("content1.acme.example")?);
+    match zone.add_server(bad) {
+        Ok(_) => return Err("a satellite under a content server must be refused".into()),
+        Err(e) => println!("   refused: {e}"),
+    }
+    assert_eq!(before, zone.dump()?, "a refused command must leave the store as it was");
+    println!("   store unchanged: {} records", before.as_object().map_or(0, |m| m.len()));
+
+    println!("\n== 7. The audit log (S6)");
+    let report = zone.verify_audit()?;
+    println!("   {} entries, hash chain intact, head {}", report.entries, &report.head[..16]);
+    println!("\nDone. Store: {}  Fleet: {}", store_path.display(), fleet.display());
+    println!("Try: cargo run --example zonectl -- --store {} --root {} server list",
+        store_path.display(), fleet.display());
+    Ok(())
+}

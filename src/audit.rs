@@ -1,0 +1,240 @@
+//! The append-only, hash-chained audit log (S6).
+//!
+//! Each state change appends one entry `audit/<seq>` in the same store transaction as the
+//! change itself, and moves `audit/head`. Entry `n` carries `prev`, the hash of entry `n-1`
+//! (64 zeros for the first), and `hash` = SHA-256 over `prev` and the entry's canonical JSON
+//! body; so editing, removing or reordering any entry breaks every hash after it, and
+//! [`verify`] finds the first broken link offline.
+//!
+//! Because every append is a compare-and-swap on `audit/head`, two frontends on one store can
+//! never both commit a change made from the same view of the zone (B6): the second one gets a
+//! conflict and must reload.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::store::{Expect, Storage, StoreError, Write};
+use crate::zone::RECORD_VERSION;
+
+const HEAD: &str = "audit/head";
+const PREFIX: &str = "audit/entry/";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// A link of the chain is broken: an entry was changed, removed or reordered.
+    #[error("audit log broken at entry {seq}: {reason}")]
+    Broken {
+        /// The first entry that does not verify.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The body that is hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Body {
+    seq: u64,
+    at: Timestamp,
+    event: String,
+    detail: serde_json::Value,
+    prev: String,
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Record format version.
+    pub v: u32,
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When the change was made (the service's clock).
+    pub at: Timestamp,
+    /// What happened, e.g. `zone.init`, `server.add`.
+    pub event: String,
+    /// Facts of the change (never secrets).
+    pub detail: serde_json::Value,
+    /// Hash of the previous entry (hex).
+    pub prev: String,
+    /// SHA-256 over `prev` and this entry's body (hex).
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    v: u32,
+    seq: u64,
+    hash: String,
+}
+
+fn hash_body(body: &Body) -> String {
+    let json = serde_json::to_vec(body).expect("a body of strings, numbers and JSON serialises");
+    let mut h = Sha256::new();
+    h.update(body.prev.as_bytes());
+    h.update(&json);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn entry_key(seq: u64) -> String {
+    format!("{PREFIX}{seq:020}")
+}
+
+/// The writes that append one entry after the current head (read from `store`). Commit them in
+/// the same transaction as the change they describe.
+pub fn append(
+    store: &dyn Storage,
+    at: Timestamp,
+    event: &str,
+    detail: serde_json::Value,
+) -> Result<Vec<Write>, StoreError> {
+    let (expect, seq, prev) = match store.get(HEAD)? {
+        Some(rec) => {
+            let head: Head = serde_json::from_slice(&rec.value).map_err(|e| {
+                StoreError::Corrupt { key: HEAD.into(), reason: e.to_string() }
+            })?;
+            (Expect::Version(rec.version), head.seq + 1, head.hash)
+        }
+        None => (Expect::Absent, 1, GENESIS.to_string()),
+    };
+    let body = Body { seq, at, event: event.to_string(), detail, prev };
+    let hash = hash_body(&body);
+    let entry = AuditEntry {
+        v: RECORD_VERSION,
+        seq,
+        at,
+        event: body.event,
+        detail: body.detail,
+        prev: body.prev,
+        hash: hash.clone(),
+    };
+    let head = Head { v: RECORD_VERSION, seq, hash };
+    Ok(vec![
+        Write::create(entry_key(seq), serde_json::to_vec(&entry).expect("entry serialises")),
+        Write::put(HEAD, expect, serde_json::to_vec(&head).expect("head serialises")),
+    ])
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Number of entries checked.
+    pub entries: u64,
+    /// Hash of the last entry (the value to write down to detect a truncated log later).
+    pub head: String,
+}
+
+/// Reads the whole log and checks every link, the sequence numbers and the head.
+pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
+    let mut prev = GENESIS.to_string();
+    let mut count = 0u64;
+    for (key, rec) in store.scan(PREFIX)? {
+        let expected_seq = count + 1;
+        let e: AuditEntry = serde_json::from_slice(&rec.value).map_err(|err| {
+            AuditError::Broken { seq: expected_seq, reason: format!("{key} unreadable: {err}") }
+        })?;
+        if e.seq != expected_seq || key != entry_key(expected_seq) {
+            return Err(AuditError::Broken {
+                seq: expected_seq,
+                reason: format!("found entry {} at {key}: an entry is missing or moved", e.seq),
+            });
+        }
+        if e.prev != prev {
+            return Err(AuditError::Broken {
+                seq: e.seq,
+                reason: "does not link to the previous entry's hash".into(),
+            });
+        }
+        let body = Body { seq: e.seq, at: e.at, event: e.event, detail: e.detail, prev: e.prev };
+        if hash_body(&body) != e.hash {
+            return Err(AuditError::Broken {
+                seq: e.seq,
+                reason: "content does not match its hash (entry altered)".into(),
+            });
+        }
+        prev = e.hash;
+        count += 1;
+    }
+    match store.get(HEAD)? {
+        Some(rec) => {
+            let head: Head = serde_json::from_slice(&rec.value).map_err(|e| {
+                AuditError::Broken { seq: count, reason: format!("head unreadable: {e}") }
+            })?;
+            if head.seq != count || head.hash != prev {
+                return Err(AuditError::Broken {
+                    seq: count,
+                    reason: format!(
+                        "head names entry {} but the log ends at entry {count}: entries were \
+                         removed from the end",
+                        head.seq
+                    ),
+                });
+            }
+        }
+        None if count > 0 => {
+            return Err(AuditError::Broken { seq: count, reason: "head record missing".into() });
+        }
+        None => {}
+    }
+    Ok(AuditReport { entries: count, head: prev })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn t() -> Timestamp {
+        "2027-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn log(n: u64) -> MemoryStore {
+        let s = MemoryStore::new();
+        for i in 0..n {
+            let w = append(&s, t(), "test", serde_json::json!({ "i": i })).unwrap();
+            s.commit(&w).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn verifies_and_detects_tampering() {
+        let s = log(5);
+        assert_eq!(verify(&s).unwrap().entries, 5);
+        // Alter entry 3's detail.
+        let key = entry_key(3);
+        let rec = s.get(&key).unwrap().unwrap();
+        let mut e: AuditEntry = serde_json::from_slice(&rec.value).unwrap();
+        e.detail = serde_json::json!({ "i": 99 });
+        s.commit(&[Write::put(&key, Expect::Any, serde_json::to_vec(&e).unwrap())]).unwrap();
+        let err = verify(&s).unwrap_err().to_string();
+        assert!(err.contains("entry 3") && err.contains("altered"), "{err}");
+    }
+
+    #[test]
+    fn detects_removed_entries() {
+        let s = log(4);
+        s.commit(&[Write::delete(entry_key(2), Expect::Any)]).unwrap();
+        assert!(verify(&s).unwrap_err().to_string().contains("entry 2"));
+        let s = log(4);
+        s.commit(&[Write::delete(entry_key(4), Expect::Any)]).unwrap();
+        assert!(verify(&s).unwrap_err().to_string().contains("removed from the end"));
+    }
+
+    #[test]
+    fn concurrent_appends_conflict() {
+        let s = log(1);
+        let a = append(&s, t(), "a", serde_json::Value::Null).unwrap();
+        let b = append(&s, t(), "b", serde_json::Value::Null).unwrap();
+        s.commit(&a).unwrap();
+        assert!(matches!(s.commit(&b), Err(StoreError::Conflict { .. })));
+        verify(&s).unwrap();
+    }
+}

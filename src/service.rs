@@ -1,0 +1,555 @@
+//! The service: the one place that does I/O. It reads the [`Clock`], loads records from the
+//! [`Storage`], talks to members' agents over the [`Transport`], and commits each command's
+//! changes as one compare-and-swap transaction together with its audit entry (S6, B6).
+//!
+//! A refused command changes nothing in the store: every check runs before the single commit.
+//! Where a command also changes a member (a new key and certificate on an agent), the member is
+//! changed first and the store last, so a failure leaves the store untouched and the member
+//! with an unused certificate that the next enrolment replaces.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+use crate::agent::{AgentRequest, AgentResponse};
+use crate::audit::{self, AuditReport};
+use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, issue_server_certificate};
+use crate::cert::{CertError, Certificate, CertificateDer, colon_hex};
+use crate::clock::{Clock, Timestamp};
+use crate::csr::{CsrRequest, CsrSubject, VerifiedCsr};
+use crate::error::{Error, Result};
+use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
+use crate::store::{Storage, StoreError, Write};
+use crate::transport::{Transport, TransportError};
+use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
+use crate::zone::{
+    CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole,
+    ZoneError, ZoneRecord, check_device_name, check_zone_name, keys,
+};
+
+/// A new server (Z1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    /// FQDN.
+    pub fqdn: Fqdn,
+    /// Role.
+    pub role: ServerRole,
+    /// Parent Primary Server (required for Authentication Satellites).
+    pub parent: Option<Fqdn>,
+    /// Additional DNS names.
+    pub dns_names: Vec<String>,
+    /// Agent version.
+    pub agent_version: String,
+    /// Key type its agent generates.
+    pub key: KeySpec,
+}
+
+impl NewServer {
+    /// A server of `role` with defaults: no parent, no extra names, agent version `unknown`,
+    /// a P-256 key.
+    pub fn new(fqdn: Fqdn, role: ServerRole) -> Self {
+        NewServer {
+            fqdn,
+            role,
+            parent: None,
+            dns_names: Vec::new(),
+            agent_version: "unknown".into(),
+            key: KeySpec::default(),
+        }
+    }
+}
+
+/// A new zone with an internal CA (Z2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitInternal {
+    /// Zone name; also the CA's CN unless `ca_subject` is given.
+    pub zone: String,
+    /// CA subject CN (default: the zone name).
+    pub ca_subject: Option<String>,
+    /// The first Primary Server: it gets the CA role.
+    pub first_server: NewServer,
+    /// CA key type.
+    pub ca_key: KeySpec,
+    /// CA validity.
+    pub validity: ValidityYears,
+}
+
+/// Signs through the certificate server's agent: the CA key never leaves it (S1).
+struct AgentCaSigner<'a, T: Transport> {
+    transport: &'a T,
+    member: &'a str,
+    public_key: SubjectPublicKeyInfoOwned,
+    algorithm: AlgorithmIdentifierOwned,
+}
+
+impl<T: Transport> Signer for AgentCaSigner<'_, T> {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        self.algorithm.clone()
+    }
+    fn public_key_info(&self) -> SubjectPublicKeyInfoOwned {
+        self.public_key.clone()
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let request = AgentRequest::SignCertificate { tbs: message.to_vec() };
+        match self.transport.call(self.member, request) {
+            Ok(AgentResponse::Signature(sig)) => Ok(sig),
+            Ok(other) => Err(KeyError::Signing {
+                reason: format!("certificate server {} answered {other:?}", self.member),
+            }),
+            Err(e) => Err(KeyError::Signing { reason: e.to_string() }),
+        }
+    }
+}
+
+/// A zone, served from a store, reaching its members through a transport.
+#[derive(Debug)]
+pub struct ZoneService<S, T, C> {
+    store: S,
+    transport: T,
+    clock: C,
+}
+
+fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ZoneError::BadRecord { key: key.to_string(), reason: e.to_string() }.into()
+    })
+}
+
+fn encode<V: serde::Serialize>(v: &V) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records are plain data and always serialise")
+}
+
+fn unexpected(member: &str, what: &str, got: &AgentResponse) -> Error {
+    TransportError::Unreachable {
+        member: member.to_string(),
+        reason: format!("expected {what}, got {got:?}"),
+    }
+    .into()
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// A service over `store`, reaching members through `transport`, with `clock` for "now".
+    pub fn new(store: S, transport: T, clock: C) -> Self {
+        ZoneService { store, transport, clock }
+    }
+
+    /// Takes the service apart (to close the store, say).
+    pub fn into_parts(self) -> (S, T, C) {
+        (self.store, self.transport, self.clock)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The zone record.
+    pub fn zone(&self) -> Result<ZoneRecord> {
+        let rec = self.store.get(keys::ZONE)?.ok_or(ZoneError::NoZone)?;
+        decode(keys::ZONE, &rec.value)
+    }
+
+    /// The zone CA certificate.
+    pub fn ca_certificate(&self) -> Result<Certificate> {
+        Ok(Certificate::try_from(&self.zone()?.ca_certificate)?)
+    }
+
+    fn server_record(&self, fqdn: &Fqdn) -> Result<Option<ServerRecord>> {
+        let key = keys::server(fqdn.as_str());
+        self.store.get(&key)?.map(|r| decode(&key, &r.value)).transpose()
+    }
+
+    /// Every server record, in FQDN order.
+    pub fn server_records(&self) -> Result<Vec<ServerRecord>> {
+        self.store.scan(keys::SERVER_PREFIX)?.iter().map(|(k, r)| decode(k, &r.value)).collect()
+    }
+
+    /// Every device record, in name order.
+    pub fn device_records(&self) -> Result<Vec<DeviceRecord>> {
+        self.store.scan(keys::DEVICE_PREFIX)?.iter().map(|(k, r)| decode(k, &r.value)).collect()
+    }
+
+    /// Refuses a name that is already a server or a device.
+    fn check_new_member(&self, name: &str) -> Result<()> {
+        if let Some(rec) = self.store.get(&keys::server(name))? {
+            let s: ServerRecord = decode(&keys::server(name), &rec.value)?;
+            return Err(ZoneError::DuplicateMember { name: name.into(), role: s.role.to_string() }
+                .into());
+        }
+        if self.store.get(&keys::device(name))?.is_some() {
+            return Err(
+                ZoneError::DuplicateMember { name: name.into(), role: "device".into() }.into()
+            );
+        }
+        Ok(())
+    }
+
+    /// Commits `writes` with an audit entry for `event`, atomically.
+    fn commit(&self, mut writes: Vec<Write>, event: &str, detail: serde_json::Value) -> Result<()> {
+        writes.extend(audit::append(&self.store, self.clock.now(), event, detail)?);
+        self.store.commit(&writes)?;
+        Ok(())
+    }
+
+    /// Creates a zone with an internal CA whose key is generated on, and held by, the first
+    /// Primary Server's agent (Z2, S1); then enrols that server.
+    pub fn init_internal(&self, init: InitInternal) -> Result<ZoneRecord> {
+        if let Some(rec) = self.store.get(keys::ZONE)? {
+            let z: ZoneRecord = decode(keys::ZONE, &rec.value)?;
+            return Err(ZoneError::ZoneExists { name: z.name }.into());
+        }
+        check_zone_name(&init.zone)?;
+        let server = &init.first_server;
+        if server.role != ServerRole::Primary {
+            return Err(ZoneError::BadParent {
+                fqdn: server.fqdn.to_string(),
+                parent: "(none: the first server of a zone must be a Primary Server)".into(),
+            }
+            .into());
+        }
+        let common_name = init.ca_subject.clone().unwrap_or_else(|| init.zone.clone());
+        check_zone_name(&common_name)?;
+        self.check_server_fields(server)?;
+        let now = self.clock.now();
+        let ca_serial = Serial::random()?;
+        let params = CaParams { common_name, validity: init.validity };
+        let member = server.fqdn.as_str();
+        let response = self.transport.call(
+            member,
+            AgentRequest::CreateCa { key: init.ca_key, params, serial: ca_serial.clone(), now },
+        )?;
+        let AgentResponse::CaCertificate(ca_der) = response else {
+            return Err(unexpected(member, "a CA certificate", &response));
+        };
+        let ca = Certificate::try_from(&ca_der)?;
+        if !ca.is_self_signed() || !ca.is_ca() {
+            return Err(CertError::Malformed {
+                reason: format!("{member} returned a CA certificate that is not a self-signed CA"),
+            }
+            .into());
+        }
+        let zone = ZoneRecord {
+            v: RECORD_VERSION,
+            name: init.zone.clone(),
+            ca: CaKind::Internal { certificate_server: server.fqdn.clone() },
+            ca_certificate: ca_der,
+            ca_intermediates: Vec::new(),
+            created_at: now,
+        };
+        let mut writes = vec![Write::create(keys::ZONE, encode(&zone))];
+        writes.push(serial_write(&ca, &ca_serial, &ca.subject(), now)?);
+        let (record, mut enrol_writes) = self.enrol(&zone, server, now)?;
+        writes.push(Write::create(keys::server(member), encode(&record)));
+        writes.append(&mut enrol_writes);
+        let detail = serde_json::json!({
+            "zone": zone.name,
+            "ca_subject": ca.subject(),
+            "ca_sha256": ca.fingerprints().sha256.to_string(),
+            "certificate_server": member,
+        });
+        self.commit(writes, "zone.init", detail)?;
+        Ok(zone)
+    }
+
+    fn check_server_fields(&self, server: &NewServer) -> Result<()> {
+        for n in &server.dns_names {
+            crate::csr::check_dns_name(n)?;
+        }
+        Ok(())
+    }
+
+    /// Enrols a server with an internal CA: its agent makes a key and CSR (S1), the CA issues
+    /// through the certificate server's agent, and the agent installs the chain. Returns the
+    /// server record and the serial-number write to commit.
+    fn enrol(
+        &self,
+        zone: &ZoneRecord,
+        server: &NewServer,
+        now: Timestamp,
+    ) -> Result<(ServerRecord, Vec<Write>)> {
+        let member = server.fqdn.as_str();
+        let CaKind::Internal { certificate_server } = &zone.ca else {
+            // External CA (Z3): the certificate comes from `cert import` later.
+            return Ok((server_record(server, Vec::new(), now), Vec::new()));
+        };
+        let ca = Certificate::try_from(&zone.ca_certificate)?;
+        let mut dns = vec![server.fqdn.to_string()];
+        dns.extend(server.dns_names.iter().cloned());
+        let request = CsrRequest { subject: CsrSubject::cn(member), dns_names: dns };
+        let response =
+            self.transport.call(member, AgentRequest::Enroll { key: server.key, request })?;
+        let AgentResponse::Csr(csr_der) = response else {
+            return Err(unexpected(member, "a CSR", &response));
+        };
+        let csr = VerifiedCsr::from_der(csr_der.as_bytes())?;
+        let serial = Serial::random()?;
+        let signer = AgentCaSigner {
+            transport: &self.transport,
+            member: certificate_server.as_str(),
+            public_key: ca.public_key().clone(),
+            algorithm: signature_algorithm_for(ca.key_algorithm()?).ok_or_else(|| {
+                KeyError::UnsupportedPublicKey { what: "the zone CA's key cannot sign".into() }
+            })?,
+        };
+        let profile = ServerProfile {
+            fqdn: server.fqdn.to_string(),
+            common_name: None,
+            dns_names: server.dns_names.clone(),
+            include_dns: true,
+            not_after: None,
+        };
+        let leaf = issue_server_certificate(&ca, &signer, &csr, &profile, &serial, now)?;
+        // The member's chain: leaf, then the zone CA (what a TLS server sends).
+        let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
+        self.transport.call(
+            member,
+            AgentRequest::Install { chain: chain.clone(), trust: vec![zone.ca_certificate.clone()], now },
+        )?;
+        let write = serial_write(&ca, &serial, &leaf.subject(), now)?;
+        Ok((server_record(server, chain, now), vec![write]))
+    }
+
+    /// Adds a server (Z1). With an internal CA, Primary Servers and Authentication Satellites
+    /// are enrolled at once through their agents.
+    pub fn add_server(&self, server: NewServer) -> Result<ServerView> {
+        let zone = self.zone()?;
+        self.check_new_member(server.fqdn.as_str())?;
+        self.check_server_fields(&server)?;
+        match (server.role, &server.parent) {
+            (ServerRole::AuthSatellite, None) => {
+                return Err(ZoneError::MissingParent { fqdn: server.fqdn.to_string() }.into());
+            }
+            (_, Some(parent)) => {
+                let ok = self.server_record(parent)?.is_some_and(|p| p.role == ServerRole::Primary);
+                if !ok || server.role == ServerRole::Primary {
+                    return Err(ZoneError::BadParent {
+                        fqdn: server.fqdn.to_string(),
+                        parent: parent.to_string(),
+                    }
+                    .into());
+                }
+            }
+            _ => {}
+        }
+        let now = self.clock.now();
+        let (record, mut writes) = if server.role.has_certificate() {
+            self.enrol(&zone, &server, now)?
+        } else {
+            (server_record(&server, Vec::new(), now), Vec::new())
+        };
+        writes.push(Write::create(keys::server(server.fqdn.as_str()), encode(&record)));
+        let detail = serde_json::json!({
+            "fqdn": server.fqdn, "role": server.role, "parent": server.parent,
+            "certificate_sha256": record.certificate.first()
+                .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
+        });
+        self.commit(writes, "server.add", detail)?;
+        self.server_view(&zone, &record, now)
+    }
+
+    /// Adds managed devices (Z1): all or none.
+    pub fn add_devices(&self, names: &[String], agent_version: &str) -> Result<usize> {
+        self.zone()?;
+        let now = self.clock.now();
+        let mut seen = BTreeSet::new();
+        let mut writes = Vec::with_capacity(names.len());
+        for name in names {
+            check_device_name(name)?;
+            if !seen.insert(name.as_str()) {
+                return Err(
+                    ZoneError::DuplicateMember { name: name.clone(), role: "device".into() }.into()
+                );
+            }
+            self.check_new_member(name)?;
+            let rec = DeviceRecord {
+                v: RECORD_VERSION,
+                name: name.clone(),
+                agent_version: agent_version.to_string(),
+                joined_at: now,
+            };
+            writes.push(Write::create(keys::device(name), encode(&rec)));
+        }
+        let detail = serde_json::json!({
+            "count": names.len(),
+            "first": names.first(),
+            "last": names.last(),
+        });
+        self.commit(writes, "device.add", detail)?;
+        Ok(names.len())
+    }
+
+    /// The CA's details (V1).
+    pub fn ca_view(&self) -> Result<CaView> {
+        let zone = self.zone()?;
+        let ca = Certificate::try_from(&zone.ca_certificate)?;
+        let (kind, certificate_server) = match &zone.ca {
+            CaKind::Internal { certificate_server } => {
+                ("internal", Some(certificate_server.to_string()))
+            }
+            CaKind::External => ("external", None),
+        };
+        Ok(CaView { kind, certificate_server, details: ca.details(self.clock.now()) })
+    }
+
+    fn server_view(&self, zone: &ZoneRecord, rec: &ServerRecord, now: Timestamp) -> Result<ServerView> {
+        let mut view = ServerView {
+            fqdn: rec.fqdn.to_string(),
+            role: rec.role.to_string(),
+            parent: rec.parent.as_ref().map(ToString::to_string),
+            certificate_server: matches!(&zone.ca, CaKind::Internal { certificate_server } if certificate_server == &rec.fqdn),
+            issued_to: None,
+            subject: None,
+            issuer: None,
+            not_before: None,
+            not_after: None,
+            md5: None,
+            sha1: None,
+            sha256: None,
+            status: "none".into(),
+            options: Vec::new(),
+            update_status: "none".into(),
+            agent_version: rec.agent_version.clone(),
+            dns_names: rec.dns_names.clone(),
+        };
+        if let Some(leaf) = rec.certificate.first() {
+            view.certificate_columns(&Certificate::try_from(leaf)?, now);
+        }
+        Ok(view)
+    }
+
+    /// The server list (V2), in FQDN order.
+    pub fn servers(&self) -> Result<Vec<ServerView>> {
+        let zone = self.zone()?;
+        let now = self.clock.now();
+        self.server_records()?.iter().map(|r| self.server_view(&zone, r, now)).collect()
+    }
+
+    /// One server (V2).
+    pub fn server(&self, fqdn: &Fqdn) -> Result<ServerView> {
+        let zone = self.zone()?;
+        let rec = self
+            .server_record(fqdn)?
+            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+        self.server_view(&zone, &rec, self.clock.now())
+    }
+
+    /// A server's current certificate chain: leaf first, then any subordinate CAs, then the
+    /// zone CA.
+    pub fn server_chain(&self, fqdn: &Fqdn) -> Result<Vec<CertificateDer>> {
+        let zone = self.zone()?;
+        let rec = self
+            .server_record(fqdn)?
+            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+        let mut chain = rec.certificate;
+        if !chain.is_empty() {
+            for c in zone.ca_intermediates.iter().chain(std::iter::once(&zone.ca_certificate)) {
+                if !chain.contains(c) {
+                    chain.push(c.clone());
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Managed devices, in name order.
+    pub fn devices(&self) -> Result<Vec<DeviceView>> {
+        Ok(self
+            .device_records()?
+            .into_iter()
+            .map(|d| DeviceView { name: d.name, update_status: "none".into(), agent_version: d.agent_version })
+            .collect())
+    }
+
+    /// Expiry warnings (V3): the CA and every server certificate that expires within `window`
+    /// of now, or has expired. Expired ones first, then by expiry.
+    pub fn warnings(&self, window: Duration) -> Result<Vec<Warning>> {
+        let zone = self.zone()?;
+        let now = self.clock.now();
+        let ca = Certificate::try_from(&zone.ca_certificate)?;
+        let mut out = Vec::new();
+        let ca_name = ca.common_name().unwrap_or_else(|| ca.subject());
+        out.extend(Warning::check(&ca_name, WarningSubject::Ca, &ca, now, window));
+        for rec in self.server_records()? {
+            if let Some(leaf) = rec.certificate.first() {
+                let cert = Certificate::try_from(leaf)?;
+                out.extend(Warning::check(rec.fqdn.as_str(), WarningSubject::Server, &cert, now, window));
+            }
+        }
+        out.sort_by(|a, b| b.expired.cmp(&a.expired).then(a.not_after.cmp(&b.not_after)));
+        Ok(out)
+    }
+
+    /// Checks the audit log's hash chain (S6).
+    pub fn verify_audit(&self) -> Result<AuditReport> {
+        Ok(audit::verify(&self.store)?)
+    }
+
+    /// Every record of the store as one JSON object, keys in order (`store dump`). Records
+    /// hold no secrets: private keys live with their agents.
+    pub fn dump(&self) -> Result<serde_json::Value> {
+        dump(&self.store)
+    }
+}
+
+/// Every record of `store` as one JSON object `{key: {"version": n, "value": record}}` in key
+/// order, so two dumps are equal exactly when the stored state is equal.
+pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for (key, rec) in store.scan("")? {
+        let value = serde_json::from_slice(&rec.value)
+            .unwrap_or_else(|_| serde_json::Value::String(colon_hex(&rec.value)));
+        map.insert(key, serde_json::json!({ "version": rec.version, "value": value }));
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+fn server_record(server: &NewServer, certificate: Vec<CertificateDer>, now: Timestamp) -> ServerRecord {
+    ServerRecord {
+        v: RECORD_VERSION,
+        fqdn: server.fqdn.clone(),
+        role: server.role,
+        parent: server.parent.clone(),
+        dns_names: server.dns_names.clone(),
+        agent_version: server.agent_version.clone(),
+        certificate,
+        joined_at: now,
+    }
+}
+
+/// The store write that claims `serial` under `issuer` (S3): created with an "absent"
+/// precondition, so a repeated serial makes the whole commit fail.
+fn serial_write(issuer: &Certificate, serial: &Serial, subject: &str, now: Timestamp) -> Result<Write> {
+    let issuer_id = issuer
+        .subject_key_id()?
+        .map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .unwrap_or_else(|| crate::cert::Fingerprint::sha256(issuer.der().as_bytes()).to_string());
+    let rec = SerialRecord { v: RECORD_VERSION, subject: subject.to_string(), issued_at: now };
+    Ok(Write::create(keys::serial(&issuer_id, &serial.hex()), encode(&rec)))
+}
+
+impl From<StoreError> for ZoneError {
+    fn from(e: StoreError) -> Self {
+        ZoneError::BadRecord { key: "(store)".into(), reason: e.to_string() }
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<ZoneService<crate::store::MemoryStore, crate::transport::LoopbackTransport, crate::clock::SystemClock>>();
+}
+
+#[allow(dead_code)]
+const _UNUSED: Option<Duration> = None;

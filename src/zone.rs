@@ -1,0 +1,347 @@
+//! The zone and its members (Z1, Z2, Z3): names, roles, and the records the store keeps.
+//!
+//! Every persisted record starts with a format version field `v`, so a later release can read
+//! (or refuse with a clear message) what an earlier one wrote.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cert::CertificateDer;
+use crate::clock::Timestamp;
+use crate::csr::check_dns_name;
+
+/// Format version of every record this release writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Errors of the zone model: names, membership rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZoneError {
+    /// A zone name that cannot be a CA subject.
+    #[error("invalid zone name {name:?}: {reason}")]
+    InvalidZoneName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A server FQDN that is not a DNS name.
+    #[error("invalid server name {name:?}: {reason}")]
+    InvalidFqdn {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A device name that is not usable.
+    #[error("invalid device name {name:?}: {reason}")]
+    InvalidDeviceName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A role string outside the four roles.
+    #[error("unknown role {given:?}: choose primary, auth-satellite or content-satellite")]
+    UnknownRole {
+        /// What was given.
+        given: String,
+    },
+    /// The store holds no zone.
+    #[error("the store holds no zone: create one with init")]
+    NoZone,
+    /// A zone exists already.
+    #[error("the store already holds zone {name:?}")]
+    ZoneExists {
+        /// Its name.
+        name: String,
+    },
+    /// A member with this name exists already.
+    #[error("{name} is already a member of the zone (as {role})")]
+    DuplicateMember {
+        /// The name.
+        name: String,
+        /// The role it has.
+        role: String,
+    },
+    /// No server of that name.
+    #[error("no server {fqdn} in the zone")]
+    UnknownServer {
+        /// The name.
+        fqdn: String,
+    },
+    /// An Authentication Satellite needs a Primary Server as parent (Z1).
+    #[error("{fqdn}: an Authentication Satellite must name its Primary Server with --parent")]
+    MissingParent {
+        /// The satellite.
+        fqdn: String,
+    },
+    /// The parent is not a Primary Server.
+    #[error("{parent} is not a Primary Server of the zone, so it cannot be the parent of {fqdn}")]
+    BadParent {
+        /// The satellite.
+        fqdn: String,
+        /// The parent named.
+        parent: String,
+    },
+    /// A record the store holds could not be read.
+    #[error("record {key} is unreadable: {reason}")]
+    BadRecord {
+        /// The store key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A server's fully qualified domain name, stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fqdn(String);
+
+impl Fqdn {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Fqdn {
+    type Err = ZoneError;
+    fn from_str(s: &str) -> Result<Self, ZoneError> {
+        let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        check_dns_name(&lower)
+            .map_err(|e| ZoneError::InvalidFqdn { name: s.to_string(), reason: e.to_string() })?;
+        Ok(Fqdn(lower))
+    }
+}
+
+impl TryFrom<String> for Fqdn {
+    type Error = ZoneError;
+    fn try_from(s: String) -> Result<Self, ZoneError> {
+        s.parse()
+    }
+}
+
+impl From<Fqdn> for String {
+    fn from(f: Fqdn) -> String {
+        f.0
+    }
+}
+
+impl fmt::Display for Fqdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a zone name: it becomes the CA's CN, so 1 to 64 printable characters.
+pub fn check_zone_name(name: &str) -> Result<(), ZoneError> {
+    let bad = |reason: &str| {
+        Err(ZoneError::InvalidZoneName { name: name.to_string(), reason: reason.to_string() })
+    };
+    if name.trim().is_empty() {
+        return bad("must not be empty");
+    }
+    if name.chars().count() > 64 {
+        return bad("at most 64 characters (it becomes the CA's common name)");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("control characters are not allowed");
+    }
+    Ok(())
+}
+
+/// Checks a managed device's name: 1 to 128 characters of letters, digits, `-`, `_`, `.`.
+pub fn check_device_name(name: &str) -> Result<(), ZoneError> {
+    // Starts with a letter or digit: names become directories under the fleet root, so "."
+    // and ".." (and hidden names) must not be possible.
+    let ok = name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ZoneError::InvalidDeviceName {
+            name: name.to_string(),
+            reason: "use 1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
+                .into(),
+        })
+    }
+}
+
+/// A server's role in the zone (Z1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerRole {
+    /// A Primary Server: may hold the CA role (Z2).
+    Primary,
+    /// An Authentication Satellite, attached to one Primary Server.
+    AuthSatellite,
+    /// A Content Satellite.
+    ContentSatellite,
+}
+
+impl ServerRole {
+    /// `primary`, `auth-satellite`, `content-satellite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerRole::Primary => "primary",
+            ServerRole::AuthSatellite => "auth-satellite",
+            ServerRole::ContentSatellite => "content-satellite",
+        }
+    }
+
+    /// Whether servers of this role get a zone server certificate (Primary Servers and
+    /// Authentication Satellites do, CI2 and SR1).
+    pub fn has_certificate(self) -> bool {
+        matches!(self, ServerRole::Primary | ServerRole::AuthSatellite)
+    }
+}
+
+impl fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ServerRole {
+    type Err = ZoneError;
+    fn from_str(s: &str) -> Result<Self, ZoneError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "primary" => Ok(ServerRole::Primary),
+            "auth-satellite" => Ok(ServerRole::AuthSatellite),
+            "content-satellite" => Ok(ServerRole::ContentSatellite),
+            _ => Err(ZoneError::UnknownRole { given: s.to_string() }),
+        }
+    }
+}
+
+/// Who holds the zone's CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CaKind {
+    /// An internal CA whose key is held by one Primary Server's agent (Z2).
+    Internal {
+        /// The certificate server: the Primary Server holding the CA role.
+        certificate_server: Fqdn,
+    },
+    /// An external CA: the zone holds only its certificates (Z3).
+    External,
+}
+
+/// The zone record: `zone` in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRecord {
+    /// Record format version.
+    pub v: u32,
+    /// Zone name.
+    pub name: String,
+    /// Who holds the CA.
+    pub ca: CaKind,
+    /// The zone CA certificate (the trust anchor every member holds).
+    pub ca_certificate: CertificateDer,
+    /// For an external CA: subordinate CA certificates between the root and server
+    /// certificates (may be empty).
+    pub ca_intermediates: Vec<CertificateDer>,
+    /// When the zone was created.
+    pub created_at: Timestamp,
+}
+
+/// A server record: `server/<fqdn>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    /// Record format version.
+    pub v: u32,
+    /// The server's FQDN.
+    pub fqdn: Fqdn,
+    /// Its role.
+    pub role: ServerRole,
+    /// The Primary Server an Authentication Satellite is attached to.
+    pub parent: Option<Fqdn>,
+    /// Additional DNS names (put in the SAN when an operation includes them).
+    pub dns_names: Vec<String>,
+    /// The agent's version string.
+    pub agent_version: String,
+    /// The current certificate chain, leaf first (none for Content Satellites, or before an
+    /// external-CA certificate is imported).
+    pub certificate: Vec<CertificateDer>,
+    /// When it joined.
+    pub joined_at: Timestamp,
+}
+
+/// A managed device record: `device/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Record format version.
+    pub v: u32,
+    /// Device name.
+    pub name: String,
+    /// The agent's version string.
+    pub agent_version: String,
+    /// When it joined.
+    pub joined_at: Timestamp,
+}
+
+/// An issued serial number: `serial/<issuer key id>/<serial>`, created with an
+/// "absent" precondition so the store refuses a repeat (S3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialRecord {
+    /// Record format version.
+    pub v: u32,
+    /// Subject of the certificate that carries it.
+    pub subject: String,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+}
+
+/// Store keys, in one place.
+pub(crate) mod keys {
+    pub(crate) const ZONE: &str = "zone";
+    pub(crate) const SERVER_PREFIX: &str = "server/";
+    pub(crate) const DEVICE_PREFIX: &str = "device/";
+    pub(crate) fn server(fqdn: &str) -> String {
+        format!("{SERVER_PREFIX}{fqdn}")
+    }
+    pub(crate) fn device(name: &str) -> String {
+        format!("{DEVICE_PREFIX}{name}")
+    }
+    pub(crate) fn serial(issuer_key_id: &str, serial_hex: &str) -> String {
+        format!("serial/{issuer_key_id}/{serial_hex}")
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fqdn_normalises_and_refuses() {
+        assert_eq!("PS1.Zone.Example.".parse::<Fqdn>().unwrap().as_str(), "ps1.zone.example");
+        for bad in ["", "a b", "*.x.example", "x..example"] {
+            assert!(bad.parse::<Fqdn>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("auth-satellite".parse::<ServerRole>().unwrap(), ServerRole::AuthSatellite);
+        let e = "satellite".parse::<ServerRole>().unwrap_err().to_string();
+        assert!(e.contains("primary"), "{e}");
+    }
+
+    #[test]
+    fn names_checked() {
+        assert!(check_zone_name("").is_err());
+        assert!(check_zone_name(&"x".repeat(65)).is_err());
+        check_zone_name("Acme Zone").unwrap();
+        check_device_name("dev-1").unwrap();
+        assert!(check_device_name("dev 1").is_err());
+        assert!(check_device_name("").is_err());
+        assert!(check_device_name("..").is_err());
+        assert!(check_device_name(".hidden").is_err());
+    }
+}
