@@ -107,7 +107,7 @@ pub enum AgentError {
     EmptyChain,
     /// The offered chain does not validate against the offered anchors.
     #[error("the offered certificate chain does not validate: {0}")]
-    Chain(#[from] ChainError),
+    Chain(Box<ChainError>),
     /// Key generation or signing failed.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -158,7 +158,10 @@ impl fmt::Debug for Agent {
 impl Agent {
     /// A fresh agent with nothing yet.
     pub fn new(name: impl Into<String>) -> Self {
-        Agent { name: name.into(), ..Default::default() }
+        Agent {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// The member's name.
@@ -201,7 +204,15 @@ impl Agent {
         ca_key: Option<PrivateKey>,
         ca_cert: Option<CertificateDer>,
     ) -> Self {
-        Agent { name, key, chain, trust, pending, ca_key, ca_cert }
+        Agent {
+            name,
+            key,
+            chain,
+            trust,
+            pending,
+            ca_key,
+            ca_cert,
+        }
     }
 
     /// Handles one request from the zone.
@@ -224,7 +235,12 @@ impl Agent {
                 self.trust = trust;
                 Ok(AgentResponse::Done)
             }
-            AgentRequest::CreateCa { key, params, serial, now } => {
+            AgentRequest::CreateCa {
+                key,
+                params,
+                serial,
+                now,
+            } => {
                 let ca_key = PrivateKey::generate(key)?;
                 let cert = self_signed_ca(&ca_key, &params, &serial, now)?;
                 self.ca_key = Some(ca_key);
@@ -241,23 +257,36 @@ impl Agent {
         trust: Vec<CertificateDer>,
         now: Timestamp,
     ) -> Result<(), AgentError> {
-        let certs =
-            chain.iter().map(Certificate::try_from).collect::<Result<Vec<_>, CertError>>()?;
-        let anchors =
-            trust.iter().map(Certificate::try_from).collect::<Result<Vec<_>, CertError>>()?;
+        let certs = chain
+            .iter()
+            .map(Certificate::try_from)
+            .collect::<Result<Vec<_>, CertError>>()?;
+        let anchors = trust
+            .iter()
+            .map(Certificate::try_from)
+            .collect::<Result<Vec<_>, CertError>>()?;
         let (leaf, intermediates) = certs.split_first().ok_or(AgentError::EmptyChain)?;
-        verify_chain(leaf, intermediates, &anchors, now)?;
+        verify_chain(leaf, intermediates, &anchors, now)
+            .map_err(|e| AgentError::Chain(Box::new(e)))?;
         // The certificate must be for the pending key (a fresh enrolment), or re-issued for
         // the current key (a re-install after a lost reply).
-        let for_pending = self.pending.as_ref().is_some_and(|k| &k.public_key_info() == leaf.public_key());
-        let for_current = self.key.as_ref().is_some_and(|k| &k.public_key_info() == leaf.public_key());
+        let for_pending = self
+            .pending
+            .as_ref()
+            .is_some_and(|k| &k.public_key_info() == leaf.public_key());
+        let for_current = self
+            .key
+            .as_ref()
+            .is_some_and(|k| &k.public_key_info() == leaf.public_key());
         if for_pending {
             self.key = self.pending.take();
         } else if !for_current {
             return Err(if self.pending.is_none() && self.key.is_none() {
                 AgentError::NoPendingKey
             } else {
-                AgentError::KeyMismatch { subject: leaf.subject() }
+                AgentError::KeyMismatch {
+                    subject: leaf.subject(),
+                }
             });
         }
         self.chain = chain;
@@ -270,11 +299,16 @@ impl Agent {
             return Err(AgentError::NotCaServer);
         };
         let ca = Certificate::try_from(ca_der)?;
-        let parsed = TbsCertificate::from_der(tbs)
-            .map_err(|e| AgentError::RefusedToSign { reason: format!("not a TBSCertificate: {e}") })?;
+        let parsed = TbsCertificate::from_der(tbs).map_err(|e| AgentError::RefusedToSign {
+            reason: format!("not a TBSCertificate: {e}"),
+        })?;
         if parsed.issuer() != ca.subject_name() {
             return Err(AgentError::RefusedToSign {
-                reason: format!("issuer {} is not this CA ({})", parsed.issuer(), ca.subject()),
+                reason: format!(
+                    "issuer {} is not this CA ({})",
+                    parsed.issuer(),
+                    ca.subject()
+                ),
             });
         }
         if parsed.signature() != &key.signature_algorithm() {
@@ -283,11 +317,13 @@ impl Agent {
             });
         }
         // Re-encode to be sure what we sign is exactly what was parsed (no trailing bytes).
-        let canonical = parsed
-            .to_der()
-            .map_err(|e| AgentError::RefusedToSign { reason: e.to_string() })?;
+        let canonical = parsed.to_der().map_err(|e| AgentError::RefusedToSign {
+            reason: e.to_string(),
+        })?;
         if canonical != tbs {
-            return Err(AgentError::RefusedToSign { reason: "TBSCertificate is not DER".into() });
+            return Err(AgentError::RefusedToSign {
+                reason: "TBSCertificate is not DER".into(),
+            });
         }
         Ok(AgentResponse::Signature(key.sign(tbs)?))
     }

@@ -92,7 +92,9 @@ pub enum CaError {
 }
 
 fn build_err(e: impl fmt::Display) -> CaError {
-    CaError::Build { reason: e.to_string() }
+    CaError::Build {
+        reason: e.to_string(),
+    }
 }
 
 /// A certificate validity in whole years, 1 to 10 (CI1, RC1).
@@ -139,7 +141,9 @@ impl Serial {
     /// A fresh random serial.
     pub fn random() -> Result<Self, KeyError> {
         let mut b = [0u8; 16];
-        getrandom::fill(&mut b).map_err(|e| KeyError::Generation { reason: e.to_string() })?;
+        getrandom::fill(&mut b).map_err(|e| KeyError::Generation {
+            reason: e.to_string(),
+        })?;
         b[0] = (b[0] & 0x7f) | 0x40;
         Ok(Serial(b))
     }
@@ -173,7 +177,11 @@ fn key_id(spki: SubjectPublicKeyInfoRef<'_>) -> Result<OctetString, CaError> {
     Ok(SubjectKeyIdentifier::try_from(spki).map_err(build_err)?.0)
 }
 
-fn ext<T: Encode>(oid: der::asn1::ObjectIdentifier, critical: bool, v: &T) -> Result<Extension, CaError> {
+fn ext<T: Encode>(
+    oid: der::asn1::ObjectIdentifier,
+    critical: bool,
+    v: &T,
+) -> Result<Extension, CaError> {
     Ok(Extension {
         extn_id: oid,
         critical,
@@ -227,21 +235,31 @@ fn extensions(
         ..Default::default()
     };
     let mut out = vec![
-        ext(ext_oid::SUBJECT_KEY_ID, false, &SubjectKeyIdentifier(key_id(subject_key.owned_to_ref())?))?,
+        ext(
+            ext_oid::SUBJECT_KEY_ID,
+            false,
+            &SubjectKeyIdentifier(key_id(subject_key.owned_to_ref())?),
+        )?,
         ext(ext_oid::AUTHORITY_KEY_ID, false, &aki)?,
     ];
     match kind {
         ProfileKind::Ca => {
             // RFC 5280 4.2.1.9: critical in CA certificates. No pathLenConstraint, so that
             // bridge cross-certificates (B1) can sit below a zone CA.
-            let bc = BasicConstraints { ca: true, path_len_constraint: None };
+            let bc = BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            };
             out.push(ext(ext_oid::BASIC_CONSTRAINTS, true, &bc)?);
             let ku = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
             out.push(ext(ext_oid::KEY_USAGE, true, &ku)?);
         }
         ProfileKind::Server { san, rsa } => {
             // S4: CA:false, serverAuth + clientAuth, SANs.
-            let bc = BasicConstraints { ca: false, path_len_constraint: None };
+            let bc = BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            };
             out.push(ext(ext_oid::BASIC_CONSTRAINTS, true, &bc)?);
             let ku = if *rsa {
                 KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment)
@@ -255,7 +273,11 @@ fn extensions(
             for n in san {
                 names.push(GeneralName::DnsName(Ia5String::new(n).map_err(build_err)?));
             }
-            out.push(ext(ext_oid::SUBJECT_ALT_NAME, false, &SubjectAltName(names))?);
+            out.push(ext(
+                ext_oid::SUBJECT_ALT_NAME,
+                false,
+                &SubjectAltName(names),
+            )?);
         }
     }
     Ok(out)
@@ -282,10 +304,18 @@ pub fn self_signed_ca(
     let validity = Validity::new(now.to_x509()?, not_after.to_x509()?);
     let key = signer.public_key_info();
     let extensions = extensions(&ProfileKind::Ca, &key, &key)?;
-    let profile = Profile { subject, issuer: None, extensions };
-    let builder =
-        CertificateBuilder::new(profile, serial.to_x509()?, validity, signer.public_key_info())
-            .map_err(build_err)?;
+    let profile = Profile {
+        subject,
+        issuer: None,
+        extensions,
+    };
+    let builder = CertificateBuilder::new(
+        profile,
+        serial.to_x509()?,
+        validity,
+        signer.public_key_info(),
+    )
+    .map_err(build_err)?;
     let cert = build_signed(builder, signer)?;
     Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
 }
@@ -334,38 +364,62 @@ pub fn issue_server_certificate(
     now: Timestamp,
 ) -> Result<Certificate, CaError> {
     if !issuer.is_ca() {
-        return Err(CaError::NotACa { subject: issuer.subject() });
+        return Err(CaError::NotACa {
+            subject: issuer.subject(),
+        });
     }
     if &signer.public_key_info() != issuer.public_key() {
-        return Err(CaError::KeyMismatch { subject: issuer.subject() });
+        return Err(CaError::KeyMismatch {
+            subject: issuer.subject(),
+        });
     }
     if now > issuer.not_after() {
-        return Err(CaError::CaExpired { not_after: issuer.not_after(), now });
+        return Err(CaError::CaExpired {
+            not_after: issuer.not_after(),
+            now,
+        });
     }
     if now < issuer.not_before() {
-        return Err(CaError::CaNotYetValid { not_before: issuer.not_before(), now });
+        return Err(CaError::CaNotYetValid {
+            not_before: issuer.not_before(),
+            now,
+        });
     }
     check_dns_name(&profile.fqdn)?;
     let san = profile.san();
     for n in &san {
         check_dns_name(n)?;
     }
-    let cn = profile.common_name.clone().unwrap_or_else(|| profile.fqdn.clone());
+    let cn = profile
+        .common_name
+        .clone()
+        .unwrap_or_else(|| profile.fqdn.clone());
     let subject = CsrSubject::cn(cn).to_name()?;
-    let not_after = profile.not_after.map_or(issuer.not_after(), |t| t.min(issuer.not_after()));
+    let not_after = profile
+        .not_after
+        .map_or(issuer.not_after(), |t| t.min(issuer.not_after()));
     let validity = Validity::new(now.to_x509()?, not_after.to_x509()?);
     let rsa = matches!(csr.key_algorithm(), KeyAlgorithm::Rsa { .. });
     let kind = ProfileKind::Server { san, rsa };
     let extensions = extensions(&kind, csr.public_key(), issuer.public_key())?;
-    let profile = Profile { subject, issuer: Some(issuer.subject_name().clone()), extensions };
-    let builder =
-        CertificateBuilder::new(profile, serial.to_x509()?, validity, csr.public_key().clone())
-            .map_err(build_err)?;
+    let profile = Profile {
+        subject,
+        issuer: Some(issuer.subject_name().clone()),
+        extensions,
+    };
+    let builder = CertificateBuilder::new(
+        profile,
+        serial.to_x509()?,
+        validity,
+        csr.public_key().clone(),
+    )
+    .map_err(build_err)?;
     let cert = build_signed(builder, signer)?;
     Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::csr::{CsrRequest, build_csr};
@@ -377,8 +431,17 @@ mod tests {
 
     fn ca() -> (PrivateKey, Certificate) {
         let key = PrivateKey::generate(KeySpec::P256).unwrap();
-        let params = CaParams { common_name: "zone.example".into(), validity: 5.try_into().unwrap() };
-        let cert = self_signed_ca(&key, &params, &Serial::random().unwrap(), t("2027-01-01T00:00:00Z")).unwrap();
+        let params = CaParams {
+            common_name: "zone.example".into(),
+            validity: 5.try_into().unwrap(),
+        };
+        let cert = self_signed_ca(
+            &key,
+            &params,
+            &Serial::random().unwrap(),
+            t("2027-01-01T00:00:00Z"),
+        )
+        .unwrap();
         (key, cert)
     }
 
@@ -408,7 +471,10 @@ mod tests {
         assert_eq!(cert.basic_constraints().unwrap(), Some((true, None)));
         assert!(cert.key_usage_allows(KeyUsages::KeyCertSign).unwrap());
         assert_eq!(cert.not_after(), t("2032-01-01T00:00:00Z"));
-        assert_eq!(cert.subject_key_id().unwrap(), cert.authority_key_id().unwrap());
+        assert_eq!(
+            cert.subject_key_id().unwrap(),
+            cert.authority_key_id().unwrap()
+        );
         assert_eq!(cert.serial().len(), 16);
     }
 
@@ -428,12 +494,26 @@ mod tests {
             ..Default::default()
         };
         let now = t("2027-06-01T00:00:00Z");
-        let cert = issue_server_certificate(&ca_cert, &ca_key, &csr, &profile, &Serial::random().unwrap(), now).unwrap();
+        let cert = issue_server_certificate(
+            &ca_cert,
+            &ca_key,
+            &csr,
+            &profile,
+            &Serial::random().unwrap(),
+            now,
+        )
+        .unwrap();
         assert_eq!(cert.subject(), "CN=ps1.zone.example");
-        assert_eq!(cert.dns_names().unwrap(), ["ps1.zone.example", "alias.zone.example"]);
+        assert_eq!(
+            cert.dns_names().unwrap(),
+            ["ps1.zone.example", "alias.zone.example"]
+        );
         assert_eq!(cert.basic_constraints().unwrap(), Some((false, None)));
         assert_eq!(cert.not_after(), ca_cert.not_after());
-        assert_eq!(cert.authority_key_id().unwrap(), ca_cert.subject_key_id().unwrap());
+        assert_eq!(
+            cert.authority_key_id().unwrap(),
+            ca_cert.subject_key_id().unwrap()
+        );
         assert_eq!(cert.public_key(), &key.public_key_info());
         crate::key::verify_signature(
             ca_cert.public_key(),
@@ -448,13 +528,37 @@ mod tests {
     fn expired_ca_and_wrong_key_refused() {
         let (ca_key, ca_cert) = ca();
         let key = PrivateKey::generate(KeySpec::P256).unwrap();
-        let csr = VerifiedCsr::from_der(build_csr(&CsrRequest::default_for("a.example"), &key).unwrap().as_bytes()).unwrap();
-        let profile = ServerProfile { fqdn: "a.example".into(), ..Default::default() };
+        let csr = VerifiedCsr::from_der(
+            build_csr(&CsrRequest::default_for("a.example"), &key)
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let profile = ServerProfile {
+            fqdn: "a.example".into(),
+            ..Default::default()
+        };
         let late = t("2033-01-01T00:00:00Z");
-        let e = issue_server_certificate(&ca_cert, &ca_key, &csr, &profile, &Serial::random().unwrap(), late).unwrap_err();
+        let e = issue_server_certificate(
+            &ca_cert,
+            &ca_key,
+            &csr,
+            &profile,
+            &Serial::random().unwrap(),
+            late,
+        )
+        .unwrap_err();
         assert!(matches!(e, CaError::CaExpired { .. }), "{e}");
         let now = t("2028-01-01T00:00:00Z");
-        let e = issue_server_certificate(&ca_cert, &key, &csr, &profile, &Serial::random().unwrap(), now).unwrap_err();
+        let e = issue_server_certificate(
+            &ca_cert,
+            &key,
+            &csr,
+            &profile,
+            &Serial::random().unwrap(),
+            now,
+        )
+        .unwrap_err();
         assert!(matches!(e, CaError::KeyMismatch { .. }), "{e}");
     }
 }

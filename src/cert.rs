@@ -56,7 +56,12 @@ impl AsRef<[u8]> for CertificateDer {
 
 impl fmt::Debug for CertificateDer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CertificateDer({} bytes, sha256 {})", self.0.len(), Fingerprint::sha256(&self.0))
+        write!(
+            f,
+            "CertificateDer({} bytes, sha256 {})",
+            self.0.len(),
+            Fingerprint::sha256(&self.0)
+        )
     }
 }
 
@@ -69,9 +74,12 @@ impl Serialize for CertificateDer {
 impl<'de> Deserialize<'de> for CertificateDer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let (label, der) = pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
+        let (label, der) =
+            pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
         if label != "CERTIFICATE" {
-            return Err(serde::de::Error::custom(format!("PEM label {label:?}, expected CERTIFICATE")));
+            return Err(serde::de::Error::custom(format!(
+                "PEM label {label:?}, expected CERTIFICATE"
+            )));
         }
         Ok(CertificateDer(der))
     }
@@ -252,13 +260,22 @@ impl Certificate {
         let inner = x509_cert::Certificate::from_der(der).map_err(|e| match e.kind() {
             der::ErrorKind::TrailingData { decoded, remaining } => CertError::TrailingData {
                 extra: usize::try_from(remaining).unwrap_or(0).max(
-                    der.len().saturating_sub(usize::try_from(decoded).unwrap_or(0)),
+                    der.len()
+                        .saturating_sub(usize::try_from(decoded).unwrap_or(0)),
                 ),
             },
-            _ => CertError::Malformed { reason: e.to_string() },
+            _ => CertError::Malformed {
+                reason: e.to_string(),
+            },
         })?;
-        let tbs = tbs_range(der).map_err(|e| CertError::Malformed { reason: e.to_string() })?;
-        Ok(Certificate { der: CertificateDer(der.to_vec()), inner, tbs })
+        let tbs = tbs_range(der).map_err(|e| CertError::Malformed {
+            reason: e.to_string(),
+        })?;
+        Ok(Certificate {
+            der: CertificateDer(der.to_vec()),
+            inner,
+            tbs,
+        })
     }
 
     /// The DER this view was parsed from.
@@ -384,12 +401,17 @@ impl Certificate {
         self.inner
             .tbs_certificate()
             .get_extension::<T>()
-            .map_err(|e| CertError::BadExtension { extension: name, reason: e.to_string() })
+            .map_err(|e| CertError::BadExtension {
+                extension: name,
+                reason: e.to_string(),
+            })
     }
 
     /// basicConstraints, if present: `(is_ca, path_len)`.
     pub fn basic_constraints(&self) -> Result<Option<(bool, Option<u8>)>, CertError> {
-        Ok(self.ext::<BasicConstraints>("basicConstraints")?.map(|(_, bc)| (bc.ca, bc.path_len_constraint)))
+        Ok(self
+            .ext::<BasicConstraints>("basicConstraints")?
+            .map(|(_, bc)| (bc.ca, bc.path_len_constraint)))
     }
 
     /// True when basicConstraints says CA:TRUE.
@@ -409,7 +431,9 @@ impl Certificate {
 
     /// subjectKeyIdentifier, if present.
     pub fn subject_key_id(&self) -> Result<Option<Vec<u8>>, CertError> {
-        Ok(self.ext::<SubjectKeyIdentifier>("subjectKeyIdentifier")?.map(|(_, s)| s.0.as_bytes().to_vec()))
+        Ok(self
+            .ext::<SubjectKeyIdentifier>("subjectKeyIdentifier")?
+            .map(|(_, s)| s.0.as_bytes().to_vec()))
     }
 
     /// authorityKeyIdentifier's keyIdentifier, if present.
@@ -439,8 +463,13 @@ impl Certificate {
     pub fn is_self_signed(&self) -> bool {
         self.subject_name() == self.issuer_name()
             && self.signature().is_some_and(|sig| {
-                crate::key::verify_signature(self.public_key(), self.signature_algorithm(), self.tbs_der(), sig)
-                    .is_ok()
+                crate::key::verify_signature(
+                    self.public_key(),
+                    self.signature_algorithm(),
+                    self.tbs_der(),
+                    sig,
+                )
+                .is_ok()
             })
     }
 
@@ -497,11 +526,15 @@ pub struct CertDetails {
 /// The first CN of a name.
 pub(crate) fn common_name(name: &Name) -> Option<String> {
     const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-    name.iter_rdn().flat_map(|rdn| rdn.iter()).find(|atv| atv.oid == CN).map(|atv| {
-        let s = atv.to_string();
-        // AttributeTypeAndValue displays as "CN=value"; keep the value.
-        s.split_once('=').map_or(s.clone(), |(_, v)| v.to_string())
-    })
+    let atv = name.iter_rdn().flat_map(|rdn| rdn.iter()).find(|atv| atv.oid == CN)?;
+    // The value itself, not its RFC 4514 display form (which escapes `,;+"\\<>=#`).
+    match x509_cert::ext::pkix::name::DirectoryString::try_from(&atv.value) {
+        Ok(ds) => Some(ds.value().into_owned()),
+        Err(_) => {
+            let s = atv.to_string();
+            Some(s.split_once('=').map_or(s.clone(), |(_, v)| v.to_string()))
+        }
+    }
 }
 
 /// Finds the byte range of the first element inside an outer SEQUENCE: the signed part
@@ -537,6 +570,7 @@ pub(crate) fn encode_name(name: &Name) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -549,7 +583,13 @@ mod tests {
     #[test]
     fn garbage_is_typed_error() {
         assert_eq!(Certificate::from_der(&[]), Err(CertError::Empty));
-        assert!(matches!(Certificate::from_der(b"hello"), Err(CertError::Malformed { .. })));
-        assert!(matches!(Certificate::from_der(&[0x30, 0x03, 0x02, 0x01]), Err(CertError::Malformed { .. })));
+        assert!(matches!(
+            Certificate::from_der(b"hello"),
+            Err(CertError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Certificate::from_der(&[0x30, 0x03, 0x02, 0x01]),
+            Err(CertError::Malformed { .. })
+        ));
     }
 }

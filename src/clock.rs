@@ -36,7 +36,10 @@ impl Timestamp {
     pub fn from_unix(secs: i64) -> Result<Self, TimeError> {
         OffsetDateTime::from_unix_timestamp(secs)
             .map(Timestamp)
-            .map_err(|e| TimeError { input: secs.to_string(), reason: e.to_string() })
+            .map_err(|e| TimeError {
+                input: secs.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Seconds since the Unix epoch.
@@ -82,7 +85,9 @@ impl Timestamp {
 
     /// RFC 3339 in UTC, e.g. `2027-03-01T12:00:00Z`.
     pub fn to_rfc3339(self) -> String {
-        self.0.format(&Rfc3339).expect("a UTC time with a 4-digit year formats as RFC 3339")
+        self.0
+            .format(&Rfc3339)
+            .expect("a UTC time with a 4-digit year formats as RFC 3339")
     }
 
     /// RFC 3339 shifted into the given UTC offset (V2: "expires on", in the caller's offset).
@@ -103,16 +108,24 @@ impl Timestamp {
             input: self.to_rfc3339(),
             reason: "before 1970 cannot be written into a certificate".into(),
         })?;
-        let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))
-            .map_err(|e| TimeError { input: self.to_rfc3339(), reason: e.to_string() })?;
+        let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs)).map_err(|e| {
+            TimeError {
+                input: self.to_rfc3339(),
+                reason: e.to_string(),
+            }
+        })?;
         // RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on.
         if dt.year() < 2050 {
             Ok(x509_cert::time::Time::UtcTime(
-                der::asn1::UtcTime::from_date_time(dt)
-                    .map_err(|e| TimeError { input: self.to_rfc3339(), reason: e.to_string() })?,
+                der::asn1::UtcTime::from_date_time(dt).map_err(|e| TimeError {
+                    input: self.to_rfc3339(),
+                    reason: e.to_string(),
+                })?,
             ))
         } else {
-            Ok(x509_cert::time::Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt)))
+            Ok(x509_cert::time::Time::GeneralTime(
+                der::asn1::GeneralizedTime::from_date_time(dt),
+            ))
         }
     }
 
@@ -140,7 +153,10 @@ impl FromStr for Timestamp {
     fn from_str(s: &str) -> Result<Self, TimeError> {
         OffsetDateTime::parse(s.trim(), &Rfc3339)
             .map(Timestamp::from_offset)
-            .map_err(|e| TimeError { input: s.to_string(), reason: e.to_string() })
+            .map_err(|e| TimeError {
+                input: s.to_string(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -201,7 +217,20 @@ impl Clock for ManualClock {
     }
 }
 
+impl<T: Clock + ?Sized> Clock for &T {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -224,7 +253,10 @@ mod tests {
             assert_eq!(Timestamp::from_x509(&x), t);
         }
         let t: Timestamp = "2051-01-01T00:00:00Z".parse().unwrap();
-        assert!(matches!(t.to_x509().unwrap(), x509_cert::time::Time::GeneralTime(_)));
+        assert!(matches!(
+            t.to_x509().unwrap(),
+            x509_cert::time::Time::GeneralTime(_)
+        ));
     }
 
     #[test]
@@ -240,17 +272,5 @@ mod tests {
         assert_eq!(c.now().unix(), 1_800_000_000);
         c.advance(Duration::from_secs(600));
         assert_eq!(c.now().unix(), 1_800_000_600);
-    }
-}
-
-impl<T: Clock + ?Sized> Clock for &T {
-    fn now(&self) -> Timestamp {
-        (**self).now()
-    }
-}
-
-impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
-    fn now(&self) -> Timestamp {
-        (**self).now()
     }
 }

@@ -14,7 +14,7 @@ use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::request::{CertReq, RequestBuilder};
 
 use crate::cert::tbs_range;
-use crate::key::{KeyAlgorithm, KeyError, Signer, SignatureError, build_signed, verify_signature};
+use crate::key::{KeyAlgorithm, KeyError, SignatureError, Signer, build_signed, verify_signature};
 
 /// Attribute OIDs of X.520 / RFC 4519.
 mod attr {
@@ -106,7 +106,10 @@ pub struct CsrSubject {
 impl CsrSubject {
     /// A subject with only a common name.
     pub fn cn(common_name: impl Into<String>) -> Self {
-        CsrSubject { common_name: common_name.into(), ..Default::default() }
+        CsrSubject {
+            common_name: common_name.into(),
+            ..Default::default()
+        }
     }
 
     /// Checks every field and builds the X.501 name in the order C, ST, L, O, OU, CN.
@@ -121,7 +124,10 @@ impl CsrSubject {
             }
             let upper = c.to_ascii_uppercase();
             let v = PrintableStringRef::new(&upper).map_err(|e| field_err("country", e))?;
-            rdns.push(rdn(attr::C, Any::encode_from(&v).map_err(|e| field_err("country", e))?)?);
+            rdns.push(rdn(
+                attr::C,
+                Any::encode_from(&v).map_err(|e| field_err("country", e))?,
+            )?);
         }
         let optional = [
             (attr::ST, "state", &self.state),
@@ -134,7 +140,10 @@ impl CsrSubject {
                 rdns.push(rdn(oid, utf8_value(field, v)?)?);
             }
         }
-        rdns.push(rdn(attr::CN, utf8_value("common name", &self.common_name)?)?);
+        rdns.push(rdn(
+            attr::CN,
+            utf8_value("common name", &self.common_name)?,
+        )?);
         // Name has no public constructor from an RdnSequence (short of x509-cert's `hazmat`
         // feature); the two share one DER encoding, so go through it.
         let der = rdns.to_der().map_err(|e| field_err("subject", e))?;
@@ -143,12 +152,18 @@ impl CsrSubject {
 }
 
 fn field_err(field: &'static str, e: impl fmt::Display) -> CsrError {
-    CsrError::InvalidField { field, reason: e.to_string() }
+    CsrError::InvalidField {
+        field,
+        reason: e.to_string(),
+    }
 }
 
 fn utf8_value(field: &'static str, v: &str) -> Result<Any, CsrError> {
     if v.trim().is_empty() {
-        return Err(CsrError::InvalidField { field, reason: "must not be empty".into() });
+        return Err(CsrError::InvalidField {
+            field,
+            reason: "must not be empty".into(),
+        });
     }
     if v.chars().count() > MAX_ATTR_LEN {
         return Err(CsrError::InvalidField {
@@ -157,7 +172,10 @@ fn utf8_value(field: &'static str, v: &str) -> Result<Any, CsrError> {
         });
     }
     if v.chars().any(char::is_control) {
-        return Err(CsrError::InvalidField { field, reason: "contains control characters".into() });
+        return Err(CsrError::InvalidField {
+            field,
+            reason: "contains control characters".into(),
+        });
     }
     let s = Utf8StringRef::new(v).map_err(|e| field_err(field, e))?;
     Any::encode_from(&s).map_err(|e| field_err(field, e))
@@ -171,7 +189,12 @@ fn rdn(oid: ObjectIdentifier, value: Any) -> Result<RelativeDistinguishedName, C
 /// Checks a DNS name for a SAN: LDH labels, at most 253 characters, no wildcard (CE4: the
 /// crate never generates wildcard requests).
 pub fn check_dns_name(name: &str) -> Result<(), CsrError> {
-    let bad = |reason: &str| Err(CsrError::InvalidDnsName { name: name.into(), reason: reason.into() });
+    let bad = |reason: &str| {
+        Err(CsrError::InvalidDnsName {
+            name: name.into(),
+            reason: reason.into(),
+        })
+    };
     if name.is_empty() || name.len() > 253 {
         return bad("must be 1 to 253 characters");
     }
@@ -182,7 +205,10 @@ pub fn check_dns_name(name: &str) -> Result<(), CsrError> {
         if label.is_empty() || label.len() > 63 {
             return bad("every label must be 1 to 63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return bad("only letters, digits, '-' and '.' are allowed");
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -204,7 +230,10 @@ pub struct CsrRequest {
 impl CsrRequest {
     /// A request whose CN and only SAN are `fqdn` (what an agent sends for its server).
     pub fn default_for(fqdn: &str) -> Self {
-        CsrRequest { subject: CsrSubject::cn(fqdn), dns_names: vec![fqdn.to_string()] }
+        CsrRequest {
+            subject: CsrSubject::cn(fqdn),
+            dns_names: vec![fqdn.to_string()],
+        }
     }
 }
 
@@ -239,7 +268,8 @@ impl serde::Serialize for CsrDer {
 impl<'de> serde::Deserialize<'de> for CsrDer {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let (label, der) = pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
+        let (label, der) =
+            pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
         if label != "CERTIFICATE REQUEST" {
             return Err(serde::de::Error::custom(format!("PEM label {label:?}")));
         }
@@ -297,28 +327,48 @@ impl VerifiedCsr {
             return Err(CsrError::Empty);
         }
         if der.len() > MAX_CSR_BYTES {
-            return Err(CsrError::TooLarge { len: der.len(), limit: MAX_CSR_BYTES });
+            return Err(CsrError::TooLarge {
+                len: der.len(),
+                limit: MAX_CSR_BYTES,
+            });
         }
-        let req = CertReq::from_der(der).map_err(|e| CsrError::Malformed { reason: e.to_string() })?;
-        let range = tbs_range(der).map_err(|e| CsrError::Malformed { reason: e.to_string() })?;
+        let req = CertReq::from_der(der).map_err(|e| CsrError::Malformed {
+            reason: e.to_string(),
+        })?;
+        let range = tbs_range(der).map_err(|e| CsrError::Malformed {
+            reason: e.to_string(),
+        })?;
         let sig = req.signature.as_bytes().ok_or(CsrError::Malformed {
             reason: "signature BIT STRING has unused bits".into(),
         })?;
-        verify_signature(&req.info.public_key, &req.algorithm, &der[range], sig)
-            .map_err(|e| match e {
+        verify_signature(&req.info.public_key, &req.algorithm, &der[range], sig).map_err(|e| {
+            match e {
                 SignatureError::Key(k) => CsrError::Key(k),
                 other => CsrError::BadSignature(other),
-            })?;
+            }
+        })?;
         let key_algorithm = KeyAlgorithm::of_spki(&req.info.public_key)?;
         let mut dns_names = Vec::new();
-        for attribute in req.info.attributes.iter().filter(|a| a.oid == attr::EXTENSION_REQUEST) {
+        for attribute in req
+            .info
+            .attributes
+            .iter()
+            .filter(|a| a.oid == attr::EXTENSION_REQUEST)
+        {
             for value in attribute.values.iter() {
-                let exts: Vec<x509_cert::ext::Extension> = value
-                    .decode_as()
-                    .map_err(|e| CsrError::Malformed { reason: format!("extensionRequest: {e}") })?;
-                for ext in exts.iter().filter(|e| e.extn_id == crate::cert::ext_oid::SUBJECT_ALT_NAME) {
-                    let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
-                        .map_err(|e| CsrError::Malformed { reason: format!("subjectAltName: {e}") })?;
+                let exts: Vec<x509_cert::ext::Extension> =
+                    value.decode_as().map_err(|e| CsrError::Malformed {
+                        reason: format!("extensionRequest: {e}"),
+                    })?;
+                for ext in exts
+                    .iter()
+                    .filter(|e| e.extn_id == crate::cert::ext_oid::SUBJECT_ALT_NAME)
+                {
+                    let san = SubjectAltName::from_der(ext.extn_value.as_bytes()).map_err(|e| {
+                        CsrError::Malformed {
+                            reason: format!("subjectAltName: {e}"),
+                        }
+                    })?;
                     dns_names.extend(san.0.into_iter().filter_map(|g| match g {
                         GeneralName::DnsName(n) => Some(n.to_string()),
                         _ => None,
@@ -341,14 +391,22 @@ impl VerifiedCsr {
             return Err(CsrError::Empty);
         }
         if bytes.len() > MAX_CSR_BYTES {
-            return Err(CsrError::TooLarge { len: bytes.len(), limit: MAX_CSR_BYTES });
+            return Err(CsrError::TooLarge {
+                len: bytes.len(),
+                limit: MAX_CSR_BYTES,
+            });
         }
         let trimmed = bytes.trim_ascii_start();
         if trimmed.starts_with(b"-----BEGIN") {
-            let (label, der) = pem_rfc7468::decode_vec(trimmed.trim_ascii_end())
-                .map_err(|e| CsrError::Malformed { reason: format!("bad PEM: {e}") })?;
+            let (label, der) = pem_rfc7468::decode_vec(trimmed.trim_ascii_end()).map_err(|e| {
+                CsrError::Malformed {
+                    reason: format!("bad PEM: {e}"),
+                }
+            })?;
             if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
-                return Err(CsrError::WrongPemLabel { label: label.to_string() });
+                return Err(CsrError::WrongPemLabel {
+                    label: label.to_string(),
+                });
             }
             Self::from_der(&der)
         } else {
@@ -383,6 +441,7 @@ impl VerifiedCsr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::key::{KeySpec, PrivateKey};
@@ -411,7 +470,10 @@ mod tests {
         assert_eq!(v.key_algorithm(), KeyAlgorithm::EcdsaP256);
         assert_eq!(v.public_key(), &key.public_key_info());
         let subject = v.subject().to_string();
-        assert!(subject.contains("C=US") && subject.contains("O=Example\\, Inc."), "{subject}");
+        assert!(
+            subject.contains("C=US") && subject.contains("O=Example\\, Inc."),
+            "{subject}"
+        );
     }
 
     #[test]
@@ -421,7 +483,16 @@ mod tests {
             r.subject.country = Some(c.into());
             let key = PrivateKey::generate(KeySpec::P256).unwrap();
             let e = build_csr(&r, &key).unwrap_err();
-            assert!(matches!(e, CsrError::InvalidField { field: "country", .. }), "{c}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    CsrError::InvalidField {
+                        field: "country",
+                        ..
+                    }
+                ),
+                "{c}: {e}"
+            );
         }
     }
 
@@ -446,8 +517,14 @@ mod tests {
 
     #[test]
     fn garbage_is_typed() {
-        assert_eq!(VerifiedCsr::from_pem_or_der(b"").unwrap_err(), CsrError::Empty);
-        assert!(matches!(VerifiedCsr::from_pem_or_der(b"nonsense"), Err(CsrError::Malformed { .. })));
+        assert_eq!(
+            VerifiedCsr::from_pem_or_der(b"").unwrap_err(),
+            CsrError::Empty
+        );
+        assert!(matches!(
+            VerifiedCsr::from_pem_or_der(b"nonsense"),
+            Err(CsrError::Malformed { .. })
+        ));
         let key = PrivateKey::generate(KeySpec::P256).unwrap();
         let csr = build_csr(&full_request(), &key).unwrap();
         let der = csr.as_bytes();

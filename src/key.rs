@@ -34,7 +34,6 @@ pub(crate) mod oid {
     pub(crate) const RSA_SHA256: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
     pub(crate) const RSA_SHA384: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
     pub(crate) const RSA_SHA512: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
-    pub(crate) const RSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
 }
 
 /// The key types a zone may generate (S2): ECDSA P-256 (the default) and RSA 2048/3072/4096.
@@ -54,7 +53,12 @@ pub enum KeySpec {
 
 impl KeySpec {
     /// Every allowed spec, in the order help texts list them.
-    pub const ALL: [KeySpec; 4] = [KeySpec::P256, KeySpec::Rsa2048, KeySpec::Rsa3072, KeySpec::Rsa4096];
+    pub const ALL: [KeySpec; 4] = [
+        KeySpec::P256,
+        KeySpec::Rsa2048,
+        KeySpec::Rsa3072,
+        KeySpec::Rsa4096,
+    ];
 
     /// The name used on command lines and in records: `p256`, `rsa2048`, ...
     pub fn name(self) -> &'static str {
@@ -90,7 +94,9 @@ impl FromStr for KeySpec {
         KeySpec::ALL
             .into_iter()
             .find(|k| k.name() == lower)
-            .ok_or_else(|| KeyError::UnsupportedSpec { given: s.to_string() })
+            .ok_or_else(|| KeyError::UnsupportedSpec {
+                given: s.to_string(),
+            })
     }
 }
 
@@ -149,20 +155,26 @@ impl KeyAlgorithm {
                 .parameters
                 .as_ref()
                 .and_then(|p| p.decode_as().ok())
-                .ok_or(KeyError::UnsupportedPublicKey { what: "EC key without a named curve".into() })?;
+                .ok_or(KeyError::UnsupportedPublicKey {
+                    what: "EC key without a named curve".into(),
+                })?;
             if curve == oid::SECP256R1 {
                 Ok(KeyAlgorithm::EcdsaP256)
             } else if curve == oid::SECP384R1 {
                 Ok(KeyAlgorithm::EcdsaP384)
             } else {
-                Err(KeyError::UnsupportedPublicKey { what: format!("EC curve {curve}") })
+                Err(KeyError::UnsupportedPublicKey {
+                    what: format!("EC curve {curve}"),
+                })
             }
         } else if alg == oid::RSA_ENCRYPTION {
             let key = rsa_public_key(spki)?;
-            let bits = u32::try_from(rsa::traits::PublicKeyParts::n(&key).bits()).unwrap_or(u32::MAX);
+            let bits = rsa::traits::PublicKeyParts::n(&key).bits();
             Ok(KeyAlgorithm::Rsa { bits })
         } else {
-            Err(KeyError::UnsupportedPublicKey { what: format!("algorithm {alg}") })
+            Err(KeyError::UnsupportedPublicKey {
+                what: format!("algorithm {alg}"),
+            })
         }
     }
 }
@@ -178,7 +190,9 @@ impl fmt::Display for KeyAlgorithm {
 #[non_exhaustive]
 pub enum KeyError {
     /// A key type outside S2's list.
-    #[error("unsupported key type {given:?}: choose one of p256 (default), rsa2048, rsa3072, rsa4096")]
+    #[error(
+        "unsupported key type {given:?}: choose one of p256 (default), rsa2048, rsa3072, rsa4096"
+    )]
     UnsupportedSpec {
         /// What was asked for.
         given: String,
@@ -196,7 +210,9 @@ pub enum KeyError {
         what: String,
     },
     /// A private key that is not PKCS#8 of a supported type.
-    #[error("cannot read private key: {reason} (expected unencrypted PKCS#8, PEM or DER, of a P-256 or RSA key)")]
+    #[error(
+        "cannot read private key: {reason} (expected unencrypted PKCS#8, PEM or DER, of a P-256 or RSA key)"
+    )]
     BadPrivateKey {
         /// Why (never any key material).
         reason: String,
@@ -293,14 +309,22 @@ impl PrivateKey {
             KeySpec::P256 => {
                 use p256::elliptic_curve::Generate;
                 let key = p256::ecdsa::SigningKey::try_generate_from_rng(&mut getrandom::SysRng)
-                    .map_err(|e| KeyError::Generation { reason: e.to_string() })?;
+                    .map_err(|e| KeyError::Generation {
+                        reason: e.to_string(),
+                    })?;
                 Ok(PrivateKey(Inner::P256(key)))
             }
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 let bits = spec.algorithm().bits();
-                let key = rsa::RsaPrivateKey::new(&mut rng(), bits as usize)
-                    .map_err(|e| KeyError::Generation { reason: e.to_string() })?;
-                Ok(PrivateKey(Inner::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(key)), bits)))
+                let key = rsa::RsaPrivateKey::new(&mut rng(), bits as usize).map_err(|e| {
+                    KeyError::Generation {
+                        reason: e.to_string(),
+                    }
+                })?;
+                Ok(PrivateKey(Inner::Rsa(
+                    Box::new(rsa::pkcs1v15::SigningKey::new(key)),
+                    bits,
+                )))
             }
         }
     }
@@ -316,13 +340,19 @@ impl PrivateKey {
     /// Reads an unencrypted PKCS#8 key, PEM (`BEGIN PRIVATE KEY`) or DER, decided by content.
     pub fn from_pkcs8(bytes: &[u8]) -> Result<Self, KeyError> {
         if bytes.is_empty() {
-            return Err(KeyError::BadPrivateKey { reason: "the input is empty".into() });
+            return Err(KeyError::BadPrivateKey {
+                reason: "the input is empty".into(),
+            });
         }
         let der: Zeroizing<Vec<u8>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let text = std::str::from_utf8(bytes)
-                .map_err(|_| KeyError::BadPrivateKey { reason: "PEM that is not UTF-8".into() })?;
-            let (label, doc) = pkcs8::SecretDocument::from_pem(text.trim())
-                .map_err(|e| KeyError::BadPrivateKey { reason: format!("bad PEM: {e}") })?;
+            let text = std::str::from_utf8(bytes).map_err(|_| KeyError::BadPrivateKey {
+                reason: "PEM that is not UTF-8".into(),
+            })?;
+            let (label, doc) = pkcs8::SecretDocument::from_pem(text.trim()).map_err(|e| {
+                KeyError::BadPrivateKey {
+                    reason: format!("bad PEM: {e}"),
+                }
+            })?;
             if label != "PRIVATE KEY" {
                 return Err(KeyError::BadPrivateKey {
                     reason: format!("PEM label {label:?}, expected \"PRIVATE KEY\""),
@@ -332,24 +362,35 @@ impl PrivateKey {
         } else {
             Zeroizing::new(bytes.to_vec())
         };
-        let info = pkcs8::PrivateKeyInfoRef::from_der(&der)
-            .map_err(|e| KeyError::BadPrivateKey { reason: format!("not PKCS#8: {e}") })?;
+        let info =
+            pkcs8::PrivateKeyInfoRef::from_der(&der).map_err(|e| KeyError::BadPrivateKey {
+                reason: format!("not PKCS#8: {e}"),
+            })?;
         let alg = info.algorithm.oid;
         if alg == oid::EC_PUBLIC_KEY {
             let key = p256::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|e| {
-                KeyError::BadPrivateKey { reason: format!("not a P-256 key: {e}") }
+                KeyError::BadPrivateKey {
+                    reason: format!("not a P-256 key: {e}"),
+                }
             })?;
             Ok(PrivateKey(Inner::P256(key)))
         } else if alg == oid::RSA_ENCRYPTION {
-            let key = rsa::RsaPrivateKey::from_pkcs8_der(&der)
-                .map_err(|e| KeyError::BadPrivateKey { reason: format!("bad RSA key: {e}") })?;
-            let bits = u32::try_from(rsa::traits::PublicKeyParts::n(&key).bits()).unwrap_or(0);
+            let key =
+                rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| KeyError::BadPrivateKey {
+                    reason: format!("bad RSA key: {e}"),
+                })?;
+            let bits = rsa::traits::PublicKeyParts::n(&key).bits();
             if bits < 2048 {
                 return Err(KeyError::RsaTooSmall { bits });
             }
-            Ok(PrivateKey(Inner::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(key)), bits)))
+            Ok(PrivateKey(Inner::Rsa(
+                Box::new(rsa::pkcs1v15::SigningKey::new(key)),
+                bits,
+            )))
         } else {
-            Err(KeyError::BadPrivateKey { reason: format!("unsupported key algorithm {alg}") })
+            Err(KeyError::BadPrivateKey {
+                reason: format!("unsupported key algorithm {alg}"),
+            })
         }
     }
 
@@ -383,9 +424,10 @@ impl PrivateKey {
 /// are only ever verified, never used to sign (`None`).
 pub fn signature_algorithm_for(alg: KeyAlgorithm) -> Option<AlgorithmIdentifierOwned> {
     match alg {
-        KeyAlgorithm::EcdsaP256 => {
-            Some(AlgorithmIdentifierOwned { oid: oid::ECDSA_SHA256, parameters: None })
-        }
+        KeyAlgorithm::EcdsaP256 => Some(AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA256,
+            parameters: None,
+        }),
         KeyAlgorithm::Rsa { .. } => Some(AlgorithmIdentifierOwned {
             oid: oid::RSA_SHA256,
             parameters: Some(der::asn1::Null.into()),
@@ -406,20 +448,26 @@ impl Signer for PrivateKey {
             Inner::Rsa(k, _) => signature::Keypair::verifying_key(k.as_ref()).to_public_key_der(),
         }
         .expect("encoding a valid public key cannot fail");
-        SubjectPublicKeyInfoOwned::from_der(doc.as_bytes()).expect("an SPKI we just encoded decodes")
+        SubjectPublicKeyInfoOwned::from_der(doc.as_bytes())
+            .expect("an SPKI we just encoded decodes")
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.0 {
             Inner::P256(k) => {
                 let sig: p256::ecdsa::DerSignature = signature::Signer::try_sign(k, message)
-                    .map_err(|e| KeyError::Signing { reason: e.to_string() })?;
+                    .map_err(|e| KeyError::Signing {
+                        reason: e.to_string(),
+                    })?;
                 Ok(sig.to_bytes().to_vec())
             }
             Inner::Rsa(k, _) => {
                 use signature::SignatureEncoding;
-                let sig = signature::Signer::try_sign(k.as_ref(), message)
-                    .map_err(|e| KeyError::Signing { reason: e.to_string() })?;
+                let sig = signature::Signer::try_sign(k.as_ref(), message).map_err(|e| {
+                    KeyError::Signing {
+                        reason: e.to_string(),
+                    }
+                })?;
                 Ok(sig.to_vec())
             }
         }
@@ -427,12 +475,16 @@ impl Signer for PrivateKey {
 }
 
 fn rsa_public_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::RsaPublicKey, KeyError> {
-    let bytes = spki.subject_public_key.as_bytes().ok_or(KeyError::UnsupportedPublicKey {
-        what: "RSA key bit string with unused bits".into(),
-    })?;
+    let bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(KeyError::UnsupportedPublicKey {
+            what: "RSA key bit string with unused bits".into(),
+        })?;
     use rsa::pkcs1::DecodeRsaPublicKey;
-    rsa::RsaPublicKey::from_pkcs1_der(bytes)
-        .map_err(|e| KeyError::UnsupportedPublicKey { what: format!("malformed RSA key: {e}") })
+    rsa::RsaPublicKey::from_pkcs1_der(bytes).map_err(|e| KeyError::UnsupportedPublicKey {
+        what: format!("malformed RSA key: {e}"),
+    })
 }
 
 /// Checks `signature` over `message` by the key in `spki` under the algorithm `alg`.
@@ -467,27 +519,41 @@ pub fn verify_signature(
     .into_iter()
     .find(|(o, _)| *o == sig_oid)
     .map(|(_, h)| h);
-    let mismatch = || SignatureError::AlgorithmMismatch { sig_alg: sig_oid, key: key_alg.to_string() };
+    let mismatch = || SignatureError::AlgorithmMismatch {
+        sig_alg: sig_oid,
+        key: key_alg.to_string(),
+    };
     if let Some(hash) = ecdsa_hash {
         if alg.parameters.is_some() {
             return Err(SignatureError::BadParameters { oid: sig_oid });
         }
-        let point = spki.subject_public_key.as_bytes().ok_or(SignatureError::Invalid)?;
+        let point = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(SignatureError::Invalid)?;
         let digest = hash.digest(message);
         match key_alg {
             KeyAlgorithm::EcdsaP256 => {
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| {
-                    KeyError::UnsupportedPublicKey { what: "invalid P-256 point".into() }
+                    KeyError::UnsupportedPublicKey {
+                        what: "invalid P-256 point".into(),
+                    }
                 })?;
-                let sig = p256::ecdsa::Signature::from_der(signature).map_err(|_| SignatureError::Invalid)?;
-                vk.verify_prehash(&digest, &sig).map_err(|_| SignatureError::Invalid)
+                let sig = p256::ecdsa::Signature::from_der(signature)
+                    .map_err(|_| SignatureError::Invalid)?;
+                vk.verify_prehash(&digest, &sig)
+                    .map_err(|_| SignatureError::Invalid)
             }
             KeyAlgorithm::EcdsaP384 => {
                 let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| {
-                    KeyError::UnsupportedPublicKey { what: "invalid P-384 point".into() }
+                    KeyError::UnsupportedPublicKey {
+                        what: "invalid P-384 point".into(),
+                    }
                 })?;
-                let sig = p384::ecdsa::Signature::from_der(signature).map_err(|_| SignatureError::Invalid)?;
-                vk.verify_prehash(&digest, &sig).map_err(|_| SignatureError::Invalid)
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .map_err(|_| SignatureError::Invalid)?;
+                vk.verify_prehash(&digest, &sig)
+                    .map_err(|_| SignatureError::Invalid)
             }
             KeyAlgorithm::Rsa { .. } => Err(mismatch()),
         }
@@ -497,12 +563,15 @@ pub fn verify_signature(
             Some(p) if der::Tagged::tag(p) == der::Tag::Null && p.value().is_empty() => {}
             Some(_) => return Err(SignatureError::BadParameters { oid: sig_oid }),
         }
-        let KeyAlgorithm::Rsa { bits } = key_alg else { return Err(mismatch()) };
+        let KeyAlgorithm::Rsa { bits } = key_alg else {
+            return Err(mismatch());
+        };
         if bits < 2048 {
             return Err(KeyError::RsaTooSmall { bits }.into());
         }
         let key = rsa_public_key(spki)?;
-        let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
+        let sig =
+            rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
         let result = match hash {
             Hash::Sha256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key)
                 .verify_prehash(&hash.digest(message), &sig),
@@ -540,6 +609,7 @@ pub(crate) fn signature_bits(sig: &[u8]) -> BitString {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -548,7 +618,10 @@ mod tests {
         assert_eq!("p256".parse::<KeySpec>().unwrap(), KeySpec::P256);
         assert_eq!("RSA3072".parse::<KeySpec>().unwrap(), KeySpec::Rsa3072);
         let err = "rsa1024".parse::<KeySpec>().unwrap_err().to_string();
-        assert!(err.contains("rsa1024") && err.contains("p256") && err.contains("rsa4096"), "{err}");
+        assert!(
+            err.contains("rsa1024") && err.contains("p256") && err.contains("rsa4096"),
+            "{err}"
+        );
         assert!("".parse::<KeySpec>().is_err());
         assert_eq!(KeySpec::default(), KeySpec::P256);
     }
@@ -568,7 +641,10 @@ mod tests {
         assert_eq!(k2.public_key_der(), k.public_key_der());
         let k3 = PrivateKey::from_pkcs8(&k.to_pkcs8_der()).unwrap();
         assert_eq!(k3.public_key_der(), k.public_key_der());
-        assert_eq!(KeyAlgorithm::of_spki(&spki).unwrap(), KeyAlgorithm::EcdsaP256);
+        assert_eq!(
+            KeyAlgorithm::of_spki(&spki).unwrap(),
+            KeyAlgorithm::EcdsaP256
+        );
     }
 
     #[test]
@@ -593,7 +669,12 @@ mod tests {
 
     #[test]
     fn bad_private_keys_are_typed_errors() {
-        for input in [&b""[..], b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", &[0x30, 0x82, 0xff]] {
+        for input in [
+            &b""[..],
+            b"garbage",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            &[0x30, 0x82, 0xff],
+        ] {
             let e = PrivateKey::from_pkcs8(input).unwrap_err();
             assert!(matches!(e, KeyError::BadPrivateKey { .. }), "{e:?}");
         }
@@ -606,7 +687,10 @@ mod tests {
     #[test]
     fn weak_hash_refused() {
         let k = PrivateKey::generate(KeySpec::P256).unwrap();
-        let alg = AlgorithmIdentifierOwned { oid: oid::ECDSA_SHA1, parameters: None };
+        let alg = AlgorithmIdentifierOwned {
+            oid: oid::ECDSA_SHA1,
+            parameters: None,
+        };
         assert!(matches!(
             verify_signature(&k.public_key_info(), &alg, b"", &[]),
             Err(SignatureError::WeakHash { .. })
@@ -649,12 +733,17 @@ pub(crate) fn build_signed<B: x509_cert::builder::Builder>(
     mut builder: B,
     signer: &dyn Signer,
 ) -> Result<B::Output, KeyError> {
-    let adapter = BuilderSigner { spki: signer.public_key_info(), alg: signer.signature_algorithm() };
-    let tbs = builder
-        .finalize(&adapter)
-        .map_err(|e| KeyError::Signing { reason: format!("cannot encode what is to be signed: {e}") })?;
+    let adapter = BuilderSigner {
+        spki: signer.public_key_info(),
+        alg: signer.signature_algorithm(),
+    };
+    let tbs = builder.finalize(&adapter).map_err(|e| KeyError::Signing {
+        reason: format!("cannot encode what is to be signed: {e}"),
+    })?;
     let sig = signer.sign(&tbs)?;
     builder
         .assemble(signature_bits(&sig), &adapter)
-        .map_err(|e| KeyError::Signing { reason: e.to_string() })
+        .map_err(|e| KeyError::Signing {
+            reason: e.to_string(),
+        })
 }

@@ -25,9 +25,9 @@ pub enum TransportError {
     Refused {
         /// The member.
         member: String,
-        /// The agent's reason.
+        /// The agent's reason (boxed: refusals are rare, and it keeps every `Result` small).
         #[source]
-        source: AgentError,
+        source: Box<AgentError>,
     },
 }
 

@@ -28,7 +28,11 @@ fn fq(s: &str) -> Fqdn {
 type Svc<S> = ZoneService<S, LoopbackTransport, ManualClock>;
 
 fn init_with<S: Storage>(store: S, transport: LoopbackTransport) -> Svc<S> {
-    let svc = ZoneService::new(store, transport, ManualClock::new(t("2027-01-01T00:00:00Z")));
+    let svc = ZoneService::new(
+        store,
+        transport,
+        ManualClock::new(t("2027-01-01T00:00:00Z")),
+    );
     let mut first = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
     first.dns_names = vec!["alias.zone.example".into()];
     svc.init_internal(InitInternal {
@@ -63,11 +67,16 @@ fn init_creates_ca_on_first_server_and_enrols_it() {
     // store holds neither.
     let has_keys = svc
         .transport()
-        .with_agent("ps1.zone.example", |a| a.ca_key().is_some() && a.key().is_some())
+        .with_agent("ps1.zone.example", |a| {
+            a.ca_key().is_some() && a.key().is_some()
+        })
         .unwrap();
     assert!(has_keys);
     let dump = svc.dump().unwrap().to_string();
-    assert!(!dump.contains("PRIVATE KEY"), "no key material in the store");
+    assert!(
+        !dump.contains("PRIVATE KEY"),
+        "no key material in the store"
+    );
 }
 
 #[test]
@@ -83,7 +92,10 @@ fn a_second_init_is_refused() {
             validity: 1.try_into().unwrap(),
         })
         .unwrap_err();
-    assert!(matches!(e, Error::Zone(ZoneError::ZoneExists { .. })), "{e}");
+    assert!(
+        matches!(e, Error::Zone(ZoneError::ZoneExists { .. })),
+        "{e}"
+    );
     assert_eq!(before, svc.dump().unwrap());
 }
 
@@ -100,7 +112,10 @@ fn servers_enrol_with_keys_on_their_agents_and_chain_to_the_ca() {
     assert_eq!(view.status, "active");
     assert_eq!(view.parent.as_deref(), Some("ps2.zone.example"));
     let content = svc
-        .add_server(NewServer::new(fq("content.zone.example"), ServerRole::ContentSatellite))
+        .add_server(NewServer::new(
+            fq("content.zone.example"),
+            ServerRole::ContentSatellite,
+        ))
         .unwrap();
     assert_eq!(content.status, "none");
 
@@ -114,16 +129,21 @@ fn servers_enrol_with_keys_on_their_agents_and_chain_to_the_ca() {
         // The agent holds the key of exactly this certificate.
         let agent_spki = svc
             .transport()
-            .with_agent(name, |a| zonepki::key::Signer::public_key_info(a.key().unwrap()))
+            .with_agent(name, |a| {
+                zonepki::key::Signer::public_key_info(a.key().unwrap())
+            })
             .unwrap();
         assert_eq!(&agent_spki, leaf.public_key());
         assert!(leaf.dns_names().unwrap().contains(&name.to_string()));
     }
-    let sat_leaf = Certificate::try_from(&svc.server_chain(&fq("sat.zone.example")).unwrap()[0])
-        .unwrap();
-    assert_eq!(sat_leaf.dns_names().unwrap(), ["sat.zone.example", "sat-alias.zone.example"]);
-    let ps2_leaf = Certificate::try_from(&svc.server_chain(&fq("ps2.zone.example")).unwrap()[0])
-        .unwrap();
+    let sat_leaf =
+        Certificate::try_from(&svc.server_chain(&fq("sat.zone.example")).unwrap()[0]).unwrap();
+    assert_eq!(
+        sat_leaf.dns_names().unwrap(),
+        ["sat.zone.example", "sat-alias.zone.example"]
+    );
+    let ps2_leaf =
+        Certificate::try_from(&svc.server_chain(&fq("ps2.zone.example")).unwrap()[0]).unwrap();
     assert_eq!(ps2_leaf.key_algorithm().unwrap().name(), "rsa");
     assert_eq!(svc.servers().unwrap().len(), 4);
     assert_eq!(svc.verify_audit().unwrap().entries, 4);
@@ -132,14 +152,20 @@ fn servers_enrol_with_keys_on_their_agents_and_chain_to_the_ca() {
 #[test]
 fn membership_rules_refuse_and_change_nothing() {
     let svc = zone();
-    svc.add_server(NewServer::new(fq("content.zone.example"), ServerRole::ContentSatellite))
-        .unwrap();
+    svc.add_server(NewServer::new(
+        fq("content.zone.example"),
+        ServerRole::ContentSatellite,
+    ))
+    .unwrap();
     svc.add_devices(&["dev-1".to_string()], "1.0").unwrap();
     let before = svc.dump().unwrap();
 
     let sat = NewServer::new(fq("sat.zone.example"), ServerRole::AuthSatellite);
     let e = svc.add_server(sat.clone()).unwrap_err();
-    assert!(matches!(e, Error::Zone(ZoneError::MissingParent { .. })), "{e}");
+    assert!(
+        matches!(e, Error::Zone(ZoneError::MissingParent { .. })),
+        "{e}"
+    );
 
     let mut bad_parent = sat.clone();
     bad_parent.parent = Some(fq("content.zone.example"));
@@ -154,7 +180,9 @@ fn membership_rules_refuse_and_change_nothing() {
     let e = svc.add_server(dup).unwrap_err();
     assert!(e.to_string().contains("already a member"), "{e}");
 
-    let e = svc.add_server(NewServer::new(fq("dev-1"), ServerRole::Primary)).unwrap_err();
+    let e = svc
+        .add_server(NewServer::new(fq("dev-1"), ServerRole::Primary))
+        .unwrap_err();
     assert!(e.to_string().contains("already a member"), "{e}");
 
     let mut bad_dns = NewServer::new(fq("ps9.zone.example"), ServerRole::Primary);
@@ -162,14 +190,23 @@ fn membership_rules_refuse_and_change_nothing() {
     assert!(svc.add_server(bad_dns).is_err());
 
     // Devices: all or none.
-    let e = svc.add_devices(&["dev-2".into(), "dev-1".into()], "1.0").unwrap_err();
+    let e = svc
+        .add_devices(&["dev-2".into(), "dev-1".into()], "1.0")
+        .unwrap_err();
     assert!(e.to_string().contains("dev-1"), "{e}");
-    assert!(svc.add_devices(&["dev-3".into(), "dev-3".into()], "1.0").is_err());
+    assert!(
+        svc.add_devices(&["dev-3".into(), "dev-3".into()], "1.0")
+            .is_err()
+    );
     assert!(svc.add_devices(&["bad name".into()], "1.0").is_err());
     assert!(svc.add_devices(&["..".into()], "1.0").is_err());
 
     assert!(svc.server(&fq("nope.zone.example")).is_err());
-    assert_eq!(before, svc.dump().unwrap(), "refusals must leave the store as it was");
+    assert_eq!(
+        before,
+        svc.dump().unwrap(),
+        "refusals must leave the store as it was"
+    );
 }
 
 #[test]
@@ -179,7 +216,10 @@ fn devices_are_listed() {
     assert_eq!(svc.add_devices(&names, "2.0").unwrap(), 50);
     let list = svc.devices().unwrap();
     assert_eq!(list.len(), 50);
-    assert!(list.iter().all(|d| d.update_status == "none" && d.agent_version == "2.0"));
+    assert!(
+        list.iter()
+            .all(|d| d.update_status == "none" && d.agent_version == "2.0")
+    );
 }
 
 #[test]
@@ -193,12 +233,18 @@ fn warnings_follow_the_window_and_the_manual_wording() {
     let w = near.warnings(90 * day).unwrap();
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w.iter().any(|x| x.kind == WarningSubject::Ca && !x.expired));
-    assert!(w.iter().any(|x| x.message.contains("ps1.zone.example server certificate expires")));
+    assert!(w.iter().any(|x| {
+        x.message
+            .contains("ps1.zone.example server certificate expires")
+    }));
     assert!(near.warnings(30 * day).unwrap().is_empty());
     let late = clock("2029-02-01T00:00:00Z");
     let w = late.warnings(90 * day).unwrap();
     assert!(w.iter().all(|x| x.expired));
-    assert!(w.iter().any(|x| x.message == "ps1.zone.example server certificate has expired"));
+    assert!(
+        w.iter()
+            .any(|x| x.message == "ps1.zone.example server certificate has expired")
+    );
     let v = late.server(&fq("ps1.zone.example")).unwrap();
     assert_eq!(v.status, "expired");
     assert_eq!(late.ca_view().unwrap().details.status.name(), "expired");
@@ -209,14 +255,30 @@ fn the_ca_agent_signs_only_certificates_of_its_own_ca() {
     let svc = zone();
     let e = svc
         .transport()
-        .call("ps1.zone.example", AgentRequest::SignCertificate { tbs: b"hello".to_vec() })
+        .call(
+            "ps1.zone.example",
+            AgentRequest::SignCertificate {
+                tbs: b"hello".to_vec(),
+            },
+        )
         .unwrap_err();
-    assert!(matches!(e, TransportError::Refused { source: AgentError::RefusedToSign { .. }, .. }));
+    assert!(
+        matches!(&e, TransportError::Refused { source, .. }
+        if matches!(**source, AgentError::RefusedToSign { .. })),
+        "{e}"
+    );
     let e = svc
         .transport()
-        .call("other.example", AgentRequest::SignCertificate { tbs: vec![] })
+        .call(
+            "other.example",
+            AgentRequest::SignCertificate { tbs: vec![] },
+        )
         .unwrap_err();
-    assert!(matches!(e, TransportError::Refused { source: AgentError::NotCaServer, .. }), "{e}");
+    assert!(
+        matches!(&e, TransportError::Refused { source, .. }
+        if matches!(**source, AgentError::NotCaServer)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -224,13 +286,17 @@ fn an_offline_member_cannot_join_and_nothing_changes() {
     let svc = zone();
     let before = svc.dump().unwrap();
     svc.transport().set_offline("ps2.zone.example", true);
-    let e = svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary)).unwrap_err();
+    let e = svc
+        .add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
+        .unwrap_err();
     assert!(e.to_string().contains("unreachable"), "{e}");
     assert_eq!(before, svc.dump().unwrap());
     // With the CA server offline, nobody can be issued a certificate.
     svc.transport().set_offline("ps2.zone.example", false);
     svc.transport().set_offline("ps1.zone.example", true);
-    let e = svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary)).unwrap_err();
+    let e = svc
+        .add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
+        .unwrap_err();
     assert!(e.to_string().contains("ps1.zone.example"), "{e}");
     assert_eq!(before, svc.dump().unwrap());
 }
@@ -263,7 +329,11 @@ fn two_frontends_on_one_store_cannot_both_commit_from_the_same_view() {
     let transport = LoopbackTransport::in_memory();
     let _ = init_with(&store, LoopbackTransport::in_memory());
     // Frontend B adds dev-b in the middle of frontend A's command.
-    let b = ZoneService::new(&store, &transport, ManualClock::new(t("2027-01-02T00:00:00Z")));
+    let b = ZoneService::new(
+        &store,
+        &transport,
+        ManualClock::new(t("2027-01-02T00:00:00Z")),
+    );
     let a_store = Interleaved {
         inner: &store,
         other: Box::new(move || {
@@ -271,16 +341,26 @@ fn two_frontends_on_one_store_cannot_both_commit_from_the_same_view() {
         }),
         fired: AtomicBool::new(false),
     };
-    let a = ZoneService::new(&a_store, &transport, ManualClock::new(t("2027-01-02T00:00:00Z")));
+    let a = ZoneService::new(
+        &a_store,
+        &transport,
+        ManualClock::new(t("2027-01-02T00:00:00Z")),
+    );
     let e = a.add_devices(&["dev-a".into()], "1").unwrap_err();
-    assert!(matches!(e, Error::Store(StoreError::Conflict { .. })), "{e}");
-    let names: Vec<String> =
-        ZoneService::new(&store, &transport, ManualClock::new(t("2027-01-02T00:00:00Z")))
-            .devices()
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+    assert!(
+        matches!(e, Error::Store(StoreError::Conflict { .. })),
+        "{e}"
+    );
+    let names: Vec<String> = ZoneService::new(
+        &store,
+        &transport,
+        ManualClock::new(t("2027-01-02T00:00:00Z")),
+    )
+    .devices()
+    .unwrap()
+    .into_iter()
+    .map(|d| d.name)
+    .collect();
     assert_eq!(names, ["dev-b"]);
     // A retry from a fresh view succeeds.
     a.add_devices(&["dev-a".into()], "1").unwrap();
@@ -289,14 +369,19 @@ fn two_frontends_on_one_store_cannot_both_commit_from_the_same_view() {
 #[test]
 fn serials_are_recorded_per_issuer_and_a_repeat_is_refused_by_the_store() {
     let svc = zone();
-    svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary)).unwrap();
+    svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
+        .unwrap();
     let serials = svc.store().scan("serial/").unwrap();
     assert_eq!(serials.len(), 3, "CA + two servers");
     let (key, rec) = &serials[1];
-    let e = svc.store().commit(&[Write::create(key.clone(), rec.value.clone())]).unwrap_err();
+    let e = svc
+        .store()
+        .commit(&[Write::create(key.clone(), rec.value.clone())])
+        .unwrap_err();
     assert!(matches!(e, StoreError::Conflict { .. }));
     // Each certificate's serial is the one recorded.
-    let leaf = Certificate::try_from(&svc.server_chain(&fq("ps2.zone.example")).unwrap()[0]).unwrap();
+    let leaf =
+        Certificate::try_from(&svc.server_chain(&fq("ps2.zone.example")).unwrap()[0]).unwrap();
     let hex: String = leaf.serial().iter().map(|b| format!("{b:02x}")).collect();
     assert!(serials.iter().any(|(k, _)| k.ends_with(&hex)), "{hex}");
     assert_eq!(leaf.serial().len(), 16);
@@ -311,13 +396,19 @@ fn member_files_are_written_with_private_keys_0600() {
     let trust = zonepki::cert::bundle::read_file(&cur.join("trust.pem")).unwrap();
     assert_eq!(trust[0], svc.ca_certificate().unwrap());
     verify_chain(&chain[0], &[], &trust, svc.now()).unwrap();
-    let key = zonepki::key::PrivateKey::from_pkcs8(&std::fs::read(cur.join("key.pem")).unwrap())
-        .unwrap();
-    assert_eq!(&zonepki::key::Signer::public_key_info(&key), chain[0].public_key());
+    let key =
+        zonepki::key::PrivateKey::from_pkcs8(&std::fs::read(cur.join("key.pem")).unwrap()).unwrap();
+    assert_eq!(
+        &zonepki::key::Signer::public_key_info(&key),
+        chain[0].public_key()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for f in [cur.join("key.pem"), dir.path().join("ps1.zone.example/ca/key.pem")] {
+        for f in [
+            cur.join("key.pem"),
+            dir.path().join("ps1.zone.example/ca/key.pem"),
+        ] {
             let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", f.display());
         }

@@ -19,7 +19,14 @@ fn zonectl_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--quiet", "--example", "zonectl", "--message-format", "json"])
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "zonectl",
+                "--message-format",
+                "json",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stderr(Stdio::inherit())
             .output()
@@ -47,7 +54,9 @@ struct Out {
 
 impl Zone {
     fn new() -> Self {
-        Zone { dir: tempfile::tempdir().unwrap() }
+        Zone {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -87,17 +96,32 @@ impl Zone {
     fn refused(&self, args: &[&str]) -> String {
         let before = self.ok(&["store", "dump"]);
         let o = self.run(args);
-        assert_eq!(o.code, 1, "{args:?} should be refused: {}{}", o.stdout, o.stderr);
+        assert_eq!(
+            o.code, 1,
+            "{args:?} should be refused: {}{}",
+            o.stdout, o.stderr
+        );
         assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
         assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
-        assert_eq!(before, self.ok(&["store", "dump"]), "{args:?} changed the store");
+        assert_eq!(
+            before,
+            self.ok(&["store", "dump"]),
+            "{args:?} changed the store"
+        );
         o.stderr
     }
 
     fn init(&self) {
         self.ok(&[
-            "init", "--zone", "Acme", "--first-server", "ps1.acme.example", "--dns",
-            "alias.acme.example", "--now", NOW,
+            "init",
+            "--zone",
+            "Acme",
+            "--first-server",
+            "ps1.acme.example",
+            "--dns",
+            "alias.acme.example",
+            "--now",
+            NOW,
         ]);
     }
 }
@@ -108,18 +132,50 @@ const NOW: &str = "2027-01-01T00:00:00Z";
 fn refused_init_leaves_no_store() {
     let z = Zone::new();
     for args in [
-        &["init", "--zone", "A", "--first-server", "ps1.a.example", "--valid-years", "11"][..],
-        &["init", "--zone", "A", "--first-server", "ps1.a.example", "--valid-years", "0"],
+        &[
+            "init",
+            "--zone",
+            "A",
+            "--first-server",
+            "ps1.a.example",
+            "--valid-years",
+            "11",
+        ][..],
+        &[
+            "init",
+            "--zone",
+            "A",
+            "--first-server",
+            "ps1.a.example",
+            "--valid-years",
+            "0",
+        ],
         &["init", "--zone", "", "--first-server", "ps1.a.example"],
         &["init", "--zone", "A", "--first-server", "not a name"],
-        &["init", "--zone", "A", "--first-server", "ps1.a.example", "--dns", "*.a.example"],
+        &[
+            "init",
+            "--zone",
+            "A",
+            "--first-server",
+            "ps1.a.example",
+            "--dns",
+            "*.a.example",
+        ],
     ] {
         let o = z.run(args);
         assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
         assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
         assert!(!z.path("zone.db").exists(), "{args:?} left a store");
     }
-    let o = z.run(&["init", "--zone", "A", "--first-server", "ps1.a.example", "--key", "rsa1024"]);
+    let o = z.run(&[
+        "init",
+        "--zone",
+        "A",
+        "--first-server",
+        "ps1.a.example",
+        "--key",
+        "rsa1024",
+    ]);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("rsa2048"), "{}", o.stderr);
     assert!(!z.path("zone.db").exists());
@@ -153,8 +209,18 @@ fn a_zone_through_the_command_line() {
 
     let ca = z.json(&["ca", "show", "--now", NOW]);
     for field in [
-        "kind", "certificate_server", "subject", "issuer", "not_before", "not_after",
-        "key_algorithm", "key_bits", "md5", "sha1", "sha256", "status",
+        "kind",
+        "certificate_server",
+        "subject",
+        "issuer",
+        "not_before",
+        "not_after",
+        "key_algorithm",
+        "key_bits",
+        "md5",
+        "sha1",
+        "sha256",
+        "status",
     ] {
         assert!(ca.get(field).is_some(), "ca show lacks {field}: {ca}");
     }
@@ -165,20 +231,78 @@ fn a_zone_through_the_command_line() {
     assert_eq!(ca["not_after"], "2037-01-01T00:00:00Z");
     let sha1 = ca["sha1"].as_str().unwrap();
     assert_eq!(sha1.len(), 59);
-    assert!(sha1.chars().all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase()));
+    assert!(
+        sha1.chars()
+            .all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase())
+    );
 
     // Global options stand before or after the subcommand.
     let later = "2027-01-02T00:00:00Z";
-    z.ok(&["--now", later, "server", "add", "ps2.acme.example", "--role", "primary",
-        "--agent-version", "24.4"]);
-    z.ok(&["server", "add", "sat.acme.example", "--role", "auth-satellite", "--parent",
-        "ps2.acme.example", "--dns", "sat-alias.acme.example", "--now", later]);
-    z.ok(&["server", "add", "content.acme.example", "--role", "content-satellite", "--now", later]);
-    z.refused(&["server", "add", "sat2.acme.example", "--role", "auth-satellite", "--now", later]);
-    z.refused(&["server", "add", "sat2.acme.example", "--role", "auth-satellite", "--parent",
-        "content.acme.example", "--now", later]);
-    z.refused(&["server", "add", "ps2.acme.example", "--role", "primary", "--now", later]);
-    z.ok(&["device", "add", "--count", "3", "--prefix", "lap", "--now", later]);
+    z.ok(&[
+        "--now",
+        later,
+        "server",
+        "add",
+        "ps2.acme.example",
+        "--role",
+        "primary",
+        "--agent-version",
+        "24.4",
+    ]);
+    z.ok(&[
+        "server",
+        "add",
+        "sat.acme.example",
+        "--role",
+        "auth-satellite",
+        "--parent",
+        "ps2.acme.example",
+        "--dns",
+        "sat-alias.acme.example",
+        "--now",
+        later,
+    ]);
+    z.ok(&[
+        "server",
+        "add",
+        "content.acme.example",
+        "--role",
+        "content-satellite",
+        "--now",
+        later,
+    ]);
+    z.refused(&[
+        "server",
+        "add",
+        "sat2.acme.example",
+        "--role",
+        "auth-satellite",
+        "--now",
+        later,
+    ]);
+    z.refused(&[
+        "server",
+        "add",
+        "sat2.acme.example",
+        "--role",
+        "auth-satellite",
+        "--parent",
+        "content.acme.example",
+        "--now",
+        later,
+    ]);
+    z.refused(&[
+        "server",
+        "add",
+        "ps2.acme.example",
+        "--role",
+        "primary",
+        "--now",
+        later,
+    ]);
+    z.ok(&[
+        "device", "add", "--count", "3", "--prefix", "lap", "--now", later,
+    ]);
     z.ok(&["device", "add", "kiosk-1", "kiosk-2", "--now", later]);
     z.refused(&["device", "add", "kiosk-2", "kiosk-3", "--now", later]);
     z.refused(&["device", "add", "bad/name", "--now", later]);
@@ -188,8 +312,18 @@ fn a_zone_through_the_command_line() {
     assert_eq!(list.len(), 4);
     for s in list {
         for field in [
-            "fqdn", "role", "subject", "issuer", "not_before", "not_after", "md5", "sha1",
-            "sha256", "status", "update_status", "agent_version",
+            "fqdn",
+            "role",
+            "subject",
+            "issuer",
+            "not_before",
+            "not_after",
+            "md5",
+            "sha1",
+            "sha256",
+            "status",
+            "update_status",
+            "agent_version",
         ] {
             assert!(s.get(field).is_some(), "server lacks {field}: {s}");
         }
@@ -207,37 +341,84 @@ fn a_zone_through_the_command_line() {
     z.ok(&["ca", "export", "--out", "ca.pem"]);
     z.ok(&["ca", "export", "--out", "ca.der", "--der"]);
     z.ok(&["server", "cert", "sat.acme.example", "--out", "sat.pem"]);
-    let out = z.ok(&["chain", "verify", "--trust", "ca.der", "--leaf", "sat.pem", "--at", later]);
-    assert!(out.contains("CN=sat.acme.example") && out.contains("CN=Acme"), "{out}");
+    let out = z.ok(&[
+        "chain", "verify", "--trust", "ca.der", "--leaf", "sat.pem", "--at", later,
+    ]);
+    assert!(
+        out.contains("CN=sat.acme.example") && out.contains("CN=Acme"),
+        "{out}"
+    );
     // Trusting only the satellite's own certificate does not make the CA valid.
-    z.ok(&["server", "cert", "sat.acme.example", "--out", "sat.der", "--der"]);
-    let o = z.run(&["chain", "verify", "--trust", "sat.der", "--leaf", "ca.pem", "--at", later]);
+    z.ok(&[
+        "server",
+        "cert",
+        "sat.acme.example",
+        "--out",
+        "sat.der",
+        "--der",
+    ]);
+    let o = z.run(&[
+        "chain", "verify", "--trust", "sat.der", "--leaf", "ca.pem", "--at", later,
+    ]);
     assert_eq!(o.code, 1, "{}", o.stdout);
-    assert!(o.stderr.contains("CA certificate subject from the CA Certificate chain does not \
-        match server certificate issuer."), "{}", o.stderr);
-    let o = z.run(&["chain", "verify", "--trust", "ca.pem", "--leaf", "sat.pem", "--at",
-        "2040-01-01T00:00:00Z"]);
+    assert!(
+        o.stderr.contains(
+            "CA certificate subject from the CA Certificate chain does not \
+        match server certificate issuer."
+        ),
+        "{}",
+        o.stderr
+    );
+    let o = z.run(&[
+        "chain",
+        "verify",
+        "--trust",
+        "ca.pem",
+        "--leaf",
+        "sat.pem",
+        "--at",
+        "2040-01-01T00:00:00Z",
+    ]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("expired"), "{}", o.stderr);
 
     // Warnings with the manual's words.
     let out = z.ok(&["warnings", "--now", "2036-12-01T00:00:00Z"]);
     assert!(out.contains("The following certificates are about to expire or have expired."));
-    assert!(out.contains("sat.acme.example server certificate expires on"), "{out}");
+    assert!(
+        out.contains("sat.acme.example server certificate expires on"),
+        "{out}"
+    );
     let w = z.json(&["warnings", "--now", "2037-02-01T00:00:00Z"]);
-    assert!(w.as_array().unwrap().iter().any(|x| x["message"]
-        == "ps1.acme.example server certificate has expired"));
-    assert!(z.json(&["warnings", "--now", later]).as_array().unwrap().is_empty());
+    assert!(
+        w.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["message"] == "ps1.acme.example server certificate has expired")
+    );
+    assert!(
+        z.json(&["warnings", "--now", later])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // Member files.
     let cur = z.path("fleet/sat.acme.example/current");
     let chain = std::fs::read_to_string(cur.join("cert.pem")).unwrap();
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf and CA");
-    assert!(std::fs::read_to_string(cur.join("key.pem")).unwrap().contains("BEGIN PRIVATE KEY"));
+    assert!(
+        std::fs::read_to_string(cur.join("key.pem"))
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY")
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(cur.join("key.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(cur.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let dump = z.ok(&["store", "dump"]);
@@ -253,8 +434,13 @@ fn s_server(cur: &Path) -> (std::process::Child, u16) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet"])
+    let mut child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-quiet",
+        ])
         .arg("-cert")
         .arg(cur.join("cert.pem"))
         .arg("-key")
@@ -270,12 +456,19 @@ fn s_server(cur: &Path) -> (std::process::Child, u16) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("openssl s_server did not start on port {port}");
 }
 
 fn s_client(port: u16, ca: &Path) -> (bool, String) {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify_return_error"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-verify_return_error",
+        ])
         .args(["-verify_hostname", "localhost", "-brief", "-CAfile"])
         .arg(ca)
         .stdin(Stdio::null())
@@ -291,13 +484,31 @@ fn s_client(port: u16, ca: &Path) -> (bool, String) {
 
 #[test]
 fn tls_handshake_with_an_enrolled_servers_files() {
-    let Some(_) = common::tool("openssl") else { return };
+    let Some(_) = common::tool("openssl") else {
+        return;
+    };
     let z = Zone::new();
     let now = zonepki::clock::Timestamp::now_utc().to_string();
-    z.ok(&["init", "--zone", "TLS Zone", "--first-server", "localhost", "--now", &now]);
+    z.ok(&[
+        "init",
+        "--zone",
+        "TLS Zone",
+        "--first-server",
+        "localhost",
+        "--now",
+        &now,
+    ]);
     z.ok(&["ca", "export", "--out", "ca.pem"]);
     let other = Zone::new();
-    other.ok(&["init", "--zone", "Other", "--first-server", "localhost", "--now", &now]);
+    other.ok(&[
+        "init",
+        "--zone",
+        "Other",
+        "--first-server",
+        "localhost",
+        "--now",
+        &now,
+    ]);
     other.ok(&["ca", "export", "--out", "ca.pem"]);
 
     let (mut server, port) = s_server(&z.path("fleet/localhost/current"));
@@ -307,5 +518,8 @@ fn tls_handshake_with_an_enrolled_servers_files() {
     let _ = server.kill();
     let _ = server.wait();
     assert!(ok && text.contains("Verification: OK"), "{text}");
-    assert!(!other_ok, "a client trusting another CA accepted: {other_text}");
+    assert!(
+        !other_ok,
+        "a client trusting another CA accepted: {other_text}"
+    );
 }

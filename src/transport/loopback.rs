@@ -26,7 +26,10 @@ impl LoopbackTransport {
 
     /// Agents whose state lives under `root/<member>/` (the fleet of `zonectl`).
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        LoopbackTransport { dir: Some(MemberDir::new(root)), ..Self::default() }
+        LoopbackTransport {
+            dir: Some(MemberDir::new(root)),
+            ..Self::default()
+        }
     }
 
     /// The member files, when backed by a directory.
@@ -65,7 +68,10 @@ impl Transport for LoopbackTransport {
                 reason: "offline".into(),
             });
         }
-        let refused = |source| TransportError::Refused { member: member.to_string(), source };
+        let refused = |source| TransportError::Refused {
+            member: member.to_string(),
+            source: Box::new(source),
+        };
         match &self.dir {
             Some(dir) => {
                 // One process plays every agent: serialise calls so two never interleave on
@@ -78,8 +84,9 @@ impl Transport for LoopbackTransport {
             }
             None => {
                 let mut agents = lock(&self.agents);
-                let agent =
-                    agents.entry(member.to_string()).or_insert_with(|| Agent::new(member));
+                let agent = agents
+                    .entry(member.to_string())
+                    .or_insert_with(|| Agent::new(member));
                 agent.handle(request).map_err(refused)
             }
         }
