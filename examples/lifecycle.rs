@@ -32,7 +32,9 @@ fn fqdn(s: &str) -> Result<Fqdn, Error> {
 }
 
 fn main() -> Result<(), Error> {
-    let dir = std::env::args().nth(1).map_or_else(|| PathBuf::from("target/lifecycle-demo"), PathBuf::from);
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("target/lifecycle-demo"), PathBuf::from);
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -41,7 +43,11 @@ fn main() -> Result<(), Error> {
     let fleet = dir.join("fleet");
     let start: Timestamp = "2027-01-04T09:00:00Z".parse()?;
     let clock = ManualClock::new(start);
-    let zone = ZoneService::new(RedbStore::create(&store_path)?, LoopbackTransport::with_root(&fleet), &clock);
+    let zone = ZoneService::new(
+        RedbStore::create(&store_path)?,
+        LoopbackTransport::with_root(&fleet),
+        &clock,
+    );
 
     println!("== 1. A new zone with an internal CA (Z2): the key is made on ps1's agent");
     let mut ps1 = NewServer::new(fqdn("ps1.acme.example")?, ServerRole::Primary);
@@ -55,9 +61,17 @@ fn main() -> Result<(), Error> {
         validity: 5.try_into()?,
     })?;
     let ca = zone.ca_view()?;
-    println!("   CA {} ({}, {} bits), held by {}", ca.details.subject, ca.details.key_algorithm,
-        ca.details.key_bits, ca.certificate_server.as_deref().unwrap_or("-"));
-    println!("   valid {} .. {}, SHA-1 {}", ca.details.not_before, ca.details.not_after, ca.details.sha1);
+    println!(
+        "   CA {} ({}, {} bits), held by {}",
+        ca.details.subject,
+        ca.details.key_algorithm,
+        ca.details.key_bits,
+        ca.certificate_server.as_deref().unwrap_or("-")
+    );
+    println!(
+        "   valid {} .. {}, SHA-1 {}",
+        ca.details.not_before, ca.details.not_after, ca.details.sha1
+    );
 
     println!("\n== 2. Servers join; each agent makes its own key and CSR (S1)");
     let mut ps2 = NewServer::new(fqdn("ps2.acme.example")?, ServerRole::Primary);
@@ -68,13 +82,21 @@ fn main() -> Result<(), Error> {
     sat.parent = Some(fqdn("ps2.acme.example")?);
     sat.agent_version = "23.4".into();
     zone.add_server(sat)?;
-    zone.add_server(NewServer::new(fqdn("content1.acme.example")?, ServerRole::ContentSatellite))?;
+    zone.add_server(NewServer::new(
+        fqdn("content1.acme.example")?,
+        ServerRole::ContentSatellite,
+    ))?;
     let devices: Vec<String> = (1..=25).map(|i| format!("laptop-{i:03}")).collect();
     zone.add_devices(&devices, "24.2")?;
     for s in zone.servers()? {
-        println!("   {:28} {:18} {:8} expires {}  SHA-1 {}", s.fqdn, s.role, s.status,
+        println!(
+            "   {:28} {:18} {:8} expires {}  SHA-1 {}",
+            s.fqdn,
+            s.role,
+            s.status,
             s.not_after.map_or("-".into(), |t| t.to_string()),
-            s.sha1.as_deref().map_or("-", |f| &f[..23]));
+            s.sha1.as_deref().map_or("-", |f| &f[..23])
+        );
     }
     println!("   {} managed devices", zone.devices()?.len());
 
@@ -95,18 +117,31 @@ fn main() -> Result<(), Error> {
             let p = cur.join(f);
             let meta = std::fs::metadata(&p)?;
             #[cfg(unix)]
-            let mode = { use std::os::unix::fs::PermissionsExt; format!("{:o}", meta.permissions().mode() & 0o777) };
+            let mode = {
+                use std::os::unix::fs::PermissionsExt;
+                format!("{:o}", meta.permissions().mode() & 0o777)
+            };
             #[cfg(not(unix))]
             let mode = String::from("-");
-            let certs = if f == "key.pem" { 0 } else { bundle::read_file(&p)?.len() };
+            let certs = if f == "key.pem" {
+                0
+            } else {
+                bundle::read_file(&p)?.len()
+            };
             println!("   {}  mode {mode}  {} certificate(s)", p.display(), certs);
         }
     }
-    println!("   the CA key: {} (only on ps1)", fleet.join("ps1.acme.example/ca/key.pem").display());
+    println!(
+        "   the CA key: {} (only on ps1)",
+        fleet.join("ps1.acme.example/ca/key.pem").display()
+    );
 
     println!("\n== 5. Expiry warnings (V3) as time passes");
-    for (label, at) in [("today", start), ("4 years 10 months on", "2031-11-01T00:00:00Z".parse()?),
-                        ("5 years 1 month on", "2032-02-01T00:00:00Z".parse()?)] {
+    for (label, at) in [
+        ("today", start),
+        ("4 years 10 months on", "2031-11-01T00:00:00Z".parse()?),
+        ("5 years 1 month on", "2032-02-01T00:00:00Z".parse()?),
+    ] {
         clock.set(at);
         let w = zone.warnings(Duration::from_secs(90 * 86_400))?;
         println!("   {label} ({at}): {} warning(s)", w.len());
@@ -127,14 +162,32 @@ fn main() -> Result<(), Error> {
         Ok(_) => return Err("a satellite under a content server must be refused".into()),
         Err(e) => println!("   refused: {e}"),
     }
-    assert_eq!(before, zone.dump()?, "a refused command must leave the store as it was");
-    println!("   store unchanged: {} records", before.as_object().map_or(0, |m| m.len()));
+    assert_eq!(
+        before,
+        zone.dump()?,
+        "a refused command must leave the store as it was"
+    );
+    println!(
+        "   store unchanged: {} records",
+        before.as_object().map_or(0, |m| m.len())
+    );
 
     println!("\n== 7. The audit log (S6)");
     let report = zone.verify_audit()?;
-    println!("   {} entries, hash chain intact, head {}", report.entries, &report.head[..16]);
-    println!("\nDone. Store: {}  Fleet: {}", store_path.display(), fleet.display());
-    println!("Try: cargo run --example zonectl -- --store {} --root {} server list",
-        store_path.display(), fleet.display());
+    println!(
+        "   {} entries, hash chain intact, head {}",
+        report.entries,
+        &report.head[..16]
+    );
+    println!(
+        "\nDone. Store: {}  Fleet: {}",
+        store_path.display(),
+        fleet.display()
+    );
+    println!(
+        "Try: cargo run --example zonectl -- --store {} --root {} server list",
+        store_path.display(),
+        fleet.display()
+    );
     Ok(())
 }

@@ -27,7 +27,11 @@ type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
 type CmdResult = Result<(), String>;
 
 #[derive(Parser)]
-#[command(name = "zonectl", version, about = "Manage a zone's PKI (zonepki reference frontend)")]
+#[command(
+    name = "zonectl",
+    version,
+    about = "Manage a zone's PKI (zonepki reference frontend)"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -38,7 +42,12 @@ struct Cli {
 #[derive(Args)]
 struct Global {
     /// The zone's embedded store.
-    #[arg(long, global = true, env = "ZONECTL_STORE", default_value = "./zone.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "ZONECTL_STORE",
+        default_value = "./zone.db"
+    )]
     store: PathBuf,
     /// Act as if the clock read TIME (RFC 3339).
     #[arg(long, global = true, value_parser = parse_time)]
@@ -215,7 +224,8 @@ enum StoreCmd {
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
-    s.parse().map_err(|e: zonepki::clock::TimeError| e.to_string())
+    s.parse()
+        .map_err(|e: zonepki::clock::TimeError| e.to_string())
 }
 
 fn parse_key(s: &str) -> Result<KeySpec, String> {
@@ -249,7 +259,11 @@ fn open(g: &Global) -> Result<Service, String> {
     let store = RedbStore::open(&g.store).map_err(|e| {
         format!("{e} (create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at it)")
     })?;
-    Ok(ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g)))
+    Ok(ZoneService::new(
+        store,
+        LoopbackTransport::with_root(&g.root),
+        clock(g),
+    ))
 }
 
 fn run(cli: Cli) -> CmdResult {
@@ -260,16 +274,22 @@ fn run(cli: Cli) -> CmdResult {
         Command::Device(cmd) => device(g, cmd),
         Command::Ca(cmd) => ca(g, cmd),
         Command::Warnings { within_days } => warnings(g, within_days),
-        Command::Chain(ChainCmd::Verify { trust, untrusted, leaf, at }) => {
-            chain_verify(g, &trust, &untrusted, &leaf, at)
-        }
+        Command::Chain(ChainCmd::Verify {
+            trust,
+            untrusted,
+            leaf,
+            at,
+        }) => chain_verify(g, &trust, &untrusted, &leaf, at),
         Command::Audit(AuditCmd::Verify) => {
             let svc = open(g)?;
             let report = svc.verify_audit().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&report);
             } else {
-                println!("audit log OK: {} entries, head {}", report.entries, report.head);
+                println!(
+                    "audit log OK: {} entries, head {}",
+                    report.entries, report.head
+                );
             }
             Ok(())
         }
@@ -283,10 +303,16 @@ fn run(cli: Cli) -> CmdResult {
 
 fn init(g: &Global, args: InitArgs) -> CmdResult {
     if g.store.exists() {
-        return Err(format!("{} already exists: a store holds one zone", g.store.display()));
+        return Err(format!(
+            "{} already exists: a store holds one zone",
+            g.store.display()
+        ));
     }
     let validity = ValidityYears::try_from(args.valid_years).map_err(|e| e.to_string())?;
-    let fqdn: Fqdn = args.first_server.parse().map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+    let fqdn: Fqdn = args
+        .first_server
+        .parse()
+        .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
     let mut first = NewServer::new(fqdn, ServerRole::Primary);
     first.dns_names = args.dns;
     let init = InitInternal {
@@ -323,14 +349,20 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
     if g.json {
         print_json(&view);
     } else {
-        println!("zone created; CA held by {}", view.certificate_server.as_deref().unwrap_or("-"));
+        println!(
+            "zone created; CA held by {}",
+            view.certificate_server.as_deref().unwrap_or("-")
+        );
         print_details(&view.details, g.utc_offset);
     }
     Ok(())
 }
 
 fn tmp_path(store: &Path) -> PathBuf {
-    let mut name = store.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = store
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".init-{}.tmp", std::process::id()));
     store.with_file_name(name)
 }
@@ -338,9 +370,20 @@ fn tmp_path(store: &Path) -> PathBuf {
 fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
     let svc = open(g)?;
     match cmd {
-        ServerCmd::Add { fqdn, role, parent, dns, agent_version, key } => {
-            let fqdn: Fqdn = fqdn.parse().map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            let role: ServerRole = role.parse().map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+        ServerCmd::Add {
+            fqdn,
+            role,
+            parent,
+            dns,
+            agent_version,
+            key,
+        } => {
+            let fqdn: Fqdn = fqdn
+                .parse()
+                .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+            let role: ServerRole = role
+                .parse()
+                .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
             let mut new = NewServer::new(fqdn, role);
             new.parent = parent
                 .map(|p| p.parse())
@@ -365,7 +408,9 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             }
         }
         ServerCmd::Show { fqdn } => {
-            let fqdn: Fqdn = fqdn.parse().map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+            let fqdn: Fqdn = fqdn
+                .parse()
+                .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
             let view = svc.server(&fqdn).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -373,8 +418,15 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
                 print_server(&view, g.utc_offset);
             }
         }
-        ServerCmd::Cert { fqdn, out, future, der } => {
-            let fqdn: Fqdn = fqdn.parse().map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+        ServerCmd::Cert {
+            fqdn,
+            out,
+            future,
+            der,
+        } => {
+            let fqdn: Fqdn = fqdn
+                .parse()
+                .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
             if future {
                 return Err(format!(
                     "{fqdn} has no future certificate: no remint operation is running"
@@ -384,12 +436,22 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let Some(leaf) = chain.first() else {
                 return Err(format!("{fqdn} has no certificate"));
             };
-            let data = if der { leaf.as_bytes().to_vec() } else { bundle::to_pem(&chain).into_bytes() };
+            let data = if der {
+                leaf.as_bytes().to_vec()
+            } else {
+                bundle::to_pem(&chain).into_bytes()
+            };
             std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
             if !g.json {
-                println!("wrote {} ({} certificate(s))", out.display(), if der { 1 } else { chain.len() });
+                println!(
+                    "wrote {} ({} certificate(s))",
+                    out.display(),
+                    if der { 1 } else { chain.len() }
+                );
             } else {
-                print_json(&serde_json::json!({"out": out, "certificates": if der { 1 } else { chain.len() }}));
+                print_json(
+                    &serde_json::json!({"out": out, "certificates": if der { 1 } else { chain.len() }}),
+                );
             }
         }
     }
@@ -399,7 +461,12 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
 fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
     let svc = open(g)?;
     match cmd {
-        DeviceCmd::Add { names, count, prefix, agent_version } => {
+        DeviceCmd::Add {
+            names,
+            count,
+            prefix,
+            agent_version,
+        } => {
             let names: Vec<String> = match count {
                 Some(n) => (1..=n).map(|i| format!("{prefix}-{i}")).collect(),
                 None if names.is_empty() => {
@@ -407,7 +474,9 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                 }
                 None => names,
             };
-            let n = svc.add_devices(&names, &agent_version).map_err(|e| e.to_string())?;
+            let n = svc
+                .add_devices(&names, &agent_version)
+                .map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&serde_json::json!({ "added": n }));
             } else {
@@ -421,7 +490,13 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
             } else {
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|d| vec![d.name.clone(), d.update_status.clone(), d.agent_version.clone()])
+                    .map(|d| {
+                        vec![
+                            d.name.clone(),
+                            d.update_status.clone(),
+                            d.agent_version.clone(),
+                        ]
+                    })
                     .collect();
                 print_table(&["NAME", "UPDATE", "AGENT"], &rows);
             }
@@ -447,7 +522,11 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         }
         CaCmd::Export { out, der } => {
             let ca = svc.ca_certificate().map_err(|e| e.to_string())?;
-            let data = if der { ca.der().as_bytes().to_vec() } else { ca.der().to_pem().into_bytes() };
+            let data = if der {
+                ca.der().as_bytes().to_vec()
+            } else {
+                ca.der().to_pem().into_bytes()
+            };
             std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
             if g.json {
                 print_json(&serde_json::json!({ "out": out }));
@@ -499,7 +578,8 @@ fn chain_verify(
         intermediates.extend(read(p)?);
     }
     let at = at.or(g.now).unwrap_or_else(Timestamp::now_utc);
-    let chain = verify_chain(&leaf_cert, &intermediates, &anchors, at).map_err(|e| e.to_string())?;
+    let chain =
+        verify_chain(&leaf_cert, &intermediates, &anchors, at).map_err(|e| e.to_string())?;
     let subjects = chain.subjects();
     if g.json {
         print_json(&serde_json::json!({ "valid": true, "at": at, "path": subjects }));
@@ -513,7 +593,10 @@ fn chain_verify(
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("views serialise"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("views serialise")
+    );
 }
 
 fn show_time(t: Timestamp, offset: Option<UtcOffset>) -> String {
@@ -528,7 +611,10 @@ fn print_details(d: &CertDetails, offset: Option<UtcOffset>) {
     println!("Issued by:          {}", d.issuer);
     println!("Valid from:         {}", show_time(d.not_before, offset));
     println!("Expires:            {}", show_time(d.not_after, offset));
-    println!("Key:                {} {} bits", d.key_algorithm, d.key_bits);
+    println!(
+        "Key:                {} {} bits",
+        d.key_algorithm, d.key_bits
+    );
     println!("MD5 fingerprint:    {}", d.md5);
     println!("SHA1 fingerprint:   {}", d.sha1);
     println!("SHA256 fingerprint: {}", d.sha256);
@@ -554,7 +640,14 @@ fn print_server(v: &ServerView, offset: Option<UtcOffset>) {
     println!("SHA1 fingerprint:   {}", opt(&v.sha1));
     println!("SHA256 fingerprint: {}", opt(&v.sha256));
     println!("Certificate status: {}", v.status);
-    println!("Options:            {}", if v.options.is_empty() { "-".into() } else { v.options.join(", ") });
+    println!(
+        "Options:            {}",
+        if v.options.is_empty() {
+            "-".into()
+        } else {
+            v.options.join(", ")
+        }
+    );
     println!("Update status:      {}", v.update_status);
     println!("Agent version:      {}", v.agent_version);
 }
@@ -567,7 +660,8 @@ fn print_server_table(list: &[ServerView], offset: Option<UtcOffset>) {
                 v.fqdn.clone(),
                 v.role.clone(),
                 v.issuer.clone().unwrap_or_else(|| "-".into()),
-                v.not_after.map_or_else(|| "-".into(), |t| show_time(t, offset)),
+                v.not_after
+                    .map_or_else(|| "-".into(), |t| show_time(t, offset)),
                 v.status.clone(),
                 v.update_status.clone(),
                 v.agent_version.clone(),
@@ -575,7 +669,19 @@ fn print_server_table(list: &[ServerView], offset: Option<UtcOffset>) {
             ]
         })
         .collect();
-    print_table(&["ISSUED TO", "ROLE", "ISSUED BY", "EXPIRES ON", "STATUS", "UPDATE", "AGENT", "SHA1"], &rows);
+    print_table(
+        &[
+            "ISSUED TO",
+            "ROLE",
+            "ISSUED BY",
+            "EXPIRES ON",
+            "STATUS",
+            "UPDATE",
+            "AGENT",
+            "SHA1",
+        ],
+        &rows,
+    );
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {

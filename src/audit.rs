@@ -96,14 +96,22 @@ pub fn append(
 ) -> Result<Vec<Write>, StoreError> {
     let (expect, seq, prev) = match store.get(HEAD)? {
         Some(rec) => {
-            let head: Head = serde_json::from_slice(&rec.value).map_err(|e| {
-                StoreError::Corrupt { key: HEAD.into(), reason: e.to_string() }
-            })?;
+            let head: Head =
+                serde_json::from_slice(&rec.value).map_err(|e| StoreError::Corrupt {
+                    key: HEAD.into(),
+                    reason: e.to_string(),
+                })?;
             (Expect::Version(rec.version), head.seq + 1, head.hash)
         }
         None => (Expect::Absent, 1, GENESIS.to_string()),
     };
-    let body = Body { seq, at, event: event.to_string(), detail, prev };
+    let body = Body {
+        seq,
+        at,
+        event: event.to_string(),
+        detail,
+        prev,
+    };
     let hash = hash_body(&body);
     let entry = AuditEntry {
         v: RECORD_VERSION,
@@ -114,10 +122,21 @@ pub fn append(
         prev: body.prev,
         hash: hash.clone(),
     };
-    let head = Head { v: RECORD_VERSION, seq, hash };
+    let head = Head {
+        v: RECORD_VERSION,
+        seq,
+        hash,
+    };
     Ok(vec![
-        Write::create(entry_key(seq), serde_json::to_vec(&entry).expect("entry serialises")),
-        Write::put(HEAD, expect, serde_json::to_vec(&head).expect("head serialises")),
+        Write::create(
+            entry_key(seq),
+            serde_json::to_vec(&entry).expect("entry serialises"),
+        ),
+        Write::put(
+            HEAD,
+            expect,
+            serde_json::to_vec(&head).expect("head serialises"),
+        ),
     ])
 }
 
@@ -136,13 +155,18 @@ pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
     let mut count = 0u64;
     for (key, rec) in store.scan(PREFIX)? {
         let expected_seq = count + 1;
-        let e: AuditEntry = serde_json::from_slice(&rec.value).map_err(|err| {
-            AuditError::Broken { seq: expected_seq, reason: format!("{key} unreadable: {err}") }
-        })?;
+        let e: AuditEntry =
+            serde_json::from_slice(&rec.value).map_err(|err| AuditError::Broken {
+                seq: expected_seq,
+                reason: format!("{key} unreadable: {err}"),
+            })?;
         if e.seq != expected_seq || key != entry_key(expected_seq) {
             return Err(AuditError::Broken {
                 seq: expected_seq,
-                reason: format!("found entry {} at {key}: an entry is missing or moved", e.seq),
+                reason: format!(
+                    "found entry {} at {key}: an entry is missing or moved",
+                    e.seq
+                ),
             });
         }
         if e.prev != prev {
@@ -151,7 +175,13 @@ pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
                 reason: "does not link to the previous entry's hash".into(),
             });
         }
-        let body = Body { seq: e.seq, at: e.at, event: e.event, detail: e.detail, prev: e.prev };
+        let body = Body {
+            seq: e.seq,
+            at: e.at,
+            event: e.event,
+            detail: e.detail,
+            prev: e.prev,
+        };
         if hash_body(&body) != e.hash {
             return Err(AuditError::Broken {
                 seq: e.seq,
@@ -163,9 +193,11 @@ pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
     }
     match store.get(HEAD)? {
         Some(rec) => {
-            let head: Head = serde_json::from_slice(&rec.value).map_err(|e| {
-                AuditError::Broken { seq: count, reason: format!("head unreadable: {e}") }
-            })?;
+            let head: Head =
+                serde_json::from_slice(&rec.value).map_err(|e| AuditError::Broken {
+                    seq: count,
+                    reason: format!("head unreadable: {e}"),
+                })?;
             if head.seq != count || head.hash != prev {
                 return Err(AuditError::Broken {
                     seq: count,
@@ -178,11 +210,17 @@ pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
             }
         }
         None if count > 0 => {
-            return Err(AuditError::Broken { seq: count, reason: "head record missing".into() });
+            return Err(AuditError::Broken {
+                seq: count,
+                reason: "head record missing".into(),
+            });
         }
         None => {}
     }
-    Ok(AuditReport { entries: count, head: prev })
+    Ok(AuditReport {
+        entries: count,
+        head: prev,
+    })
 }
 
 #[cfg(test)]
@@ -213,7 +251,12 @@ mod tests {
         let rec = s.get(&key).unwrap().unwrap();
         let mut e: AuditEntry = serde_json::from_slice(&rec.value).unwrap();
         e.detail = serde_json::json!({ "i": 99 });
-        s.commit(&[Write::put(&key, Expect::Any, serde_json::to_vec(&e).unwrap())]).unwrap();
+        s.commit(&[Write::put(
+            &key,
+            Expect::Any,
+            serde_json::to_vec(&e).unwrap(),
+        )])
+        .unwrap();
         let err = verify(&s).unwrap_err().to_string();
         assert!(err.contains("entry 3") && err.contains("altered"), "{err}");
     }
@@ -221,11 +264,18 @@ mod tests {
     #[test]
     fn detects_removed_entries() {
         let s = log(4);
-        s.commit(&[Write::delete(entry_key(2), Expect::Any)]).unwrap();
+        s.commit(&[Write::delete(entry_key(2), Expect::Any)])
+            .unwrap();
         assert!(verify(&s).unwrap_err().to_string().contains("entry 2"));
         let s = log(4);
-        s.commit(&[Write::delete(entry_key(4), Expect::Any)]).unwrap();
-        assert!(verify(&s).unwrap_err().to_string().contains("removed from the end"));
+        s.commit(&[Write::delete(entry_key(4), Expect::Any)])
+            .unwrap();
+        assert!(
+            verify(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("removed from the end")
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
 use crate::zone::{
-    CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole,
-    ZoneError, ZoneRecord, check_device_name, check_zone_name, keys,
+    CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
+    ZoneRecord, check_device_name, check_zone_name, keys,
 };
 
 /// A new server (Z1).
@@ -92,13 +92,17 @@ impl<T: Transport> Signer for AgentCaSigner<'_, T> {
         self.public_key.clone()
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let request = AgentRequest::SignCertificate { tbs: message.to_vec() };
+        let request = AgentRequest::SignCertificate {
+            tbs: message.to_vec(),
+        };
         match self.transport.call(self.member, request) {
             Ok(AgentResponse::Signature(sig)) => Ok(sig),
             Ok(other) => Err(KeyError::Signing {
                 reason: format!("certificate server {} answered {other:?}", self.member),
             }),
-            Err(e) => Err(KeyError::Signing { reason: e.to_string() }),
+            Err(e) => Err(KeyError::Signing {
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -113,7 +117,11 @@ pub struct ZoneService<S, T, C> {
 
 fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
     serde_json::from_slice(bytes).map_err(|e| {
-        ZoneError::BadRecord { key: key.to_string(), reason: e.to_string() }.into()
+        ZoneError::BadRecord {
+            key: key.to_string(),
+            reason: e.to_string(),
+        }
+        .into()
     })
 }
 
@@ -132,7 +140,11 @@ fn unexpected(member: &str, what: &str, got: &AgentResponse) -> Error {
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// A service over `store`, reaching members through `transport`, with `clock` for "now".
     pub fn new(store: S, transport: T, clock: C) -> Self {
-        ZoneService { store, transport, clock }
+        ZoneService {
+            store,
+            transport,
+            clock,
+        }
     }
 
     /// Takes the service apart (to close the store, say).
@@ -168,30 +180,46 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     fn server_record(&self, fqdn: &Fqdn) -> Result<Option<ServerRecord>> {
         let key = keys::server(fqdn.as_str());
-        self.store.get(&key)?.map(|r| decode(&key, &r.value)).transpose()
+        self.store
+            .get(&key)?
+            .map(|r| decode(&key, &r.value))
+            .transpose()
     }
 
     /// Every server record, in FQDN order.
     pub fn server_records(&self) -> Result<Vec<ServerRecord>> {
-        self.store.scan(keys::SERVER_PREFIX)?.iter().map(|(k, r)| decode(k, &r.value)).collect()
+        self.store
+            .scan(keys::SERVER_PREFIX)?
+            .iter()
+            .map(|(k, r)| decode(k, &r.value))
+            .collect()
     }
 
     /// Every device record, in name order.
     pub fn device_records(&self) -> Result<Vec<DeviceRecord>> {
-        self.store.scan(keys::DEVICE_PREFIX)?.iter().map(|(k, r)| decode(k, &r.value)).collect()
+        self.store
+            .scan(keys::DEVICE_PREFIX)?
+            .iter()
+            .map(|(k, r)| decode(k, &r.value))
+            .collect()
     }
 
     /// Refuses a name that is already a server or a device.
     fn check_new_member(&self, name: &str) -> Result<()> {
         if let Some(rec) = self.store.get(&keys::server(name))? {
             let s: ServerRecord = decode(&keys::server(name), &rec.value)?;
-            return Err(ZoneError::DuplicateMember { name: name.into(), role: s.role.to_string() }
-                .into());
+            return Err(ZoneError::DuplicateMember {
+                name: name.into(),
+                role: s.role.to_string(),
+            }
+            .into());
         }
         if self.store.get(&keys::device(name))?.is_some() {
-            return Err(
-                ZoneError::DuplicateMember { name: name.into(), role: "device".into() }.into()
-            );
+            return Err(ZoneError::DuplicateMember {
+                name: name.into(),
+                role: "device".into(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -224,11 +252,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.check_server_fields(server)?;
         let now = self.clock.now();
         let ca_serial = Serial::random()?;
-        let params = CaParams { common_name, validity: init.validity };
+        let params = CaParams {
+            common_name,
+            validity: init.validity,
+        };
         let member = server.fqdn.as_str();
         let response = self.transport.call(
             member,
-            AgentRequest::CreateCa { key: init.ca_key, params, serial: ca_serial.clone(), now },
+            AgentRequest::CreateCa {
+                key: init.ca_key,
+                params,
+                serial: ca_serial.clone(),
+                now,
+            },
         )?;
         let AgentResponse::CaCertificate(ca_der) = response else {
             return Err(unexpected(member, "a CA certificate", &response));
@@ -243,7 +279,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let zone = ZoneRecord {
             v: RECORD_VERSION,
             name: init.zone.clone(),
-            ca: CaKind::Internal { certificate_server: server.fqdn.clone() },
+            ca: CaKind::Internal {
+                certificate_server: server.fqdn.clone(),
+            },
             ca_certificate: ca_der,
             ca_intermediates: Vec::new(),
             created_at: now,
@@ -287,9 +325,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca = Certificate::try_from(&zone.ca_certificate)?;
         let mut dns = vec![server.fqdn.to_string()];
         dns.extend(server.dns_names.iter().cloned());
-        let request = CsrRequest { subject: CsrSubject::cn(member), dns_names: dns };
-        let response =
-            self.transport.call(member, AgentRequest::Enroll { key: server.key, request })?;
+        let request = CsrRequest {
+            subject: CsrSubject::cn(member),
+            dns_names: dns,
+        };
+        let response = self.transport.call(
+            member,
+            AgentRequest::Enroll {
+                key: server.key,
+                request,
+            },
+        )?;
         let AgentResponse::Csr(csr_der) = response else {
             return Err(unexpected(member, "a CSR", &response));
         };
@@ -300,7 +346,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             member: certificate_server.as_str(),
             public_key: ca.public_key().clone(),
             algorithm: signature_algorithm_for(ca.key_algorithm()?).ok_or_else(|| {
-                KeyError::UnsupportedPublicKey { what: "the zone CA's key cannot sign".into() }
+                KeyError::UnsupportedPublicKey {
+                    what: "the zone CA's key cannot sign".into(),
+                }
             })?,
         };
         let profile = ServerProfile {
@@ -315,7 +363,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
         self.transport.call(
             member,
-            AgentRequest::Install { chain: chain.clone(), trust: vec![zone.ca_certificate.clone()], now },
+            AgentRequest::Install {
+                chain: chain.clone(),
+                trust: vec![zone.ca_certificate.clone()],
+                now,
+            },
         )?;
         let write = serial_write(&ca, &serial, &leaf.subject(), now)?;
         Ok((server_record(server, chain, now), vec![write]))
@@ -329,10 +381,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.check_server_fields(&server)?;
         match (server.role, &server.parent) {
             (ServerRole::AuthSatellite, None) => {
-                return Err(ZoneError::MissingParent { fqdn: server.fqdn.to_string() }.into());
+                return Err(ZoneError::MissingParent {
+                    fqdn: server.fqdn.to_string(),
+                }
+                .into());
             }
             (_, Some(parent)) => {
-                let ok = self.server_record(parent)?.is_some_and(|p| p.role == ServerRole::Primary);
+                let ok = self
+                    .server_record(parent)?
+                    .is_some_and(|p| p.role == ServerRole::Primary);
                 if !ok || server.role == ServerRole::Primary {
                     return Err(ZoneError::BadParent {
                         fqdn: server.fqdn.to_string(),
@@ -349,7 +406,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         } else {
             (server_record(&server, Vec::new(), now), Vec::new())
         };
-        writes.push(Write::create(keys::server(server.fqdn.as_str()), encode(&record)));
+        writes.push(Write::create(
+            keys::server(server.fqdn.as_str()),
+            encode(&record),
+        ));
         let detail = serde_json::json!({
             "fqdn": server.fqdn, "role": server.role, "parent": server.parent,
             "certificate_sha256": record.certificate.first()
@@ -368,9 +428,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         for name in names {
             check_device_name(name)?;
             if !seen.insert(name.as_str()) {
-                return Err(
-                    ZoneError::DuplicateMember { name: name.clone(), role: "device".into() }.into()
-                );
+                return Err(ZoneError::DuplicateMember {
+                    name: name.clone(),
+                    role: "device".into(),
+                }
+                .into());
             }
             self.check_new_member(name)?;
             let rec = DeviceRecord {
@@ -400,10 +462,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             CaKind::External => ("external", None),
         };
-        Ok(CaView { kind, certificate_server, details: ca.details(self.clock.now()) })
+        Ok(CaView {
+            kind,
+            certificate_server,
+            details: ca.details(self.clock.now()),
+        })
     }
 
-    fn server_view(&self, zone: &ZoneRecord, rec: &ServerRecord, now: Timestamp) -> Result<ServerView> {
+    fn server_view(
+        &self,
+        zone: &ZoneRecord,
+        rec: &ServerRecord,
+        now: Timestamp,
+    ) -> Result<ServerView> {
         let mut view = ServerView {
             fqdn: rec.fqdn.to_string(),
             role: rec.role.to_string(),
@@ -433,7 +504,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn servers(&self) -> Result<Vec<ServerView>> {
         let zone = self.zone()?;
         let now = self.clock.now();
-        self.server_records()?.iter().map(|r| self.server_view(&zone, r, now)).collect()
+        self.server_records()?
+            .iter()
+            .map(|r| self.server_view(&zone, r, now))
+            .collect()
     }
 
     /// One server (V2).
@@ -441,7 +515,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let zone = self.zone()?;
         let rec = self
             .server_record(fqdn)?
-            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+            .ok_or_else(|| ZoneError::UnknownServer {
+                fqdn: fqdn.to_string(),
+            })?;
         self.server_view(&zone, &rec, self.clock.now())
     }
 
@@ -451,10 +527,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let zone = self.zone()?;
         let rec = self
             .server_record(fqdn)?
-            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+            .ok_or_else(|| ZoneError::UnknownServer {
+                fqdn: fqdn.to_string(),
+            })?;
         let mut chain = rec.certificate;
         if !chain.is_empty() {
-            for c in zone.ca_intermediates.iter().chain(std::iter::once(&zone.ca_certificate)) {
+            for c in zone
+                .ca_intermediates
+                .iter()
+                .chain(std::iter::once(&zone.ca_certificate))
+            {
                 if !chain.contains(c) {
                     chain.push(c.clone());
                 }
@@ -468,7 +550,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(self
             .device_records()?
             .into_iter()
-            .map(|d| DeviceView { name: d.name, update_status: "none".into(), agent_version: d.agent_version })
+            .map(|d| DeviceView {
+                name: d.name,
+                update_status: "none".into(),
+                agent_version: d.agent_version,
+            })
             .collect())
     }
 
@@ -480,14 +566,30 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca = Certificate::try_from(&zone.ca_certificate)?;
         let mut out = Vec::new();
         let ca_name = ca.common_name().unwrap_or_else(|| ca.subject());
-        out.extend(Warning::check(&ca_name, WarningSubject::Ca, &ca, now, window));
+        out.extend(Warning::check(
+            &ca_name,
+            WarningSubject::Ca,
+            &ca,
+            now,
+            window,
+        ));
         for rec in self.server_records()? {
             if let Some(leaf) = rec.certificate.first() {
                 let cert = Certificate::try_from(leaf)?;
-                out.extend(Warning::check(rec.fqdn.as_str(), WarningSubject::Server, &cert, now, window));
+                out.extend(Warning::check(
+                    rec.fqdn.as_str(),
+                    WarningSubject::Server,
+                    &cert,
+                    now,
+                    window,
+                ));
             }
         }
-        out.sort_by(|a, b| b.expired.cmp(&a.expired).then(a.not_after.cmp(&b.not_after)));
+        out.sort_by(|a, b| {
+            b.expired
+                .cmp(&a.expired)
+                .then(a.not_after.cmp(&b.not_after))
+        });
         Ok(out)
     }
 
@@ -510,12 +612,19 @@ pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
     for (key, rec) in store.scan("")? {
         let value = serde_json::from_slice(&rec.value)
             .unwrap_or_else(|_| serde_json::Value::String(colon_hex(&rec.value)));
-        map.insert(key, serde_json::json!({ "version": rec.version, "value": value }));
+        map.insert(
+            key,
+            serde_json::json!({ "version": rec.version, "value": value }),
+        );
     }
     Ok(serde_json::Value::Object(map))
 }
 
-fn server_record(server: &NewServer, certificate: Vec<CertificateDer>, now: Timestamp) -> ServerRecord {
+fn server_record(
+    server: &NewServer,
+    certificate: Vec<CertificateDer>,
+    now: Timestamp,
+) -> ServerRecord {
     ServerRecord {
         v: RECORD_VERSION,
         fqdn: server.fqdn.clone(),
@@ -530,25 +639,46 @@ fn server_record(server: &NewServer, certificate: Vec<CertificateDer>, now: Time
 
 /// The store write that claims `serial` under `issuer` (S3): created with an "absent"
 /// precondition, so a repeated serial makes the whole commit fail.
-fn serial_write(issuer: &Certificate, serial: &Serial, subject: &str, now: Timestamp) -> Result<Write> {
+fn serial_write(
+    issuer: &Certificate,
+    serial: &Serial,
+    subject: &str,
+    now: Timestamp,
+) -> Result<Write> {
     let issuer_id = issuer
         .subject_key_id()?
         .map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>())
         .unwrap_or_else(|| crate::cert::Fingerprint::sha256(issuer.der().as_bytes()).to_string());
-    let rec = SerialRecord { v: RECORD_VERSION, subject: subject.to_string(), issued_at: now };
-    Ok(Write::create(keys::serial(&issuer_id, &serial.hex()), encode(&rec)))
+    let rec = SerialRecord {
+        v: RECORD_VERSION,
+        subject: subject.to_string(),
+        issued_at: now,
+    };
+    Ok(Write::create(
+        keys::serial(&issuer_id, &serial.hex()),
+        encode(&rec),
+    ))
 }
 
 impl From<StoreError> for ZoneError {
     fn from(e: StoreError) -> Self {
-        ZoneError::BadRecord { key: "(store)".into(), reason: e.to_string() }
+        ZoneError::BadRecord {
+            key: "(store)".into(),
+            reason: e.to_string(),
+        }
     }
 }
 
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
-    is::<ZoneService<crate::store::MemoryStore, crate::transport::LoopbackTransport, crate::clock::SystemClock>>();
+    is::<
+        ZoneService<
+            crate::store::MemoryStore,
+            crate::transport::LoopbackTransport,
+            crate::clock::SystemClock,
+        >,
+    >();
 }
 
 #[allow(dead_code)]

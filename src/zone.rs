@@ -112,8 +112,10 @@ impl FromStr for Fqdn {
     type Err = ZoneError;
     fn from_str(s: &str) -> Result<Self, ZoneError> {
         let lower = s.trim().trim_end_matches('.').to_ascii_lowercase();
-        check_dns_name(&lower)
-            .map_err(|e| ZoneError::InvalidFqdn { name: s.to_string(), reason: e.to_string() })?;
+        check_dns_name(&lower).map_err(|e| ZoneError::InvalidFqdn {
+            name: s.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Fqdn(lower))
     }
 }
@@ -140,7 +142,10 @@ impl fmt::Display for Fqdn {
 /// Checks a zone name: it becomes the CA's CN, so 1 to 64 printable characters.
 pub fn check_zone_name(name: &str) -> Result<(), ZoneError> {
     let bad = |reason: &str| {
-        Err(ZoneError::InvalidZoneName { name: name.to_string(), reason: reason.to_string() })
+        Err(ZoneError::InvalidZoneName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
     };
     if name.trim().is_empty() {
         return bad("must not be empty");
@@ -158,16 +163,22 @@ pub fn check_zone_name(name: &str) -> Result<(), ZoneError> {
 pub fn check_device_name(name: &str) -> Result<(), ZoneError> {
     // Starts with a letter or digit: names become directories under the fleet root, so "."
     // and ".." (and hidden names) must not be possible.
-    let ok = name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+    let ok = name
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphanumeric)
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
         Err(ZoneError::InvalidDeviceName {
             name: name.to_string(),
-            reason: "use 1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
-                .into(),
+            reason:
+                "use 1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
+                    .into(),
         })
     }
 }
@@ -214,7 +225,9 @@ impl FromStr for ServerRole {
             "primary" => Ok(ServerRole::Primary),
             "auth-satellite" => Ok(ServerRole::AuthSatellite),
             "content-satellite" => Ok(ServerRole::ContentSatellite),
-            _ => Err(ZoneError::UnknownRole { given: s.to_string() }),
+            _ => Err(ZoneError::UnknownRole {
+                given: s.to_string(),
+            }),
         }
     }
 }
@@ -320,7 +333,10 @@ mod tests {
 
     #[test]
     fn fqdn_normalises_and_refuses() {
-        assert_eq!("PS1.Zone.Example.".parse::<Fqdn>().unwrap().as_str(), "ps1.zone.example");
+        assert_eq!(
+            "PS1.Zone.Example.".parse::<Fqdn>().unwrap().as_str(),
+            "ps1.zone.example"
+        );
         for bad in ["", "a b", "*.x.example", "x..example"] {
             assert!(bad.parse::<Fqdn>().is_err(), "{bad}");
         }
@@ -328,7 +344,10 @@ mod tests {
 
     #[test]
     fn roles_parse() {
-        assert_eq!("auth-satellite".parse::<ServerRole>().unwrap(), ServerRole::AuthSatellite);
+        assert_eq!(
+            "auth-satellite".parse::<ServerRole>().unwrap(),
+            ServerRole::AuthSatellite
+        );
         let e = "satellite".parse::<ServerRole>().unwrap_err().to_string();
         assert!(e.contains("primary"), "{e}");
     }

@@ -15,7 +15,10 @@ use zonepki::key::{KeySpec, PrivateKey, Signer};
 fn issue(spec: KeySpec) -> (Certificate, Certificate, PrivateKey, Vec<u8>) {
     let now = Timestamp::now_utc();
     let ca_key = PrivateKey::generate(spec).unwrap();
-    let params = CaParams { common_name: "Zone CA".into(), validity: 2.try_into().unwrap() };
+    let params = CaParams {
+        common_name: "Zone CA".into(),
+        validity: 2.try_into().unwrap(),
+    };
     let ca = self_signed_ca(&ca_key, &params, &Serial::random().unwrap(), now).unwrap();
     let key = PrivateKey::generate(spec).unwrap();
     let req = CsrRequest {
@@ -37,27 +40,45 @@ fn issue(spec: KeySpec) -> (Certificate, Certificate, PrivateKey, Vec<u8>) {
         include_dns: true,
         ..Default::default()
     };
-    let leaf =
-        issue_server_certificate(&ca, &ca_key, &csr, &profile, &Serial::random().unwrap(), now)
-            .unwrap();
+    let leaf = issue_server_certificate(
+        &ca,
+        &ca_key,
+        &csr,
+        &profile,
+        &Serial::random().unwrap(),
+        now,
+    )
+    .unwrap();
     (ca, leaf, key, csr_der.as_bytes().to_vec())
 }
 
 #[test]
 fn openssl_accepts_issued_chain_p256_and_rsa() {
     for spec in [KeySpec::P256, KeySpec::Rsa2048] {
-        let Some(mut verify) = tool("openssl") else { return };
+        let Some(mut verify) = tool("openssl") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let (ca, leaf, _, _) = issue(spec);
         let ca_pem = write(dir.path(), "ca.pem", ca.der().to_pem());
         let leaf_pem = write(dir.path(), "leaf.pem", leaf.der().to_pem());
         let (ok, out) = run(verify.args([
-            "verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", &ca_pem, &leaf_pem,
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            &ca_pem,
+            &leaf_pem,
         ]));
         assert!(ok && out.contains(": OK"), "{spec}: {out}");
         // The CA alone, self-verified under the strict profile.
         let (ok, out) = run(tool("openssl").unwrap().args([
-            "verify", "-x509_strict", "-CAfile", &ca_pem, &ca_pem,
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &ca_pem,
+            &ca_pem,
         ]));
         assert!(ok && out.contains(": OK"), "{spec} CA: {out}");
     }
@@ -71,7 +92,14 @@ fn fingerprints_match_openssl() {
     let pem = write(dir.path(), "leaf.pem", leaf.der().to_pem());
     let fp = leaf.fingerprints();
     for (alg, ours) in [("-md5", fp.md5), ("-sha1", fp.sha1), ("-sha256", fp.sha256)] {
-        let (ok, out) = run(tool("openssl").unwrap().args(["x509", "-noout", "-fingerprint", alg, "-in", &pem]));
+        let (ok, out) = run(tool("openssl").unwrap().args([
+            "x509",
+            "-noout",
+            "-fingerprint",
+            alg,
+            "-in",
+            &pem,
+        ]));
         assert!(ok, "{out}");
         let theirs = out.trim().split_once('=').unwrap().1;
         assert_eq!(theirs, ours.to_string(), "{alg}");
@@ -81,28 +109,47 @@ fn fingerprints_match_openssl() {
 #[test]
 fn openssl_req_verify_accepts_our_csrs() {
     for spec in [KeySpec::P256, KeySpec::Rsa3072] {
-        let Some(mut req) = tool("openssl") else { return };
+        let Some(mut req) = tool("openssl") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let (_, _, _, csr) = issue(spec);
         let path = write(dir.path(), "req.der", &csr);
         let (_, out) = run(req.args(["req", "-verify", "-noout", "-inform", "DER", "-in", &path]));
         // `openssl req -verify` exits 0 even when the signature is bad: read what it says.
-        assert!(out.contains("verify OK") || out.contains("Certificate request self-signature verify OK"), "{spec}: {out}");
+        assert!(
+            out.contains("verify OK")
+                || out.contains("Certificate request self-signature verify OK"),
+            "{spec}: {out}"
+        );
         assert!(!out.contains("fail"), "{out}");
     }
 }
 
 #[test]
 fn openssl_made_csr_is_accepted_and_tampered_one_refused() {
-    let Some(mut req) = tool("openssl") else { return };
+    let Some(mut req) = tool("openssl") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     let csr = dir.path().join("r.pem");
     let (ok, out) = run(req.args([
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", key.to_str().unwrap(), "-out", csr.to_str().unwrap(),
-        "-subj", "/C=US/O=Example/CN=ext.zone.example",
-        "-addext", "subjectAltName=DNS:ext.zone.example",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+        "-subj",
+        "/C=US/O=Example/CN=ext.zone.example",
+        "-addext",
+        "subjectAltName=DNS:ext.zone.example",
     ]));
     assert!(ok, "{out}");
     let pem = std::fs::read(&csr).unwrap();

@@ -21,7 +21,10 @@ struct Issued {
 fn issue(spec: KeySpec) -> Issued {
     let now = Timestamp::now_utc();
     let ca_key = PrivateKey::generate(spec).unwrap();
-    let params = CaParams { common_name: "Interop Zone".into(), validity: 1.try_into().unwrap() };
+    let params = CaParams {
+        common_name: "Interop Zone".into(),
+        validity: 1.try_into().unwrap(),
+    };
     let ca = self_signed_ca(&ca_key, &params, &Serial::random().unwrap(), now).unwrap();
     let key = PrivateKey::generate(spec).unwrap();
     let req = CsrRequest {
@@ -35,10 +38,19 @@ fn issue(spec: KeySpec) -> Issued {
     };
     let csr = build_csr(&req, &key).unwrap();
     let verified = VerifiedCsr::from_der(csr.as_bytes()).unwrap();
-    let profile = ServerProfile { fqdn: "ps1.zone.example".into(), ..Default::default() };
-    let leaf =
-        issue_server_certificate(&ca, &ca_key, &verified, &profile, &Serial::random().unwrap(), now)
-            .unwrap();
+    let profile = ServerProfile {
+        fqdn: "ps1.zone.example".into(),
+        ..Default::default()
+    };
+    let leaf = issue_server_certificate(
+        &ca,
+        &ca_key,
+        &verified,
+        &profile,
+        &Serial::random().unwrap(),
+        now,
+    )
+    .unwrap();
     Issued {
         ca_pem: ca.der().to_pem(),
         chain_pem: bundle::to_pem(&[leaf.der().clone(), ca.der().clone()]),
@@ -64,7 +76,9 @@ print("OK", " <- ".join(c.subject.rfc4514_string() for c in path))
 #[test]
 fn python_cryptography_validates_chain_and_csr() {
     for spec in [KeySpec::P256, KeySpec::Rsa2048] {
-        let Some(mut py) = tool("python3") else { return };
+        let Some(mut py) = tool("python3") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let i = issue(spec);
         let ca = write(dir.path(), "ca.pem", &i.ca_pem);
@@ -72,42 +86,65 @@ fn python_cryptography_validates_chain_and_csr() {
         let csr = write(dir.path(), "req.pem", &i.csr_pem);
         let (ok, out) = run(py.args(["-c", PY_VERIFY, &ca, &chain, &csr]));
         if !ok && out.contains("No module named 'cryptography'") {
-            assert!(std::env::var_os("CI").is_none(), "CI must install python3-cryptography");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install python3-cryptography"
+            );
             eprintln!("notice: python cryptography missing; skipping outside CI");
             return;
         }
-        assert!(ok && out.contains("OK CN=ps1.zone.example <- CN=Interop Zone"), "{spec}: {out}");
+        assert!(
+            ok && out.contains("OK CN=ps1.zone.example <- CN=Interop Zone"),
+            "{spec}: {out}"
+        );
     }
 }
 
 #[test]
 fn gnutls_certtool_validates_chain_and_csr() {
     for spec in [KeySpec::P256, KeySpec::Rsa3072] {
-        let Some(mut verify) = tool("certtool") else { return };
+        let Some(mut verify) = tool("certtool") else {
+            return;
+        };
         let dir = tempfile::tempdir().unwrap();
         let i = issue(spec);
         let ca = write(dir.path(), "ca.pem", &i.ca_pem);
         let chain = write(dir.path(), "chain.pem", &i.chain_pem);
         let csr = write(dir.path(), "req.pem", &i.csr_pem);
         let (ok, out) = run(verify.args([
-            "--verify", "--verify-profile=high", "--verify-hostname", "ps1.zone.example",
-            "--load-ca-certificate", &ca, "--infile", &chain,
+            "--verify",
+            "--verify-profile=high",
+            "--verify-hostname",
+            "ps1.zone.example",
+            "--load-ca-certificate",
+            &ca,
+            "--infile",
+            &chain,
         ]));
-        assert!(ok && out.contains("Chain verification output: Verified."), "{spec}: {out}");
-        let (ok, out) = run(tool("certtool").unwrap().args(["--crq-info", "--infile", &csr]));
-        assert!(ok && out.contains("Self signature: verified"), "{spec}: {out}");
+        assert!(
+            ok && out.contains("Chain verification output: Verified."),
+            "{spec}: {out}"
+        );
+        let (ok, out) = run(tool("certtool")
+            .unwrap()
+            .args(["--crq-info", "--infile", &csr]));
+        assert!(
+            ok && out.contains("Self signature: verified"),
+            "{spec}: {out}"
+        );
     }
 }
 
 #[test]
 fn certtool_refuses_a_chain_to_another_ca() {
-    let Some(mut verify) = tool("certtool") else { return };
+    let Some(mut verify) = tool("certtool") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let a = issue(KeySpec::P256);
     let b = issue(KeySpec::P256);
     let ca = write(dir.path(), "ca.pem", &a.ca_pem);
     let chain = write(dir.path(), "chain.pem", &b.chain_pem);
-    let (_, out) =
-        run(verify.args(["--verify", "--load-ca-certificate", &ca, "--infile", &chain]));
+    let (_, out) = run(verify.args(["--verify", "--load-ca-certificate", &ca, "--infile", &chain]));
     assert!(out.contains("Not verified"), "{out}");
 }

@@ -23,7 +23,10 @@ pub struct MemberDir {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> AgentError {
-    AgentError::Io { path: path.display().to_string(), reason: e.to_string() }
+    AgentError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 impl MemberDir {
@@ -51,7 +54,15 @@ impl MemberDir {
         let pending = read_key(&dir.join("pending/key.pem"))?;
         let ca_key = read_key(&dir.join("ca/key.pem"))?;
         let ca_cert = read_certs(&dir.join("ca/cert.pem"))?.into_iter().next();
-        Ok(Agent::from_parts(name.to_string(), key, chain, trust, pending, ca_key, ca_cert))
+        Ok(Agent::from_parts(
+            name.to_string(),
+            key,
+            chain,
+            trust,
+            pending,
+            ca_key,
+            ca_cert,
+        ))
     }
 
     /// Writes a member's agent state.
@@ -66,14 +77,22 @@ impl MemberDir {
         write_certs(&dir.join("current/trust.pem"), agent.trust())?;
         write_key(&dir.join("pending/key.pem"), agent.pending_key())?;
         write_key(&dir.join("ca/key.pem"), agent.ca_key())?;
-        write_certs(&dir.join("ca/cert.pem"), agent.ca_certificate().map(std::slice::from_ref).unwrap_or(&[]))?;
+        write_certs(
+            &dir.join("ca/cert.pem"),
+            agent
+                .ca_certificate()
+                .map(std::slice::from_ref)
+                .unwrap_or(&[]),
+        )?;
         Ok(())
     }
 }
 
 fn read_key(path: &Path) -> Result<Option<PrivateKey>, AgentError> {
     match fs::read(path) {
-        Ok(bytes) => Ok(Some(PrivateKey::from_pkcs8(&bytes).map_err(|e| io_err(path, e))?)),
+        Ok(bytes) => Ok(Some(
+            PrivateKey::from_pkcs8(&bytes).map_err(|e| io_err(path, e))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path, e)),
     }

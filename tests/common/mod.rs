@@ -25,7 +25,11 @@ pub fn tool(name: &str) -> Option<Command> {
 
 /// Runs and returns stdout+stderr as text with the exit status.
 pub fn run(cmd: &mut Command) -> (bool, String) {
-    let Output { status, stdout, stderr } = cmd.output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
     let mut text = String::from_utf8_lossy(&stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&stderr));
     (status.success(), text)
