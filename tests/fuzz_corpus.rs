@@ -1,0 +1,69 @@
+//! Replays every file of every fuzz corpus (`fuzz/corpus/<target>/`) through the same harness
+//! the fuzz target runs (`fuzz/fuzz_targets/harness/<target>.rs`), so the seeds and every
+//! crasher added to a corpus stay regression tests under plain `cargo test`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+#[path = "../fuzz/fuzz_targets/harness/bundle.rs"]
+mod bundle_harness;
+#[path = "../fuzz/fuzz_targets/harness/chain.rs"]
+mod chain_harness;
+#[path = "../fuzz/fuzz_targets/harness/csr.rs"]
+mod csr_harness;
+
+/// Every file in `fuzz/corpus/<target>`, sorted by name.
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the {target} corpus is empty");
+    files
+}
+
+/// Runs `harness` on every corpus file of `target`, naming the file that panics.
+fn replay(target: &str, harness: fn(&[u8])) {
+    for path in corpus(target) {
+        let data = std::fs::read(&path).unwrap();
+        if std::panic::catch_unwind(|| harness(&data)).is_err() {
+            panic!(
+                "fuzz target {target} panics on corpus file {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn bundle_corpus() {
+    replay("bundle", bundle_harness::run);
+}
+
+#[test]
+fn chain_corpus() {
+    replay("chain", chain_harness::run);
+}
+
+#[test]
+fn csr_corpus() {
+    replay("csr", csr_harness::run);
+}
+
+#[test]
+fn chain_split_follows_der_boundaries() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/chain");
+    let leaf = std::fs::read(dir.join("leaf-p256.der")).unwrap();
+    let chain = std::fs::read(dir.join("chain.der")).unwrap();
+    let pieces = chain_harness::split(&chain);
+    assert_eq!(pieces.len(), 3);
+    assert_eq!(pieces[0], &leaf[..]);
+    assert_eq!(pieces.concat(), chain);
+    assert!(chain_harness::split(&[]).is_empty());
+    assert_eq!(chain_harness::split(&[0x30, 0x85, 1, 2]).len(), 1);
+}
