@@ -526,7 +526,10 @@ pub struct CertDetails {
 /// The first CN of a name.
 pub(crate) fn common_name(name: &Name) -> Option<String> {
     const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
-    let atv = name.iter_rdn().flat_map(|rdn| rdn.iter()).find(|atv| atv.oid == CN)?;
+    let atv = name
+        .iter_rdn()
+        .flat_map(|rdn| rdn.iter())
+        .find(|atv| atv.oid == CN)?;
     // The value itself, not its RFC 4514 display form (which escapes `,;+"\\<>=#`).
     match x509_cert::ext::pkix::name::DirectoryString::try_from(&atv.value) {
         Ok(ds) => Some(ds.value().into_owned()),

@@ -1182,11 +1182,17 @@ mod tests {
     fn deeply_nested_input_is_a_typed_error() {
         let deep = nested(100_000, &[0x05, 0x00]);
         let e = err(&deep);
-        assert!(matches!(e, BundleError::Certificate { index: 0, .. }), "{e:?}");
+        assert!(
+            matches!(e, BundleError::Certificate { index: 0, .. }),
+            "{e:?}"
+        );
         // Inside a PKCS#7 certificate list, and as PEM.
         let p7 = pkcs7_with(&[&nested(50_000, &[])], ID_SIGNED_DATA);
         let e = err(&p7);
-        assert!(matches!(e, BundleError::Certificate { index: 0, .. }), "{e:?}");
+        assert!(
+            matches!(e, BundleError::Certificate { index: 0, .. }),
+            "{e:?}"
+        );
         let pem =
             pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &deep).unwrap();
         assert!(matches!(
