@@ -47,7 +47,8 @@ pub enum AgentRequest {
         trust: Vec<CertificateDer>,
     },
     /// Generate a CA key and a self-signed zone CA certificate: this member becomes the
-    /// certificate server (Z2).
+    /// certificate server (Z2). With `future`, the new CA waits beside the current one until
+    /// [`AgentRequest::Activate`] (Remint CA, RC1).
     CreateCa {
         /// Key type.
         key: KeySpec,
@@ -56,6 +57,52 @@ pub enum AgentRequest {
         /// Serial number allocated by the zone.
         serial: Serial,
         /// notBefore.
+        now: Timestamp,
+        /// Keep it as the future CA instead of the current one.
+        future: bool,
+    },
+    /// Drop the future CA key (a cancelled Remint CA).
+    DiscardFutureCa,
+    /// Stage an update (A1): trust `trust_now` at once (current and future anchors), and keep
+    /// `chain` (for servers: issued for the pending key) and `trust_after` until activation.
+    Stage {
+        /// The operation.
+        op_id: u64,
+        /// When to switch.
+        activation: Timestamp,
+        /// Anchors to trust from now on.
+        trust_now: Vec<CertificateDer>,
+        /// Anchors to trust after activation.
+        trust_after: Vec<CertificateDer>,
+        /// The future chain, leaf first (empty for devices).
+        chain: Vec<CertificateDer>,
+        /// The time to check the chain at.
+        now: Timestamp,
+    },
+    /// Switch to the staged material (A2), at or after its activation time.
+    Activate {
+        /// The operation.
+        op_id: u64,
+        /// Now.
+        now: Timestamp,
+    },
+    /// Drop what was staged for `op_id` (a cancel) and trust `trust` again.
+    Unstage {
+        /// The operation.
+        op_id: u64,
+        /// Anchors to trust.
+        trust: Vec<CertificateDer>,
+    },
+    /// Recovery (O6, O8): a member that missed the update checks the bundle with the trust it
+    /// has, then trusts `trust_after`.
+    Recover {
+        /// The new CA certificate.
+        new_ca: CertificateDer,
+        /// The new CA's key certified by an anchor the member trusts (B1).
+        cross_certificate: CertificateDer,
+        /// Anchors to trust from now on (must contain `new_ca`).
+        trust_after: Vec<CertificateDer>,
+        /// Now.
         now: Timestamp,
     },
     /// Sign a DER `TBSCertificate` with the CA key. Refused unless its issuer is this
@@ -78,6 +125,8 @@ pub enum AgentResponse {
     CaCertificate(CertificateDer),
     /// Answer to `SignCertificate`.
     Signature(Vec<u8>),
+    /// Answer to `Activate`: whether the member switched now (false: it had already).
+    Activated(bool),
 }
 
 /// Why an agent refused a request.
@@ -105,6 +154,30 @@ pub enum AgentError {
     /// An empty chain.
     #[error("an empty certificate chain was offered")]
     EmptyChain,
+    /// `Activate` for an operation this member has not staged.
+    #[error("nothing is staged for operation {op_id}: the member did not apply the update")]
+    NotStaged {
+        /// The operation.
+        op_id: u64,
+    },
+    /// `Activate` before the activation time.
+    #[error("activation is at {activation}, not before")]
+    TooEarly {
+        /// The activation time.
+        activation: Timestamp,
+    },
+    /// A recovery bundle that does not check out.
+    #[error("recovery bundle refused: {reason}")]
+    BadBundle {
+        /// Why.
+        reason: String,
+    },
+    /// A simulated failure (tests, `zonectl fleet refresh --fail`).
+    #[error("the agent reported a failure: {reason}")]
+    Failed {
+        /// Why.
+        reason: String,
+    },
     /// The offered chain does not validate against the offered anchors.
     #[error("the offered certificate chain does not validate: {0}")]
     Chain(Box<ChainError>),
@@ -130,6 +203,35 @@ pub enum AgentError {
     },
 }
 
+/// Every part of an agent's state, for persistence.
+pub(crate) struct AgentParts {
+    pub(crate) name: String,
+    pub(crate) key: Option<PrivateKey>,
+    pub(crate) chain: Vec<CertificateDer>,
+    pub(crate) trust: Vec<CertificateDer>,
+    pub(crate) pending: Option<PrivateKey>,
+    pub(crate) ca_key: Option<PrivateKey>,
+    pub(crate) ca_cert: Option<CertificateDer>,
+    pub(crate) future_ca_key: Option<PrivateKey>,
+    pub(crate) future_ca_cert: Option<CertificateDer>,
+    pub(crate) staged: Option<Staged>,
+}
+
+/// What an agent holds between staging and activation (A1).
+#[derive(Debug)]
+pub struct Staged {
+    /// The operation.
+    pub op_id: u64,
+    /// When to switch.
+    pub activation: Timestamp,
+    /// Anchors after activation.
+    pub trust_after: Vec<CertificateDer>,
+    /// The future chain (servers), leaf first.
+    pub chain: Vec<CertificateDer>,
+    /// The future key (servers).
+    pub key: Option<PrivateKey>,
+}
+
 /// A member's agent: its keys, certificate chain and trust anchors.
 #[derive(Default)]
 pub struct Agent {
@@ -140,6 +242,9 @@ pub struct Agent {
     pending: Option<PrivateKey>,
     ca_key: Option<PrivateKey>,
     ca_cert: Option<CertificateDer>,
+    future_ca_key: Option<PrivateKey>,
+    future_ca_cert: Option<CertificateDer>,
+    staged: Option<Staged>,
 }
 
 impl fmt::Debug for Agent {
@@ -151,6 +256,8 @@ impl fmt::Debug for Agent {
             .field("trust_len", &self.trust.len())
             .field("pending", &self.pending.is_some())
             .field("ca_server", &self.ca_key.is_some())
+            .field("future_ca", &self.future_ca_key.is_some())
+            .field("staged_op", &self.staged.as_ref().map(|s| s.op_id))
             .finish()
     }
 }
@@ -193,25 +300,32 @@ impl Agent {
         self.ca_cert.as_ref()
     }
 
+    /// The future CA key, on the certificate server during a Remint CA.
+    pub fn future_ca_key(&self) -> Option<&PrivateKey> {
+        self.future_ca_key.as_ref()
+    }
+    /// The future CA certificate.
+    pub fn future_ca_certificate(&self) -> Option<&CertificateDer> {
+        self.future_ca_cert.as_ref()
+    }
+    /// What is staged for activation.
+    pub fn staged(&self) -> Option<&Staged> {
+        self.staged.as_ref()
+    }
+
     /// Rebuilds an agent from persisted parts (see [`files::MemberDir`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn from_parts(
-        name: String,
-        key: Option<PrivateKey>,
-        chain: Vec<CertificateDer>,
-        trust: Vec<CertificateDer>,
-        pending: Option<PrivateKey>,
-        ca_key: Option<PrivateKey>,
-        ca_cert: Option<CertificateDer>,
-    ) -> Self {
+    pub(crate) fn from_parts(p: AgentParts) -> Self {
         Agent {
-            name,
-            key,
-            chain,
-            trust,
-            pending,
-            ca_key,
-            ca_cert,
+            name: p.name,
+            key: p.key,
+            chain: p.chain,
+            trust: p.trust,
+            pending: p.pending,
+            ca_key: p.ca_key,
+            ca_cert: p.ca_cert,
+            future_ca_key: p.future_ca_key,
+            future_ca_cert: p.future_ca_cert,
+            staged: p.staged,
         }
     }
 
@@ -240,15 +354,164 @@ impl Agent {
                 params,
                 serial,
                 now,
+                future,
             } => {
                 let ca_key = PrivateKey::generate(key)?;
                 let cert = self_signed_ca(&ca_key, &params, &serial, now)?;
-                self.ca_key = Some(ca_key);
-                self.ca_cert = Some(cert.der().clone());
+                if future {
+                    self.future_ca_key = Some(ca_key);
+                    self.future_ca_cert = Some(cert.der().clone());
+                } else {
+                    self.ca_key = Some(ca_key);
+                    self.ca_cert = Some(cert.der().clone());
+                }
                 Ok(AgentResponse::CaCertificate(cert.der().clone()))
             }
+            AgentRequest::DiscardFutureCa => {
+                self.future_ca_key = None;
+                self.future_ca_cert = None;
+                Ok(AgentResponse::Done)
+            }
             AgentRequest::SignCertificate { tbs } => self.sign_certificate(&tbs),
+            AgentRequest::Stage {
+                op_id,
+                activation,
+                trust_now,
+                trust_after,
+                chain,
+                now,
+            } => {
+                self.stage(op_id, activation, trust_now, trust_after, chain, now)?;
+                Ok(AgentResponse::Done)
+            }
+            AgentRequest::Activate { op_id, now } => self.activate(op_id, now),
+            AgentRequest::Unstage { op_id, trust } => {
+                if self.staged.as_ref().is_some_and(|s| s.op_id == op_id) {
+                    self.staged = None;
+                }
+                self.pending = None;
+                self.trust = trust;
+                Ok(AgentResponse::Done)
+            }
+            AgentRequest::Recover {
+                new_ca,
+                cross_certificate,
+                trust_after,
+                now,
+            } => {
+                self.recover(&new_ca, &cross_certificate, trust_after, now)?;
+                Ok(AgentResponse::Done)
+            }
         }
+    }
+
+    fn stage(
+        &mut self,
+        op_id: u64,
+        activation: Timestamp,
+        trust_now: Vec<CertificateDer>,
+        trust_after: Vec<CertificateDer>,
+        chain: Vec<CertificateDer>,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        for t in trust_now.iter().chain(&trust_after) {
+            Certificate::try_from(t)?;
+        }
+        let mut key = None;
+        if !chain.is_empty() {
+            let certs = chain
+                .iter()
+                .map(Certificate::try_from)
+                .collect::<Result<Vec<_>, CertError>>()?;
+            let anchors = trust_after
+                .iter()
+                .map(Certificate::try_from)
+                .collect::<Result<Vec<_>, CertError>>()?;
+            let (leaf, rest) = certs.split_first().ok_or(AgentError::EmptyChain)?;
+            verify_chain(leaf, rest, &anchors, now).map_err(|e| AgentError::Chain(Box::new(e)))?;
+            // The chain is for the key made at enrolment (pending), or for the key staged by an
+            // earlier attempt of the same operation (a re-stage after a lost reply).
+            let restaged = self
+                .staged
+                .as_mut()
+                .filter(|s| s.op_id == op_id)
+                .and_then(|s| s.key.take());
+            let mut found = None;
+            for k in [self.pending.take(), restaged].into_iter().flatten() {
+                if &k.public_key_info() == leaf.public_key() {
+                    found = Some(k);
+                }
+            }
+            key = Some(found.ok_or_else(|| AgentError::KeyMismatch {
+                subject: leaf.subject(),
+            })?);
+        }
+        self.trust = trust_now;
+        self.staged = Some(Staged {
+            op_id,
+            activation,
+            trust_after,
+            chain,
+            key,
+        });
+        Ok(())
+    }
+
+    fn activate(&mut self, op_id: u64, now: Timestamp) -> Result<AgentResponse, AgentError> {
+        let Some(staged) = self.staged.take_if(|s| s.op_id == op_id) else {
+            return Err(AgentError::NotStaged { op_id });
+        };
+        if now < staged.activation {
+            let activation = staged.activation;
+            self.staged = Some(staged);
+            return Err(AgentError::TooEarly { activation });
+        }
+        if !staged.chain.is_empty() {
+            self.chain = staged.chain;
+            self.key = staged.key;
+        }
+        self.trust = staged.trust_after;
+        // The certificate server promotes its future CA (Remint CA).
+        if let (Some(k), Some(c)) = (self.future_ca_key.take(), self.future_ca_cert.take()) {
+            self.ca_key = Some(k);
+            self.ca_cert = Some(c);
+        }
+        Ok(AgentResponse::Activated(true))
+    }
+
+    fn recover(
+        &mut self,
+        new_ca: &CertificateDer,
+        cross: &CertificateDer,
+        trust_after: Vec<CertificateDer>,
+        now: Timestamp,
+    ) -> Result<(), AgentError> {
+        let bad = |reason: String| AgentError::BadBundle { reason };
+        let new_ca_cert = Certificate::try_from(new_ca)?;
+        let cross_cert = Certificate::try_from(cross)?;
+        if cross_cert.public_key() != new_ca_cert.public_key()
+            || cross_cert.subject_name() != new_ca_cert.subject_name()
+        {
+            return Err(bad(
+                "the cross-certificate does not certify the new CA's key".into(),
+            ));
+        }
+        if !trust_after.contains(new_ca) {
+            return Err(bad("the new trust does not contain the new CA".into()));
+        }
+        let anchors = self
+            .trust
+            .iter()
+            .map(Certificate::try_from)
+            .collect::<Result<Vec<_>, CertError>>()?;
+        // The bundle was signed while the old CA was valid; after the old CA has expired (an
+        // "immediate" activation) its signature is still checked, at the old CA's last second.
+        let at = now.min(cross_cert.not_after());
+        verify_chain(&cross_cert, &[], &anchors, at)
+            .map_err(|e| bad(format!("not vouched for by a CA this member trusts: {e}")))?;
+        self.trust = trust_after;
+        self.staged = None;
+        Ok(())
     }
 
     fn install(
@@ -295,36 +558,58 @@ impl Agent {
     }
 
     fn sign_certificate(&self, tbs: &[u8]) -> Result<AgentResponse, AgentError> {
-        let (Some(key), Some(ca_der)) = (&self.ca_key, &self.ca_cert) else {
+        if self.ca_key.is_none() && self.future_ca_key.is_none() {
             return Err(AgentError::NotCaServer);
-        };
-        let ca = Certificate::try_from(ca_der)?;
+        }
         let parsed = TbsCertificate::from_der(tbs).map_err(|e| AgentError::RefusedToSign {
             reason: format!("not a TBSCertificate: {e}"),
         })?;
-        if parsed.issuer() != ca.subject_name() {
-            return Err(AgentError::RefusedToSign {
-                reason: format!(
-                    "issuer {} is not this CA ({})",
-                    parsed.issuer(),
-                    ca.subject()
-                ),
-            });
+        // Which of this agent's CAs is the issuer: by name, and by authority key identifier
+        // when both have the same name (a Remint CA keeps the common name).
+        let aki = parsed
+            .get_extension::<x509_cert::ext::pkix::AuthorityKeyIdentifier>()
+            .ok()
+            .flatten()
+            .and_then(|(_, a)| a.key_identifier.map(|k| k.as_bytes().to_vec()));
+        let mut any_ca = false;
+        for (key, der) in [
+            (&self.ca_key, &self.ca_cert),
+            (&self.future_ca_key, &self.future_ca_cert),
+        ] {
+            let (Some(key), Some(der)) = (key, der) else {
+                continue;
+            };
+            any_ca = true;
+            let ca = Certificate::try_from(der)?;
+            if parsed.issuer() != ca.subject_name() {
+                continue;
+            }
+            if let (Some(aki), Ok(Some(ski))) = (&aki, ca.subject_key_id())
+                && *aki != ski
+            {
+                continue;
+            }
+            if parsed.signature() != &key.signature_algorithm() {
+                return Err(AgentError::RefusedToSign {
+                    reason: "the signature algorithm does not match the CA key".into(),
+                });
+            }
+            // Re-encode to be sure what we sign is exactly what was parsed.
+            let canonical = parsed.to_der().map_err(|e| AgentError::RefusedToSign {
+                reason: e.to_string(),
+            })?;
+            if canonical != tbs {
+                return Err(AgentError::RefusedToSign {
+                    reason: "TBSCertificate is not DER".into(),
+                });
+            }
+            return Ok(AgentResponse::Signature(key.sign(tbs)?));
         }
-        if parsed.signature() != &key.signature_algorithm() {
-            return Err(AgentError::RefusedToSign {
-                reason: "the signature algorithm does not match the CA key".into(),
-            });
+        if !any_ca {
+            return Err(AgentError::NotCaServer);
         }
-        // Re-encode to be sure what we sign is exactly what was parsed (no trailing bytes).
-        let canonical = parsed.to_der().map_err(|e| AgentError::RefusedToSign {
-            reason: e.to_string(),
-        })?;
-        if canonical != tbs {
-            return Err(AgentError::RefusedToSign {
-                reason: "TBSCertificate is not DER".into(),
-            });
-        }
-        Ok(AgentResponse::Signature(key.sign(tbs)?))
+        Err(AgentError::RefusedToSign {
+            reason: format!("issuer {} is not a CA this agent holds", parsed.issuer()),
+        })
     }
 }

@@ -320,6 +320,61 @@ pub fn self_signed_ca(
     Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
 }
 
+/// Certifies `subject_ca`'s key and name under `issuer` (a bridge, B1): a device that trusts
+/// only `issuer` can validate this certificate and so learn the new CA from a source it
+/// already trusts (the recovery bundle's proof, O6). Valid from `now` until the earlier of the
+/// two CAs' expiries.
+pub fn cross_certify(
+    issuer: &Certificate,
+    signer: &dyn Signer,
+    subject_ca: &Certificate,
+    serial: &Serial,
+    now: Timestamp,
+) -> Result<Certificate, CaError> {
+    if !issuer.is_ca() {
+        return Err(CaError::NotACa {
+            subject: issuer.subject(),
+        });
+    }
+    if !subject_ca.is_ca() {
+        return Err(CaError::NotACa {
+            subject: subject_ca.subject(),
+        });
+    }
+    if &signer.public_key_info() != issuer.public_key() {
+        return Err(CaError::KeyMismatch {
+            subject: issuer.subject(),
+        });
+    }
+    if now > issuer.not_after() {
+        return Err(CaError::CaExpired {
+            not_after: issuer.not_after(),
+            now,
+        });
+    }
+    let not_after = subject_ca.not_after().min(issuer.not_after());
+    let validity = Validity::new(now.to_x509()?, not_after.to_x509()?);
+    let extensions = extensions(
+        &ProfileKind::Ca,
+        subject_ca.public_key(),
+        issuer.public_key(),
+    )?;
+    let profile = Profile {
+        subject: subject_ca.subject_name().clone(),
+        issuer: Some(issuer.subject_name().clone()),
+        extensions,
+    };
+    let builder = CertificateBuilder::new(
+        profile,
+        serial.to_x509()?,
+        validity,
+        subject_ca.public_key().clone(),
+    )
+    .map_err(build_err)?;
+    let cert = build_signed(builder, signer)?;
+    Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
+}
+
 /// How a server certificate is named (SR2).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServerProfile {

@@ -24,14 +24,15 @@ use crate::key::{KeyAlgorithm, KeyError};
 
 /// The DER encoding of one certificate (rustls-pki-types style newtype).
 ///
-/// Serialised in records as PEM text, so a store dump stays readable.
+/// Serialised in records as PEM text, so a store dump stays readable. Clones share the bytes
+/// (`Arc`): a zone of 100,000 members that trust the same two CAs holds each CA once.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CertificateDer(Vec<u8>);
+pub struct CertificateDer(std::sync::Arc<[u8]>);
 
 impl CertificateDer {
     /// Wraps DER bytes without checking them (use [`Certificate::from_der`] to check).
     pub fn from_vec(der: Vec<u8>) -> Self {
-        CertificateDer(der)
+        CertificateDer(der.into())
     }
     /// The DER bytes.
     pub fn as_bytes(&self) -> &[u8] {
@@ -39,7 +40,7 @@ impl CertificateDer {
     }
     /// The DER bytes, owned.
     pub fn into_vec(self) -> Vec<u8> {
-        self.0
+        self.0.to_vec()
     }
     /// `-----BEGIN CERTIFICATE-----` PEM, LF line endings.
     pub fn to_pem(&self) -> String {
@@ -81,7 +82,7 @@ impl<'de> Deserialize<'de> for CertificateDer {
                 "PEM label {label:?}, expected CERTIFICATE"
             )));
         }
-        Ok(CertificateDer(der))
+        Ok(CertificateDer(der.into()))
     }
 }
 
@@ -272,7 +273,7 @@ impl Certificate {
             reason: e.to_string(),
         })?;
         Ok(Certificate {
-            der: CertificateDer(der.to_vec()),
+            der: CertificateDer(der.into()),
             inner,
             tbs,
         })

@@ -54,6 +54,9 @@ pub enum Error {
     /// The audit log.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// Staged operations.
+    #[error(transparent)]
+    Op(#[from] crate::ops::OpError),
 }
 
 /// `Result` with the umbrella error.

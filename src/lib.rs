@@ -78,6 +78,7 @@ pub mod clock;
 pub mod csr;
 pub mod error;
 pub mod key;
+pub mod ops;
 pub mod service;
 pub mod store;
 pub mod transport;

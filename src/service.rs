@@ -7,6 +7,13 @@
 //! changed first and the store last, so a failure leaves the store untouched and the member
 //! with an unused certificate that the next enrolment replaces.
 
+mod operations;
+
+pub use operations::{
+    MemberView, OpView, Plan, PlanEntry, RefreshOptions, RefreshOutcome, RemintCaRequest,
+    ReplicationView, ServerCertView, ServerRemintRequest,
+};
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -264,6 +271,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 params,
                 serial: ca_serial.clone(),
                 now,
+                future: false,
             },
         )?;
         let AgentResponse::CaCertificate(ca_der) = response else {
@@ -285,6 +293,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             ca_certificate: ca_der,
             ca_intermediates: Vec::new(),
             created_at: now,
+            retired_cas: Vec::new(),
         };
         let mut writes = vec![Write::create(keys::ZONE, encode(&zone))];
         writes.push(serial_write(&ca, &ca_serial, &ca.subject(), now)?);
@@ -323,34 +332,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Ok((server_record(server, Vec::new(), now), Vec::new()));
         };
         let ca = Certificate::try_from(&zone.ca_certificate)?;
-        let mut dns = vec![server.fqdn.to_string()];
-        dns.extend(server.dns_names.iter().cloned());
-        let request = CsrRequest {
-            subject: CsrSubject::cn(member),
-            dns_names: dns,
-        };
-        let response = self.transport.call(
-            member,
-            AgentRequest::Enroll {
-                key: server.key,
-                request,
-            },
-        )?;
-        let AgentResponse::Csr(csr_der) = response else {
-            return Err(unexpected(member, "a CSR", &response));
-        };
-        let csr = VerifiedCsr::from_der(csr_der.as_bytes())?;
-        let serial = Serial::random()?;
-        let signer = AgentCaSigner {
-            transport: &self.transport,
-            member: certificate_server.as_str(),
-            public_key: ca.public_key().clone(),
-            algorithm: signature_algorithm_for(ca.key_algorithm()?).ok_or_else(|| {
-                KeyError::UnsupportedPublicKey {
-                    what: "the zone CA's key cannot sign".into(),
-                }
-            })?,
-        };
         let profile = ServerProfile {
             fqdn: server.fqdn.to_string(),
             common_name: None,
@@ -358,19 +339,73 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             include_dns: true,
             not_after: None,
         };
-        let leaf = issue_server_certificate(&ca, &signer, &csr, &profile, &serial, now)?;
+        let (leaf, write) =
+            self.issue_for_member(member, &ca, certificate_server, server.key, &profile, now)?;
         // The member's chain: leaf, then the zone CA (what a TLS server sends).
         let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
+        let trust = zone.trust_bundle(now);
         self.transport.call(
             member,
             AgentRequest::Install {
                 chain: chain.clone(),
-                trust: vec![zone.ca_certificate.clone()],
+                trust,
                 now,
             },
         )?;
-        let write = serial_write(&ca, &serial, &leaf.subject(), now)?;
         Ok((server_record(server, chain, now), vec![write]))
+    }
+
+    /// A signer for `issuer` whose key is held by `ca_server`'s agent.
+    fn ca_signer<'a>(
+        &'a self,
+        ca_server: &'a Fqdn,
+        issuer: &Certificate,
+    ) -> Result<AgentCaSigner<'a, T>> {
+        Ok(AgentCaSigner {
+            transport: &self.transport,
+            member: ca_server.as_str(),
+            public_key: issuer.public_key().clone(),
+            algorithm: signature_algorithm_for(issuer.key_algorithm()?).ok_or_else(|| {
+                KeyError::UnsupportedPublicKey {
+                    what: "the CA's key cannot sign".into(),
+                }
+            })?,
+        })
+    }
+
+    /// Has `member`'s agent make a fresh key and CSR (S1), and issues its certificate under
+    /// `issuer` (whose key `ca_server`'s agent holds). Returns the certificate and the
+    /// serial-number write to commit with it (S3).
+    fn issue_for_member(
+        &self,
+        member: &str,
+        issuer: &Certificate,
+        ca_server: &Fqdn,
+        key: KeySpec,
+        profile: &ServerProfile,
+        now: Timestamp,
+    ) -> Result<(Certificate, Write)> {
+        let request = CsrRequest {
+            subject: CsrSubject::cn(
+                profile
+                    .common_name
+                    .clone()
+                    .unwrap_or_else(|| profile.fqdn.clone()),
+            ),
+            dns_names: profile.san(),
+        };
+        let response = self
+            .transport
+            .call(member, AgentRequest::Enroll { key, request })?;
+        let AgentResponse::Csr(csr_der) = response else {
+            return Err(unexpected(member, "a CSR", &response));
+        };
+        let csr = VerifiedCsr::from_der(csr_der.as_bytes())?;
+        let serial = Serial::random()?;
+        let signer = self.ca_signer(ca_server, issuer)?;
+        let leaf = issue_server_certificate(issuer, &signer, &csr, profile, &serial, now)?;
+        let write = serial_write(issuer, &serial, &leaf.subject(), now)?;
+        Ok((leaf, write))
     }
 
     /// Adds a server (Z1). With an internal CA, Primary Servers and Authentication Satellites
@@ -497,6 +532,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if let Some(leaf) = rec.certificate.first() {
             view.certificate_columns(&Certificate::try_from(leaf)?, now);
         }
+        // During an operation: SR4's certificate status, the update status, and the future
+        // certificate in the options column (V2).
+        if let Some((op, u)) = self.member_update(rec.fqdn.as_str())?
+            && op.state.is_running()
+        {
+            view.update_status = u.status.name().to_string();
+            if let Some(cs) = u.cert_status {
+                view.status = cs.text().to_string();
+            }
+            if !u.future_chain.is_empty() {
+                view.options.push("future certificate".into());
+            }
+        }
         Ok(view)
     }
 
@@ -547,12 +595,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// Managed devices, in name order.
     pub fn devices(&self) -> Result<Vec<DeviceView>> {
+        let statuses = self.device_update_statuses()?;
         Ok(self
             .device_records()?
             .into_iter()
             .map(|d| DeviceView {
+                update_status: statuses
+                    .get(&d.name)
+                    .cloned()
+                    .unwrap_or_else(|| "none".into()),
                 name: d.name,
-                update_status: "none".into(),
                 agent_version: d.agent_version,
             })
             .collect())

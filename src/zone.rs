@@ -261,6 +261,34 @@ pub struct ZoneRecord {
     pub ca_intermediates: Vec<CertificateDer>,
     /// When the zone was created.
     pub created_at: Timestamp,
+    /// Former zone CAs still trusted because certificates they issued may still be in use
+    /// (B7).
+    #[serde(default)]
+    pub retired_cas: Vec<RetiredCa>,
+}
+
+/// A former zone CA kept in trust bundles until the last certificate it issued expires (B7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredCa {
+    /// The CA certificate.
+    pub certificate: CertificateDer,
+    /// Trusted until then.
+    pub keep_until: Timestamp,
+}
+
+impl ZoneRecord {
+    /// Every anchor a member should trust at `now`: the zone CA, then retired CAs still
+    /// needed (B7).
+    pub fn trust_bundle(&self, now: Timestamp) -> Vec<CertificateDer> {
+        let mut out = vec![self.ca_certificate.clone()];
+        out.extend(
+            self.retired_cas
+                .iter()
+                .filter(|r| r.keep_until > now)
+                .map(|r| r.certificate.clone()),
+        );
+        out
+    }
 }
 
 /// A server record: `server/<fqdn>`.

@@ -1,19 +1,32 @@
-//! A member's files on disk (ZONECTL.md "The fleet"): `DIR/<name>/current/cert.pem` (chain,
-//! leaf first), `current/key.pem` (PKCS#8, mode 0600), `current/trust.pem` (every anchor the
-//! member trusts), plus `pending/key.pem` while an enrolment waits for its certificate, and on
-//! the certificate server `ca/key.pem` (0600) and `ca/cert.pem`. `remint-repo/` is created
-//! for the staged operations (A1).
+//! A member's files on disk (ZONECTL.md "The fleet"):
 //!
-//! This is the agent's I/O adapter; the agent itself stays sans-IO. Every file is written to a
-//! temporary name and renamed into place, so a crash leaves either the old or the new file.
+//! ```text
+//! DIR/<name>/current/cert.pem      chain, leaf first
+//! DIR/<name>/current/key.pem       PKCS#8, mode 0600
+//! DIR/<name>/current/trust.pem     every anchor the member trusts now
+//! DIR/<name>/pending/key.pem       a key waiting for its certificate (0600)
+//! DIR/<name>/remint-repo/          A1: what is staged for activation
+//!     server.cer  ca.cert  key.pem (0600)  trust.pem  staged.json
+//! DIR/<name>/ca/key.pem, cert.pem  on the certificate server (0600 key)
+//! DIR/<name>/ca/future-key.pem, future-cert.pem   during a Remint CA
+//! ```
+//!
+//! This is the agent's I/O adapter; the agent itself stays sans-IO. Files are written to a
+//! temporary name and renamed into place. `current/` is switched as a whole (A2): the new
+//! contents are written to `current.next/`, then `current` is renamed to `current.prev` and
+//! `current.next` to `current`. A crash between the two renames is finished on the next load,
+//! so a reader sees either the whole old or the whole new material, never a mix.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Agent, AgentError};
+use serde::{Deserialize, Serialize};
+
+use super::{Agent, AgentError, AgentParts, Staged};
 use crate::cert::CertificateDer;
 use crate::cert::bundle;
+use crate::clock::Timestamp;
 use crate::key::PrivateKey;
 
 /// The root under which each member has a directory named after it.
@@ -27,6 +40,12 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> AgentError {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StagedMeta {
+    op_id: u64,
+    activation: Timestamp,
 }
 
 impl MemberDir {
@@ -45,36 +64,68 @@ impl MemberDir {
         self.root.join(name)
     }
 
+    /// Finishes a `current/` switch a crash interrupted.
+    fn settle(dir: &Path) -> Result<(), AgentError> {
+        let cur = dir.join("current");
+        let next = dir.join("current.next");
+        let prev = dir.join("current.prev");
+        if !cur.exists() && next.exists() {
+            fs::rename(&next, &cur).map_err(|e| io_err(&cur, e))?;
+        }
+        for stale in [next, prev] {
+            if stale.exists() {
+                fs::remove_dir_all(&stale).map_err(|e| io_err(&stale, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Loads a member's agent; a member with no directory yet is a fresh agent.
     pub fn load(&self, name: &str) -> Result<Agent, AgentError> {
         let dir = self.member(name);
-        let key = read_key(&dir.join("current/key.pem"))?;
-        let chain = read_certs(&dir.join("current/cert.pem"))?;
-        let trust = read_certs(&dir.join("current/trust.pem"))?;
-        let pending = read_key(&dir.join("pending/key.pem"))?;
-        let ca_key = read_key(&dir.join("ca/key.pem"))?;
-        let ca_cert = read_certs(&dir.join("ca/cert.pem"))?.into_iter().next();
-        Ok(Agent::from_parts(
-            name.to_string(),
-            key,
-            chain,
-            trust,
-            pending,
-            ca_key,
-            ca_cert,
-        ))
+        if dir.exists() {
+            Self::settle(&dir)?;
+        }
+        let repo = dir.join("remint-repo");
+        let staged = match fs::read(repo.join("staged.json")) {
+            Ok(bytes) => {
+                let meta: StagedMeta =
+                    serde_json::from_slice(&bytes).map_err(|e| io_err(&repo, e))?;
+                Some(Staged {
+                    op_id: meta.op_id,
+                    activation: meta.activation,
+                    trust_after: read_certs(&repo.join("trust.pem"))?,
+                    chain: read_certs(&repo.join("server.cer"))?,
+                    key: read_key(&repo.join("key.pem"))?,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&repo, e)),
+        };
+        Ok(Agent::from_parts(AgentParts {
+            name: name.to_string(),
+            key: read_key(&dir.join("current/key.pem"))?,
+            chain: read_certs(&dir.join("current/cert.pem"))?,
+            trust: read_certs(&dir.join("current/trust.pem"))?,
+            pending: read_key(&dir.join("pending/key.pem"))?,
+            ca_key: read_key(&dir.join("ca/key.pem"))?,
+            ca_cert: read_certs(&dir.join("ca/cert.pem"))?.into_iter().next(),
+            future_ca_key: read_key(&dir.join("ca/future-key.pem"))?,
+            future_ca_cert: read_certs(&dir.join("ca/future-cert.pem"))?
+                .into_iter()
+                .next(),
+            staged,
+        }))
     }
 
-    /// Writes a member's agent state.
+    /// Writes a member's agent state; `current/` is switched atomically when it changed.
     pub fn save(&self, agent: &Agent) -> Result<(), AgentError> {
         let dir = self.member(agent.name());
-        for sub in ["current", "pending", "ca", "remint-repo"] {
+        for sub in ["pending", "ca", "remint-repo"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
         }
-        write_key(&dir.join("current/key.pem"), agent.key())?;
-        write_certs(&dir.join("current/cert.pem"), agent.chain())?;
-        write_certs(&dir.join("current/trust.pem"), agent.trust())?;
+        self.save_current(&dir, agent)?;
         write_key(&dir.join("pending/key.pem"), agent.pending_key())?;
         write_key(&dir.join("ca/key.pem"), agent.ca_key())?;
         write_certs(
@@ -84,8 +135,100 @@ impl MemberDir {
                 .map(std::slice::from_ref)
                 .unwrap_or(&[]),
         )?;
+        write_key(&dir.join("ca/future-key.pem"), agent.future_ca_key())?;
+        write_certs(
+            &dir.join("ca/future-cert.pem"),
+            agent
+                .future_ca_certificate()
+                .map(std::slice::from_ref)
+                .unwrap_or(&[]),
+        )?;
+        let repo = dir.join("remint-repo");
+        match agent.staged() {
+            Some(st) => {
+                write_certs(&repo.join("server.cer"), &st.chain)?;
+                // ca.cert: the future zone CA, the first of the anchors after activation.
+                write_certs(
+                    &repo.join("ca.cert"),
+                    st.trust_after.get(..1).unwrap_or(&[]),
+                )?;
+                write_certs(&repo.join("trust.pem"), &st.trust_after)?;
+                write_key(&repo.join("key.pem"), st.key.as_ref())?;
+                let meta = StagedMeta {
+                    op_id: st.op_id,
+                    activation: st.activation,
+                };
+                let json = serde_json::to_vec(&meta).map_err(|e| io_err(&repo, e))?;
+                write_atomic(&repo.join("staged.json"), &json, false)?;
+            }
+            None => {
+                for f in [
+                    "server.cer",
+                    "ca.cert",
+                    "trust.pem",
+                    "key.pem",
+                    "staged.json",
+                ] {
+                    remove_if_exists(&repo.join(f))?;
+                }
+            }
+        }
         Ok(())
     }
+
+    fn save_current(&self, dir: &Path, agent: &Agent) -> Result<(), AgentError> {
+        let cur = dir.join("current");
+        let key_pem = agent.key().map(|k| k.to_pkcs8_pem());
+        let chain_pem = (!agent.chain().is_empty()).then(|| bundle::to_pem(agent.chain()));
+        let trust_pem = (!agent.trust().is_empty()).then(|| bundle::to_pem(agent.trust()));
+        // Unchanged: nothing to do (most saves, e.g. a device's trust refresh, change nothing).
+        let same = |f: &str, want: Option<&[u8]>| match (fs::read(cur.join(f)), want) {
+            (Ok(have), Some(w)) => have == w,
+            (Err(e), None) => e.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        };
+        if cur.exists()
+            && same("key.pem", key_pem.as_ref().map(|k| k.as_bytes()))
+            && same("cert.pem", chain_pem.as_deref().map(str::as_bytes))
+            && same("trust.pem", trust_pem.as_deref().map(str::as_bytes))
+        {
+            return Ok(());
+        }
+        let next = dir.join("current.next");
+        if next.exists() {
+            fs::remove_dir_all(&next).map_err(|e| io_err(&next, e))?;
+        }
+        fs::create_dir_all(&next).map_err(|e| io_err(&next, e))?;
+        if let Some(k) = &key_pem {
+            write_atomic(&next.join("key.pem"), k.as_bytes(), true)?;
+        }
+        if let Some(c) = &chain_pem {
+            write_atomic(&next.join("cert.pem"), c.as_bytes(), false)?;
+        }
+        if let Some(t) = &trust_pem {
+            write_atomic(&next.join("trust.pem"), t.as_bytes(), false)?;
+        }
+        sync_dir(&next)?;
+        let prev = dir.join("current.prev");
+        if cur.exists() {
+            fs::rename(&cur, &prev).map_err(|e| io_err(&cur, e))?;
+        }
+        fs::rename(&next, &cur).map_err(|e| io_err(&cur, e))?;
+        sync_dir(dir)?;
+        if prev.exists() {
+            fs::remove_dir_all(&prev).map_err(|e| io_err(&prev, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AgentError> {
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(dir, e))?;
+    let _ = dir;
+    Ok(())
 }
 
 fn read_key(path: &Path) -> Result<Option<PrivateKey>, AgentError> {
@@ -137,7 +280,13 @@ fn remove_if_exists(path: &Path) -> Result<(), AgentError> {
 
 fn write_key(path: &Path, key: Option<&PrivateKey>) -> Result<(), AgentError> {
     match key {
-        Some(k) => write_atomic(path, k.to_pkcs8_pem().as_bytes(), true),
+        Some(k) => {
+            // Unchanged keys are not rewritten.
+            if fs::read(path).is_ok_and(|have| have == k.to_pkcs8_pem().as_bytes()) {
+                return Ok(());
+            }
+            write_atomic(path, k.to_pkcs8_pem().as_bytes(), true)
+        }
         None => remove_if_exists(path),
     }
 }
@@ -146,5 +295,9 @@ fn write_certs(path: &Path, certs: &[CertificateDer]) -> Result<(), AgentError> 
     if certs.is_empty() {
         return remove_if_exists(path);
     }
-    write_atomic(path, bundle::to_pem(certs).as_bytes(), false)
+    let pem = bundle::to_pem(certs);
+    if fs::read(path).is_ok_and(|have| have == pem.as_bytes()) {
+        return Ok(());
+    }
+    write_atomic(path, pem.as_bytes(), false)
 }

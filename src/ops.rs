@@ -1,0 +1,759 @@
+//! Staged operations (O1-O12): Remint CA (RC1) and internal Server Remint (SR1, SR2, SR4).
+//!
+//! An operation is a persisted state machine. Its record ([`Operation`]) is the enum the code
+//! matches on ([`OpState`]), serialised with a format version first. Transitions take the
+//! event and `now` and either return the next state or a typed refusal ([`OpError`]) naming
+//! the state and the event; they do no I/O. Scheduled work follows quinn-proto:
+//! [`Operation::poll_timeout`] says when the machine next wants to run and
+//! [`Operation::handle_timeout`] runs it; a spurious call is a no-op.
+//!
+//! Per-member progress lives beside the operation in [`update::MemberUpdate`] records, one per
+//! member, so a zone of 100,000 devices reports in batches without rewriting one huge record.
+
+pub mod update;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ca::ValidityYears;
+use crate::cert::CertificateDer;
+use crate::clock::Timestamp;
+use crate::key::KeySpec;
+use crate::zone::{Fqdn, RECORD_VERSION};
+
+pub use update::{MemberStatus, MemberUpdate, ServerCertStatus};
+
+/// How long before activation a cancel is still allowed (O7): the manual's ten minutes.
+pub const CANCEL_CUTOFF: Duration = Duration::from_secs(600);
+
+/// Errors of staged operations: refusals name the state and the event, or the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// Another operation runs (O1).
+    #[error(
+        "{running} (update {update:?}) is in progress: {wanted} cannot start until it is \
+             cancelled or baselined"
+    )]
+    Busy {
+        /// The running operation's kind.
+        running: String,
+        /// Its update name.
+        update: String,
+        /// What was asked for.
+        wanted: String,
+    },
+    /// No operation runs.
+    #[error("no operation is in progress")]
+    NoOperation,
+    /// The event makes no sense in this state.
+    #[error("cannot {event} while the operation is {state}")]
+    WrongState {
+        /// The state.
+        state: &'static str,
+        /// The event.
+        event: &'static str,
+    },
+    /// Activation in the past (O2).
+    #[error("activation time {activation} is in the past (now {now})")]
+    ActivationInPast {
+        /// Requested activation.
+        activation: Timestamp,
+        /// Now.
+        now: Timestamp,
+    },
+    /// Activation at or after the current CA's expiry (O2).
+    #[error(
+        "activation time {activation} must be before the current CA expires \
+             ({ca_not_after}); choose an earlier time"
+    )]
+    ActivationTooLate {
+        /// Requested activation.
+        activation: Timestamp,
+        /// The current CA's notAfter.
+        ca_not_after: Timestamp,
+    },
+    /// "immediate" while the CA is still valid (O2).
+    #[error(
+        "activation \"immediate\" is only allowed once the current CA has expired \
+             (it expires at {ca_not_after}); give an activation time"
+    )]
+    ImmediateNotAllowed {
+        /// The current CA's notAfter.
+        ca_not_after: Timestamp,
+    },
+    /// A time was required but the CA has expired (O2).
+    #[error(
+        "the current CA expired at {ca_not_after}: the only possible activation is \
+             \"immediate\""
+    )]
+    CaExpiredUseImmediate {
+        /// The current CA's notAfter.
+        ca_not_after: Timestamp,
+    },
+    /// Cancel inside the cut-off (O7).
+    #[error(
+        "cancel refused: the cut-off was {deadline}, ten minutes before activation at \
+             {activation}; only \"ignore device\" is possible now"
+    )]
+    CancelCutoff {
+        /// The cancel deadline.
+        deadline: Timestamp,
+        /// Activation.
+        activation: Timestamp,
+    },
+    /// Another action inside the cut-off (O7).
+    #[error(
+        "{event} refused: within ten minutes of activation ({activation}) only \"ignore \
+             device\" is possible"
+    )]
+    InsideCutoff {
+        /// The refused action.
+        event: &'static str,
+        /// Activation.
+        activation: Timestamp,
+    },
+    /// Baseline while devices are stranded (O10).
+    #[error(
+        "{count} member(s) are stranded ({first}, ...): baselining removes their recovery \
+             bundle; recover them first, or baseline with --force"
+    )]
+    StrandedBaseline {
+        /// How many.
+        count: usize,
+        /// One of them.
+        first: String,
+    },
+    /// A member the operation does not know.
+    #[error("{name} is not part of this operation's update")]
+    NotInUpdate {
+        /// The member.
+        name: String,
+    },
+    /// A server selection that breaks SR1/SR2.
+    #[error("{0}")]
+    Selection(String),
+    /// The update name is missing (SR2).
+    #[error("a server remint needs an update name (--update-name)")]
+    MissingUpdateName,
+}
+
+/// What the operation changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpKind {
+    /// Remint CA (RC1): a new CA key and certificate on the certificate server; every Primary
+    /// Server and Authentication Satellite reminted under it.
+    RemintCa {
+        /// New CA common name.
+        common_name: String,
+        /// New CA key type.
+        key: KeySpec,
+        /// New CA validity.
+        validity: ValidityYears,
+        /// Put servers' additional DNS names into their SANs.
+        include_dns: bool,
+        /// The future CA certificate (its key stays on the certificate server's agent).
+        future_ca: CertificateDer,
+        /// The bridge: the future CA's key certified by the current CA (B1). It is the
+        /// recovery bundle's proof, checked with the trust a device already has (O6).
+        cross_certificate: CertificateDer,
+    },
+    /// Internal Server Remint (SR1, SR2): new keys and certificates for selected servers.
+    ServerRemint {
+        /// The selected servers.
+        servers: Vec<Fqdn>,
+        /// CN override (only for one server without satellites, SR2).
+        common_name: Option<String>,
+        /// Key type of the new server keys.
+        key: KeySpec,
+        /// Put the servers' additional DNS names into their SANs.
+        include_dns: bool,
+    },
+}
+
+impl OpKind {
+    /// `remint_ca` or `server_remint`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::RemintCa { .. } => "remint_ca",
+            OpKind::ServerRemint { .. } => "server_remint",
+        }
+    }
+
+    /// Whether the update goes to every member (CA operations) or to selected servers (O4).
+    pub fn all_members(&self) -> bool {
+        matches!(self, OpKind::RemintCa { .. })
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OpKind::RemintCa { .. } => "Remint CA",
+            OpKind::ServerRemint { .. } => "Server Remint",
+        })
+    }
+}
+
+/// Requested activation (O2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationRequest {
+    /// At a time.
+    At(Timestamp),
+    /// At once: allowed only when the current CA has expired.
+    Immediate,
+}
+
+impl std::str::FromStr for ActivationRequest {
+    type Err = crate::clock::TimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("immediate") {
+            Ok(ActivationRequest::Immediate)
+        } else {
+            s.parse().map(ActivationRequest::At)
+        }
+    }
+}
+
+/// A checked activation time: only [`check_activation`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// When the future certificates become current.
+    pub at: Timestamp,
+    /// Whether it was "immediate" (the CA had expired).
+    pub immediate: bool,
+}
+
+/// O2: activation before the current CA expires (and, for an external Server Remint, before
+/// the earliest expiry among the selected servers: `deadline`), never in the past; "immediate"
+/// only, and then necessarily, when the CA has expired.
+pub fn check_activation(
+    requested: ActivationRequest,
+    now: Timestamp,
+    ca_not_after: Timestamp,
+    deadline: Option<Timestamp>,
+) -> Result<Activation, OpError> {
+    let ca_expired = now > ca_not_after;
+    match requested {
+        ActivationRequest::Immediate if ca_expired => Ok(Activation {
+            at: now,
+            immediate: true,
+        }),
+        ActivationRequest::Immediate => Err(OpError::ImmediateNotAllowed { ca_not_after }),
+        ActivationRequest::At(_) if ca_expired => {
+            Err(OpError::CaExpiredUseImmediate { ca_not_after })
+        }
+        ActivationRequest::At(at) => {
+            if at < now {
+                return Err(OpError::ActivationInPast {
+                    activation: at,
+                    now,
+                });
+            }
+            let limit = deadline.map_or(ca_not_after, |d| d.min(ca_not_after));
+            if at >= limit {
+                return Err(OpError::ActivationTooLate {
+                    activation: at,
+                    ca_not_after: limit,
+                });
+            }
+            Ok(Activation {
+                at,
+                immediate: false,
+            })
+        }
+    }
+}
+
+/// Replication of the update's content to one Primary Server or Content Satellite (O3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// Not there yet.
+    Pending,
+    /// The content is on the server.
+    Replicated,
+}
+
+/// Waiting for replication; not yet assigned (O3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicating {}
+
+/// Assigned to its members (O4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    /// When.
+    pub at: Timestamp,
+    /// By "assign now" (before replication completed) rather than automatically.
+    pub manual: bool,
+}
+
+/// Activated (O8): the future certificates are current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activated {
+    /// When the service activated it (at or after the activation time).
+    pub at: Timestamp,
+    /// Members that had not applied the update at activation.
+    pub stranded_at_activation: u64,
+}
+
+/// Cancelled (O7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Baselined (O10): finished; the recovery bundle is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baselined {
+    /// When.
+    pub at: Timestamp,
+    /// Forced while members were still stranded.
+    pub forced: bool,
+    /// How many were stranded then.
+    pub stranded: u64,
+}
+
+/// The operation's state: each variant holds only that state's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OpState {
+    /// Replicating the update's content.
+    Replicating(Replicating),
+    /// Assigned to members, waiting for activation.
+    Assigned(Assigned),
+    /// Activated; members switch at their next refresh; stranded ones need recovery.
+    Activated(Activated),
+    /// Cancelled.
+    Cancelled(Cancelled),
+    /// Baselined.
+    Baselined(Baselined),
+}
+
+impl OpState {
+    /// `replicating`, `assigned`, `activated`, `cancelled`, `baselined`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpState::Replicating(_) => "replicating",
+            OpState::Assigned(_) => "assigned",
+            OpState::Activated(_) => "activated",
+            OpState::Cancelled(_) => "cancelled",
+            OpState::Baselined(_) => "baselined",
+        }
+    }
+
+    /// Whether the operation still blocks others (O1): until cancelled or baselined.
+    pub fn is_running(&self) -> bool {
+        !matches!(self, OpState::Cancelled(_) | OpState::Baselined(_))
+    }
+}
+
+/// Events reported by the embedding application (O11) and the operator (O12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Notice {
+    /// O11: the CA changed; re-sign what was signed with the old CA (the manual's security
+    /// policies, whose versions then increase).
+    ResignRequired {
+        /// The old CA's SHA-256 fingerprint.
+        old_ca_sha256: String,
+        /// The new CA's SHA-256 fingerprint.
+        new_ca_sha256: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// O12: every Primary Server's future certificate exists: refresh devices on legacy
+    /// agents now.
+    LegacyRefreshPoint {
+        /// When it was reached.
+        at: Timestamp,
+    },
+}
+
+/// A staged operation: the persisted record `op/current` (and `op/history/<id>` once
+/// finished).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Record format version.
+    pub v: u32,
+    /// Sequence number in this zone.
+    pub id: u64,
+    /// What it changes.
+    pub kind: OpKind,
+    /// The system update's name (O3).
+    pub update_name: String,
+    /// When the future certificates become current.
+    pub activation: Activation,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// The certificate server at start: it signs the future certificates.
+    pub ca_server: Fqdn,
+    /// Primary Servers and Content Satellites, with the replication status of each (O3).
+    pub replication: BTreeMap<Fqdn, Replication>,
+    /// Members the update goes to (names), for CA operations every member at start.
+    pub targets: u64,
+    /// Notices for the embedding application (O11, O12).
+    pub notices: Vec<Notice>,
+    /// Where the state machine is.
+    pub state: OpState,
+}
+
+impl Operation {
+    /// A new operation, replicating (O3).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        kind: OpKind,
+        update_name: String,
+        activation: Activation,
+        now: Timestamp,
+        ca_server: Fqdn,
+        content_servers: impl IntoIterator<Item = Fqdn>,
+        targets: u64,
+    ) -> Self {
+        Operation {
+            v: RECORD_VERSION,
+            id,
+            kind,
+            update_name,
+            activation,
+            started_at: now,
+            ca_server,
+            replication: content_servers
+                .into_iter()
+                .map(|s| (s, Replication::Pending))
+                .collect(),
+            targets,
+            notices: Vec::new(),
+            state: OpState::Replicating(Replicating {}),
+        }
+    }
+
+    /// The last moment a cancel is allowed is strictly before this (O7).
+    pub fn cancel_deadline(&self) -> Timestamp {
+        self.activation.at.minus(CANCEL_CUTOFF)
+    }
+
+    /// Whether `now` is inside the cut-off, where only "ignore device" is allowed (O7).
+    pub fn inside_cutoff(&self, now: Timestamp) -> bool {
+        now >= self.cancel_deadline()
+    }
+
+    /// Whether the update is assigned (or past that).
+    pub fn is_assigned(&self) -> bool {
+        matches!(self.state, OpState::Assigned(_) | OpState::Activated(_))
+    }
+
+    fn refuse(&self, event: &'static str) -> OpError {
+        OpError::WrongState {
+            state: self.state.name(),
+            event,
+        }
+    }
+
+    /// Content reached `server` (O3). Returns true when that completed replication and the
+    /// update was assigned automatically (O4).
+    pub fn on_replicated(&mut self, server: &Fqdn, now: Timestamp) -> Result<bool, OpError> {
+        if !self.state.is_running() || matches!(self.state, OpState::Activated(_)) {
+            return Err(self.refuse("record replication"));
+        }
+        let Some(slot) = self.replication.get_mut(server) else {
+            return Err(OpError::NotInUpdate {
+                name: server.to_string(),
+            });
+        };
+        *slot = Replication::Replicated;
+        if matches!(self.state, OpState::Replicating(_)) && self.replication_complete() {
+            self.state = OpState::Assigned(Assigned {
+                at: now,
+                manual: false,
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Whether every content server has the content.
+    pub fn replication_complete(&self) -> bool {
+        self.replication
+            .values()
+            .all(|r| *r == Replication::Replicated)
+    }
+
+    /// "Assign now" (O4): before replication completes; refused inside the cut-off (O7).
+    pub fn assign_now(&mut self, now: Timestamp) -> Result<(), OpError> {
+        match self.state {
+            OpState::Replicating(_) => {
+                if self.inside_cutoff(now) && !self.activation.immediate {
+                    return Err(OpError::InsideCutoff {
+                        event: "assign now",
+                        activation: self.activation.at,
+                    });
+                }
+                self.state = OpState::Assigned(Assigned {
+                    at: now,
+                    manual: true,
+                });
+                Ok(())
+            }
+            _ => Err(self.refuse("assign now")),
+        }
+    }
+
+    /// Checks that redeploy is allowed now (O5, O7).
+    pub fn check_redeploy(&self, now: Timestamp) -> Result<(), OpError> {
+        match self.state {
+            OpState::Assigned(_) if self.inside_cutoff(now) && !self.activation.immediate => {
+                Err(OpError::InsideCutoff {
+                    event: "redeploy",
+                    activation: self.activation.at,
+                })
+            }
+            OpState::Assigned(_) => Ok(()),
+            _ => Err(self.refuse("redeploy")),
+        }
+    }
+
+    /// Checks that "ignore device" is allowed (O5): any time while the update is live.
+    pub fn check_ignore(&self) -> Result<(), OpError> {
+        match self.state {
+            OpState::Replicating(_) | OpState::Assigned(_) | OpState::Activated(_) => Ok(()),
+            _ => Err(self.refuse("ignore a device")),
+        }
+    }
+
+    /// Cancel (O7): allowed strictly before ten minutes ahead of activation.
+    pub fn check_cancel(&self, now: Timestamp) -> Result<(), OpError> {
+        match self.state {
+            OpState::Replicating(_) | OpState::Assigned(_) => {
+                if self.inside_cutoff(now) {
+                    Err(OpError::CancelCutoff {
+                        deadline: self.cancel_deadline(),
+                        activation: self.activation.at,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(self.refuse("cancel")),
+        }
+    }
+
+    /// Completes a cancel whose side effects succeeded.
+    pub fn cancelled(&mut self, now: Timestamp) {
+        self.state = OpState::Cancelled(Cancelled { at: now });
+    }
+
+    /// When the machine next wants to run: the activation time, until activated.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            OpState::Replicating(_) | OpState::Assigned(_) => Some(self.activation.at),
+            _ => None,
+        }
+    }
+
+    /// Runs scheduled work at `now`: activation once `now >= activation` (O8). Returns true
+    /// when it activated; a spurious call (too early, or already activated) changes nothing.
+    pub fn handle_timeout(&mut self, now: Timestamp, stranded: u64) -> bool {
+        match self.poll_timeout() {
+            Some(at) if now >= at => {
+                self.state = OpState::Activated(Activated {
+                    at: now,
+                    stranded_at_activation: stranded,
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Baseline (O10): refused while members are stranded, unless forced.
+    pub fn baseline(
+        &mut self,
+        now: Timestamp,
+        stranded: &[String],
+        force: bool,
+    ) -> Result<(), OpError> {
+        if !matches!(self.state, OpState::Activated(_)) {
+            return Err(self.refuse("baseline"));
+        }
+        if let Some(first) = stranded.first().filter(|_| !force) {
+            return Err(OpError::StrandedBaseline {
+                count: stranded.len(),
+                first: first.clone(),
+            });
+        }
+        self.state = OpState::Baselined(Baselined {
+            at: now,
+            forced: force && !stranded.is_empty(),
+            stranded: stranded.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// Records O12's point once.
+    pub fn note_legacy_point(&mut self, now: Timestamp) {
+        if !self
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::LegacyRefreshPoint { .. }))
+        {
+            self.notices.push(Notice::LegacyRefreshPoint { at: now });
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn op(activation: &str) -> Operation {
+        let act = Activation {
+            at: t(activation),
+            immediate: false,
+        };
+        Operation::new(
+            1,
+            OpKind::ServerRemint {
+                servers: vec!["ps1.example".parse().unwrap()],
+                common_name: None,
+                key: KeySpec::P256,
+                include_dns: false,
+            },
+            "u".into(),
+            act,
+            t("2027-01-01T00:00:00Z"),
+            "ps1.example".parse().unwrap(),
+            [
+                "ps1.example".parse().unwrap(),
+                "content.example".parse().unwrap(),
+            ],
+            1,
+        )
+    }
+
+    #[test]
+    fn activation_rules_o2() {
+        let now = t("2027-01-01T00:00:00Z");
+        let ca_end = t("2030-01-01T00:00:00Z");
+        let at = |s| ActivationRequest::At(t(s));
+        assert!(check_activation(at("2027-02-01T00:00:00Z"), now, ca_end, None).is_ok());
+        assert!(matches!(
+            check_activation(at("2026-12-31T23:59:59Z"), now, ca_end, None),
+            Err(OpError::ActivationInPast { .. })
+        ));
+        assert!(check_activation(at("2027-01-01T00:00:00Z"), now, ca_end, None).is_ok());
+        assert!(matches!(
+            check_activation(at("2030-01-01T00:00:00Z"), now, ca_end, None),
+            Err(OpError::ActivationTooLate { .. })
+        ));
+        assert!(matches!(
+            check_activation(ActivationRequest::Immediate, now, ca_end, None),
+            Err(OpError::ImmediateNotAllowed { .. })
+        ));
+        let late = t("2030-01-01T00:00:01Z");
+        let a = check_activation(ActivationRequest::Immediate, late, ca_end, None).unwrap();
+        assert!(a.immediate && a.at == late);
+        assert!(matches!(
+            check_activation(at("2030-02-01T00:00:00Z"), late, ca_end, None),
+            Err(OpError::CaExpiredUseImmediate { .. })
+        ));
+        let deadline = Some(t("2028-01-01T00:00:00Z"));
+        assert!(check_activation(at("2028-06-01T00:00:00Z"), now, ca_end, deadline).is_err());
+    }
+
+    #[test]
+    fn replication_completes_then_assigns_automatically_o4() {
+        let mut o = op("2027-02-01T00:00:00Z");
+        let now = t("2027-01-02T00:00:00Z");
+        assert!(
+            !o.on_replicated(&"ps1.example".parse().unwrap(), now)
+                .unwrap()
+        );
+        assert_eq!(o.state.name(), "replicating");
+        assert!(
+            o.on_replicated(&"content.example".parse().unwrap(), now)
+                .unwrap()
+        );
+        assert_eq!(
+            o.state,
+            OpState::Assigned(Assigned {
+                at: now,
+                manual: false
+            })
+        );
+        assert!(
+            o.on_replicated(&"other.example".parse().unwrap(), now)
+                .is_err()
+        );
+        assert!(o.assign_now(now).is_err(), "already assigned");
+    }
+
+    #[test]
+    fn cancel_cutoff_is_exactly_ten_minutes_o7() {
+        let o = op("2027-02-01T00:00:00Z");
+        assert!(o.check_cancel(t("2027-01-31T23:49:59Z")).is_ok());
+        let e = o.check_cancel(t("2027-01-31T23:50:00Z")).unwrap_err();
+        assert!(matches!(e, OpError::CancelCutoff { .. }), "{e}");
+        assert!(o.check_ignore().is_ok());
+        let mut o2 = op("2027-02-01T00:00:00Z");
+        assert!(o2.assign_now(t("2027-01-31T23:50:00Z")).is_err());
+        assert!(o2.assign_now(t("2027-01-31T23:49:59Z")).is_ok());
+        assert!(o2.check_redeploy(t("2027-01-31T23:50:00Z")).is_err());
+    }
+
+    #[test]
+    fn activation_at_exactly_the_time_and_spurious_timeouts_o8() {
+        let mut o = op("2027-02-01T00:00:00Z");
+        assert_eq!(o.poll_timeout(), Some(t("2027-02-01T00:00:00Z")));
+        assert!(!o.handle_timeout(t("2027-01-31T23:59:59Z"), 0));
+        assert_eq!(o.state.name(), "replicating");
+        assert!(o.handle_timeout(t("2027-02-01T00:00:00Z"), 3));
+        assert_eq!(o.state.name(), "activated");
+        assert!(
+            !o.handle_timeout(t("2027-02-02T00:00:00Z"), 0),
+            "spurious call is a no-op"
+        );
+        assert_eq!(o.poll_timeout(), None);
+        let e = o.check_cancel(t("2027-02-02T00:00:00Z")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot cancel while the operation is activated"
+        );
+    }
+
+    #[test]
+    fn baseline_refused_while_stranded_unless_forced_o10() {
+        let mut o = op("2027-02-01T00:00:00Z");
+        let now = t("2027-02-02T00:00:00Z");
+        assert!(o.baseline(now, &[], false).is_err(), "not activated yet");
+        o.handle_timeout(now, 1);
+        let stranded = vec!["dev-1".to_string()];
+        let e = o.baseline(now, &stranded, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        o.baseline(now, &stranded, true).unwrap();
+        assert!(matches!(
+            o.state,
+            OpState::Baselined(Baselined { forced: true, .. })
+        ));
+        assert!(!o.state.is_running());
+    }
+
+    #[test]
+    fn record_round_trips_with_version_first() {
+        let o = op("2027-02-01T00:00:00Z");
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.starts_with("{\"v\":1,"), "{json}");
+        assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), o);
+    }
+}

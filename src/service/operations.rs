@@ -1,0 +1,1396 @@
+//! The service side of staged operations (O1-O12): it loads the operation, feeds it events
+//! with `now`, talks to agents, and commits every state change as one compare-and-swap
+//! transaction with its audit entry. A crash between two commits loses nothing: every step is
+//! idempotent and is simply run again (B5).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{Result, ZoneService, decode, encode, unexpected};
+use crate::agent::{AgentRequest, AgentResponse};
+use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
+use crate::cert::{Certificate, CertificateDer, Fingerprint};
+use crate::clock::{Clock, Timestamp};
+use crate::key::KeySpec;
+use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
+use crate::ops::{
+    ActivationRequest, Notice, OpError, OpKind, OpState, Operation, Replication, check_activation,
+};
+use crate::store::{Expect, Storage, Write};
+use crate::transport::{Transport, TransportError};
+use crate::zone::{CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys};
+
+const CURRENT: &str = "op/current";
+const HISTORY: &str = "op/history/";
+/// Members per transaction when a refresh reports for many (the batch that keeps 100,000
+/// reports within a few transactions without one huge one).
+const BATCH: usize = 5_000;
+
+fn history_key(id: u64) -> String {
+    format!("{HISTORY}{id:06}")
+}
+
+/// Remint CA's inputs (RC1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemintCaRequest {
+    /// New CA common name (default: the zone name).
+    pub common_name: Option<String>,
+    /// New CA key type.
+    pub key: KeySpec,
+    /// New CA validity, 1 to 10 years.
+    pub validity: ValidityYears,
+    /// Put servers' additional DNS names into their SANs.
+    pub include_dns: bool,
+    /// Activation.
+    pub activation: ActivationRequest,
+    /// The system update's name (default: "Remint CA").
+    pub update_name: Option<String>,
+}
+
+/// Internal Server Remint's inputs (SR1, SR2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRemintRequest {
+    /// The servers (Primary Servers and Authentication Satellites).
+    pub servers: Vec<Fqdn>,
+    /// The system update's name (required).
+    pub update_name: String,
+    /// CN override: only for one server without satellites.
+    pub common_name: Option<String>,
+    /// Key type of the new keys.
+    pub key: KeySpec,
+    /// Put the servers' additional DNS names into their SANs.
+    pub include_dns: bool,
+    /// Activation.
+    pub activation: ActivationRequest,
+}
+
+/// What `fleet refresh` simulates for some members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefreshOptions {
+    /// These members report a failure.
+    pub fail: BTreeSet<String>,
+    /// These members are not reached at all.
+    pub offline: BTreeSet<String>,
+}
+
+/// What happened to one member in a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefreshOutcome {
+    /// The member.
+    pub name: String,
+    /// `offline`, `up-to-date`, `replicated`, `applied`, `failed`, `activated`, `recovered`,
+    /// `stranded`, `unstaged`, `trust-updated`, `waiting`.
+    pub outcome: String,
+    /// Details (a failure's reason).
+    pub detail: Option<String>,
+}
+
+/// One replication row of `op show` (O3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicationView {
+    /// The content server.
+    pub server: String,
+    /// `pending` or `replicated`.
+    pub status: String,
+}
+
+/// One member row of `op show` (O5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    /// The member.
+    pub name: String,
+    /// `not assigned`, `assigned`, `downloading`, `applied`, `failed`, `ignored`; after
+    /// activation also `activated`, `stranded`, `recovered`.
+    pub status: String,
+    /// A failure's reason.
+    pub reason: Option<String>,
+}
+
+/// One server row of `op show` (SR4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerCertView {
+    /// The server.
+    pub fqdn: String,
+    /// SR4: `new certificate created`, `creating certificate failed`, or `pending`.
+    pub certificate_status: String,
+}
+
+/// The running (or last) operation, as `op show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpView {
+    /// Operation number.
+    pub id: u64,
+    /// `remint_ca`, `server_remint`.
+    pub kind: String,
+    /// `replicating`, `assigned`, `activated`, `cancelled`, `baselined`.
+    pub state: String,
+    /// Activation time.
+    pub activation: Timestamp,
+    /// Whether activation was "immediate".
+    pub immediate: bool,
+    /// Cancel is possible strictly before this (O7).
+    pub cancel_deadline: Timestamp,
+    /// The system update's name.
+    pub update_name: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Replication per content server (O3).
+    pub replication: Vec<ReplicationView>,
+    /// Update status per member (O5).
+    pub devices: Vec<MemberView>,
+    /// Certificate status per server in scope (SR4).
+    pub servers: Vec<ServerCertView>,
+    /// Where the recovery bundle can be had (O6).
+    pub recovery_available_on: Vec<String>,
+    /// Members stranded by activation and not yet recovered (O8).
+    pub stranded: Vec<String>,
+    /// Events for the embedding application (O11, O12).
+    pub notices: Vec<Notice>,
+}
+
+/// B3: what happens to one member if activation happened at a given time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanEntry {
+    /// The member.
+    pub name: String,
+    /// Its update status now.
+    pub status: String,
+    /// Whether it will still communicate after activation.
+    pub communicates: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// B3's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The time asked about.
+    pub at: Timestamp,
+    /// Whether activation will have happened by then.
+    pub activated_by_then: bool,
+    /// Members that would be stranded.
+    pub stranded: u64,
+    /// Every member.
+    pub members: Vec<PlanEntry>,
+}
+
+/// A member as the operation sees it.
+struct Member {
+    name: String,
+    server: Option<ServerRecord>,
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// The running operation and its store version, if one runs.
+    fn current_op(&self) -> Result<Option<(u64, Operation)>> {
+        match self.store.get(CURRENT)? {
+            Some(rec) => Ok(Some((rec.version, decode(CURRENT, &rec.value)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn running_op(&self) -> Result<(u64, Operation)> {
+        self.current_op()?
+            .ok_or_else(|| OpError::NoOperation.into())
+    }
+
+    /// The last finished operation, if any.
+    fn last_finished_op(&self) -> Result<Option<Operation>> {
+        match self.store.scan(HISTORY)?.pop() {
+            Some((k, rec)) => Ok(Some(decode(&k, &rec.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn next_op_id(&self) -> Result<u64> {
+        Ok(self.last_finished_op()?.map_or(1, |o| o.id + 1))
+    }
+
+    /// O1: refuses when an operation runs.
+    fn ensure_idle(&self, wanted: &str) -> Result<()> {
+        if let Some((_, op)) = self.current_op()? {
+            return Err(OpError::Busy {
+                running: op.kind.to_string(),
+                update: op.update_name,
+                wanted: wanted.to_string(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn internal_ca_server(zone: &ZoneRecord, what: &str) -> Result<Fqdn> {
+        match &zone.ca {
+            CaKind::Internal { certificate_server } => Ok(certificate_server.clone()),
+            CaKind::External => Err(OpError::Selection(format!(
+                "{what} needs an internal CA; this zone's CA is external (change the CA first)"
+            ))
+            .into()),
+        }
+    }
+
+    fn content_servers(&self) -> Result<Vec<Fqdn>> {
+        Ok(self
+            .server_records()?
+            .into_iter()
+            .filter(|s| matches!(s.role, ServerRole::Primary | ServerRole::ContentSatellite))
+            .map(|s| s.fqdn)
+            .collect())
+    }
+
+    /// Starts a Remint CA (RC1): the certificate server's agent makes the future CA key and
+    /// certificate, and a bridge certificate (the current CA certifying the future CA's key)
+    /// authenticates the recovery bundle (O6, B1).
+    pub fn start_remint_ca(&self, req: RemintCaRequest) -> Result<OpView> {
+        let zone = self.zone()?;
+        let ca_server = Self::internal_ca_server(&zone, "Remint CA")?;
+        self.ensure_idle("Remint CA")?;
+        let now = self.clock.now();
+        let current = Certificate::try_from(&zone.ca_certificate)?;
+        let activation = check_activation(req.activation, now, current.not_after(), None)?;
+        let common_name = req.common_name.unwrap_or_else(|| zone.name.clone());
+        crate::zone::check_zone_name(&common_name)?;
+        let update_name = req.update_name.unwrap_or_else(|| "Remint CA".into());
+        let serial = Serial::random()?;
+        let params = CaParams {
+            common_name: common_name.clone(),
+            validity: req.validity,
+        };
+        let response = self.transport.call(
+            ca_server.as_str(),
+            AgentRequest::CreateCa {
+                key: req.key,
+                params,
+                serial: serial.clone(),
+                now,
+                future: true,
+            },
+        )?;
+        let AgentResponse::CaCertificate(future_der) = response else {
+            return Err(unexpected(
+                ca_server.as_str(),
+                "a CA certificate",
+                &response,
+            ));
+        };
+        let future = Certificate::try_from(&future_der)?;
+        let mut writes = vec![super::serial_write(
+            &future,
+            &serial,
+            &future.subject(),
+            now,
+        )?];
+        // The bridge, signed with the current CA key while it is still valid. After an
+        // expiry ("immediate") the current CA cannot sign any more, and the bundle carries the
+        // new CA alone (devices then need it installed by hand, as the manual says).
+        let cross_serial = Serial::random()?;
+        let cross = if now <= current.not_after() {
+            let signer = self.ca_signer(&ca_server, &current)?;
+            let c = cross_certify(&current, &signer, &future, &cross_serial, now)?;
+            writes.push(super::serial_write(
+                &current,
+                &cross_serial,
+                &c.subject(),
+                now,
+            )?);
+            c.der().clone()
+        } else {
+            future_der.clone()
+        };
+        let members = self.members()?.len() as u64;
+        let op = Operation::new(
+            self.next_op_id()?,
+            OpKind::RemintCa {
+                common_name,
+                key: req.key,
+                validity: req.validity,
+                include_dns: req.include_dns,
+                future_ca: future_der,
+                cross_certificate: cross,
+            },
+            update_name,
+            activation,
+            now,
+            ca_server,
+            self.content_servers()?,
+            members,
+        );
+        self.start(op, writes)
+    }
+
+    /// Starts an internal Server Remint (SR1, SR2).
+    pub fn start_server_remint(&self, req: ServerRemintRequest) -> Result<OpView> {
+        let zone = self.zone()?;
+        let ca_server = Self::internal_ca_server(&zone, "an internal Server Remint")?;
+        self.ensure_idle("Server Remint")?;
+        let now = self.clock.now();
+        if req.update_name.trim().is_empty() {
+            return Err(OpError::MissingUpdateName.into());
+        }
+        if req.servers.is_empty() {
+            return Err(OpError::Selection("select at least one server to remint".into()).into());
+        }
+        let all = self.server_records()?;
+        let mut selected = BTreeSet::new();
+        for fqdn in &req.servers {
+            let rec =
+                all.iter()
+                    .find(|s| &s.fqdn == fqdn)
+                    .ok_or_else(|| ZoneError::UnknownServer {
+                        fqdn: fqdn.to_string(),
+                    })?;
+            if !rec.role.has_certificate() {
+                return Err(OpError::Selection(format!(
+                    "{fqdn} is a {}: only Primary Servers and Authentication Satellites have \
+                     server certificates (SR1)",
+                    rec.role
+                ))
+                .into());
+            }
+            if let Some(leaf) = rec.certificate.first() {
+                let leaf = Certificate::try_from(leaf)?;
+                if now > leaf.not_after() {
+                    return Err(OpError::Selection(format!(
+                        "{fqdn}'s certificate expired at {}: a staged remint cannot replace an \
+                         expired certificate; use the emergency replacement (SR6)",
+                        leaf.not_after()
+                    ))
+                    .into());
+                }
+            }
+            selected.insert(fqdn.clone());
+        }
+        if let Some(cn) = &req.common_name {
+            let single = req.servers.len() == 1;
+            let has_satellites = all.iter().any(|s| s.parent.as_ref() == req.servers.first());
+            if !single || has_satellites {
+                return Err(OpError::Selection(format!(
+                    "a common name ({cn}) can be given only when exactly one server without \
+                     satellites is selected (SR2)"
+                ))
+                .into());
+            }
+            crate::zone::check_zone_name(cn)?;
+        }
+        if req.include_dns && req.servers.len() == 1 {
+            let rec = all.iter().find(|s| Some(&s.fqdn) == req.servers.first());
+            if rec.is_some_and(|r| r.dns_names.is_empty()) {
+                return Err(OpError::Selection(format!(
+                    "{} has no additional DNS names, so they cannot be included (SR2)",
+                    req.servers[0]
+                ))
+                .into());
+            }
+        }
+        let current = Certificate::try_from(&zone.ca_certificate)?;
+        let activation = check_activation(req.activation, now, current.not_after(), None)?;
+        let op = Operation::new(
+            self.next_op_id()?,
+            OpKind::ServerRemint {
+                servers: selected.iter().cloned().collect(),
+                common_name: req.common_name,
+                key: req.key,
+                include_dns: req.include_dns,
+            },
+            req.update_name,
+            activation,
+            now,
+            ca_server,
+            self.content_servers()?,
+            selected.len() as u64,
+        );
+        self.start(op, Vec::new())
+    }
+
+    fn start(&self, mut op: Operation, mut writes: Vec<Write>) -> Result<OpView> {
+        let now = self.clock.now();
+        // A zone without content servers has nothing to replicate: assigned at once (O4).
+        if op.replication.is_empty() {
+            op.state = OpState::Assigned(crate::ops::Assigned {
+                at: now,
+                manual: false,
+            });
+        }
+        writes.push(Write::create(CURRENT, encode(&op)));
+        let detail = serde_json::json!({
+            "id": op.id, "kind": op.kind.name(), "update": op.update_name,
+            "activation": op.activation.at, "immediate": op.activation.immediate,
+        });
+        self.commit(writes, "op.start", detail)?;
+        self.tick()?;
+        self.op_show()
+    }
+
+    /// Every member of the zone, servers first in the order activation uses (O8): the
+    /// certificate server, other Primary Servers, then everything else.
+    fn members(&self) -> Result<Vec<Member>> {
+        let zone = self.zone()?;
+        let ca_server = match &zone.ca {
+            CaKind::Internal { certificate_server } => Some(certificate_server.clone()),
+            CaKind::External => None,
+        };
+        let mut servers = self.server_records()?;
+        servers.sort_by_key(|s| {
+            let rank = if Some(&s.fqdn) == ca_server.as_ref() {
+                0
+            } else if s.role == ServerRole::Primary {
+                1
+            } else {
+                2
+            };
+            (rank, s.fqdn.clone())
+        });
+        let mut out: Vec<Member> = servers
+            .into_iter()
+            .map(|s| Member {
+                name: s.fqdn.to_string(),
+                server: Some(s),
+            })
+            .collect();
+        out.extend(self.device_records()?.into_iter().map(|d| Member {
+            name: d.name,
+            server: None,
+        }));
+        Ok(out)
+    }
+
+    /// Whether `member` is in the operation's update.
+    fn targeted(op: &Operation, member: &Member) -> bool {
+        match &op.kind {
+            OpKind::RemintCa { .. } => true,
+            OpKind::ServerRemint { servers, .. } => member
+                .server
+                .as_ref()
+                .is_some_and(|s| servers.contains(&s.fqdn)),
+        }
+    }
+
+    /// Whether `member` needs a new certificate from this operation.
+    fn needs_certificate(op: &Operation, member: &Member) -> bool {
+        match &op.kind {
+            OpKind::RemintCa { .. } => member
+                .server
+                .as_ref()
+                .is_some_and(|s| s.role.has_certificate()),
+            OpKind::ServerRemint { .. } => Self::targeted(op, member),
+        }
+    }
+
+    fn member_updates(&self, op: &Operation) -> Result<BTreeMap<String, (u64, MemberUpdate)>> {
+        let prefix = update::prefix(op.id);
+        self.store
+            .scan(&prefix)?
+            .into_iter()
+            .map(|(k, r)| {
+                let u: MemberUpdate = decode(&k, &r.value)?;
+                Ok((u.name.clone(), (r.version, u)))
+            })
+            .collect()
+    }
+
+    /// The names of members stranded by activation (O8).
+    fn stranded(&self, op: &Operation) -> Result<Vec<String>> {
+        let updates = self.member_updates(op)?;
+        Ok(self
+            .members()?
+            .iter()
+            .filter(|m| Self::targeted(op, m))
+            .filter(|m| updates.get(&m.name).is_none_or(|(_, u)| u.is_stranded()))
+            .map(|m| m.name.clone())
+            .collect())
+    }
+
+    /// Runs scheduled work (quinn-proto's `handle_timeout`): activation once its time has
+    /// come (O8). Frontends call it before every command; a spurious call changes nothing.
+    pub fn tick(&self) -> Result<bool> {
+        let Some((version, mut op)) = self.current_op()? else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        if op.poll_timeout().is_none_or(|at| now < at) {
+            return Ok(false);
+        }
+        let updates = self.member_updates(&op)?;
+        let stranded = self.stranded(&op)?;
+        if !op.handle_timeout(now, stranded.len() as u64) {
+            return Ok(false);
+        }
+        let mut zone = self.zone()?;
+        let zone_version = self.store.get(keys::ZONE)?.map_or(0, |r| r.version);
+        let mut writes = Vec::new();
+        // The future certificates become current (O8): the zone's records say so at once;
+        // each member switches at its next refresh, the certificate server first.
+        if let OpKind::RemintCa { future_ca, .. } = &op.kind {
+            let old = Certificate::try_from(&zone.ca_certificate)?;
+            // B7: the old CA stays trusted until the last certificate it issued expires
+            // (a stranded server may still present one).
+            let mut keep_until = old.not_after();
+            for s in self.server_records()? {
+                if let Some(leaf) = s.certificate.first() {
+                    let leaf = Certificate::try_from(leaf)?;
+                    if leaf.issuer_name() == old.subject_name() {
+                        keep_until = keep_until.max(leaf.not_after());
+                    }
+                }
+            }
+            zone.retired_cas.insert(
+                0,
+                RetiredCa {
+                    certificate: zone.ca_certificate.clone(),
+                    keep_until,
+                },
+            );
+            zone.ca_certificate = future_ca.clone();
+            writes.push(Write::put(
+                keys::ZONE,
+                Expect::Version(zone_version),
+                encode(&zone),
+            ));
+            op.notices.push(Notice::ResignRequired {
+                old_ca_sha256: Fingerprint::sha256(old.der().as_bytes()).to_string(),
+                new_ca_sha256: Fingerprint::sha256(future_ca.as_bytes()).to_string(),
+                at: now,
+            });
+        }
+        for (name, (_, u)) in &updates {
+            if u.status == MemberStatus::Applied && !u.future_chain.is_empty() {
+                let key = keys::server(name);
+                if let Some(rec) = self.store.get(&key)? {
+                    let mut s: ServerRecord = decode(&key, &rec.value)?;
+                    s.certificate = u.future_chain.clone();
+                    writes.push(Write::put(key, Expect::Version(rec.version), encode(&s)));
+                }
+            }
+        }
+        writes.push(Write::put(CURRENT, Expect::Version(version), encode(&op)));
+        let detail = serde_json::json!({
+            "id": op.id, "activated_at": now, "stranded": stranded.len(),
+        });
+        self.commit(writes, "op.activate", detail)?;
+        Ok(true)
+    }
+
+    /// O3: record that the content reached these servers (the stand-in for a replication
+    /// schedule); assigns automatically once every content server has it (O4).
+    pub fn replicate(&self, servers: &[Fqdn]) -> Result<OpView> {
+        self.tick()?;
+        let (version, mut op) = self.running_op()?;
+        let now = self.clock.now();
+        for s in servers {
+            op.on_replicated(s, now)?;
+        }
+        let detail =
+            serde_json::json!({ "id": op.id, "servers": servers, "state": op.state.name() });
+        self.commit(
+            vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
+            "op.replicate",
+            detail,
+        )?;
+        self.op_show()
+    }
+
+    /// O4: assign before replication completes.
+    pub fn assign_now(&self) -> Result<OpView> {
+        self.tick()?;
+        let (version, mut op) = self.running_op()?;
+        op.assign_now(self.clock.now())?;
+        let detail = serde_json::json!({ "id": op.id });
+        self.commit(
+            vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
+            "op.assign_now",
+            detail,
+        )?;
+        self.op_show()
+    }
+
+    /// O7: cancel until ten minutes before activation. The certificate server must discard
+    /// the future CA key; if it cannot be reached the cancel fails and can be retried, and
+    /// nothing changes. Members drop what they staged at their next refresh.
+    pub fn cancel(&self) -> Result<OpView> {
+        self.tick()?;
+        let (version, mut op) = self.running_op()?;
+        let now = self.clock.now();
+        op.check_cancel(now)?;
+        if matches!(op.kind, OpKind::RemintCa { .. }) {
+            self.transport
+                .call(op.ca_server.as_str(), AgentRequest::DiscardFutureCa)
+                .map_err(|e| {
+                    OpError::Selection(format!("cancel failed, nothing changed; retry: {e}"))
+                })?;
+        }
+        op.cancelled(now);
+        let writes = vec![
+            Write::delete(CURRENT, Expect::Version(version)),
+            Write::create(history_key(op.id), encode(&op)),
+        ];
+        self.commit(writes, "op.cancel", serde_json::json!({ "id": op.id }))?;
+        self.op_show()
+    }
+
+    /// O5: send the update again to failed members (all failed ones when `names` is empty).
+    pub fn redeploy(&self, names: &[String]) -> Result<OpView> {
+        self.tick()?;
+        let (version, op) = self.running_op()?;
+        let now = self.clock.now();
+        op.check_redeploy(now)?;
+        let updates = self.member_updates(&op)?;
+        let chosen: Vec<&String> = if names.is_empty() {
+            updates
+                .iter()
+                .filter(|(_, (_, u))| u.status == MemberStatus::Failed)
+                .map(|(n, _)| n)
+                .collect()
+        } else {
+            names.iter().collect()
+        };
+        let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
+        for name in &chosen {
+            match updates.get(*name) {
+                Some((v, u)) if u.status == MemberStatus::Failed => {
+                    let mut u = u.clone();
+                    u.status = MemberStatus::Assigned;
+                    u.reason = None;
+                    u.cert_status = None;
+                    u.updated_at = now;
+                    writes.push(Write::put(
+                        update::key(op.id, name),
+                        Expect::Version(*v),
+                        encode(&u),
+                    ));
+                }
+                _ => {
+                    return Err(OpError::Selection(format!(
+                        "{name} has not failed: only failed members can be redeployed"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let detail = serde_json::json!({ "id": op.id, "members": chosen });
+        self.commit(writes, "op.redeploy", detail)?;
+        self.op_show()
+    }
+
+    /// O5: take members out of the update (allowed even inside the cut-off, O7).
+    pub fn ignore(&self, names: &[String]) -> Result<OpView> {
+        self.tick()?;
+        let (version, op) = self.running_op()?;
+        op.check_ignore()?;
+        let now = self.clock.now();
+        let members = self.members()?;
+        let updates = self.member_updates(&op)?;
+        let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
+        for name in names {
+            let m = members
+                .iter()
+                .find(|m| &m.name == name)
+                .filter(|m| Self::targeted(&op, m))
+                .ok_or_else(|| OpError::NotInUpdate { name: name.clone() })?;
+            let (expect, mut u) = match updates.get(&m.name) {
+                Some((v, u)) => (Expect::Version(*v), u.clone()),
+                None => (Expect::Absent, MemberUpdate::assigned(name, now)),
+            };
+            u.status = MemberStatus::Ignored;
+            u.updated_at = now;
+            writes.push(Write::put(update::key(op.id, name), expect, encode(&u)));
+        }
+        self.commit(
+            writes,
+            "op.ignore",
+            serde_json::json!({ "id": op.id, "members": names }),
+        )?;
+        self.op_show()
+    }
+
+    /// O10: finish the update; the recovery bundle goes away, so while members are stranded
+    /// this needs `force`.
+    pub fn baseline(&self, force: bool) -> Result<OpView> {
+        self.tick()?;
+        let (version, mut op) = self.running_op()?;
+        let stranded = self.stranded(&op)?;
+        op.baseline(self.clock.now(), &stranded, force)?;
+        let writes = vec![
+            Write::delete(CURRENT, Expect::Version(version)),
+            Write::create(history_key(op.id), encode(&op)),
+        ];
+        let detail =
+            serde_json::json!({ "id": op.id, "forced": force, "stranded": stranded.len() });
+        self.commit(writes, "op.baseline", detail)?;
+        self.op_show()
+    }
+
+    /// O6: the servers that offer the recovery bundle now.
+    fn recovery_available_on(&self, op: &Operation) -> Result<Vec<String>> {
+        if !op.state.is_running() {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![op.ca_server.to_string()];
+        if op.is_assigned() {
+            for s in self.server_records()? {
+                if s.role == ServerRole::Primary && s.fqdn != op.ca_server {
+                    out.push(s.fqdn.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The running operation, or else the last one with its final state; `None` in a zone
+    /// that never had one.
+    pub fn op(&self) -> Result<Option<Operation>> {
+        match self.current_op()? {
+            Some((_, op)) => Ok(Some(op)),
+            None => self.last_finished_op(),
+        }
+    }
+
+    /// `op show`.
+    pub fn op_show(&self) -> Result<OpView> {
+        let op = self.op()?.ok_or(OpError::NoOperation)?;
+        let updates = self.member_updates(&op)?;
+        let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
+        let mut devices = Vec::new();
+        let mut servers = Vec::new();
+        let mut stranded = Vec::new();
+        for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
+            let u = updates.get(&m.name).map(|(_, u)| u);
+            let status = match u {
+                _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => {
+                    "not assigned".to_string()
+                }
+                Some(u) if activated && u.recovered => "recovered".into(),
+                Some(u) if activated && u.switched => "activated".into(),
+                Some(u) if activated && u.is_stranded() => "stranded".into(),
+                None if activated => "stranded".into(),
+                Some(u) => u.status.name().into(),
+                None => "assigned".into(),
+            };
+            if status == "stranded" {
+                stranded.push(m.name.clone());
+            }
+            if Self::needs_certificate(&op, m) {
+                servers.push(ServerCertView {
+                    fqdn: m.name.clone(),
+                    certificate_status: u
+                        .and_then(|u| u.cert_status)
+                        .map_or("pending".to_string(), |c| c.text().to_string()),
+                });
+            }
+            devices.push(MemberView {
+                name: m.name.clone(),
+                status,
+                reason: u.and_then(|u| u.reason.clone()),
+            });
+        }
+        Ok(OpView {
+            id: op.id,
+            kind: op.kind.name().into(),
+            state: op.state.name().into(),
+            activation: op.activation.at,
+            immediate: op.activation.immediate,
+            cancel_deadline: op.cancel_deadline(),
+            update_name: op.update_name.clone(),
+            started_at: op.started_at,
+            replication: op
+                .replication
+                .iter()
+                .map(|(s, r)| ReplicationView {
+                    server: s.to_string(),
+                    status: match r {
+                        Replication::Pending => "pending",
+                        Replication::Replicated => "replicated",
+                    }
+                    .into(),
+                })
+                .collect(),
+            devices,
+            servers,
+            recovery_available_on: self.recovery_available_on(&op)?,
+            stranded: if matches!(op.state, OpState::Activated(_)) {
+                stranded
+            } else {
+                Vec::new()
+            },
+            notices: op.notices.clone(),
+        })
+    }
+
+    /// B3: for the running operation, whether each member would still communicate if
+    /// activation happened at `at` with what members have applied now.
+    pub fn plan(&self, at: Timestamp) -> Result<Plan> {
+        let (_, op) = self.running_op()?;
+        let updates = self.member_updates(&op)?;
+        let mut members = Vec::new();
+        let mut stranded = 0;
+        for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
+            let u = updates.get(&m.name).map(|(_, u)| u);
+            let status = u.map_or("assigned", |u| u.status.name()).to_string();
+            let (communicates, reason) = match u {
+                Some(u) if u.recovered => (true, "recovered with the bundle".to_string()),
+                Some(u) if u.status == MemberStatus::Applied => {
+                    (true, "holds the future trust (and certificate)".into())
+                }
+                Some(u) if u.status == MemberStatus::Ignored => {
+                    (false, "taken out of the update".into())
+                }
+                _ if matches!(op.kind, OpKind::ServerRemint { .. }) => (
+                    true,
+                    "keeps its current certificate, which the zone CA still vouches for".into(),
+                ),
+                _ => (
+                    false,
+                    "has not applied the update: stranded until recovered".into(),
+                ),
+            };
+            if !communicates {
+                stranded += 1;
+            }
+            members.push(PlanEntry {
+                name: m.name.clone(),
+                status,
+                communicates,
+                reason,
+            });
+        }
+        Ok(Plan {
+            at,
+            activated_by_then: at >= op.activation.at,
+            stranded,
+            members,
+        })
+    }
+
+    /// A member's future chain during an operation (V2 "future certificate").
+    pub fn future_chain(&self, fqdn: &Fqdn) -> Result<Option<Vec<CertificateDer>>> {
+        let Some((_, op)) = self.current_op()? else {
+            return Ok(None);
+        };
+        let key = update::key(op.id, fqdn.as_str());
+        match self.store.get(&key)? {
+            Some(rec) => {
+                let u: MemberUpdate = decode(&key, &rec.value)?;
+                Ok((!u.future_chain.is_empty()).then_some(u.future_chain))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Update status of every device in the running operation (name -> status).
+    pub(crate) fn device_update_statuses(&self) -> Result<BTreeMap<String, String>> {
+        let Some((_, op)) = self.current_op()? else {
+            return Ok(BTreeMap::new());
+        };
+        if !op.kind.all_members() {
+            return Ok(BTreeMap::new());
+        }
+        let updates = self.member_updates(&op)?;
+        let default = if op.is_assigned() {
+            "assigned"
+        } else {
+            "not assigned"
+        };
+        Ok(self
+            .device_records()?
+            .into_iter()
+            .map(|d| {
+                let s = updates
+                    .get(&d.name)
+                    .map_or(default, |(_, u)| u.status.name());
+                (d.name, s.to_string())
+            })
+            .collect())
+    }
+
+    /// The running operation's view of one member, for V2's status columns.
+    pub(crate) fn member_update(&self, name: &str) -> Result<Option<(Operation, MemberUpdate)>> {
+        let Some((_, op)) = self.current_op()? else {
+            return Ok(None);
+        };
+        let key = update::key(op.id, name);
+        match self.store.get(&key)? {
+            Some(rec) => Ok(Some((op, decode(&key, &rec.value)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// `fleet refresh`: each member (all when `names` is empty) refreshes as its agent would
+    /// (A1, A2, O8, O9): content servers pull the update's content (O3), assigned members
+    /// fetch and stage it (servers get their future key and certificate, S1), and once
+    /// activation has come members switch, in O8's order, or, if they missed it, recover with
+    /// the bundle (O6). Progress is committed in batches.
+    pub fn refresh(
+        &self,
+        names: &[String],
+        opts: &RefreshOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<RefreshOutcome>> {
+        self.tick()?;
+        let now = self.clock.now();
+        let zone = self.zone()?;
+        let all = self.members()?;
+        let members: Vec<&Member> = if names.is_empty() {
+            all.iter().collect()
+        } else {
+            let mut v = Vec::new();
+            for n in names {
+                v.push(all.iter().find(|m| &m.name == n).ok_or_else(|| {
+                    ZoneError::UnknownServer {
+                        fqdn: format!("{n} (no such member)"),
+                    }
+                })?);
+            }
+            // O8's order, whatever order they were named in.
+            v.sort_by_key(|m| all.iter().position(|a| a.name == m.name));
+            v
+        };
+        let mut outcomes = Vec::with_capacity(members.len());
+        let total = members.len();
+        // Loaded once and kept current as batches commit (a rescan per batch would cost
+        // O(members^2 / BATCH) at 100,000 devices).
+        let mut updates = match self.current_op()? {
+            Some((_, op)) => self.member_updates(&op)?,
+            None => BTreeMap::new(),
+        };
+        let mut updates_of = self.current_op()?.map(|(_, op)| op.id);
+        let cancelled = self
+            .last_finished_op()?
+            .filter(|o| matches!(o.state, OpState::Cancelled(_)))
+            .map(|o| o.id);
+        for (i, chunk) in members.chunks(BATCH).enumerate() {
+            let current = self.current_op()?;
+            if current.as_ref().map(|(_, o)| o.id) != updates_of {
+                updates = match &current {
+                    Some((_, op)) => self.member_updates(op)?,
+                    None => BTreeMap::new(),
+                };
+                updates_of = current.as_ref().map(|(_, o)| o.id);
+            }
+            let mut op_state = current.clone();
+            let mut writes = Vec::new();
+            for m in chunk {
+                let outcome = self.refresh_one(
+                    m,
+                    &zone,
+                    op_state.as_mut().map(|(_, o)| o),
+                    &updates,
+                    cancelled,
+                    opts,
+                    now,
+                    &mut writes,
+                );
+                outcomes.push(outcome?);
+            }
+            // The member records this batch writes, with the versions they will have.
+            let mut written = Vec::new();
+            for w in &writes {
+                if let (Some(v), Some(op)) = (&w.value, op_state.as_ref())
+                    && w.key.starts_with(&update::prefix(op.1.id))
+                {
+                    let u: MemberUpdate = decode(&w.key, v)?;
+                    let version = match w.expect {
+                        Expect::Version(n) => n + 1,
+                        _ => 1,
+                    };
+                    written.push((u.name.clone(), (version, u)));
+                }
+            }
+            if let (Some((version, before)), Some((_, after))) = (&current, &op_state) {
+                let mut after = after.clone();
+                // O12: every Primary Server's future certificate exists.
+                if matches!(after.kind, OpKind::RemintCa { .. }) && after.is_assigned() {
+                    let created = |name: &str| {
+                        written
+                            .iter()
+                            .rev()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, (_, u))| u)
+                            .or_else(|| updates.get(name).map(|(_, u)| u))
+                            .is_some_and(|u| u.cert_status == Some(ServerCertStatus::Created))
+                    };
+                    let all_created = all
+                        .iter()
+                        .filter(|m| {
+                            m.server
+                                .as_ref()
+                                .is_some_and(|s| s.role == ServerRole::Primary)
+                        })
+                        .all(|p| created(&p.name));
+                    if all_created {
+                        after.note_legacy_point(now);
+                    }
+                }
+                if &after != before {
+                    writes.push(Write::put(
+                        CURRENT,
+                        Expect::Version(*version),
+                        encode(&after),
+                    ));
+                }
+            }
+            if !writes.is_empty() {
+                let start = i * BATCH;
+                let detail = serde_json::json!({
+                    "members": chunk.len(), "first": chunk.first().map(|m| &m.name),
+                    "batch": format!("{}..{}", start + 1, start + chunk.len()),
+                });
+                self.commit(writes, "fleet.refresh", detail)?;
+                updates.extend(written);
+            }
+            progress(outcomes.len(), total);
+            // Activation may be due between batches of a long refresh.
+            if self.tick()? {
+                updates_of = None;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refresh_one(
+        &self,
+        m: &Member,
+        zone: &ZoneRecord,
+        op: Option<&mut Operation>,
+        updates: &BTreeMap<String, (u64, MemberUpdate)>,
+        cancelled: Option<u64>,
+        opts: &RefreshOptions,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) -> Result<RefreshOutcome> {
+        let out = |outcome: &str, detail: Option<String>| RefreshOutcome {
+            name: m.name.clone(),
+            outcome: outcome.into(),
+            detail,
+        };
+        if opts.offline.contains(&m.name) {
+            return Ok(out("offline", None));
+        }
+        let fail = opts.fail.contains(&m.name);
+        let Some(op) = op.filter(|o| o.state.is_running()) else {
+            return self.sync_trust(m, zone, cancelled, now);
+        };
+        let mut notes = Vec::new();
+        // O3: a content server that refreshes pulls the update's content.
+        if let Some(s) = &m.server
+            && op.replication.get(&s.fqdn) == Some(&Replication::Pending)
+            && !matches!(op.state, OpState::Activated(_))
+        {
+            op.on_replicated(&s.fqdn, now)?;
+            notes.push("replicated");
+        }
+        if !Self::targeted(op, m) {
+            let r = self.sync_trust(m, zone, cancelled, now)?;
+            return Ok(if notes.is_empty() {
+                r
+            } else {
+                out("replicated", None)
+            });
+        }
+        let (version, mut u) = match updates.get(&m.name) {
+            Some((v, u)) => (Expect::Version(*v), u.clone()),
+            None => (Expect::Absent, MemberUpdate::assigned(&m.name, now)),
+        };
+        let before = u.clone();
+        let result = match &op.state {
+            OpState::Replicating(_) => out(
+                if notes.is_empty() {
+                    "waiting"
+                } else {
+                    "replicated"
+                },
+                None,
+            ),
+            OpState::Assigned(_) => self.apply(m, op, zone, &mut u, fail, now, writes)?,
+            OpState::Activated(_) => {
+                self.activate_member(m, op, zone, &mut u, fail, now, writes)?
+            }
+            _ => out("up-to-date", None),
+        };
+        if u != before {
+            u.updated_at = now;
+            writes.push(Write::put(update::key(op.id, &m.name), version, encode(&u)));
+        }
+        Ok(result)
+    }
+
+    /// A member outside any running update: make sure it trusts the zone's anchors (and
+    /// drop anything staged for an operation that no longer runs).
+    fn sync_trust(
+        &self,
+        m: &Member,
+        zone: &ZoneRecord,
+        cancelled: Option<u64>,
+        now: Timestamp,
+    ) -> Result<RefreshOutcome> {
+        let trust = zone.trust_bundle(now);
+        let request = match cancelled {
+            Some(op_id) => AgentRequest::Unstage { op_id, trust },
+            None => AgentRequest::Trust { trust },
+        };
+        let unstaging = matches!(request, AgentRequest::Unstage { .. });
+        match self.transport.call(&m.name, request) {
+            Ok(_) => Ok(RefreshOutcome {
+                name: m.name.clone(),
+                outcome: if unstaging {
+                    "unstaged"
+                } else {
+                    "trust-updated"
+                }
+                .into(),
+                detail: None,
+            }),
+            Err(e) => Ok(RefreshOutcome {
+                name: m.name.clone(),
+                outcome: "failed".into(),
+                detail: Some(e.to_string()),
+            }),
+        }
+    }
+
+    /// The anchors a member trusts between staging and activation, and after it.
+    fn trust_sets(
+        op: &Operation,
+        zone: &ZoneRecord,
+        now: Timestamp,
+    ) -> (Vec<CertificateDer>, Vec<CertificateDer>) {
+        let current = zone.trust_bundle(now);
+        match &op.kind {
+            OpKind::RemintCa { future_ca, .. } => {
+                let mut during = current.clone();
+                if !during.contains(future_ca) {
+                    during.push(future_ca.clone());
+                }
+                let mut after = vec![future_ca.clone()];
+                after.extend(current.into_iter().filter(|c| c != future_ca));
+                (during, after)
+            }
+            OpKind::ServerRemint { .. } => (current.clone(), current),
+        }
+    }
+
+    /// The issuer of the operation's new server certificates.
+    fn new_issuer(op: &Operation, zone: &ZoneRecord) -> CertificateDer {
+        match &op.kind {
+            OpKind::RemintCa { future_ca, .. } => future_ca.clone(),
+            OpKind::ServerRemint { .. } => zone.ca_certificate.clone(),
+        }
+    }
+
+    fn server_profile(op: &Operation, s: &ServerRecord) -> ServerProfile {
+        let (common_name, include_dns) = match &op.kind {
+            OpKind::RemintCa { include_dns, .. } => (None, *include_dns),
+            OpKind::ServerRemint {
+                common_name,
+                include_dns,
+                ..
+            } => (common_name.clone(), *include_dns),
+        };
+        ServerProfile {
+            fqdn: s.fqdn.to_string(),
+            common_name,
+            dns_names: s.dns_names.clone(),
+            include_dns,
+            not_after: None,
+        }
+    }
+
+    fn key_spec(op: &Operation) -> KeySpec {
+        match &op.kind {
+            OpKind::RemintCa { .. } => KeySpec::P256,
+            OpKind::ServerRemint { key, .. } => *key,
+        }
+    }
+
+    /// A1: fetch and stage the update.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        m: &Member,
+        op: &Operation,
+        zone: &ZoneRecord,
+        u: &mut MemberUpdate,
+        fail: bool,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) -> Result<RefreshOutcome> {
+        let out = |o: &str, d: Option<String>| RefreshOutcome {
+            name: m.name.clone(),
+            outcome: o.into(),
+            detail: d,
+        };
+        match u.status {
+            MemberStatus::Applied | MemberStatus::Ignored => return Ok(out("up-to-date", None)),
+            MemberStatus::Failed => {
+                return Ok(out("failed", Some("waiting for redeploy".into())));
+            }
+            MemberStatus::Assigned | MemberStatus::Downloading => {}
+        }
+        if fail {
+            u.status = MemberStatus::Failed;
+            u.reason = Some("the agent reported a failure while applying the update".into());
+            return Ok(out("failed", u.reason.clone()));
+        }
+        let (trust_now, trust_after) = Self::trust_sets(op, zone, now);
+        let mut chain = Vec::new();
+        if let (true, Some(s)) = (Self::needs_certificate(op, m), &m.server) {
+            if u.future_chain.is_empty() {
+                u.status = MemberStatus::Downloading;
+                let issuer_der = Self::new_issuer(op, zone);
+                let issuer = Certificate::try_from(&issuer_der)?;
+                let profile = Self::server_profile(op, s);
+                match self.issue_for_member(
+                    &m.name,
+                    &issuer,
+                    &op.ca_server,
+                    Self::key_spec(op),
+                    &profile,
+                    now,
+                ) {
+                    Ok((leaf, w)) => {
+                        writes.push(w);
+                        u.future_chain = vec![leaf.der().clone(), issuer_der];
+                        u.cert_status = Some(ServerCertStatus::Created);
+                    }
+                    Err(e) => {
+                        u.status = MemberStatus::Failed;
+                        u.cert_status = Some(ServerCertStatus::Failed);
+                        u.reason = Some(format!("creating certificate failed: {e}"));
+                        return Ok(out("failed", u.reason.clone()));
+                    }
+                }
+            }
+            chain = u.future_chain.clone();
+        }
+        let request = AgentRequest::Stage {
+            op_id: op.id,
+            activation: op.activation.at,
+            trust_now,
+            trust_after,
+            chain,
+            now,
+        };
+        match self.transport.call(&m.name, request) {
+            Ok(_) => {
+                u.status = MemberStatus::Applied;
+                u.reason = None;
+                Ok(out("applied", None))
+            }
+            Err(e) => {
+                // A key that no longer matches (a lost pending key) needs a new certificate.
+                if matches!(&e, TransportError::Refused { .. }) {
+                    u.future_chain.clear();
+                    u.cert_status = None;
+                }
+                u.status = MemberStatus::Failed;
+                u.reason = Some(e.to_string());
+                Ok(out("failed", u.reason.clone()))
+            }
+        }
+    }
+
+    /// A2, O8, O9: switch at activation; a member that missed it recovers with the bundle
+    /// where one is available (O6).
+    #[allow(clippy::too_many_arguments)]
+    fn activate_member(
+        &self,
+        m: &Member,
+        op: &Operation,
+        zone: &ZoneRecord,
+        u: &mut MemberUpdate,
+        fail: bool,
+        now: Timestamp,
+        writes: &mut Vec<Write>,
+    ) -> Result<RefreshOutcome> {
+        let out = |o: &str, d: Option<String>| RefreshOutcome {
+            name: m.name.clone(),
+            outcome: o.into(),
+            detail: d,
+        };
+        if u.switched || u.recovered || u.status == MemberStatus::Ignored {
+            return Ok(out("up-to-date", None));
+        }
+        if u.status == MemberStatus::Applied {
+            if fail {
+                u.reason =
+                    Some("activation failed on the member; retried at its next refresh".into());
+                return Ok(out("failed", u.reason.clone()));
+            }
+            return match self
+                .transport
+                .call(&m.name, AgentRequest::Activate { op_id: op.id, now })
+            {
+                Ok(_) => {
+                    u.switched = true;
+                    u.reason = None;
+                    Ok(out("activated", None))
+                }
+                Err(e) => {
+                    // O9: retried at the next refresh.
+                    u.reason = Some(format!(
+                        "activation failed, retried at the next refresh: {e}"
+                    ));
+                    Ok(out("failed", u.reason.clone()))
+                }
+            };
+        }
+        // Stranded: the recovery bundle, where one is offered (O6).
+        if self.recovery_available_on(op)?.is_empty() || fail {
+            return Ok(out("stranded", Some("no recovery bundle available".into())));
+        }
+        let trust_after = zone.trust_bundle(now);
+        if let OpKind::RemintCa {
+            future_ca,
+            cross_certificate,
+            ..
+        } = &op.kind
+        {
+            let req = AgentRequest::Recover {
+                new_ca: future_ca.clone(),
+                cross_certificate: cross_certificate.clone(),
+                trust_after: trust_after.clone(),
+                now,
+            };
+            if let Err(e) = self.transport.call(&m.name, req) {
+                return Ok(out("stranded", Some(e.to_string())));
+            }
+        }
+        // A stranded server also needs a certificate the members now trust.
+        if let (true, Some(s)) = (Self::needs_certificate(op, m), &m.server) {
+            let issuer = Certificate::try_from(&zone.ca_certificate)?;
+            let profile = Self::server_profile(op, s);
+            let (leaf, w) = match self.issue_for_member(
+                &m.name,
+                &issuer,
+                &op.ca_server,
+                Self::key_spec(op),
+                &profile,
+                now,
+            ) {
+                Ok(x) => x,
+                Err(e) => return Ok(out("stranded", Some(e.to_string()))),
+            };
+            let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
+            if let Err(e) = self.transport.call(
+                &m.name,
+                AgentRequest::Install {
+                    chain: chain.clone(),
+                    trust: trust_after,
+                    now,
+                },
+            ) {
+                return Ok(out("stranded", Some(e.to_string())));
+            }
+            writes.push(w);
+            let key = keys::server(&m.name);
+            if let Some(rec) = self.store.get(&key)? {
+                let mut sr: ServerRecord = decode(&key, &rec.value)?;
+                sr.certificate = chain;
+                writes.push(Write::put(key, Expect::Version(rec.version), encode(&sr)));
+            }
+        }
+        u.recovered = true;
+        u.reason = None;
+        Ok(out("recovered", None))
+    }
+}

@@ -1,0 +1,308 @@
+//! Staged operations end to end (issue #3): memory store, manual clock, loopback agents driven
+//! until idle. Fixed epochs, no sleeps. Requirement ids refer to ../shared/REQUIREMENTS.md.
+#![allow(clippy::unwrap_used)]
+
+use zonepki::cert::{Certificate, CertificateDer};
+use zonepki::chain::verify_chain;
+use zonepki::clock::{ManualClock, Timestamp};
+use zonepki::key::KeySpec;
+use zonepki::ops::ActivationRequest;
+use zonepki::service::{
+    InitInternal, NewServer, OpView, RefreshOptions, RemintCaRequest, ServerRemintRequest,
+    ZoneService,
+};
+use zonepki::store::MemoryStore;
+use zonepki::transport::LoopbackTransport;
+use zonepki::zone::{Fqdn, ServerRole};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn fq(s: &str) -> Fqdn {
+    s.parse().unwrap()
+}
+
+const T0: &str = "2027-01-01T00:00:00Z";
+
+/// A zone: ps1 (CA), ps2, sat1 under ps2, content1, and `devices` managed devices.
+struct Sim {
+    svc: ZoneService<MemoryStore, LoopbackTransport, &'static ManualClock>,
+    clock: &'static ManualClock,
+}
+
+impl Sim {
+    fn new(devices: usize) -> Self {
+        let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(t(T0))));
+        let svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), clock);
+        let mut ps1 = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
+        ps1.dns_names = vec!["alias.zone.example".into()];
+        svc.init_internal(InitInternal {
+            zone: "Sim Zone".into(),
+            ca_subject: None,
+            first_server: ps1,
+            ca_key: KeySpec::P256,
+            validity: 5.try_into().unwrap(),
+        })
+        .unwrap();
+        svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
+            .unwrap();
+        let mut sat = NewServer::new(fq("sat1.zone.example"), ServerRole::AuthSatellite);
+        sat.parent = Some(fq("ps2.zone.example"));
+        svc.add_server(sat).unwrap();
+        svc.add_server(NewServer::new(
+            fq("content1.zone.example"),
+            ServerRole::ContentSatellite,
+        ))
+        .unwrap();
+        let names: Vec<String> = (1..=devices).map(|i| format!("dev-{i}")).collect();
+        if !names.is_empty() {
+            svc.add_devices(&names, "24.4").unwrap();
+        }
+        let sim = Sim { svc, clock };
+        sim.refresh(&[], &RefreshOptions::default()); // every agent learns the zone's trust
+        sim
+    }
+
+    fn refresh(&self, names: &[&str], opts: &RefreshOptions) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        self.svc.refresh(&names, opts, |_, _| {}).unwrap();
+    }
+
+    /// Refreshes everyone until nothing changes (bounded).
+    fn drive(&self, opts: &RefreshOptions) -> OpView {
+        let mut last = None;
+        for _ in 0..5 {
+            self.refresh(&[], opts);
+            let v = self.svc.op_show().unwrap();
+            if last.as_ref() == Some(&v) {
+                break;
+            }
+            last = Some(v);
+        }
+        last.unwrap()
+    }
+
+    fn status(&self, v: &OpView, name: &str) -> String {
+        v.devices
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.status.clone())
+            .unwrap()
+    }
+
+    fn trust(&self, name: &str) -> Vec<CertificateDer> {
+        self.svc
+            .transport()
+            .with_agent(name, |a| a.trust().to_vec())
+            .unwrap()
+    }
+
+    fn chain(&self, name: &str) -> Vec<CertificateDer> {
+        self.svc
+            .transport()
+            .with_agent(name, |a| a.chain().to_vec())
+            .unwrap()
+    }
+
+    /// Whether `client` accepts `server`'s current chain with the anchors it holds.
+    fn communicates(&self, client: &str, server: &str) -> bool {
+        let anchors: Vec<Certificate> = self
+            .trust(client)
+            .iter()
+            .map(|c| Certificate::try_from(c).unwrap())
+            .collect();
+        let chain: Vec<Certificate> = self
+            .chain(server)
+            .iter()
+            .map(|c| Certificate::try_from(c).unwrap())
+            .collect();
+        verify_chain(&chain[0], &chain[1..], &anchors, self.clock_now()).is_ok()
+    }
+
+    fn clock_now(&self) -> Timestamp {
+        self.svc.now()
+    }
+}
+
+fn remint_ca(at: &str) -> RemintCaRequest {
+    RemintCaRequest {
+        common_name: None,
+        key: KeySpec::P256,
+        validity: 5.try_into().unwrap(),
+        include_dns: true,
+        activation: ActivationRequest::At(t(at)),
+        update_name: None,
+    }
+}
+
+#[test]
+fn remint_ca_end_to_end() {
+    let sim = Sim::new(5);
+    let old_ca = sim.svc.ca_certificate().unwrap();
+    let v = sim
+        .svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    assert_eq!(v.state, "replicating");
+    assert_eq!(v.replication.len(), 3, "ps1, ps2, content1 (O3)");
+    assert_eq!(
+        v.recovery_available_on,
+        ["ps1.zone.example"],
+        "O6: the new CA server"
+    );
+    assert!(v.devices.iter().all(|d| d.status == "not assigned"));
+
+    // Content servers pull the content as they refresh; the update is assigned when all have
+    // it (O4), and members then apply it.
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(v.state, "assigned");
+    assert!(
+        v.devices.iter().all(|d| d.status == "applied"),
+        "{:?}",
+        v.devices
+    );
+    assert!(
+        v.servers
+            .iter()
+            .all(|s| s.certificate_status == "new certificate created")
+    );
+    assert_eq!(
+        v.recovery_available_on.len(),
+        2,
+        "O6: other Primary Servers once assigned"
+    );
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| matches!(n, zonepki::ops::Notice::LegacyRefreshPoint { .. }))
+    );
+    // Between assignment and activation a member that applied trusts both CAs.
+    assert_eq!(sim.trust("dev-1").len(), 2);
+    let future = sim
+        .svc
+        .future_chain(&fq("sat1.zone.example"))
+        .unwrap()
+        .unwrap();
+    let ps = sim.svc.server(&fq("sat1.zone.example")).unwrap();
+    assert_eq!(ps.status, "new certificate created");
+    assert_eq!(ps.options, ["future certificate"]);
+    assert_eq!(ps.update_status, "applied");
+
+    // Activation at exactly its time (O8).
+    sim.clock.set(t("2027-01-08T00:00:00Z"));
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(v.state, "activated");
+    assert!(v.stranded.is_empty());
+    assert!(
+        v.devices.iter().all(|d| d.status == "activated"),
+        "{:?}",
+        v.devices
+    );
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| matches!(n, zonepki::ops::Notice::ResignRequired { .. }))
+    );
+    let new_ca = sim.svc.ca_certificate().unwrap();
+    assert_ne!(new_ca, old_ca);
+    assert_eq!(sim.chain("sat1.zone.example")[0], future[0]);
+    for server in ["ps1.zone.example", "ps2.zone.example", "sat1.zone.example"] {
+        let leaf = Certificate::try_from(&sim.chain(server)[0]).unwrap();
+        verify_chain(&leaf, &[], std::slice::from_ref(&new_ca), sim.clock_now()).unwrap();
+        assert!(sim.communicates("dev-3", server));
+    }
+    // B7: the old CA is still trusted while its certificates may be in use.
+    assert!(sim.trust("dev-1").contains(old_ca.der()));
+    sim.svc.baseline(false).unwrap();
+    assert_eq!(sim.svc.op_show().unwrap().state, "baselined");
+    sim.svc.verify_audit().unwrap();
+}
+
+#[test]
+fn offline_device_is_stranded_then_recovered_by_the_bundle() {
+    let sim = Sim::new(3);
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    let offline = RefreshOptions {
+        offline: ["dev-2".to_string()].into(),
+        ..Default::default()
+    };
+    sim.drive(&offline);
+    sim.clock.set(t("2027-01-09T00:00:00Z"));
+    let v = sim.drive(&offline);
+    assert_eq!(v.stranded, ["dev-2"]);
+    assert!(
+        !sim.communicates("dev-2", "ps1.zone.example"),
+        "stranded: old trust only"
+    );
+    let e = sim.svc.baseline(false).unwrap_err();
+    assert!(e.to_string().contains("stranded"), "{e}");
+    // dev-2 comes back: the bundle (checked with the trust it still has) recovers it.
+    let v = sim.drive(&RefreshOptions::default());
+    assert!(v.stranded.is_empty(), "{:?}", v.stranded);
+    assert_eq!(sim.status(&v, "dev-2"), "recovered");
+    assert!(sim.communicates("dev-2", "ps1.zone.example"));
+    sim.svc.baseline(false).unwrap();
+}
+
+#[test]
+fn failed_devices_are_redeployed() {
+    let sim = Sim::new(3);
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    let fail = RefreshOptions {
+        fail: ["dev-1".to_string()].into(),
+        ..Default::default()
+    };
+    let v = sim.drive(&fail);
+    assert_eq!(sim.status(&v, "dev-1"), "failed");
+    assert!(
+        v.devices
+            .iter()
+            .find(|d| d.name == "dev-1")
+            .unwrap()
+            .reason
+            .is_some()
+    );
+    // A failed member stays failed until redeployed (O5).
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(sim.status(&v, "dev-1"), "failed");
+    let e = sim.svc.redeploy(&["dev-2".into()]).unwrap_err();
+    assert!(e.to_string().contains("has not failed"), "{e}");
+    sim.svc.redeploy(&[]).unwrap();
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(sim.status(&v, "dev-1"), "applied");
+}
+
+#[test]
+fn internal_server_remint() {
+    let sim = Sim::new(2);
+    let before = sim.chain("sat1.zone.example");
+    let req = ServerRemintRequest {
+        servers: vec![fq("sat1.zone.example")],
+        update_name: "sat1 remint".into(),
+        common_name: Some("sat-one.zone.example".into()),
+        key: KeySpec::Rsa2048,
+        include_dns: false,
+        activation: ActivationRequest::At(t("2027-01-05T00:00:00Z")),
+    };
+    let v = sim.svc.start_server_remint(req).unwrap();
+    assert_eq!(
+        v.devices.len(),
+        1,
+        "assigned to the selected servers only (O4)"
+    );
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(v.servers[0].certificate_status, "new certificate created");
+    sim.clock.set(t("2027-01-05T00:00:00Z"));
+    sim.drive(&RefreshOptions::default());
+    let after = sim.chain("sat1.zone.example");
+    assert_ne!(before[0], after[0]);
+    let leaf = Certificate::try_from(&after[0]).unwrap();
+    assert_eq!(leaf.subject(), "CN=sat-one.zone.example");
+    assert_eq!(leaf.key_algorithm().unwrap().name(), "rsa");
+    assert!(sim.communicates("dev-1", "sat1.zone.example"));
+}
