@@ -10,7 +10,9 @@
 //! agent; enrols servers whose keys are generated on their own agents; adds managed devices;
 //! shows the CA and server views (V1, V2) and the expiry warnings (V3) at several times;
 //! validates every server's chain (S7); shows a refused command leaving the store unchanged;
-//! and verifies the audit log (S6).
+//! walks the zone through a whole staged Remint CA (O1-O12): replication, assignment, a failed
+//! device redeployed, a laptop offline through activation (stranded, then recovered with the
+//! authenticated recovery bundle), activation, baseline; and verifies the audit log (S6).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,13 +21,17 @@ use zonepki::cert::bundle;
 use zonepki::chain::verify_chain;
 use zonepki::clock::{Clock, ManualClock, Timestamp};
 use zonepki::key::KeySpec;
-use zonepki::service::{InitInternal, NewServer, ZoneService};
+use zonepki::ops::ActivationRequest;
+use zonepki::service::{
+    InitInternal, NewServer, OpView, RefreshOptions, RemintCaRequest, ZoneService,
+};
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
 use zonepki::view::WARNING_HEADER;
 use zonepki::zone::{Fqdn, ServerRole};
 
 type Error = Box<dyn std::error::Error>;
+type Zone<'a> = ZoneService<RedbStore, LoopbackTransport, &'a ManualClock>;
 
 fn fqdn(s: &str) -> Result<Fqdn, Error> {
     Ok(s.parse()?)
@@ -88,6 +94,8 @@ fn main() -> Result<(), Error> {
     ))?;
     let devices: Vec<String> = (1..=25).map(|i| format!("laptop-{i:03}")).collect();
     zone.add_devices(&devices, "24.2")?;
+    // Each member's agent refreshes once after joining and learns the zone's trust anchors.
+    zone.refresh(&[], &RefreshOptions::default(), |_, _| {})?;
     for s in zone.servers()? {
         println!(
             "   {:28} {:18} {:8} expires {}  SHA-1 {}",
@@ -172,7 +180,9 @@ fn main() -> Result<(), Error> {
         before.as_object().map_or(0, |m| m.len())
     );
 
-    println!("\n== 7. The audit log (S6)");
+    remint_ca(&zone, &clock, &fleet)?;
+
+    println!("\n== 9. The audit log (S6)");
     let report = zone.verify_audit()?;
     println!(
         "   {} entries, hash chain intact, head {}",
@@ -189,5 +199,153 @@ fn main() -> Result<(), Error> {
         store_path.display(),
         fleet.display()
     );
+    Ok(())
+}
+
+fn summary(v: &OpView) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for d in &v.devices {
+        *counts.entry(d.status.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    format!("state {}; members: {}", v.state, parts.join(", "))
+}
+
+/// Refreshes the whole fleet until nothing changes (bounded), as agents would over time.
+fn drive(zone: &Zone<'_>, opts: &RefreshOptions) -> Result<OpView, Error> {
+    let mut last = None;
+    for _ in 0..4 {
+        zone.refresh(&[], opts, |_, _| {})?;
+        let v = zone.op_show()?;
+        if last.as_ref() == Some(&v) {
+            break;
+        }
+        last = Some(v);
+    }
+    Ok(last.ok_or("no operation")?)
+}
+
+fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> Result<(), Error> {
+    println!("\n== 7. Remint CA, staged (RC1, O1-O12)");
+    let now = clock.now();
+    let activation = now.plus(Duration::from_secs(7 * 86_400));
+    let v = zone.start_remint_ca(RemintCaRequest {
+        common_name: None,
+        key: KeySpec::P256,
+        validity: 5.try_into()?,
+        include_dns: true,
+        activation: ActivationRequest::At(activation),
+        update_name: Some("Remint CA 2027".into()),
+    })?;
+    println!(
+        "   started: update {:?}, activation {}, cancel until {}",
+        v.update_name, v.activation, v.cancel_deadline
+    );
+    println!(
+        "   the future CA is on {} only; recovery bundle on {:?}",
+        v.recovery_available_on[0], v.recovery_available_on
+    );
+    println!(
+        "   replication (O3): {}",
+        v.replication
+            .iter()
+            .map(|r| format!("{} {}", r.server, r.status))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let second = zone.start_remint_ca(RemintCaRequest {
+        common_name: None,
+        key: KeySpec::P256,
+        validity: 5.try_into()?,
+        include_dns: false,
+        activation: ActivationRequest::At(activation),
+        update_name: None,
+    });
+    if let Err(e) = second {
+        println!("   a second operation is refused (O1): {e}");
+    }
+
+    clock.set(now.plus(Duration::from_secs(3600)));
+    let offline = RefreshOptions {
+        offline: ["laptop-007".to_string()].into(),
+        ..Default::default()
+    };
+    let mut flaky = offline.clone();
+    flaky.fail.insert("laptop-013".into());
+    let v = drive(zone, &flaky)?;
+    println!("   after the fleet refreshed: {}", summary(&v));
+    let failed = v.devices.iter().find(|d| d.status == "failed");
+    if let Some(d) = failed {
+        println!(
+            "   {} failed: {}",
+            d.name,
+            d.reason.as_deref().unwrap_or("-")
+        );
+    }
+    for s in &v.servers {
+        println!("   {:28} {}", s.fqdn, s.certificate_status);
+    }
+    zone.redeploy(&[])?;
+    let v = drive(zone, &offline)?;
+    println!("   after redeploy (O5): {}", summary(&v));
+    let repo = fleet.join("ps2.acme.example/remint-repo");
+    println!(
+        "   staged on ps2 (A1): {}",
+        ["server.cer", "ca.cert"]
+            .iter()
+            .filter(|f| repo.join(f).exists())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let plan = zone.plan(activation)?;
+    println!(
+        "   plan for {} (B3): {} member(s) would be stranded: {}",
+        plan.at,
+        plan.stranded,
+        plan.members
+            .iter()
+            .filter(|m| !m.communicates)
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    clock.set(activation.minus(Duration::from_secs(300)));
+    if let Err(e) = zone.cancel() {
+        println!("   five minutes before activation: {e}");
+    }
+
+    println!("\n== 8. Activation (O8) and recovery (O6)");
+    clock.set(activation);
+    let v = drive(zone, &offline)?;
+    println!("   at {}: {}", activation, summary(&v));
+    println!("   stranded: {:?}", v.stranded);
+    for n in &v.notices {
+        println!(
+            "   notice for the application: {}",
+            serde_json::to_string(n)?
+        );
+    }
+    if let Err(e) = zone.baseline(false) {
+        println!("   baseline refused (O10): {e}");
+    }
+    let v = drive(zone, &RefreshOptions::default())?;
+    println!(
+        "   laptop-007 is back and recovers with the bundle: {}",
+        summary(&v)
+    );
+    let new_ca = zone.ca_certificate()?;
+    for s in zone.servers()? {
+        let chain = zone.server_chain(&s.fqdn.parse()?)?;
+        let Some(leaf) = chain.first() else { continue };
+        let leaf = zonepki::cert::Certificate::try_from(leaf)?;
+        verify_chain(&leaf, &[], std::slice::from_ref(&new_ca), clock.now())?;
+    }
+    println!(
+        "   every server certificate now chains to the new CA (SHA-256 {}...)",
+        &new_ca.fingerprints().sha256.to_string()[..23]
+    );
+    let v = zone.baseline(false)?;
+    println!("   {}", summary(&v));
     Ok(())
 }
