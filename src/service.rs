@@ -28,7 +28,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrRequest, CsrSubject, VerifiedCsr};
 use crate::error::{Error, Result};
 use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
-use crate::store::{Storage, StoreError, Write};
+use crate::store::{Storage, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
 use crate::zone::{
@@ -248,9 +248,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         check_zone_name(&init.zone)?;
         let server = &init.first_server;
         if server.role != ServerRole::Primary {
-            return Err(ZoneError::BadParent {
+            return Err(ZoneError::FirstServerNotPrimary {
                 fqdn: server.fqdn.to_string(),
-                parent: "(none: the first server of a zone must be a Primary Server)".into(),
+                role: server.role.to_string(),
             }
             .into());
         }
@@ -712,26 +712,14 @@ fn serial_write(
     ))
 }
 
-impl From<StoreError> for ZoneError {
-    fn from(e: StoreError) -> Self {
-        ZoneError::BadRecord {
-            key: "(store)".into(),
-            reason: e.to_string(),
-        }
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<
+/// The service is shareable between threads (a web console serving several administrators).
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<
         ZoneService<
             crate::store::MemoryStore,
             crate::transport::LoopbackTransport,
             crate::clock::SystemClock,
         >,
     >();
-}
-
-#[allow(dead_code)]
-const _UNUSED: Option<Duration> = None;
+};

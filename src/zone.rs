@@ -78,6 +78,20 @@ pub enum ZoneError {
         /// The satellite.
         fqdn: String,
     },
+    /// Z2: the first server of a zone holds the CA role, so it must be a Primary Server.
+    #[error("{fqdn} is a {role}: the first server of a zone must be a Primary Server (Z2)")]
+    FirstServerNotPrimary {
+        /// The server.
+        fqdn: String,
+        /// Its role.
+        role: String,
+    },
+    /// A member name that is neither a server nor a device of the zone.
+    #[error("{name} is not a member of the zone")]
+    UnknownMember {
+        /// The name.
+        name: String,
+    },
     /// The parent is not a Primary Server.
     #[error("{parent} is not a Primary Server of the zone, so it cannot be the parent of {fqdn}")]
     BadParent {

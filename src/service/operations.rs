@@ -934,11 +934,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         } else {
             let mut v = Vec::new();
             for n in names {
-                v.push(all.iter().find(|m| &m.name == n).ok_or_else(|| {
-                    ZoneError::UnknownServer {
-                        fqdn: format!("{n} (no such member)"),
-                    }
-                })?);
+                v.push(
+                    all.iter()
+                        .find(|m| &m.name == n)
+                        .ok_or_else(|| ZoneError::UnknownMember { name: n.clone() })?,
+                );
             }
             // O8's order, whatever order they were named in.
             v.sort_by_key(|m| all.iter().position(|a| a.name == m.name));
