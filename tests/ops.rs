@@ -306,3 +306,30 @@ fn internal_server_remint() {
     assert_eq!(leaf.key_algorithm().unwrap().name(), "rsa");
     assert!(sim.communicates("dev-1", "sat1.zone.example"));
 }
+
+#[test]
+fn remint_ca_keeps_each_servers_key_type() {
+    let sim = Sim::new(0);
+    let mut ps3 = NewServer::new(fq("ps3.zone.example"), ServerRole::Primary);
+    ps3.key = KeySpec::Rsa2048;
+    sim.svc.add_server(ps3).unwrap();
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    sim.drive(&RefreshOptions::default());
+    let future = sim
+        .svc
+        .future_chain(&fq("ps3.zone.example"))
+        .unwrap()
+        .unwrap();
+    let leaf = Certificate::try_from(&future[0]).unwrap();
+    assert_eq!(leaf.key_algorithm().unwrap().name(), "rsa");
+    let leaf = Certificate::try_from(
+        &sim.svc
+            .future_chain(&fq("ps2.zone.example"))
+            .unwrap()
+            .unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(leaf.key_algorithm().unwrap().name(), "ecdsa-p256");
+}

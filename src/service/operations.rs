@@ -1195,10 +1195,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    fn key_spec(op: &Operation) -> KeySpec {
+    /// The key type of a server's new key: the one chosen for a Server Remint (SR2); in a
+    /// Remint CA (whose key choice is the CA's, RC1) the type the server has now.
+    fn key_spec(op: &Operation, server: &ServerRecord) -> KeySpec {
         match &op.kind {
-            OpKind::RemintCa { .. } => KeySpec::P256,
             OpKind::ServerRemint { key, .. } => *key,
+            OpKind::RemintCa { .. } => server
+                .certificate
+                .first()
+                .and_then(|c| Certificate::try_from(c).ok())
+                .and_then(|c| c.key_algorithm().ok())
+                .and_then(|alg| KeySpec::ALL.into_iter().find(|k| k.algorithm() == alg))
+                .unwrap_or_default(),
         }
     }
 
@@ -1243,7 +1251,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     &m.name,
                     &issuer,
                     &op.ca_server,
-                    Self::key_spec(op),
+                    Self::key_spec(op, s),
                     &profile,
                     now,
                 ) {
@@ -1363,7 +1371,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 &m.name,
                 &issuer,
                 &op.ca_server,
-                Self::key_spec(op),
+                Self::key_spec(op, s),
                 &profile,
                 now,
             ) {
