@@ -3,13 +3,20 @@
 //!
 //! Exit status: 0 done; 1 refused or failed (`error: ...` on stderr, store unchanged);
 //! 2 usage error.
+//!
+//! Commands that show the zone (`server list/show/cert`, `device list`, `ca show/export`,
+//! `warnings`, `op show`) first run the work due at `--now` (activation, O8), as the
+//! library's `op` commands and `fleet refresh` do; `plan` and `store dump` never do.
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use time::UtcOffset;
 use zonepki::ca::ValidityYears;
 use zonepki::cert::bundle;
@@ -17,11 +24,15 @@ use zonepki::cert::{CertDetails, Certificate};
 use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::key::KeySpec;
-use zonepki::service::{InitInternal, NewServer, ZoneService};
+use zonepki::ops::ActivationRequest;
+use zonepki::service::{
+    InitInternal, NewServer, OpView, Plan, RefreshOptions, RefreshOutcome, RemintCaRequest,
+    ServerRemintRequest, ZoneService,
+};
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
 use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, ServerView, WARNING_HEADER};
-use zonepki::zone::{Fqdn, ServerRole};
+use zonepki::zone::{CaKind, Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
 type CmdResult = Result<(), String>;
@@ -81,6 +92,19 @@ enum Command {
         /// Warning window in days.
         #[arg(long, default_value_t = 90)]
         within_days: u32,
+    },
+    /// The staged operation (O1-O12): show it and act on it.
+    #[command(subcommand)]
+    Op(OpCmd),
+    /// Play the members' agents (A1, A2, O8, O9).
+    #[command(subcommand)]
+    Fleet(FleetCmd),
+    /// Dry run (B3): per member of the running operation, whether it would still communicate
+    /// after activation, with what members have applied now. Changes nothing.
+    Plan {
+        /// The time asked about (default: --now, or the clock).
+        #[arg(long, value_parser = parse_time)]
+        at: Option<Timestamp>,
     },
     /// Chain tools.
     #[command(subcommand)]
@@ -155,6 +179,50 @@ enum ServerCmd {
         #[arg(long)]
         der: bool,
     },
+    /// Start a Server Remint (SR1-SR3): new keys and certificates for the selected Primary
+    /// Servers and Authentication Satellites, current at the activation time.
+    Remint(ServerRemintArgs),
+}
+
+#[derive(Args)]
+struct ServerRemintArgs {
+    /// The servers to remint (Primary Servers, Authentication Satellites).
+    #[arg(required = true, num_args = 1..)]
+    servers: Vec<String>,
+    /// The system update's name (O3).
+    #[arg(long)]
+    update_name: String,
+    /// When the new certificates become current: RFC 3339, or `immediate` (accepted only
+    /// once the current CA has expired, O2).
+    #[arg(long, value_parser = parse_activation)]
+    activate_at: ActivationRequest,
+    /// Common name (default: each server's FQDN); only for one server without satellites.
+    #[arg(long)]
+    cn: Option<String>,
+    /// Key type of the new server keys.
+    #[arg(long, value_parser = parse_key, default_value = "p256")]
+    key: KeySpec,
+    /// Put the servers' additional DNS names into their SANs.
+    #[arg(long)]
+    include_dns: bool,
+    /// CSR mode (external CA only, SR3): manual or auto.
+    #[arg(long, value_parser = ["manual", "auto"])]
+    csr: Option<String>,
+    /// Organisation (O), for --csr auto.
+    #[arg(long, requires = "csr")]
+    org: Option<String>,
+    /// Organisational unit (OU), for --csr auto.
+    #[arg(long, requires = "csr")]
+    ou: Option<String>,
+    /// Locality (L), for --csr auto.
+    #[arg(long, requires = "csr")]
+    locality: Option<String>,
+    /// State or province (ST), for --csr auto.
+    #[arg(long, requires = "csr")]
+    state: Option<String>,
+    /// Country (C, two letters), for --csr auto.
+    #[arg(long, requires = "csr")]
+    country: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +257,90 @@ enum CaCmd {
         /// DER instead of PEM.
         #[arg(long)]
         der: bool,
+    },
+    /// Start a Remint CA (RC1): a new CA key and certificate on the certificate server, and
+    /// every server certificate reminted under it, current at the activation time.
+    Remint(CaRemintArgs),
+}
+
+#[derive(Args)]
+struct CaRemintArgs {
+    /// When the new CA becomes current: RFC 3339, or `immediate` (accepted only once the
+    /// current CA has expired, O2).
+    #[arg(long, value_parser = parse_activation)]
+    activate_at: ActivationRequest,
+    /// Common name of the new CA (default: the zone name).
+    #[arg(long)]
+    cn: Option<String>,
+    /// Key type of the new CA.
+    #[arg(long, value_parser = parse_key, default_value = "p256")]
+    key: KeySpec,
+    /// Validity of the new CA, 1 to 10 years.
+    #[arg(long, default_value_t = 10)]
+    valid_years: u32,
+    /// Put servers' additional DNS names into their new certificates' SANs.
+    #[arg(long)]
+    include_dns: bool,
+    /// The system update's name (default: "Remint CA").
+    #[arg(long)]
+    update_name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum OpCmd {
+    /// The running operation, or else the last one with its final state.
+    Show,
+    /// Assign the update before replication completes (O4).
+    AssignNow,
+    /// Cancel, until ten minutes before activation (O7).
+    Cancel,
+    /// Send the update again to failed members (all failed ones when none is named) (O5).
+    Redeploy {
+        /// Members to redeploy.
+        names: Vec<String>,
+    },
+    /// Take members out of the update (O5); allowed even inside the cancel cut-off (O7).
+    Ignore {
+        /// Members to take out.
+        #[arg(required = true, num_args = 1..)]
+        names: Vec<String>,
+    },
+    /// Finish the update (O10); refused while members are stranded unless --force.
+    Baseline {
+        /// Baseline although members are stranded (their recovery bundle goes away).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Record that the update's content reached these Primary Servers or Content Satellites
+    /// (O3); the update is assigned once every one has it (O4).
+    Replicate {
+        /// The content servers.
+        #[arg(required = true, num_args = 1..)]
+        servers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Refresh members as their agents would: pull, stage, report, activate (A1, A2, O8, O9).
+    ///
+    /// Name the members, or give --all; giving neither (or both) is a usage error (exit 2).
+    /// Options that take names (--fail, --offline) take every following value up to the
+    /// next option, so put member names before them. Exit 0 when every member was tried;
+    /// the per-member outcomes say how each fared.
+    #[command(group(ArgGroup::new("who").required(true).args(["names", "all"])))]
+    Refresh {
+        /// Members to refresh.
+        names: Vec<String>,
+        /// Every member of the zone.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// These members report a failure.
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        fail: Vec<String>,
+        /// These members are not reached.
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        offline: Vec<String>,
     },
 }
 
@@ -226,6 +378,12 @@ enum StoreCmd {
 fn parse_time(s: &str) -> Result<Timestamp, String> {
     s.parse()
         .map_err(|e: zonepki::clock::TimeError| e.to_string())
+}
+
+fn parse_activation(s: &str) -> Result<ActivationRequest, String> {
+    s.parse().map_err(|e: zonepki::clock::TimeError| {
+        format!("{e} (give an RFC 3339 time, or `immediate`)")
+    })
 }
 
 fn parse_key(s: &str) -> Result<KeySpec, String> {
@@ -266,6 +424,22 @@ fn open(g: &Global) -> Result<Service, String> {
     ))
 }
 
+/// Runs scheduled work that is due at `--now` (activation, O8) before a command that shows
+/// the zone, so what it shows is the state at that time. Idempotent: commits only when an
+/// activation is due.
+fn tick(svc: &Service) -> CmdResult {
+    svc.tick().map(|_| ()).map_err(msg)
+}
+
+fn msg(e: impl Display) -> String {
+    e.to_string()
+}
+
+fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
+    s.parse()
+        .map_err(|e: zonepki::zone::ZoneError| e.to_string())
+}
+
 fn run(cli: Cli) -> CmdResult {
     let g = &cli.global;
     match cli.command {
@@ -274,6 +448,14 @@ fn run(cli: Cli) -> CmdResult {
         Command::Device(cmd) => device(g, cmd),
         Command::Ca(cmd) => ca(g, cmd),
         Command::Warnings { within_days } => warnings(g, within_days),
+        Command::Op(cmd) => op(g, cmd),
+        Command::Fleet(FleetCmd::Refresh {
+            names,
+            all,
+            fail,
+            offline,
+        }) => fleet_refresh(g, names, all, fail, offline),
+        Command::Plan { at } => plan(g, at),
         Command::Chain(ChainCmd::Verify {
             trust,
             untrusted,
@@ -400,6 +582,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             }
         }
         ServerCmd::List => {
+            tick(&svc)?;
             let list = svc.servers().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&list);
@@ -411,6 +594,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+            tick(&svc)?;
             let view = svc.server(&fqdn).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -418,6 +602,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
                 print_server(&view, g.utc_offset);
             }
         }
+        ServerCmd::Remint(args) => server_remint(g, &svc, args)?,
         ServerCmd::Cert {
             fqdn,
             out,
@@ -427,12 +612,20 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            if future {
-                return Err(format!(
-                    "{fqdn} has no future certificate: no remint operation is running"
-                ));
-            }
-            let chain = svc.server_chain(&fqdn).map_err(|e| e.to_string())?;
+            tick(&svc)?;
+            let chain = if future {
+                // Unknown servers are refused as such, before "no future certificate".
+                svc.server(&fqdn).map_err(msg)?;
+                svc.future_chain(&fqdn).map_err(msg)?.ok_or_else(|| {
+                    format!(
+                        "{fqdn} has no future certificate: no running remint has staged one \
+                         for it yet (it is made when the server applies the assigned update, \
+                         see `op show` and `fleet refresh`)"
+                    )
+                })?
+            } else {
+                svc.server_chain(&fqdn).map_err(msg)?
+            };
             let Some(leaf) = chain.first() else {
                 return Err(format!("{fqdn} has no certificate"));
             };
@@ -449,9 +642,8 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
                     if der { 1 } else { chain.len() }
                 );
             } else {
-                print_json(
-                    &serde_json::json!({"out": out, "certificates": if der { 1 } else { chain.len() }}),
-                );
+                let certificates = if der { 1 } else { chain.len() };
+                print_json(&serde_json::json!({ "out": out, "certificates": certificates }));
             }
         }
     }
@@ -484,6 +676,7 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
             }
         }
         DeviceCmd::List => {
+            tick(&svc)?;
             let list = svc.devices().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&list);
@@ -509,6 +702,7 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
     let svc = open(g)?;
     match cmd {
         CaCmd::Show => {
+            tick(&svc)?;
             let view = svc.ca_view().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -521,6 +715,7 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
             }
         }
         CaCmd::Export { out, der } => {
+            tick(&svc)?;
             let ca = svc.ca_certificate().map_err(|e| e.to_string())?;
             let data = if der {
                 ca.der().as_bytes().to_vec()
@@ -534,12 +729,183 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                 println!("wrote {}", out.display());
             }
         }
+        CaCmd::Remint(args) => {
+            let validity = ValidityYears::try_from(args.valid_years).map_err(msg)?;
+            let view = svc
+                .start_remint_ca(RemintCaRequest {
+                    common_name: args.cn,
+                    key: args.key,
+                    validity,
+                    include_dns: args.include_dns,
+                    activation: args.activate_at,
+                    update_name: args.update_name,
+                })
+                .map_err(msg)?;
+            print_started(g, &view);
+        }
+    }
+    Ok(())
+}
+
+fn server_remint(g: &Global, svc: &Service, args: ServerRemintArgs) -> CmdResult {
+    if let Some(mode) = &args.csr {
+        // CSR modes belong to an external CA (SR3, issue 4), which the library does not
+        // offer yet: refuse rather than start half an operation.
+        return Err(match svc.zone().map_err(msg)?.ca {
+            CaKind::Internal { .. } => format!(
+                "--csr {mode} applies to a zone with an external CA; this zone's CA is \
+                 internal, so its agents make keys and CSRs themselves: leave --csr out"
+            ),
+            CaKind::External => format!(
+                "--csr {mode}: a Server Remint with an external CA (SR3) is not yet supported"
+            ),
+        });
+    }
+    let servers = args
+        .servers
+        .iter()
+        .map(|s| parse_fqdn(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let view = svc
+        .start_server_remint(ServerRemintRequest {
+            servers,
+            update_name: args.update_name,
+            common_name: args.cn,
+            key: args.key,
+            include_dns: args.include_dns,
+            activation: args.activate_at,
+        })
+        .map_err(msg)?;
+    print_started(g, &view);
+    Ok(())
+}
+
+fn op(g: &Global, cmd: OpCmd) -> CmdResult {
+    let svc = open(g)?;
+    let (view, done) = match cmd {
+        OpCmd::Show => return op_show(g, &svc),
+        OpCmd::AssignNow => (svc.assign_now(), "update assigned".to_string()),
+        OpCmd::Cancel => (
+            svc.cancel(),
+            "cancelled; members drop what they staged at their next refresh".to_string(),
+        ),
+        OpCmd::Redeploy { names } => {
+            let what = if names.is_empty() {
+                "every failed member".to_string()
+            } else {
+                names.join(", ")
+            };
+            (svc.redeploy(&names), format!("redeployed to {what}"))
+        }
+        OpCmd::Ignore { names } => (
+            svc.ignore(&names),
+            format!("taken out of the update: {}", names.join(", ")),
+        ),
+        OpCmd::Baseline { force } => (
+            svc.baseline(force),
+            "baselined: the update is finished and the recovery bundle is gone".to_string(),
+        ),
+        OpCmd::Replicate { servers } => {
+            let fqdns = servers
+                .iter()
+                .map(|s| parse_fqdn(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                svc.replicate(&fqdns),
+                format!("replication recorded for {}", servers.join(", ")),
+            )
+        }
+    };
+    let view = view.map_err(msg)?;
+    if g.json {
+        print_json(&view);
+    } else {
+        println!("{done}");
+        print_op_brief(&view, g.utc_offset);
+    }
+    Ok(())
+}
+
+fn op_show(g: &Global, svc: &Service) -> CmdResult {
+    tick(svc)?;
+    if svc.op().map_err(msg)?.is_none() {
+        if g.json {
+            print_json(&serde_json::json!({ "state": "none" }));
+        } else {
+            println!("No staged operation has run in this zone.");
+        }
+        return Ok(());
+    }
+    let view = svc.op_show().map_err(msg)?;
+    if g.json {
+        print_json(&view);
+    } else {
+        print_op(&view, g.utc_offset);
+    }
+    Ok(())
+}
+
+fn fleet_refresh(
+    g: &Global,
+    names: Vec<String>,
+    all: bool,
+    fail: Vec<String>,
+    offline: Vec<String>,
+) -> CmdResult {
+    let svc = open(g)?;
+    let opts = RefreshOptions {
+        fail: fail.into_iter().collect(),
+        offline: offline.into_iter().collect(),
+    };
+    // A progress bar for fleet-wide work, on stderr, only for a person at a terminal.
+    let bar = if all && std::io::stdout().is_terminal() {
+        let total =
+            svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len();
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} refreshing {pos}/{len} [{bar:30}] {elapsed}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let result = svc.refresh(&names, &opts, |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let outcomes = result.map_err(msg)?;
+    if g.json {
+        print_json(&outcomes);
+    } else {
+        print_outcomes(&outcomes);
+    }
+    Ok(())
+}
+
+fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
+    // A dry run: no tick, so asking about a time past activation activates nothing.
+    let svc = open(g)?;
+    let at = at.unwrap_or_else(|| svc.now());
+    let plan = svc.plan(at).map_err(msg)?;
+    if g.json {
+        print_json(&plan);
+    } else {
+        print_plan(&plan, g.utc_offset);
     }
     Ok(())
 }
 
 fn warnings(g: &Global, within_days: u32) -> CmdResult {
     let svc = open(g)?;
+    tick(&svc)?;
     let window = if within_days == 90 {
         DEFAULT_WARNING_WINDOW
     } else {
@@ -708,5 +1074,233 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
     if rows.is_empty() && std::io::stdout().is_terminal() {
         println!("(none)");
+    }
+}
+
+/// More rows than this and tables for people list only the rows that need attention.
+const TABLE_LIMIT: usize = 100;
+
+fn kind_text(kind: &str) -> &str {
+    match kind {
+        "remint_ca" => "Remint CA",
+        "server_remint" => "Server Remint",
+        other => other,
+    }
+}
+
+fn print_started(g: &Global, v: &OpView) {
+    if g.json {
+        print_json(v);
+        return;
+    }
+    println!(
+        "{} started: update \"{}\", activation at {}{}",
+        kind_text(&v.kind),
+        v.update_name,
+        show_time(v.activation, g.utc_offset),
+        if v.immediate { " (immediate)" } else { "" }
+    );
+    print_op_brief(v, g.utc_offset);
+}
+
+fn status_counts<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in statuses {
+        *counts.entry(s).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the cancel deadline is worth showing: the state still allows a cancel (O7).
+fn cancellable(v: &OpView) -> bool {
+    !v.immediate && matches!(v.state.as_str(), "replicating" | "assigned")
+}
+
+fn print_op_brief(v: &OpView, offset: Option<UtcOffset>) {
+    let cancel = if cancellable(v) {
+        format!(
+            "; cancel possible before {}",
+            show_time(v.cancel_deadline, offset)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "{} (update \"{}\"): {}; activation {}{cancel}",
+        kind_text(&v.kind),
+        v.update_name,
+        v.state,
+        show_time(v.activation, offset),
+    );
+    println!(
+        "Members: {} ({})",
+        v.devices.len(),
+        status_counts(v.devices.iter().map(|d| d.status.as_str()))
+    );
+    if !v.stranded.is_empty() {
+        println!("Stranded: {}", v.stranded.join(", "));
+    }
+}
+
+fn print_op(v: &OpView, offset: Option<UtcOffset>) {
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "-".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
+    println!("Operation:          {} ({})", v.id, kind_text(&v.kind));
+    println!("Update:             {}", v.update_name);
+    println!("State:              {}", v.state);
+    println!(
+        "Activation:         {}{}",
+        show_time(v.activation, offset),
+        if v.immediate { " (immediate)" } else { "" }
+    );
+    if cancellable(v) {
+        println!(
+            "Cancel before:      {}",
+            show_time(v.cancel_deadline, offset)
+        );
+    }
+    println!("Started:            {}", show_time(v.started_at, offset));
+    println!("Recovery bundle on: {}", list(&v.recovery_available_on));
+    println!("Stranded:           {}", list(&v.stranded));
+    println!();
+    let rows: Vec<Vec<String>> = v
+        .replication
+        .iter()
+        .map(|r| vec![r.server.clone(), r.status.clone()])
+        .collect();
+    print_table(&["CONTENT SERVER", "REPLICATION"], &rows);
+    if !v.servers.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = v
+            .servers
+            .iter()
+            .map(|s| vec![s.fqdn.clone(), s.certificate_status.clone()])
+            .collect();
+        print_table(&["SERVER", "CERTIFICATE STATUS"], &rows);
+    }
+    println!();
+    println!(
+        "Members: {} ({})",
+        v.devices.len(),
+        status_counts(v.devices.iter().map(|d| d.status.as_str()))
+    );
+    let fine = ["applied", "activated", "recovered"];
+    let shown: Vec<_> = v
+        .devices
+        .iter()
+        .filter(|d| v.devices.len() <= TABLE_LIMIT || !fine.contains(&d.status.as_str()))
+        .collect();
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.status.clone(),
+                d.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["MEMBER", "STATUS", "REASON"], &rows);
+    if shown.len() < v.devices.len() {
+        println!(
+            "({} members that applied or activated not listed; --json lists every member)",
+            v.devices.len() - shown.len()
+        );
+    }
+    if !v.notices.is_empty() {
+        println!();
+        println!("Notices:");
+        for n in &v.notices {
+            // Printed generically from the record, so new kinds of notice show up as well.
+            let value = serde_json::to_value(n).unwrap_or_default();
+            let Some(fields) = value.as_object() else {
+                continue;
+            };
+            let event = fields
+                .get("event")
+                .and_then(|e| e.as_str())
+                .unwrap_or("notice");
+            let rest: Vec<String> = fields
+                .iter()
+                .filter(|(k, _)| k.as_str() != "event")
+                .map(|(k, v)| match v.as_str() {
+                    Some(s) => format!("{k} {s}"),
+                    None => format!("{k} {v}"),
+                })
+                .collect();
+            println!("  {event}: {}", rest.join(", "));
+        }
+    }
+}
+
+fn print_outcomes(outcomes: &[RefreshOutcome]) {
+    let notable = ["failed", "stranded", "offline"];
+    let shown: Vec<_> = outcomes
+        .iter()
+        .filter(|o| outcomes.len() <= TABLE_LIMIT || notable.contains(&o.outcome.as_str()))
+        .collect();
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|o| {
+            vec![
+                o.name.clone(),
+                o.outcome.clone(),
+                o.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_table(&["MEMBER", "OUTCOME", "DETAIL"], &rows);
+    if shown.len() < outcomes.len() {
+        println!(
+            "({} members without failures not listed; --json lists every member)",
+            outcomes.len() - shown.len()
+        );
+    }
+    println!(
+        "Refreshed {} member(s): {}",
+        outcomes.len(),
+        status_counts(outcomes.iter().map(|o| o.outcome.as_str()))
+    );
+}
+
+fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
+    println!(
+        "At {}: activation {}; {} member(s) would be stranded",
+        show_time(p.at, offset),
+        if p.activated_by_then {
+            "will have happened"
+        } else {
+            "will not have happened yet (shown as if it had)"
+        },
+        p.stranded
+    );
+    let rows: Vec<Vec<String>> = p
+        .members
+        .iter()
+        .filter(|m| p.members.len() <= TABLE_LIMIT || !m.communicates)
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.status.clone(),
+                if m.communicates { "yes" } else { "no" }.to_string(),
+                m.reason.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["MEMBER", "STATUS", "COMMUNICATES", "REASON"], &rows);
+    if rows.len() < p.members.len() {
+        println!(
+            "({} members that will communicate not listed; --json lists every member)",
+            p.members.len() - rows.len()
+        );
     }
 }
