@@ -239,7 +239,9 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     })?;
     println!(
         "   started: update {:?}, activation {}, cancel until {}",
-        v.update_name, v.activation, v.cancel_deadline
+        v.update_name,
+        v.activation,
+        v.cancel_deadline.map_or("-".into(), |t| t.to_string())
     );
     println!(
         "   the future CA is on {} only; recovery bundle on {:?}",

@@ -11,6 +11,25 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::IsTerminal;
+
+/// `println!` that exits quietly when stdout is closed (`zonectl op show | head`): a broken
+/// pipe is not an error worth a backtrace.
+macro_rules! println {
+    () => { out(format_args!("\n")) };
+    ($($t:tt)*) => { out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write output: {e}");
+        std::process::exit(1);
+    }
+}
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -1121,11 +1140,8 @@ fn cancellable(v: &OpView) -> bool {
 }
 
 fn print_op_brief(v: &OpView, offset: Option<UtcOffset>) {
-    let cancel = if cancellable(v) {
-        format!(
-            "; cancel possible before {}",
-            show_time(v.cancel_deadline, offset)
-        )
+    let cancel = if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+        format!("; cancel possible before {}", show_time(deadline, offset))
     } else {
         String::new()
     };
@@ -1162,11 +1178,8 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
         show_time(v.activation, offset),
         if v.immediate { " (immediate)" } else { "" }
     );
-    if cancellable(v) {
-        println!(
-            "Cancel before:      {}",
-            show_time(v.cancel_deadline, offset)
-        );
+    if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+        println!("Cancel before:      {}", show_time(deadline, offset));
     }
     println!("Started:            {}", show_time(v.started_at, offset));
     println!("Recovery bundle on: {}", list(&v.recovery_available_on));

@@ -537,12 +537,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if let Some((op, u)) = self.member_update(rec.fqdn.as_str())?
             && op.state.is_running()
         {
-            view.update_status = u.status.name().to_string();
-            if let Some(cs) = u.cert_status {
-                view.status = cs.text().to_string();
-            }
-            if !u.future_chain.is_empty() {
-                view.options.push("future certificate".into());
+            view.update_status = operations::member_status_text(&op, Some(&u)).to_string();
+            // Until activation: SR4's certificate status and the future certificate.
+            if !matches!(op.state, crate::ops::OpState::Activated(_)) {
+                if let Some(cs) = u.cert_status {
+                    view.status = cs.text().to_string();
+                }
+                if !u.future_chain.is_empty() {
+                    view.options.push("future certificate".into());
+                }
             }
         }
         Ok(view)

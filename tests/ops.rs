@@ -333,3 +333,44 @@ fn remint_ca_keeps_each_servers_key_type() {
     .unwrap();
     assert_eq!(leaf.key_algorithm().unwrap().name(), "ecdsa-p256");
 }
+
+#[test]
+fn a_refused_command_does_not_even_commit_a_due_activation() {
+    let sim = Sim::new(2);
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    sim.drive(&RefreshOptions::default());
+    sim.clock.set(t("2027-01-09T00:00:00Z"));
+    let before = sim.svc.dump().unwrap();
+    assert!(sim.svc.cancel().is_err());
+    assert!(sim.svc.assign_now().is_err());
+    assert!(sim.svc.redeploy(&["dev-1".into()]).is_err());
+    assert!(sim.svc.ignore(&["nobody".into()]).is_err());
+    let opts = RefreshOptions {
+        offline: ["dev-99".to_string()].into(),
+        ..Default::default()
+    };
+    assert!(
+        sim.svc.refresh(&[], &opts, |_, _| {}).is_err(),
+        "unknown --offline name"
+    );
+    assert_eq!(before, sim.svc.dump().unwrap());
+    // A command that is allowed commits the activation first.
+    sim.svc.ignore(&["dev-2".into()]).unwrap();
+    let v = sim.svc.op_show().unwrap();
+    assert_eq!(v.state, "activated");
+    assert_eq!(sim.status(&v, "dev-2"), "ignored");
+    assert!(
+        sim.svc
+            .future_chain(&fq("ps2.zone.example"))
+            .unwrap()
+            .is_none()
+    );
+    let ps2 = sim.svc.server(&fq("ps2.zone.example")).unwrap();
+    assert_eq!(
+        ps2.status, "active",
+        "after activation the view shows the real certificate"
+    );
+    assert!(ps2.options.is_empty());
+}

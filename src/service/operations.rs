@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
-use crate::agent::{AgentRequest, AgentResponse};
+use crate::agent::{AgentError, AgentRequest, AgentResponse};
 use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
 use crate::cert::{Certificate, CertificateDer, Fingerprint};
 use crate::clock::{Clock, Timestamp};
@@ -129,8 +129,9 @@ pub struct OpView {
     pub activation: Timestamp,
     /// Whether activation was "immediate".
     pub immediate: bool,
-    /// Cancel is possible strictly before this (O7).
-    pub cancel_deadline: Timestamp,
+    /// Cancel is possible strictly before this (O7); `None` for an "immediate" activation,
+    /// which can never be cancelled.
+    pub cancel_deadline: Option<Timestamp>,
     /// The system update's name.
     pub update_name: String,
     /// When it started.
@@ -175,6 +176,22 @@ pub struct Plan {
     pub members: Vec<PlanEntry>,
 }
 
+/// A member's status as views show it (O5, O8): before assignment `not assigned`; then its
+/// update status; after activation `activated`, `stranded` or `recovered`.
+pub(crate) fn member_status_text(op: &Operation, u: Option<&MemberUpdate>) -> &'static str {
+    let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
+    match u {
+        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => "not assigned",
+        Some(u) if activated && u.recovered => "recovered",
+        Some(u) if activated && u.switched => "activated",
+        Some(u) if activated && u.status == MemberStatus::Ignored => "ignored",
+        Some(u) if activated && u.is_stranded() => "stranded",
+        None if activated => "stranded",
+        Some(u) => u.status.name(),
+        None => "assigned",
+    }
+}
+
 /// A member as the operation sees it.
 struct Member {
     name: String,
@@ -193,6 +210,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     fn running_op(&self) -> Result<(u64, Operation)> {
         self.current_op()?
             .ok_or_else(|| OpError::NoOperation.into())
+    }
+
+    /// The running operation as it is at `now`, with an activation that is due applied but
+    /// not committed. Commands check themselves against it before [`Self::tick`] commits the
+    /// activation, so a refused command changes nothing, not even by activating.
+    fn preview(&self) -> Result<Operation> {
+        let (_, mut op) = self.running_op()?;
+        op.handle_timeout(self.clock.now(), 0);
+        Ok(op)
     }
 
     /// The last finished operation, if any.
@@ -574,6 +600,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O3: record that the content reached these servers (the stand-in for a replication
     /// schedule); assigns automatically once every content server has it (O4).
     pub fn replicate(&self, servers: &[Fqdn]) -> Result<OpView> {
+        let mut preview = self.preview()?;
+        for s in servers {
+            preview.on_replicated(s, self.clock.now())?;
+        }
         self.tick()?;
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
@@ -592,6 +622,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O4: assign before replication completes.
     pub fn assign_now(&self) -> Result<OpView> {
+        self.preview()?.assign_now(self.clock.now())?;
         self.tick()?;
         let (version, mut op) = self.running_op()?;
         op.assign_now(self.clock.now())?;
@@ -608,6 +639,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// the future CA key; if it cannot be reached the cancel fails and can be retried, and
     /// nothing changes. Members drop what they staged at their next refresh.
     pub fn cancel(&self) -> Result<OpView> {
+        self.preview()?.check_cancel(self.clock.now())?;
         self.tick()?;
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
@@ -630,6 +662,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O5: send the update again to failed members (all failed ones when `names` is empty).
     pub fn redeploy(&self, names: &[String]) -> Result<OpView> {
+        self.preview()?.check_redeploy(self.clock.now())?;
         self.tick()?;
         let (version, op) = self.running_op()?;
         let now = self.clock.now();
@@ -674,6 +707,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O5: take members out of the update (allowed even inside the cut-off, O7).
     pub fn ignore(&self, names: &[String]) -> Result<OpView> {
+        let preview = self.preview()?;
+        preview.check_ignore()?;
+        let members = self.members()?;
+        for name in names {
+            if !members
+                .iter()
+                .any(|m| &m.name == name && Self::targeted(&preview, m))
+            {
+                return Err(OpError::NotInUpdate { name: name.clone() }.into());
+            }
+        }
         self.tick()?;
         let (version, op) = self.running_op()?;
         op.check_ignore()?;
@@ -706,18 +750,48 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O10: finish the update; the recovery bundle goes away, so while members are stranded
     /// this needs `force`.
     pub fn baseline(&self, force: bool) -> Result<OpView> {
+        let mut preview = self.preview()?;
+        preview.baseline(self.clock.now(), &self.stranded(&preview)?, force)?;
         self.tick()?;
         let (version, mut op) = self.running_op()?;
         let stranded = self.stranded(&op)?;
         op.baseline(self.clock.now(), &stranded, force)?;
-        let writes = vec![
+        let mut writes = vec![
             Write::delete(CURRENT, Expect::Version(version)),
             Write::create(history_key(op.id), encode(&op)),
         ];
+        // O10: a member that never reported has no record yet; record it as stranded, so that
+        // refreshes know its recovery bundle went with this baseline.
+        let updates = self.member_updates(&op)?;
+        for name in stranded.iter().filter(|n| !updates.contains_key(*n)) {
+            let u = MemberUpdate::assigned(name, self.clock.now());
+            writes.push(Write::create(update::key(op.id, name), encode(&u)));
+        }
         let detail =
             serde_json::json!({ "id": op.id, "forced": force, "stranded": stranded.len() });
         self.commit(writes, "op.baseline", detail)?;
         self.op_show()
+    }
+
+    /// O10: members left stranded by a Remint CA baselined with `force`. They trust only the
+    /// old CA, so they can no longer reach the zone, and the recovery bundle is gone.
+    fn cut_off_members(&self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for (k, rec) in self.store.scan(HISTORY)? {
+            let op: Operation = decode(&k, &rec.value)?;
+            if matches!(op.kind, OpKind::RemintCa { .. })
+                && matches!(op.state, OpState::Baselined(ref b) if b.forced)
+            {
+                let updates = self.member_updates(&op)?;
+                out.extend(
+                    updates
+                        .into_values()
+                        .filter(|(_, u)| u.is_stranded())
+                        .map(|(_, u)| u.name),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// O6: the servers that offer the recovery bundle now.
@@ -749,23 +823,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn op_show(&self) -> Result<OpView> {
         let op = self.op()?.ok_or(OpError::NoOperation)?;
         let updates = self.member_updates(&op)?;
-        let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
         let mut devices = Vec::new();
         let mut servers = Vec::new();
         let mut stranded = Vec::new();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = match u {
-                _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => {
-                    "not assigned".to_string()
-                }
-                Some(u) if activated && u.recovered => "recovered".into(),
-                Some(u) if activated && u.switched => "activated".into(),
-                Some(u) if activated && u.is_stranded() => "stranded".into(),
-                None if activated => "stranded".into(),
-                Some(u) => u.status.name().into(),
-                None => "assigned".into(),
-            };
+            let status = member_status_text(&op, u).to_string();
             if status == "stranded" {
                 stranded.push(m.name.clone());
             }
@@ -789,7 +852,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             state: op.state.name().into(),
             activation: op.activation.at,
             immediate: op.activation.immediate,
-            cancel_deadline: op.cancel_deadline(),
+            cancel_deadline: (!op.activation.immediate).then(|| op.cancel_deadline()),
             update_name: op.update_name.clone(),
             started_at: op.started_at,
             replication: op
@@ -866,6 +929,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let Some((_, op)) = self.current_op()? else {
             return Ok(None);
         };
+        if !matches!(op.state, OpState::Replicating(_) | OpState::Assigned(_)) {
+            return Ok(None); // activated: the future certificate is the current one
+        }
         let key = update::key(op.id, fqdn.as_str());
         match self.store.get(&key)? {
             Some(rec) => {
@@ -885,18 +951,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Ok(BTreeMap::new());
         }
         let updates = self.member_updates(&op)?;
-        let default = if op.is_assigned() {
-            "assigned"
-        } else {
-            "not assigned"
-        };
         Ok(self
             .device_records()?
             .into_iter()
             .map(|d| {
-                let s = updates
-                    .get(&d.name)
-                    .map_or(default, |(_, u)| u.status.name());
+                let s = member_status_text(&op, updates.get(&d.name).map(|(_, u)| u));
                 (d.name, s.to_string())
             })
             .collect())
@@ -925,10 +984,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         opts: &RefreshOptions,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<RefreshOutcome>> {
-        self.tick()?;
-        let now = self.clock.now();
-        let zone = self.zone()?;
         let all = self.members()?;
+        for name in opts.fail.iter().chain(&opts.offline) {
+            if !all.iter().any(|m| &m.name == name) {
+                return Err(ZoneError::UnknownMember { name: name.clone() }.into());
+            }
+        }
         let members: Vec<&Member> = if names.is_empty() {
             all.iter().collect()
         } else {
@@ -944,6 +1005,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             v.sort_by_key(|m| all.iter().position(|a| a.name == m.name));
             v
         };
+        // Every check above runs before anything is committed, activation included.
+        self.tick()?;
+        let now = self.clock.now();
+        let zone = self.zone()?;
         let mut outcomes = Vec::with_capacity(members.len());
         let total = members.len();
         // Loaded once and kept current as batches commit (a rescan per batch would cost
@@ -957,6 +1022,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .last_finished_op()?
             .filter(|o| matches!(o.state, OpState::Cancelled(_)))
             .map(|o| o.id);
+        let cut_off = self.cut_off_members()?;
         for (i, chunk) in members.chunks(BATCH).enumerate() {
             let current = self.current_op()?;
             if current.as_ref().map(|(_, o)| o.id) != updates_of {
@@ -969,6 +1035,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             let mut op_state = current.clone();
             let mut writes = Vec::new();
             for m in chunk {
+                if cut_off.contains(&m.name) && !opts.offline.contains(&m.name) {
+                    outcomes.push(RefreshOutcome {
+                        name: m.name.clone(),
+                        outcome: "stranded".into(),
+                        detail: Some(
+                            "missed a CA change whose recovery bundle was baselined away: \
+                             install the zone CA on it by hand"
+                                .into(),
+                        ),
+                    });
+                    continue;
+                }
                 let outcome = self.refresh_one(
                     m,
                     &zone,
@@ -1092,6 +1170,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             None => (Expect::Absent, MemberUpdate::assigned(&m.name, now)),
         };
         let before = u.clone();
+        // O7: what a member staged for a cancelled operation goes at its next refresh, also
+        // when it is a target of the next operation, which is not assigned yet.
+        if matches!(op.state, OpState::Replicating(_)) && cancelled.is_some() {
+            self.sync_trust(m, zone, cancelled, now)?;
+        }
         let result = match &op.state {
             OpState::Replicating(_) => out(
                 if notes.is_empty() {
@@ -1324,10 +1407,28 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     Some("activation failed on the member; retried at its next refresh".into());
                 return Ok(out("failed", u.reason.clone()));
             }
-            return match self
+            let mut result = self
                 .transport
-                .call(&m.name, AgentRequest::Activate { op_id: op.id, now })
+                .call(&m.name, AgentRequest::Activate { op_id: op.id, now });
+            // B5: a member that switched, but whose switch a crash kept out of the store, has
+            // nothing staged any more. Re-sending what it switched to is a no-op for it; a
+            // server that did not switch refuses it (the certificate is not for its key).
+            if let Err(TransportError::Refused { source, .. }) = &result
+                && matches!(**source, AgentError::NotStaged { .. })
             {
+                let trust = zone.trust_bundle(now);
+                let resend = if u.future_chain.is_empty() {
+                    AgentRequest::Trust { trust }
+                } else {
+                    AgentRequest::Install {
+                        chain: u.future_chain.clone(),
+                        trust,
+                        now,
+                    }
+                };
+                result = self.transport.call(&m.name, resend);
+            }
+            return match result {
                 Ok(_) => {
                     u.switched = true;
                     u.reason = None;
