@@ -470,13 +470,24 @@ impl Agent {
             self.chain = staged.chain;
             self.key = staged.key;
         }
+        // The certificate server promotes its future CA (Remint CA), and only the one this
+        // update makes the anchor: not a stray future CA a failed start left behind (B6).
+        if self
+            .future_ca_cert
+            .as_ref()
+            .is_some_and(|c| staged.trust_after.contains(c))
+        {
+            self.promote_future_ca();
+        }
         self.trust = staged.trust_after;
-        // The certificate server promotes its future CA (Remint CA).
+        Ok(AgentResponse::Activated(true))
+    }
+
+    fn promote_future_ca(&mut self) {
         if let (Some(k), Some(c)) = (self.future_ca_key.take(), self.future_ca_cert.take()) {
             self.ca_key = Some(k);
             self.ca_cert = Some(c);
         }
-        Ok(AgentResponse::Activated(true))
     }
 
     fn recover(
@@ -498,6 +509,15 @@ impl Agent {
         }
         if !trust_after.contains(new_ca) {
             return Err(bad("the new trust does not contain the new CA".into()));
+        }
+        // On the new CA server the tool runs by itself (the manual, Remint CA step 5): the new
+        // CA is the one this agent made, and it needs no voucher, even after an "immediate"
+        // activation, when the old CA could no longer certify it.
+        if self.future_ca_cert.as_ref() == Some(new_ca) {
+            self.promote_future_ca();
+            self.trust = trust_after;
+            self.staged = None;
+            return Ok(());
         }
         let anchors = self
             .trust
