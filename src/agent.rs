@@ -61,8 +61,11 @@ pub enum AgentRequest {
         /// Keep it as the future CA instead of the current one.
         future: bool,
     },
-    /// Drop the future CA key (a cancelled Remint CA).
-    DiscardFutureCa,
+    /// Drop the future CA with this certificate (a cancelled Remint CA).
+    DiscardFutureCa {
+        /// The future CA certificate whose key goes.
+        certificate: CertificateDer,
+    },
     /// Stage an update (A1): trust `trust_now` at once (current and future anchors), and keep
     /// `chain` (for servers: issued for the pending key) and `trust_after` until activation.
     Stage {
@@ -212,8 +215,7 @@ pub(crate) struct AgentParts {
     pub(crate) pending: Option<PrivateKey>,
     pub(crate) ca_key: Option<PrivateKey>,
     pub(crate) ca_cert: Option<CertificateDer>,
-    pub(crate) future_ca_key: Option<PrivateKey>,
-    pub(crate) future_ca_cert: Option<CertificateDer>,
+    pub(crate) future_cas: Vec<(PrivateKey, CertificateDer)>,
     pub(crate) staged: Option<Staged>,
 }
 
@@ -242,8 +244,10 @@ pub struct Agent {
     pending: Option<PrivateKey>,
     ca_key: Option<PrivateKey>,
     ca_cert: Option<CertificateDer>,
-    future_ca_key: Option<PrivateKey>,
-    future_ca_cert: Option<CertificateDer>,
+    /// Future CAs made for Remint CA starts, newest last. More than one only after two
+    /// frontends raced to start (B6): the loser's CA is never promoted, and is dropped when
+    /// the winner's activates.
+    future_cas: Vec<(PrivateKey, CertificateDer)>,
     staged: Option<Staged>,
 }
 
@@ -256,7 +260,7 @@ impl fmt::Debug for Agent {
             .field("trust_len", &self.trust.len())
             .field("pending", &self.pending.is_some())
             .field("ca_server", &self.ca_key.is_some())
-            .field("future_ca", &self.future_ca_key.is_some())
+            .field("future_cas", &self.future_cas.len())
             .field("staged_op", &self.staged.as_ref().map(|s| s.op_id))
             .finish()
     }
@@ -300,13 +304,17 @@ impl Agent {
         self.ca_cert.as_ref()
     }
 
-    /// The future CA key, on the certificate server during a Remint CA.
+    /// The newest future CA key, on the certificate server during a Remint CA.
     pub fn future_ca_key(&self) -> Option<&PrivateKey> {
-        self.future_ca_key.as_ref()
+        self.future_cas.last().map(|(k, _)| k)
     }
-    /// The future CA certificate.
+    /// The newest future CA certificate.
     pub fn future_ca_certificate(&self) -> Option<&CertificateDer> {
-        self.future_ca_cert.as_ref()
+        self.future_cas.last().map(|(_, c)| c)
+    }
+    /// Every future CA this agent holds (key and certificate), oldest first.
+    pub fn future_cas(&self) -> impl Iterator<Item = (&PrivateKey, &CertificateDer)> {
+        self.future_cas.iter().map(|(k, c)| (k, c))
     }
     /// What is staged for activation.
     pub fn staged(&self) -> Option<&Staged> {
@@ -323,8 +331,7 @@ impl Agent {
             pending: p.pending,
             ca_key: p.ca_key,
             ca_cert: p.ca_cert,
-            future_ca_key: p.future_ca_key,
-            future_ca_cert: p.future_ca_cert,
+            future_cas: p.future_cas,
             staged: p.staged,
         }
     }
@@ -359,17 +366,15 @@ impl Agent {
                 let ca_key = PrivateKey::generate(key)?;
                 let cert = self_signed_ca(&ca_key, &params, &serial, now)?;
                 if future {
-                    self.future_ca_key = Some(ca_key);
-                    self.future_ca_cert = Some(cert.der().clone());
+                    self.future_cas.push((ca_key, cert.der().clone()));
                 } else {
                     self.ca_key = Some(ca_key);
                     self.ca_cert = Some(cert.der().clone());
                 }
                 Ok(AgentResponse::CaCertificate(cert.der().clone()))
             }
-            AgentRequest::DiscardFutureCa => {
-                self.future_ca_key = None;
-                self.future_ca_cert = None;
+            AgentRequest::DiscardFutureCa { certificate } => {
+                self.future_cas.retain(|(_, c)| c != &certificate);
                 Ok(AgentResponse::Done)
             }
             AgentRequest::SignCertificate { tbs } => self.sign_certificate(&tbs),
@@ -472,21 +477,27 @@ impl Agent {
         }
         // The certificate server promotes its future CA (Remint CA), and only the one this
         // update makes the anchor: not a stray future CA a failed start left behind (B6).
-        if self
-            .future_ca_cert
-            .as_ref()
-            .is_some_and(|c| staged.trust_after.contains(c))
+        if let Some(c) = self
+            .future_cas
+            .iter()
+            .map(|(_, c)| c)
+            .find(|c| staged.trust_after.contains(c))
         {
-            self.promote_future_ca();
+            let c = c.clone();
+            self.promote_future_ca(&c);
         }
         self.trust = staged.trust_after;
         Ok(AgentResponse::Activated(true))
     }
 
-    fn promote_future_ca(&mut self) {
-        if let (Some(k), Some(c)) = (self.future_ca_key.take(), self.future_ca_cert.take()) {
+    /// Makes the future CA `cert` this agent's CA, and drops every other future CA (strays of
+    /// a lost start race, B6).
+    fn promote_future_ca(&mut self, cert: &CertificateDer) {
+        if let Some(i) = self.future_cas.iter().position(|(_, c)| c == cert) {
+            let (k, c) = self.future_cas.swap_remove(i);
             self.ca_key = Some(k);
             self.ca_cert = Some(c);
+            self.future_cas.clear();
         }
     }
 
@@ -513,8 +524,8 @@ impl Agent {
         // On the new CA server the tool runs by itself (the manual, Remint CA step 5): the new
         // CA is the one this agent made, and it needs no voucher, even after an "immediate"
         // activation, when the old CA could no longer certify it.
-        if self.future_ca_cert.as_ref() == Some(new_ca) {
-            self.promote_future_ca();
+        if self.future_cas.iter().any(|(_, c)| c == new_ca) {
+            self.promote_future_ca(new_ca);
             self.trust = trust_after;
             self.staged = None;
             return Ok(());
@@ -578,7 +589,7 @@ impl Agent {
     }
 
     fn sign_certificate(&self, tbs: &[u8]) -> Result<AgentResponse, AgentError> {
-        if self.ca_key.is_none() && self.future_ca_key.is_none() {
+        if self.ca_key.is_none() && self.future_cas.is_empty() {
             return Err(AgentError::NotCaServer);
         }
         let parsed = TbsCertificate::from_der(tbs).map_err(|e| AgentError::RefusedToSign {
@@ -592,13 +603,9 @@ impl Agent {
             .flatten()
             .and_then(|(_, a)| a.key_identifier.map(|k| k.as_bytes().to_vec()));
         let mut any_ca = false;
-        for (key, der) in [
-            (&self.ca_key, &self.ca_cert),
-            (&self.future_ca_key, &self.future_ca_cert),
-        ] {
-            let (Some(key), Some(der)) = (key, der) else {
-                continue;
-            };
+        let current = self.ca_key.as_ref().zip(self.ca_cert.as_ref());
+        let futures = self.future_cas.iter().map(|(k, c)| (k, c));
+        for (key, der) in current.into_iter().chain(futures) {
             any_ca = true;
             let ca = Certificate::try_from(der)?;
             if parsed.issuer() != ca.subject_name() {

@@ -374,3 +374,107 @@ fn a_refused_command_does_not_even_commit_a_due_activation() {
     );
     assert!(ps2.options.is_empty());
 }
+
+/// A store whose first read of `op/current` lets another frontend run a whole command right
+/// after the read (so the reader saw "no operation" and goes on).
+struct RaceAfterRead<'a> {
+    inner: &'a MemoryStore,
+    other: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'a>>>,
+}
+
+impl zonepki::store::Storage for RaceAfterRead<'_> {
+    fn get(&self, key: &str) -> Result<Option<zonepki::store::Record>, zonepki::store::StoreError> {
+        let r = self.inner.get(key);
+        if key == "op/current" {
+            let f = self.other.lock().unwrap().take();
+            if let Some(f) = f {
+                f();
+            }
+        }
+        r
+    }
+    fn scan(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, zonepki::store::Record)>, zonepki::store::StoreError> {
+        self.inner.scan(prefix)
+    }
+    fn commit(&self, w: &[zonepki::store::Write]) -> Result<(), zonepki::store::StoreError> {
+        self.inner.commit(w)
+    }
+}
+
+#[test]
+fn a_lost_start_race_does_not_spoil_the_winners_future_ca() {
+    let store = MemoryStore::new();
+    let transport = LoopbackTransport::in_memory();
+    let clock = ManualClock::new(t(T0));
+    let setup = ZoneService::new(&store, &transport, &clock);
+    setup
+        .init_internal(InitInternal {
+            zone: "Race".into(),
+            ca_subject: None,
+            first_server: NewServer::new(fq("ps1.zone.example"), ServerRole::Primary),
+            ca_key: KeySpec::P256,
+            validity: 5.try_into().unwrap(),
+        })
+        .unwrap();
+    setup
+        .add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
+        .unwrap();
+    setup
+        .refresh(&[], &RefreshOptions::default(), |_, _| {})
+        .unwrap();
+
+    let winner = ZoneService::new(&store, &transport, &clock);
+    let racing = RaceAfterRead {
+        inner: &store,
+        other: std::sync::Mutex::new(Some(Box::new(|| {
+            winner
+                .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+                .unwrap();
+        }))),
+    };
+    let loser = ZoneService::new(&racing, &transport, &clock);
+    let e = loser
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap_err();
+    assert!(matches!(e, zonepki::Error::Store(_)), "{e}");
+    // The winner's operation goes through: every server gets its future certificate from the
+    // winner's future CA, and switches at activation.
+    for _ in 0..3 {
+        setup
+            .refresh(&[], &RefreshOptions::default(), |_, _| {})
+            .unwrap();
+    }
+    let v = setup.op_show().unwrap();
+    assert!(
+        v.servers
+            .iter()
+            .all(|s| s.certificate_status == "new certificate created"),
+        "{:?}",
+        v.servers
+    );
+    clock.set(t("2027-01-08T00:00:00Z"));
+    setup
+        .refresh(&[], &RefreshOptions::default(), |_, _| {})
+        .unwrap();
+    let ca = setup.ca_certificate().unwrap();
+    for s in ["ps1.zone.example", "ps2.zone.example"] {
+        let chain = transport.with_agent(s, |a| a.chain().to_vec()).unwrap();
+        let leaf = Certificate::try_from(&chain[0]).unwrap();
+        verify_chain(&leaf, &[], std::slice::from_ref(&ca), clock_now(&clock)).unwrap();
+    }
+    // The certificate server now holds the winner's CA and no stray future CA.
+    let (current, strays) = transport
+        .with_agent("ps1.zone.example", |a| {
+            (a.ca_certificate().cloned(), a.future_cas().count())
+        })
+        .unwrap();
+    assert_eq!(current.as_ref(), Some(ca.der()));
+    assert_eq!(strays, 0);
+}
+
+fn clock_now(c: &ManualClock) -> Timestamp {
+    zonepki::clock::Clock::now(c)
+}

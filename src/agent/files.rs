@@ -8,7 +8,7 @@
 //! DIR/<name>/remint-repo/          A1: what is staged for activation
 //!     server.cer  ca.cert  key.pem (0600)  trust.pem  staged.json
 //! DIR/<name>/ca/key.pem, cert.pem  on the certificate server (0600 key)
-//! DIR/<name>/ca/future-key.pem, future-cert.pem   during a Remint CA
+//! DIR/<name>/ca/future-<n>.key.pem, .cert.pem    during a Remint CA (0600 key)
 //! ```
 //!
 //! This is the agent's I/O adapter; the agent itself stays sans-IO. Files are written to a
@@ -110,10 +110,7 @@ impl MemberDir {
             pending: read_key(&dir.join("pending/key.pem"))?,
             ca_key: read_key(&dir.join("ca/key.pem"))?,
             ca_cert: read_certs(&dir.join("ca/cert.pem"))?.into_iter().next(),
-            future_ca_key: read_key(&dir.join("ca/future-key.pem"))?,
-            future_ca_cert: read_certs(&dir.join("ca/future-cert.pem"))?
-                .into_iter()
-                .next(),
+            future_cas: read_future_cas(&dir.join("ca"))?,
             staged,
         }))
     }
@@ -135,14 +132,7 @@ impl MemberDir {
                 .map(std::slice::from_ref)
                 .unwrap_or(&[]),
         )?;
-        write_key(&dir.join("ca/future-key.pem"), agent.future_ca_key())?;
-        write_certs(
-            &dir.join("ca/future-cert.pem"),
-            agent
-                .future_ca_certificate()
-                .map(std::slice::from_ref)
-                .unwrap_or(&[]),
-        )?;
+        write_future_cas(&dir.join("ca"), agent)?;
         let repo = dir.join("remint-repo");
         match agent.staged() {
             Some(st) => {
@@ -219,6 +209,43 @@ impl MemberDir {
             fs::remove_dir_all(&prev).map_err(|e| io_err(&prev, e))?;
         }
         Ok(())
+    }
+}
+
+/// `ca/future-<n>.key.pem` and `ca/future-<n>.cert.pem`, one pair per future CA.
+fn read_future_cas(ca_dir: &Path) -> Result<Vec<(PrivateKey, CertificateDer)>, AgentError> {
+    let mut out = Vec::new();
+    for n in 0.. {
+        let cert = read_certs(&ca_dir.join(format!("future-{n}.cert.pem")))?;
+        let key = read_key(&ca_dir.join(format!("future-{n}.key.pem")))?;
+        match (key, cert.into_iter().next()) {
+            (Some(k), Some(c)) => out.push((k, c)),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+fn write_future_cas(ca_dir: &Path, agent: &Agent) -> Result<(), AgentError> {
+    let mut n = 0;
+    for (key, cert) in agent.future_cas() {
+        write_key(&ca_dir.join(format!("future-{n}.key.pem")), Some(key))?;
+        write_certs(
+            &ca_dir.join(format!("future-{n}.cert.pem")),
+            std::slice::from_ref(cert),
+        )?;
+        n += 1;
+    }
+    // Remove pairs beyond the current count (a promoted or discarded future CA).
+    loop {
+        let key = ca_dir.join(format!("future-{n}.key.pem"));
+        let cert = ca_dir.join(format!("future-{n}.cert.pem"));
+        if !key.exists() && !cert.exists() {
+            return Ok(());
+        }
+        remove_if_exists(&key)?;
+        remove_if_exists(&cert)?;
+        n += 1;
     }
 }
 

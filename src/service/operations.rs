@@ -644,9 +644,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
         op.check_cancel(now)?;
-        if matches!(op.kind, OpKind::RemintCa { .. }) {
+        if let OpKind::RemintCa { future_ca, .. } = &op.kind {
+            let certificate = future_ca.clone();
             self.transport
-                .call(op.ca_server.as_str(), AgentRequest::DiscardFutureCa)
+                .call(
+                    op.ca_server.as_str(),
+                    AgentRequest::DiscardFutureCa { certificate },
+                )
                 .map_err(|e| {
                     OpError::Selection(format!("cancel failed, nothing changed; retry: {e}"))
                 })?;
