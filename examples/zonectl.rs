@@ -793,6 +793,7 @@ fn server_remint(g: &Global, svc: &Service, args: ServerRemintArgs) -> CmdResult
             key: args.key,
             include_dns: args.include_dns,
             activation: args.activate_at,
+            csr: None,
         })
         .map_err(msg)?;
     print_started(g, &view);

@@ -96,6 +96,22 @@ pub enum AgentRequest {
         /// Anchors to trust.
         trust: Vec<CertificateDer>,
     },
+    /// CE2 manual mode (A1): stage the administrator's chain and key from this member's remint
+    /// repository (`server.<ext>`, `key.der`), after checking that the key matches the
+    /// certificate, that the certificate names this server (a wildcard from the external CA
+    /// is accepted, CE4) and that the chain leads to an anchor of `trust_after` (CE3).
+    StageManual {
+        /// The operation.
+        op_id: u64,
+        /// When to switch.
+        activation: Timestamp,
+        /// Anchors to trust from now on.
+        trust_now: Vec<CertificateDer>,
+        /// Anchors to trust after activation.
+        trust_after: Vec<CertificateDer>,
+        /// The time to check the chain at.
+        now: Timestamp,
+    },
     /// Recovery (O6, O8): a member that missed the update checks the bundle with the trust it
     /// has, then trusts `trust_after`.
     Recover {
@@ -130,6 +146,8 @@ pub enum AgentResponse {
     Signature(Vec<u8>),
     /// Answer to `Activate`: whether the member switched now (false: it had already).
     Activated(bool),
+    /// Answer to `StageManual`: the validated chain, leaf first, ending at the anchor.
+    Staged(Vec<CertificateDer>),
 }
 
 /// Why an agent refused a request.
@@ -175,6 +193,9 @@ pub enum AgentError {
         /// Why.
         reason: String,
     },
+    /// CE2 manual mode: the remint repository lacks or garbles a piece.
+    #[error("remint repository: {0}")]
+    Manual(#[from] ManualError),
     /// A simulated failure (tests, `zonectl fleet refresh --fail`).
     #[error("the agent reported a failure: {reason}")]
     Failed {
@@ -217,6 +238,131 @@ pub(crate) struct AgentParts {
     pub(crate) ca_cert: Option<CertificateDer>,
     pub(crate) future_cas: Vec<(PrivateKey, CertificateDer)>,
     pub(crate) staged: Option<Staged>,
+    pub(crate) manual: Option<Result<ManualMaterial, ManualError>>,
+}
+
+/// What an administrator placed in a remint repository for CE2's manual mode.
+pub struct ManualMaterial {
+    /// The chain from `server.<ext>`, in file order.
+    pub chain: Vec<Certificate>,
+    /// The key from `key.der`.
+    pub key: PrivateKey,
+}
+
+impl fmt::Debug for ManualMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualMaterial")
+            .field("chain", &self.chain)
+            .field("key", &"[secret key elided]")
+            .finish()
+    }
+}
+
+/// Why the remint repository's manual-mode files cannot be used (each says what to do).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManualError {
+    /// No `server.<ext>`.
+    #[error(
+        "no server certificate: place the complete chain (server, intermediates, root) as \
+             server.der, .cer, .crt, .p7b, .pem or .cert"
+    )]
+    MissingChain,
+    /// Several `server.<ext>` files.
+    #[error("several server certificate files ({0}): keep exactly one")]
+    SeveralChains(String),
+    /// No `key.der`.
+    #[error("no key: place the server's private key as key.der (PKCS#8, DER or PEM)")]
+    MissingKey,
+    /// `server.<ext>` is not a certificate bundle.
+    #[error("{file}: {reason}")]
+    BadChain {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// `key.der` is not a usable key (never shows key material).
+    #[error("key.der: {0}; convert with `openssl pkcs8 -topk8 -nocrypt -outform DER`")]
+    BadKey(String),
+    /// The key is not the certificate's.
+    #[error("key.der does not match the certificate in {file} ({subject})")]
+    KeyMismatch {
+        /// The chain file.
+        file: String,
+        /// The certificate's subject.
+        subject: String,
+    },
+}
+
+/// The file names CE2 allows for the administrator's chain.
+pub const MANUAL_CHAIN_FILES: [&str; 6] = [
+    "server.der",
+    "server.cer",
+    "server.crt",
+    "server.p7b",
+    "server.pem",
+    "server.cert",
+];
+
+/// Reads CE2 manual-mode material from a remint repository's files, given as (name, bytes):
+/// exactly one `server.<ext>` (any of the six formats, content decides) and `key.der` (PKCS#8,
+/// DER or PEM), whose key must be the public key of one certificate of the chain; that one is
+/// moved to the front. Pure and I/O-free, so it can be fuzzed.
+pub fn read_manual_material(files: &[(String, Vec<u8>)]) -> Result<ManualMaterial, ManualError> {
+    let chains: Vec<&(String, Vec<u8>)> = files
+        .iter()
+        .filter(|(n, _)| MANUAL_CHAIN_FILES.contains(&n.as_str()))
+        .collect();
+    let (file, bytes) = match chains.as_slice() {
+        [] => return Err(ManualError::MissingChain),
+        [one] => (&one.0, &one.1),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(ManualError::SeveralChains(names.join(", ")));
+        }
+    };
+    let mut chain =
+        crate::cert::bundle::read_certificates(bytes).map_err(|e| ManualError::BadChain {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+    let key_bytes = files
+        .iter()
+        .find(|(n, _)| n == "key.der")
+        .map(|(_, b)| b)
+        .ok_or(ManualError::MissingKey)?;
+    let key = PrivateKey::from_pkcs8(key_bytes).map_err(|e| ManualError::BadKey(e.to_string()))?;
+    let spki = key.public_key_info();
+    let Some(pos) = chain.iter().position(|c| c.public_key() == &spki) else {
+        return Err(ManualError::KeyMismatch {
+            file: file.clone(),
+            subject: chain[0].subject(),
+        });
+    };
+    let leaf = chain.remove(pos);
+    chain.insert(0, leaf);
+    Ok(ManualMaterial { chain, key })
+}
+
+/// Whether `cert` names `host` in its SAN DNS names (or, without a SAN, its CN); one leading
+/// wildcard label matches exactly one label (RFC 6125 6.4.3), as an external CA may issue
+/// (CE4).
+pub fn certificate_names(cert: &Certificate, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let names = match cert.dns_names() {
+        Ok(n) if !n.is_empty() => n,
+        _ => cert.common_name().into_iter().collect(),
+    };
+    names.iter().any(|n| {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        match n.strip_prefix("*.") {
+            Some(rest) => host.split_once('.').is_some_and(|(label, tail)| {
+                !label.is_empty() && tail == rest && rest.contains('.')
+            }),
+            None => n == host,
+        }
+    })
 }
 
 /// What an agent holds between staging and activation (A1).
@@ -249,6 +395,8 @@ pub struct Agent {
     /// the winner's activates.
     future_cas: Vec<(PrivateKey, CertificateDer)>,
     staged: Option<Staged>,
+    /// CE2 manual mode: what the remint repository holds (read by [`files::MemberDir`]).
+    manual: Option<Result<ManualMaterial, ManualError>>,
 }
 
 impl fmt::Debug for Agent {
@@ -333,6 +481,7 @@ impl Agent {
             ca_cert: p.ca_cert,
             future_cas: p.future_cas,
             staged: p.staged,
+            manual: p.manual,
         }
     }
 
@@ -398,6 +547,16 @@ impl Agent {
                 self.trust = trust;
                 Ok(AgentResponse::Done)
             }
+            AgentRequest::StageManual {
+                op_id,
+                activation,
+                trust_now,
+                trust_after,
+                now,
+            } => {
+                let chain = self.stage_manual(op_id, activation, trust_now, trust_after, now)?;
+                Ok(AgentResponse::Staged(chain))
+            }
             AgentRequest::Recover {
                 new_ca,
                 cross_certificate,
@@ -460,6 +619,60 @@ impl Agent {
             key,
         });
         Ok(())
+    }
+
+    fn stage_manual(
+        &mut self,
+        op_id: u64,
+        activation: Timestamp,
+        trust_now: Vec<CertificateDer>,
+        trust_after: Vec<CertificateDer>,
+        now: Timestamp,
+    ) -> Result<Vec<CertificateDer>, AgentError> {
+        let material = match self.manual.take() {
+            None => return Err(ManualError::MissingChain.into()),
+            Some(Err(e)) => {
+                self.manual = Some(Err(e.clone()));
+                return Err(e.into());
+            }
+            Some(Ok(m)) => m,
+        };
+        let check = || -> Result<Vec<CertificateDer>, AgentError> {
+            let anchors = trust_after
+                .iter()
+                .map(Certificate::try_from)
+                .collect::<Result<Vec<_>, CertError>>()?;
+            let (leaf, rest) = material.chain.split_first().ok_or(AgentError::EmptyChain)?;
+            if !certificate_names(leaf, &self.name) {
+                return Err(AgentError::RefusedToSign {
+                    reason: format!(
+                        "the certificate in the remint repository is for {}, not {}",
+                        leaf.subject(),
+                        self.name
+                    ),
+                });
+            }
+            let path = verify_chain(leaf, rest, &anchors, now)
+                .map_err(|e| AgentError::Chain(Box::new(e)))?;
+            Ok(path.path().iter().map(|c| c.der().clone()).collect())
+        };
+        match check() {
+            Ok(chain) => {
+                self.trust = trust_now;
+                self.staged = Some(Staged {
+                    op_id,
+                    activation,
+                    trust_after,
+                    chain: chain.clone(),
+                    key: Some(material.key),
+                });
+                Ok(chain)
+            }
+            Err(e) => {
+                self.manual = Some(Ok(material));
+                Err(e)
+            }
+        }
     }
 
     fn activate(&mut self, op_id: u64, now: Timestamp) -> Result<AgentResponse, AgentError> {

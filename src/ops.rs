@@ -162,7 +162,24 @@ pub enum OpKind {
         /// recovery bundle's proof, checked with the trust a device already has (O6).
         cross_certificate: CertificateDer,
     },
-    /// Internal Server Remint (SR1, SR2): new keys and certificates for selected servers.
+    /// Change CA (CI1, CI2, CE1-CE4): a new CA, internal on a chosen Primary Server or external
+    /// (a root, and subordinate CAs given in full); every Primary Server and Authentication
+    /// Satellite gets a certificate under it.
+    ChangeCa {
+        /// Where the new CA lives.
+        to: NewCa,
+        /// Put servers' additional DNS names into their SANs.
+        include_dns: bool,
+        /// The future zone CA: a new internal CA, or the external chain's root (CE1).
+        future_ca: CertificateDer,
+        /// Subordinate CAs between the external root and server certificates (may be empty).
+        intermediates: Vec<CertificateDer>,
+        /// The bridge (B1): the future CA certified by the current one, when the zone holds the
+        /// current CA's key (an internal CA); the recovery bundle's proof (O6).
+        cross_certificate: Option<CertificateDer>,
+    },
+    /// Server Remint (SR1-SR3): new keys and certificates for selected servers, issued by the
+    /// internal CA, or by the external CA through CSRs (`csr`).
     ServerRemint {
         /// The selected servers.
         servers: Vec<Fqdn>,
@@ -172,21 +189,122 @@ pub enum OpKind {
         key: KeySpec,
         /// Put the servers' additional DNS names into their SANs.
         include_dns: bool,
+        /// External CA: how the new certificates are requested (SR3).
+        #[serde(default)]
+        csr: Option<CsrMode>,
+    },
+}
+
+/// Where a Change CA puts the zone's CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ca", rename_all = "snake_case")]
+pub enum NewCa {
+    /// An internal CA created on `server`, which becomes the certificate server (CI1).
+    Internal {
+        /// The new certificate server (a Primary Server).
+        server: Fqdn,
+        /// Subject common name (default: the zone name).
+        common_name: String,
+        /// Key type.
+        key: KeySpec,
+        /// Validity.
+        validity: ValidityYears,
+    },
+    /// An external CA (CE1); server certificates come through CSRs.
+    External {
+        /// CSR mode (CE2).
+        csr: CsrMode,
+    },
+}
+
+/// Subject fields of CSRs the crate makes for an external CA (CE2: O, OU, L, ST, C; the CN
+/// is the server's FQDN).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CsrFields {
+    /// Organisation.
+    pub organization: Option<String>,
+    /// Organisational unit.
+    pub organizational_unit: Option<String>,
+    /// Locality.
+    pub locality: Option<String>,
+    /// State or province.
+    pub state: Option<String>,
+    /// Country, two letters.
+    pub country: Option<String>,
+}
+
+/// How server certificates are requested from an external CA (CE2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum CsrMode {
+    /// The administrator makes keys and CSRs elsewhere and places the complete chain
+    /// (`server.<ext>`) and key (`key.der`) in each server's remint repository.
+    Manual,
+    /// Each server's agent makes its key and CSR; the administrator has them signed and
+    /// imports the certificates.
+    Auto {
+        /// Subject fields.
+        fields: CsrFields,
+        /// Key type.
+        key: KeySpec,
     },
 }
 
 impl OpKind {
+    /// The future zone CA of a CA operation.
+    pub fn future_ca(&self) -> Option<&CertificateDer> {
+        match self {
+            OpKind::RemintCa { future_ca, .. } | OpKind::ChangeCa { future_ca, .. } => {
+                Some(future_ca)
+            }
+            OpKind::ServerRemint { .. } => None,
+        }
+    }
+
+    /// The bridge that authenticates the recovery bundle (B1, O6).
+    pub fn cross_certificate(&self) -> Option<&CertificateDer> {
+        match self {
+            OpKind::RemintCa {
+                cross_certificate, ..
+            } => Some(cross_certificate),
+            OpKind::ChangeCa {
+                cross_certificate, ..
+            } => cross_certificate.as_ref(),
+            OpKind::ServerRemint { .. } => None,
+        }
+    }
+
+    /// How certificates are requested, when an external CA issues them.
+    pub fn csr_mode(&self) -> Option<&CsrMode> {
+        match self {
+            OpKind::ChangeCa {
+                to: NewCa::External { csr },
+                ..
+            } => Some(csr),
+            OpKind::ServerRemint { csr, .. } => csr.as_ref(),
+            _ => None,
+        }
+    }
+
     /// `remint_ca` or `server_remint`.
     pub fn name(&self) -> &'static str {
         match self {
             OpKind::RemintCa { .. } => "remint_ca",
+            OpKind::ChangeCa {
+                to: NewCa::Internal { .. },
+                ..
+            } => "change_ca_internal",
+            OpKind::ChangeCa {
+                to: NewCa::External { .. },
+                ..
+            } => "change_ca_external",
             OpKind::ServerRemint { .. } => "server_remint",
         }
     }
 
     /// Whether the update goes to every member (CA operations) or to selected servers (O4).
     pub fn all_members(&self) -> bool {
-        matches!(self, OpKind::RemintCa { .. })
+        matches!(self, OpKind::RemintCa { .. } | OpKind::ChangeCa { .. })
     }
 }
 
@@ -194,6 +312,7 @@ impl fmt::Display for OpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             OpKind::RemintCa { .. } => "Remint CA",
+            OpKind::ChangeCa { .. } => "Change CA",
             OpKind::ServerRemint { .. } => "Server Remint",
         })
     }
@@ -629,6 +748,7 @@ mod tests {
                 common_name: None,
                 key: KeySpec::P256,
                 include_dns: false,
+                csr: None,
             },
             "u".into(),
             act,

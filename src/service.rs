@@ -7,8 +7,10 @@
 //! changed first and the store last, so a failure leaves the store untouched and the member
 //! with an unused certificate that the next enrolment replaces.
 
+mod external;
 mod operations;
 
+pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use operations::{
     MemberView, OpView, Plan, PlanEntry, RefreshOptions, RefreshOutcome, RemintCaRequest,
     ReplicationView, ServerCertView, ServerRemintRequest,
@@ -689,6 +691,7 @@ fn server_record(
         agent_version: server.agent_version.clone(),
         certificate,
         joined_at: now,
+        csr: None,
     }
 }
 

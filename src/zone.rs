@@ -325,6 +325,9 @@ pub struct ServerRecord {
     pub certificate: Vec<CertificateDer>,
     /// When it joined.
     pub joined_at: Timestamp,
+    /// External CA: a CSR its agent made outside any operation, waiting for `cert import`.
+    #[serde(default)]
+    pub csr: Option<crate::csr::CsrDer>,
 }
 
 /// A managed device record: `device/<name>`.

@@ -288,6 +288,7 @@ fn internal_server_remint() {
         key: KeySpec::Rsa2048,
         include_dns: false,
         activation: ActivationRequest::At(t("2027-01-05T00:00:00Z")),
+        csr: None,
     };
     let v = sim.svc.start_server_remint(req).unwrap();
     assert_eq!(

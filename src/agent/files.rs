@@ -111,6 +111,11 @@ impl MemberDir {
             ca_key: read_key(&dir.join("ca/key.pem"))?,
             ca_cert: read_certs(&dir.join("ca/cert.pem"))?.into_iter().next(),
             future_cas: read_future_cas(&dir.join("ca"))?,
+            manual: if staged.is_none() {
+                read_manual(&repo)?
+            } else {
+                None
+            },
             staged,
         }))
     }
@@ -136,6 +141,14 @@ impl MemberDir {
         let repo = dir.join("remint-repo");
         match agent.staged() {
             Some(st) => {
+                // Staging consumed the administrator's manual-mode files (CE2): the key now
+                // lives, 0600, as the staged key; the clear key.der and other server.<ext>
+                // copies go.
+                for f in super::MANUAL_CHAIN_FILES.iter().chain(&["key.der"]) {
+                    if *f != "server.cer" {
+                        remove_if_exists(&repo.join(f))?;
+                    }
+                }
                 write_certs(&repo.join("server.cer"), &st.chain)?;
                 // ca.cert: the future zone CA, the first of the anchors after activation.
                 write_certs(
@@ -151,7 +164,9 @@ impl MemberDir {
                 let json = serde_json::to_vec(&meta).map_err(|e| io_err(&repo, e))?;
                 write_atomic(&repo.join("staged.json"), &json, false)?;
             }
-            None => {
+            // Remove what staging wrote, and only that: before staging, server.<ext> and
+            // key.der in the repository are the administrator's (CE2 manual mode).
+            None if repo.join("staged.json").exists() => {
                 for f in [
                     "server.cer",
                     "ca.cert",
@@ -162,6 +177,7 @@ impl MemberDir {
                     remove_if_exists(&repo.join(f))?;
                 }
             }
+            None => {}
         }
         Ok(())
     }
@@ -247,6 +263,24 @@ fn write_future_cas(ca_dir: &Path, agent: &Agent) -> Result<(), AgentError> {
         remove_if_exists(&cert)?;
         n += 1;
     }
+}
+
+/// CE2 manual mode: the administrator's `server.<ext>` and `key.der`, if any is there.
+fn read_manual(
+    repo: &Path,
+) -> Result<Option<Result<super::ManualMaterial, super::ManualError>>, AgentError> {
+    let mut files = Vec::new();
+    for name in super::MANUAL_CHAIN_FILES.iter().chain(&["key.der"]) {
+        match fs::read(repo.join(name)) {
+            Ok(bytes) => files.push((name.to_string(), bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&repo.join(name), e)),
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(super::read_manual_material(&files)))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), AgentError> {

@@ -38,14 +38,20 @@ impl MemberStatus {
     }
 }
 
-/// SR4's certificate status of a server during an internal remint.
+/// SR4's certificate status of a server during a remint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerCertStatus {
-    /// "New certificate created": the future certificate exists.
+    /// Internal: "New certificate created": the future certificate exists.
     Created,
-    /// "Creating certificate failed".
+    /// Internal: "Creating certificate failed".
     Failed,
+    /// External: "CSR generated": waiting for the certificate.
+    CsrGenerated,
+    /// External: "CSR generation failed".
+    CsrFailed,
+    /// External: "New certificate uploaded": the future certificate was imported.
+    Uploaded,
 }
 
 impl ServerCertStatus {
@@ -54,7 +60,15 @@ impl ServerCertStatus {
         match self {
             ServerCertStatus::Created => "new certificate created",
             ServerCertStatus::Failed => "creating certificate failed",
+            ServerCertStatus::CsrGenerated => "CSR generated",
+            ServerCertStatus::CsrFailed => "CSR generation failed",
+            ServerCertStatus::Uploaded => "new certificate uploaded",
         }
+    }
+
+    /// Whether the future certificate exists (O12 counts these).
+    pub fn has_certificate(self) -> bool {
+        matches!(self, ServerCertStatus::Created | ServerCertStatus::Uploaded)
     }
 }
 
@@ -73,6 +87,9 @@ pub struct MemberUpdate {
     pub future_chain: Vec<CertificateDer>,
     /// For servers: SR4 status.
     pub cert_status: Option<ServerCertStatus>,
+    /// External CA, automatic CSR mode: the CSR the server's agent made (SR5).
+    #[serde(default)]
+    pub csr: Option<crate::csr::CsrDer>,
     /// The member switched to the staged material (A2).
     pub switched: bool,
     /// The member missed activation and was recovered with the recovery bundle (O8).
@@ -91,6 +108,7 @@ impl MemberUpdate {
             reason: None,
             future_chain: Vec::new(),
             cert_status: None,
+            csr: None,
             switched: false,
             recovered: false,
             updated_at: now,

@@ -15,7 +15,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::key::KeySpec;
 use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
 use crate::ops::{
-    ActivationRequest, Notice, OpError, OpKind, OpState, Operation, Replication, check_activation,
+    ActivationRequest, CsrFields, CsrMode, NewCa, Notice, OpError, OpKind, OpState, Operation,
+    Replication, check_activation,
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::{Transport, TransportError};
@@ -63,6 +64,8 @@ pub struct ServerRemintRequest {
     pub include_dns: bool,
     /// Activation.
     pub activation: ActivationRequest,
+    /// External CA only: how certificates are requested (SR3).
+    pub csr: Option<CsrMode>,
 }
 
 /// What `fleet refresh` simulates for some members.
@@ -229,12 +232,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    fn next_op_id(&self) -> Result<u64> {
+    pub(super) fn next_op_id(&self) -> Result<u64> {
         Ok(self.last_finished_op()?.map_or(1, |o| o.id + 1))
     }
 
     /// O1: refuses when an operation runs.
-    fn ensure_idle(&self, wanted: &str) -> Result<()> {
+    pub(super) fn ensure_idle(&self, wanted: &str) -> Result<()> {
         if let Some((_, op)) = self.current_op()? {
             return Err(OpError::Busy {
                 running: op.kind.to_string(),
@@ -256,7 +259,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    fn content_servers(&self) -> Result<Vec<Fqdn>> {
+    /// The server an operation is initiated on in a zone without a certificate server: the
+    /// first Primary Server (O6: it offers the recovery bundle).
+    pub(super) fn initiating_server(&self) -> Result<Fqdn> {
+        self.server_records()?
+            .into_iter()
+            .find(|s| s.role == ServerRole::Primary)
+            .map(|s| s.fqdn)
+            .ok_or_else(|| OpError::Selection("the zone has no Primary Server".into()).into())
+    }
+
+    pub(super) fn content_servers(&self) -> Result<Vec<Fqdn>> {
         Ok(self
             .server_records()?
             .into_iter()
@@ -348,7 +361,28 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Starts an internal Server Remint (SR1, SR2).
     pub fn start_server_remint(&self, req: ServerRemintRequest) -> Result<OpView> {
         let zone = self.zone()?;
-        let ca_server = Self::internal_ca_server(&zone, "an internal Server Remint")?;
+        // Internal: the certificate server issues. External (SR3): CSRs, and the operation's
+        // recovery bundle lives on the server that initiated it (O6), here the first Primary.
+        let ca_server = match (&zone.ca, &req.csr) {
+            (CaKind::Internal { certificate_server }, None) => certificate_server.clone(),
+            (CaKind::Internal { .. }, Some(_)) => {
+                return Err(OpError::Selection(
+                    "--csr applies to a zone with an external CA; this zone's CA is internal, \
+                     and its certificate server issues the new certificates"
+                        .into(),
+                )
+                .into());
+            }
+            (CaKind::External, None) => {
+                return Err(OpError::Selection(
+                    "this zone's CA is external: choose how certificates are requested with \
+                     --csr manual or --csr auto (SR3)"
+                        .into(),
+                )
+                .into());
+            }
+            (CaKind::External, Some(_)) => self.initiating_server()?,
+        };
         self.ensure_idle("Server Remint")?;
         let now = self.clock.now();
         if req.update_name.trim().is_empty() {
@@ -410,7 +444,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         let current = Certificate::try_from(&zone.ca_certificate)?;
-        let activation = check_activation(req.activation, now, current.not_after(), None)?;
+        let deadline = if req.csr.is_some() {
+            // SR3, O2: before the earliest expiry among the selected servers.
+            let mut earliest: Option<Timestamp> = None;
+            for rec in all.iter().filter(|r| selected.contains(&r.fqdn)) {
+                if let Some(leaf) = rec.certificate.first() {
+                    let t = Certificate::try_from(leaf)?.not_after();
+                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                }
+            }
+            earliest
+        } else {
+            None
+        };
+        let activation = check_activation(req.activation, now, current.not_after(), deadline)?;
         let op = Operation::new(
             self.next_op_id()?,
             OpKind::ServerRemint {
@@ -418,6 +465,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 common_name: req.common_name,
                 key: req.key,
                 include_dns: req.include_dns,
+                csr: req.csr,
             },
             req.update_name,
             activation,
@@ -429,7 +477,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.start(op, Vec::new())
     }
 
-    fn start(&self, mut op: Operation, mut writes: Vec<Write>) -> Result<OpView> {
+    pub(super) fn start(&self, mut op: Operation, mut writes: Vec<Write>) -> Result<OpView> {
         let now = self.clock.now();
         // A zone without content servers has nothing to replicate: assigned at once (O4).
         if op.replication.is_empty() {
@@ -484,7 +532,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Whether `member` is in the operation's update.
     fn targeted(op: &Operation, member: &Member) -> bool {
         match &op.kind {
-            OpKind::RemintCa { .. } => true,
+            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => true,
             OpKind::ServerRemint { servers, .. } => member
                 .server
                 .as_ref()
@@ -495,7 +543,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Whether `member` needs a new certificate from this operation.
     fn needs_certificate(op: &Operation, member: &Member) -> bool {
         match &op.kind {
-            OpKind::RemintCa { .. } => member
+            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => member
                 .server
                 .as_ref()
                 .is_some_and(|s| s.role.has_certificate()),
@@ -547,7 +595,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let mut writes = Vec::new();
         // The future certificates become current (O8): the zone's records say so at once;
         // each member switches at its next refresh, the certificate server first.
-        if let OpKind::RemintCa { future_ca, .. } = &op.kind {
+        if let Some(future_ca) = op.kind.future_ca() {
             let old = Certificate::try_from(&zone.ca_certificate)?;
             // B7: the old CA stays trusted until the last certificate it issued expires
             // (a stranded server may still present one).
@@ -568,6 +616,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 },
             );
             zone.ca_certificate = future_ca.clone();
+            // Change CA: who holds the CA from now on (CI1, CE1).
+            if let OpKind::ChangeCa {
+                to, intermediates, ..
+            } = &op.kind
+            {
+                zone.ca_intermediates = intermediates.clone();
+                zone.ca = match to {
+                    NewCa::Internal { server, .. } => CaKind::Internal {
+                        certificate_server: server.clone(),
+                    },
+                    NewCa::External { .. } => CaKind::External,
+                };
+            }
             writes.push(Write::put(
                 keys::ZONE,
                 Expect::Version(zone_version),
@@ -803,10 +864,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if !op.state.is_running() {
             return Ok(Vec::new());
         }
-        let mut out = vec![op.ca_server.to_string()];
+        // O6: the new CA server (Remint CA, Change CA to internal), the initiating server
+        // (Change CA to external, external Server Remint), the CA server (internal Server
+        // Remint); other Primary Servers once assigned.
+        let first = match &op.kind {
+            OpKind::ChangeCa {
+                to: NewCa::Internal { server, .. },
+                ..
+            } => server.clone(),
+            _ => op.ca_server.clone(),
+        };
+        let mut out = vec![first.to_string()];
         if op.is_assigned() {
             for s in self.server_records()? {
-                if s.role == ServerRole::Primary && s.fqdn != op.ca_server {
+                if s.role == ServerRole::Primary && s.fqdn.as_str() != out[0] {
                     out.push(s.fqdn.to_string());
                 }
             }
@@ -1242,8 +1313,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         now: Timestamp,
     ) -> (Vec<CertificateDer>, Vec<CertificateDer>) {
         let current = zone.trust_bundle(now);
-        match &op.kind {
-            OpKind::RemintCa { future_ca, .. } => {
+        match op.kind.future_ca() {
+            Some(future_ca) => {
                 let mut during = current.clone();
                 if !during.contains(future_ca) {
                     during.push(future_ca.clone());
@@ -1252,21 +1323,41 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 after.extend(current.into_iter().filter(|c| c != future_ca));
                 (during, after)
             }
-            OpKind::ServerRemint { .. } => (current.clone(), current),
+            None => (current.clone(), current),
         }
     }
 
-    /// The issuer of the operation's new server certificates.
+    /// The CA the operation's new server certificates chain to.
     fn new_issuer(op: &Operation, zone: &ZoneRecord) -> CertificateDer {
+        op.kind
+            .future_ca()
+            .cloned()
+            .unwrap_or_else(|| zone.ca_certificate.clone())
+    }
+
+    /// The server whose agent signs the operation's certificates; `None` when an external
+    /// CA issues them.
+    fn issuing_server(op: &Operation) -> Option<Fqdn> {
         match &op.kind {
-            OpKind::RemintCa { future_ca, .. } => future_ca.clone(),
-            OpKind::ServerRemint { .. } => zone.ca_certificate.clone(),
+            OpKind::RemintCa { .. } => Some(op.ca_server.clone()),
+            OpKind::ChangeCa {
+                to: NewCa::Internal { server, .. },
+                ..
+            } => Some(server.clone()),
+            OpKind::ChangeCa {
+                to: NewCa::External { .. },
+                ..
+            } => None,
+            OpKind::ServerRemint { csr: None, .. } => Some(op.ca_server.clone()),
+            OpKind::ServerRemint { csr: Some(_), .. } => None,
         }
     }
 
     fn server_profile(op: &Operation, s: &ServerRecord) -> ServerProfile {
         let (common_name, include_dns) = match &op.kind {
-            OpKind::RemintCa { include_dns, .. } => (None, *include_dns),
+            OpKind::RemintCa { include_dns, .. } | OpKind::ChangeCa { include_dns, .. } => {
+                (None, *include_dns)
+            }
             OpKind::ServerRemint {
                 common_name,
                 include_dns,
@@ -1287,7 +1378,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     fn key_spec(op: &Operation, server: &ServerRecord) -> KeySpec {
         match &op.kind {
             OpKind::ServerRemint { key, .. } => *key,
-            OpKind::RemintCa { .. } => server
+            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => server
                 .certificate
                 .first()
                 .and_then(|c| Certificate::try_from(c).ok())
@@ -1295,6 +1386,42 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .and_then(|alg| KeySpec::ALL.into_iter().find(|k| k.algorithm() == alg))
                 .unwrap_or_default(),
         }
+    }
+
+    /// Has `member`'s agent make a key and a CSR for an external CA (CE2, SR5): CN is the
+    /// FQDN unless overridden, the SAN follows the profile, O/OU/L/ST/C from `fields`.
+    pub(super) fn request_csr(
+        &self,
+        member: &str,
+        profile: &ServerProfile,
+        fields: &CsrFields,
+        key: KeySpec,
+    ) -> Result<crate::csr::CsrDer> {
+        let subject = crate::csr::CsrSubject {
+            common_name: profile
+                .common_name
+                .clone()
+                .unwrap_or_else(|| profile.fqdn.clone()),
+            organization: fields.organization.clone(),
+            organizational_unit: fields.organizational_unit.clone(),
+            locality: fields.locality.clone(),
+            state: fields.state.clone(),
+            country: fields.country.clone(),
+        };
+        // Checked here, before the agent makes a key, so a bad field is a clear refusal.
+        subject.to_name()?;
+        let request = crate::csr::CsrRequest {
+            subject,
+            dns_names: profile.san(),
+        };
+        let response = self
+            .transport
+            .call(member, AgentRequest::Enroll { key, request })?;
+        let AgentResponse::Csr(csr) = response else {
+            return Err(unexpected(member, "a CSR", &response));
+        };
+        crate::csr::VerifiedCsr::from_der(csr.as_bytes())?;
+        Ok(csr)
     }
 
     /// A1: fetch and stage the update.
@@ -1332,26 +1459,80 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             if u.future_chain.is_empty() {
                 u.status = MemberStatus::Downloading;
                 let issuer_der = Self::new_issuer(op, zone);
-                let issuer = Certificate::try_from(&issuer_der)?;
-                let profile = Self::server_profile(op, s);
-                match self.issue_for_member(
-                    &m.name,
-                    &issuer,
-                    &op.ca_server,
-                    Self::key_spec(op, s),
-                    &profile,
-                    now,
-                ) {
-                    Ok((leaf, w)) => {
-                        writes.push(w);
-                        u.future_chain = vec![leaf.der().clone(), issuer_der];
-                        u.cert_status = Some(ServerCertStatus::Created);
+                match (Self::issuing_server(op), op.kind.csr_mode()) {
+                    (Some(issuing), _) => {
+                        let issuer = Certificate::try_from(&issuer_der)?;
+                        let profile = Self::server_profile(op, s);
+                        let key = Self::key_spec(op, s);
+                        match self.issue_for_member(&m.name, &issuer, &issuing, key, &profile, now)
+                        {
+                            Ok((leaf, w)) => {
+                                writes.push(w);
+                                u.future_chain = vec![leaf.der().clone(), issuer_der];
+                                u.cert_status = Some(ServerCertStatus::Created);
+                            }
+                            Err(e) => {
+                                u.status = MemberStatus::Failed;
+                                u.cert_status = Some(ServerCertStatus::Failed);
+                                u.reason = Some(format!("creating certificate failed: {e}"));
+                                return Ok(out("failed", u.reason.clone()));
+                            }
+                        }
                     }
-                    Err(e) => {
-                        u.status = MemberStatus::Failed;
-                        u.cert_status = Some(ServerCertStatus::Failed);
-                        u.reason = Some(format!("creating certificate failed: {e}"));
-                        return Ok(out("failed", u.reason.clone()));
+                    (None, Some(CsrMode::Auto { fields, key })) => {
+                        // CE2 automatic: the agent makes key and CSR; the certificate comes
+                        // back through `cert import`.
+                        if u.csr.is_none() {
+                            let profile = Self::server_profile(op, s);
+                            match self.request_csr(&m.name, &profile, fields, *key) {
+                                Ok(csr) => {
+                                    u.csr = Some(csr);
+                                    u.cert_status = Some(ServerCertStatus::CsrGenerated);
+                                }
+                                Err(e) => {
+                                    u.status = MemberStatus::Failed;
+                                    u.cert_status = Some(ServerCertStatus::CsrFailed);
+                                    u.reason = Some(format!("CSR generation failed: {e}"));
+                                    return Ok(out("failed", u.reason.clone()));
+                                }
+                            }
+                        }
+                        u.reason = Some(
+                            "waiting for the certificate: export the CSR (csr export), have the \
+                             external CA sign it, then import it (cert import)"
+                                .into(),
+                        );
+                        return Ok(out("waiting", u.reason.clone()));
+                    }
+                    (None, Some(CsrMode::Manual)) => {
+                        // CE2 manual: the administrator's chain and key in the remint repository.
+                        let request = AgentRequest::StageManual {
+                            op_id: op.id,
+                            activation: op.activation.at,
+                            trust_now,
+                            trust_after,
+                            now,
+                        };
+                        return match self.transport.call(&m.name, request) {
+                            Ok(AgentResponse::Staged(chain)) => {
+                                u.future_chain = chain;
+                                u.cert_status = Some(ServerCertStatus::Uploaded);
+                                u.status = MemberStatus::Applied;
+                                u.reason = None;
+                                Ok(out("applied", None))
+                            }
+                            Ok(other) => Err(unexpected(&m.name, "a staged chain", &other)),
+                            Err(e) => {
+                                u.reason = Some(e.to_string());
+                                Ok(out("waiting", u.reason.clone()))
+                            }
+                        };
+                    }
+                    (None, None) => {
+                        return Err(OpError::Selection(
+                            "an external CA operation without a CSR mode".into(),
+                        )
+                        .into());
                     }
                 }
             }
@@ -1452,30 +1633,52 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Ok(out("stranded", Some("no recovery bundle available".into())));
         }
         let trust_after = zone.trust_bundle(now);
-        if let OpKind::RemintCa {
-            future_ca,
-            cross_certificate,
-            ..
-        } = &op.kind
-        {
-            let req = AgentRequest::Recover {
-                new_ca: future_ca.clone(),
-                cross_certificate: cross_certificate.clone(),
-                trust_after: trust_after.clone(),
-                now,
-            };
-            if let Err(e) = self.transport.call(&m.name, req) {
-                return Ok(out("stranded", Some(e.to_string())));
+        if let Some(future_ca) = op.kind.future_ca() {
+            match op.kind.cross_certificate() {
+                Some(cross) => {
+                    let req = AgentRequest::Recover {
+                        new_ca: future_ca.clone(),
+                        cross_certificate: cross.clone(),
+                        trust_after: trust_after.clone(),
+                        now,
+                    };
+                    if let Err(e) = self.transport.call(&m.name, req) {
+                        return Ok(out("stranded", Some(e.to_string())));
+                    }
+                }
+                // A server's new chain comes with the administrator's tool below.
+                None if m.server.is_some() => {}
+                None => {
+                    return Ok(out(
+                        "stranded",
+                        Some(
+                            "no bridge vouches for the new CA (the zone did not hold the old \
+                             CA's key): install the new CA on this device by hand"
+                                .into(),
+                        ),
+                    ));
+                }
             }
         }
-        // A stranded server also needs a certificate the members now trust.
+        // A stranded server also needs a certificate the members now trust: from the
+        // certificate server, or, with an external CA, imported by the administrator.
         if let (true, Some(s)) = (Self::needs_certificate(op, m), &m.server) {
+            let CaKind::Internal { certificate_server } = &zone.ca else {
+                return Ok(out(
+                    "stranded",
+                    Some(
+                        "the CA is external: import a certificate for this server from it \
+                         (cert import)"
+                            .into(),
+                    ),
+                ));
+            };
             let issuer = Certificate::try_from(&zone.ca_certificate)?;
             let profile = Self::server_profile(op, s);
             let (leaf, w) = match self.issue_for_member(
                 &m.name,
                 &issuer,
-                &op.ca_server,
+                certificate_server,
                 Self::key_spec(op, s),
                 &profile,
                 now,

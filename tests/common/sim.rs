@@ -261,5 +261,6 @@ pub fn server_remint(servers: &[&str], at: &str) -> ServerRemintRequest {
         key: KeySpec::P256,
         include_dns: false,
         activation: ActivationRequest::At(t(at)),
+        csr: None,
     }
 }
