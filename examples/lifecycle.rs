@@ -317,7 +317,7 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
         println!("   five minutes before activation: {e}");
     }
 
-    println!("\n== 8. Activation (O8) and recovery (O6)");
+    println!("\n== 8. Activation (O8), the bridge (B1) and recovery (O6)");
     clock.set(activation);
     let v = drive(zone, &offline)?;
     println!("   at {}: {}", activation, summary(&v));
@@ -328,12 +328,20 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
             serde_json::to_string(n)?
         );
     }
-    if let Err(e) = zone.baseline(false) {
-        println!("   baseline refused (O10): {e}");
+    // laptop-007 missed the update and trusts only the old CA, yet it validates the servers:
+    // they present the bridge (the new CA certified by the old one) in their chains.
+    let laptop_trust = bundle::read_file(&fleet.join("laptop-007/current/trust.pem"))?;
+    for server in ["ps1.acme.example", "sat1.branch.acme.example"] {
+        let chain = bundle::read_file(&fleet.join(server).join("current/cert.pem"))?;
+        let path = verify_chain(&chain[0], &chain[1..], &laptop_trust, clock.now())?;
+        println!(
+            "   laptop-007 (old trust only) accepts {server}: {}",
+            path.subjects().join(" <- ")
+        );
     }
     let v = drive(zone, &RefreshOptions::default())?;
     println!(
-        "   laptop-007 is back and recovers with the bundle: {}",
+        "   laptop-007 is back and takes the new trust with the bundle: {}",
         summary(&v)
     );
     let new_ca = zone.ca_certificate()?;

@@ -111,6 +111,8 @@ pub enum AgentRequest {
         trust_after: Vec<CertificateDer>,
         /// The time to check the chain at.
         now: Timestamp,
+        /// B1: the bridge to serve in place of the future CA (see [`crate::ops::with_bridge`]).
+        bridge: Option<CertificateDer>,
     },
     /// Recovery (O6, O8): a member that missed the update checks the bundle with the trust it
     /// has, then trusts `trust_after`.
@@ -553,8 +555,10 @@ impl Agent {
                 trust_now,
                 trust_after,
                 now,
+                bridge,
             } => {
-                let chain = self.stage_manual(op_id, activation, trust_now, trust_after, now)?;
+                let chain =
+                    self.stage_manual(op_id, activation, trust_now, trust_after, now, bridge)?;
                 Ok(AgentResponse::Staged(chain))
             }
             AgentRequest::Recover {
@@ -628,6 +632,7 @@ impl Agent {
         trust_now: Vec<CertificateDer>,
         trust_after: Vec<CertificateDer>,
         now: Timestamp,
+        bridge: Option<CertificateDer>,
     ) -> Result<Vec<CertificateDer>, AgentError> {
         let material = match self.manual.take() {
             None => return Err(ManualError::MissingChain.into()),
@@ -654,7 +659,9 @@ impl Agent {
             }
             let path = verify_chain(leaf, rest, &anchors, now)
                 .map_err(|e| AgentError::Chain(Box::new(e)))?;
-            Ok(path.path().iter().map(|c| c.der().clone()).collect())
+            let path: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
+            let future = path.last().cloned();
+            Ok(crate::ops::with_bridge(path, future.as_ref(), bridge.as_ref()))
         };
         match check() {
             Ok(chain) => {

@@ -195,6 +195,24 @@ pub enum OpKind {
     },
 }
 
+/// B1: the chain a server presents after activation. With a bridge, the future CA at the end
+/// of `chain` is replaced by the bridge: a member that trusts the new CA finds its anchor by
+/// name and key all the same, and one that still trusts only the old CA validates through the
+/// bridge.
+pub fn with_bridge(
+    mut chain: Vec<CertificateDer>,
+    future_ca: Option<&CertificateDer>,
+    bridge: Option<&CertificateDer>,
+) -> Vec<CertificateDer> {
+    if let (Some(future), Some(bridge)) = (future_ca, bridge) {
+        if chain.last() == Some(future) && chain.len() > 1 {
+            chain.pop();
+            chain.push(bridge.clone());
+        }
+    }
+    chain
+}
+
 /// Where a Change CA puts the zone's CA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "ca", rename_all = "snake_case")]
@@ -272,6 +290,12 @@ impl OpKind {
             } => cross_certificate.as_ref(),
             OpKind::ServerRemint { .. } => None,
         }
+    }
+
+    /// The bridge, if this operation has a real one: the future CA certified by the current
+    /// CA (B1). An expired CA cannot sign one, so after an "immediate" Remint CA there is none.
+    pub fn bridge(&self) -> Option<&CertificateDer> {
+        self.cross_certificate().filter(|c| Some(*c) != self.future_ca())
     }
 
     /// How certificates are requested, when an external CA issues them.
@@ -518,6 +542,9 @@ pub struct Operation {
     pub targets: u64,
     /// Notices for the embedding application (O11, O12).
     pub notices: Vec<Notice>,
+    /// B1: whether servers present the bridge after activation (when there is one).
+    #[serde(default)]
+    pub serve_bridge: bool,
     /// Where the state machine is.
     pub state: OpState,
 }
@@ -549,6 +576,7 @@ impl Operation {
                 .collect(),
             targets,
             notices: Vec::new(),
+            serve_bridge: false,
             state: OpState::Replicating(Replicating {}),
         }
     }
@@ -713,6 +741,19 @@ impl Operation {
             stranded: stranded.len() as u64,
         });
         Ok(())
+    }
+
+    /// The bridge servers present after activation, if any (B1).
+    pub fn served_bridge(&self) -> Option<&CertificateDer> {
+        self.kind.bridge().filter(|_| self.serve_bridge)
+    }
+
+    /// Whether members that missed the update still validate the servers at `now`: a bridge
+    /// is served and still valid (B1).
+    pub fn bridged_at(&self, now: Timestamp) -> bool {
+        self.served_bridge()
+            .and_then(|b| crate::cert::Certificate::try_from(b).ok())
+            .is_some_and(|b| now <= b.not_after())
     }
 
     /// Records O12's point once.

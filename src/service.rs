@@ -122,6 +122,8 @@ pub struct ZoneService<S, T, C> {
     store: S,
     transport: T,
     clock: C,
+    /// B1: servers present the bridge after a CA change or remint (see [`Self::without_bridges`]).
+    bridges: bool,
 }
 
 fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
@@ -153,7 +155,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             store,
             transport,
             clock,
+            bridges: true,
         }
+    }
+
+    /// B1 is on by default: after a CA change or remint, servers present the bridge (the new
+    /// CA certified by the old one) in place of the new CA, so members that missed the update
+    /// still validate them until the old CA expires, and are "bridged" rather than stranded.
+    /// Without bridges, such members are stranded at activation, as the manuals describe, and
+    /// need the recovery bundle. Operations started by this service follow this setting.
+    pub fn without_bridges(mut self) -> Self {
+        self.bridges = false;
+        self
     }
 
     /// Takes the service apart (to close the store, say).
@@ -539,7 +552,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if let Some((op, u)) = self.member_update(rec.fqdn.as_str())?
             && op.state.is_running()
         {
-            view.update_status = operations::member_status_text(&op, Some(&u)).to_string();
+            view.update_status =
+                operations::member_status_text(&op, Some(&u), self.clock.now()).to_string();
             // Until activation: SR4's certificate status and the future certificate.
             if !matches!(op.state, crate::ops::OpState::Activated(_)) {
                 if let Some(cs) = u.cert_status {

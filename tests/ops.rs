@@ -33,8 +33,20 @@ struct Sim {
 
 impl Sim {
     fn new(devices: usize) -> Self {
+        Self::build(devices, true)
+    }
+
+    /// Without B1's bridges: members that miss activation are stranded, as in the manuals.
+    fn without_bridges(devices: usize) -> Self {
+        Self::build(devices, false)
+    }
+
+    fn build(devices: usize, bridges: bool) -> Self {
         let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(t(T0))));
-        let svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), clock);
+        let mut svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), clock);
+        if !bridges {
+            svc = svc.without_bridges();
+        }
         let mut ps1 = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
         ps1.dns_names = vec!["alias.zone.example".into()];
         svc.init_internal(InitInternal {
@@ -221,7 +233,7 @@ fn remint_ca_end_to_end() {
 
 #[test]
 fn offline_device_is_stranded_then_recovered_by_the_bundle() {
-    let sim = Sim::new(3);
+    let sim = Sim::without_bridges(3);
     sim.svc
         .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
         .unwrap();
@@ -478,4 +490,36 @@ fn a_lost_start_race_does_not_spoil_the_winners_future_ca() {
 
 fn clock_now(c: &ManualClock) -> Timestamp {
     zonepki::clock::Clock::now(c)
+}
+
+#[test]
+fn with_the_bridge_a_device_offline_through_activation_still_communicates() {
+    // B1: servers present the bridge, so the device that missed the update is not stranded.
+    let sim = Sim::new(3);
+    let old_ca = sim.svc.ca_certificate().unwrap();
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    let offline = RefreshOptions {
+        offline: ["dev-2".to_string()].into(),
+        ..Default::default()
+    };
+    sim.drive(&offline);
+    sim.clock.set(t("2027-01-09T00:00:00Z"));
+    let v = sim.drive(&offline);
+    assert!(v.stranded.is_empty(), "{:?}", v.stranded);
+    assert_eq!(sim.status(&v, "dev-2"), "bridged");
+    assert_eq!(
+        sim.trust("dev-2"),
+        [old_ca.der().clone()],
+        "it still trusts only the old CA"
+    );
+    for server in ["ps1.zone.example", "ps2.zone.example", "sat1.zone.example"] {
+        assert!(sim.communicates("dev-2", server), "{server}");
+        assert!(sim.communicates("dev-1", server), "{server}");
+    }
+    // Back online, it takes the new trust with the bundle.
+    let v = sim.drive(&RefreshOptions::default());
+    assert_eq!(sim.status(&v, "dev-2"), "recovered");
+    sim.svc.baseline(false).unwrap();
 }

@@ -120,6 +120,7 @@ fn activated_servers_verify_with_openssl_and_serve_tls_to_devices_that_applied()
         ca_server: "localhost".into(),
         devices: 2,
         start: now,
+        bridges: false,
     };
     let sim = Sim::build(
         MemoryStore::new(),

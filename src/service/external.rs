@@ -505,6 +505,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 extra.retain(|c| c != &anchor);
                 let chain =
                     check_import(fqdn, &csr, certs, &anchor, &extra, now, op.activation.at)?;
+                // B1: served with the bridge in place of the future root.
+                let chain = crate::ops::with_bridge(chain, Some(&anchor), op.served_bridge());
                 u.future_chain = chain.clone();
                 u.cert_status = Some(ServerCertStatus::Uploaded);
                 u.reason = None;

@@ -181,15 +181,21 @@ pub struct Plan {
 
 /// A member's status as views show it (O5, O8): before assignment `not assigned`; then its
 /// update status; after activation `activated`, `stranded` or `recovered`.
-pub(crate) fn member_status_text(op: &Operation, u: Option<&MemberUpdate>) -> &'static str {
+pub(crate) fn member_status_text(
+    op: &Operation,
+    u: Option<&MemberUpdate>,
+    now: Timestamp,
+) -> &'static str {
     let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
+    // B1: a member that missed the update but validates servers through the bridge.
+    let missed = if op.bridged_at(now) { "bridged" } else { "stranded" };
     match u {
         _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => "not assigned",
         Some(u) if activated && u.recovered => "recovered",
         Some(u) if activated && u.switched => "activated",
         Some(u) if activated && u.status == MemberStatus::Ignored => "ignored",
-        Some(u) if activated && u.is_stranded() => "stranded",
-        None if activated => "stranded",
+        Some(u) if activated && u.is_stranded() => missed,
+        None if activated => missed,
         Some(u) => u.status.name(),
         None => "assigned",
     }
@@ -479,6 +485,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     pub(super) fn start(&self, mut op: Operation, mut writes: Vec<Write>) -> Result<OpView> {
         let now = self.clock.now();
+        op.serve_bridge = self.bridges && op.kind.bridge().is_some();
         // A zone without content servers has nothing to replicate: assigned at once (O4).
         if op.replication.is_empty() {
             op.state = OpState::Assigned(crate::ops::Assigned {
@@ -565,6 +572,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The names of members stranded by activation (O8).
     fn stranded(&self, op: &Operation) -> Result<Vec<String>> {
+        // B1: while a served bridge is valid, members that missed the update still validate
+        // the servers: none is stranded.
+        if op.bridged_at(self.clock.now()) {
+            return Ok(Vec::new());
+        }
         let updates = self.member_updates(op)?;
         Ok(self
             .members()?
@@ -903,7 +915,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let mut stranded = Vec::new();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = member_status_text(&op, u).to_string();
+            let status = member_status_text(&op, u, self.clock.now()).to_string();
             if status == "stranded" {
                 stranded.push(m.name.clone());
             }
@@ -972,6 +984,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Some(u) if u.status == MemberStatus::Ignored => {
                     (false, "taken out of the update".into())
                 }
+                _ if op.bridged_at(at) => (
+                    true,
+                    "missed the update, but validates the servers through the bridge (B1) \
+                     until the old CA expires"
+                        .into(),
+                ),
                 _ if matches!(op.kind, OpKind::ServerRemint { .. }) => (
                     true,
                     "keeps its current certificate, which the zone CA still vouches for".into(),
@@ -1030,7 +1048,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .device_records()?
             .into_iter()
             .map(|d| {
-                let s = member_status_text(&op, updates.get(&d.name).map(|(_, u)| u));
+                let s =
+                    member_status_text(&op, updates.get(&d.name).map(|(_, u)| u), self.clock.now());
                 (d.name, s.to_string())
             })
             .collect())
@@ -1468,7 +1487,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                         {
                             Ok((leaf, w)) => {
                                 writes.push(w);
-                                u.future_chain = vec![leaf.der().clone(), issuer_der];
+                                u.future_chain = crate::ops::with_bridge(
+                                    vec![leaf.der().clone(), issuer_der.clone()],
+                                    Some(&issuer_der),
+                                    op.served_bridge(),
+                                );
                                 u.cert_status = Some(ServerCertStatus::Created);
                             }
                             Err(e) => {
@@ -1512,6 +1535,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                             trust_now,
                             trust_after,
                             now,
+                            bridge: op.served_bridge().cloned(),
                         };
                         return match self.transport.call(&m.name, request) {
                             Ok(AgentResponse::Staged(chain)) => {

@@ -42,6 +42,9 @@ pub struct Spec {
     pub ca_server: String,
     pub devices: usize,
     pub start: Timestamp,
+    /// B1's bridges. Off here: these tests exercise the manuals' stranded semantics (O8,
+    /// O10); tests/ops.rs and tests/bridge.rs cover the bridge.
+    pub bridges: bool,
 }
 
 impl Spec {
@@ -50,6 +53,7 @@ impl Spec {
             ca_server: PS1.into(),
             devices,
             start: t(T0),
+            bridges: false,
         }
     }
 }
@@ -137,7 +141,10 @@ impl<S: Storage> Sim<S> {
     pub fn empty(store: S, transport: LoopbackTransport, spec: Spec) -> Self {
         let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(spec.start)));
         let transport = Arc::new(transport);
-        let svc = ZoneService::new(store, Arc::clone(&transport), clock);
+        let mut svc = ZoneService::new(store, Arc::clone(&transport), clock);
+        if !spec.bridges {
+            svc = svc.without_bridges();
+        }
         Sim {
             svc,
             clock,
