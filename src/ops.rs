@@ -204,11 +204,12 @@ pub fn with_bridge(
     future_ca: Option<&CertificateDer>,
     bridge: Option<&CertificateDer>,
 ) -> Vec<CertificateDer> {
-    if let (Some(future), Some(bridge)) = (future_ca, bridge) {
-        if chain.last() == Some(future) && chain.len() > 1 {
-            chain.pop();
-            chain.push(bridge.clone());
-        }
+    if let (Some(future), Some(bridge)) = (future_ca, bridge)
+        && chain.last() == Some(future)
+        && chain.len() > 1
+    {
+        chain.pop();
+        chain.push(bridge.clone());
     }
     chain
 }
