@@ -162,7 +162,7 @@ fn a_device_offline_through_activation_validates_through_the_bridge() {
     }
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet");
-    let (sim, stranded) = remint_with_dev2_offline(true, &fleet);
+    let (_sim, stranded) = remint_with_dev2_offline(true, &fleet);
     assert!(
         stranded.is_empty(),
         "with the bridge nobody is stranded: {stranded:?}"
