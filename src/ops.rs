@@ -76,6 +76,18 @@ pub enum OpError {
         /// The current CA's notAfter.
         ca_not_after: Timestamp,
     },
+    /// Activation at or after the earliest expiry among the servers of an external Server
+    /// Remint (O2, SR3).
+    #[error(
+        "activation time {activation} must be before the earliest expiry among the \
+             selected servers' certificates ({not_after}); choose an earlier time"
+    )]
+    ActivationAfterServerExpiry {
+        /// Requested activation.
+        activation: Timestamp,
+        /// The earliest server certificate expiry.
+        not_after: Timestamp,
+    },
     /// "immediate" while the CA is still valid (O2).
     #[error(
         "activation \"immediate\" is only allowed once the current CA has expired \
@@ -296,7 +308,8 @@ impl OpKind {
     /// The bridge, if this operation has a real one: the future CA certified by the current
     /// CA (B1). An expired CA cannot sign one, so after an "immediate" Remint CA there is none.
     pub fn bridge(&self) -> Option<&CertificateDer> {
-        self.cross_certificate().filter(|c| Some(*c) != self.future_ca())
+        self.cross_certificate()
+            .filter(|c| Some(*c) != self.future_ca())
     }
 
     /// How certificates are requested, when an external CA issues them.
@@ -398,11 +411,16 @@ pub fn check_activation(
                     now,
                 });
             }
-            let limit = deadline.map_or(ca_not_after, |d| d.min(ca_not_after));
-            if at >= limit {
+            if at >= ca_not_after {
                 return Err(OpError::ActivationTooLate {
                     activation: at,
-                    ca_not_after: limit,
+                    ca_not_after,
+                });
+            }
+            if let Some(not_after) = deadline.filter(|d| at >= *d) {
+                return Err(OpError::ActivationAfterServerExpiry {
+                    activation: at,
+                    not_after,
                 });
             }
             Ok(Activation {
