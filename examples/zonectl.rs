@@ -7,6 +7,11 @@
 //! Commands that show the zone (`server list/show/cert`, `device list`, `ca show/export`,
 //! `warnings`, `op show`) first run the work due at `--now` (activation, O8), as the
 //! library's `op` commands and `fleet refresh` do; `plan` and `store dump` never do.
+//!
+//! The subject options of CSRs (`--org`, `--ou`, `--locality`, `--state`, `--country`) may
+//! each be left out: the library checks those given (C must be two letters, CE2). Given
+//! without `--csr auto` (or `--key` with `--csr manual`, where the administrator makes the
+//! keys) they are a usage error (exit 2), since they would have no effect.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -34,7 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use time::UtcOffset;
 use zonepki::ca::ValidityYears;
@@ -42,16 +48,17 @@ use zonepki::cert::bundle;
 use zonepki::cert::{CertDetails, Certificate};
 use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
+use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::key::KeySpec;
-use zonepki::ops::ActivationRequest;
+use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{
-    InitInternal, NewServer, OpView, Plan, RefreshOptions, RefreshOutcome, RemintCaRequest,
-    ServerRemintRequest, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, Plan, RefreshOptions,
+    RefreshOutcome, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
 use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, ServerView, WARNING_HEADER};
-use zonepki::zone::{CaKind, Fqdn, ServerRole};
+use zonepki::zone::{Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
 type CmdResult = Result<(), String>;
@@ -91,6 +98,10 @@ struct Global {
     /// UTC offset for times in tables, e.g. +02:00 (JSON is always UTC).
     #[arg(long, global = true, value_parser = parse_offset, allow_hyphen_values = true)]
     utc_offset: Option<UtcOffset>,
+    /// Start operations without B1 bridges: members that miss activation are then stranded,
+    /// as the manuals describe, instead of validating the servers through the bridge.
+    #[arg(long, global = true)]
+    no_bridge: bool,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +126,12 @@ enum Command {
     /// The staged operation (O1-O12): show it and act on it.
     #[command(subcommand)]
     Op(OpCmd),
+    /// CSRs for an external CA (SR5): generate, export as a zip, show.
+    #[command(subcommand)]
+    Csr(CsrCmd),
+    /// Server certificates from an external CA (SR5, CE3).
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Play the members' agents (A1, A2, O8, O9).
     #[command(subcommand)]
     Fleet(FleetCmd),
@@ -200,6 +217,11 @@ enum ServerCmd {
     },
     /// Start a Server Remint (SR1-SR3): new keys and certificates for the selected Primary
     /// Servers and Authentication Satellites, current at the activation time.
+    ///
+    /// With an internal CA leave --csr out: the certificate server issues. With an external
+    /// CA give --csr manual (each server's chain and key placed in its remint repository) or
+    /// --csr auto (the agents make keys and CSRs with the subject options; then `csr export`,
+    /// have them signed, `cert import`). The library refuses the wrong one for the zone.
     Remint(ServerRemintArgs),
 }
 
@@ -218,30 +240,77 @@ struct ServerRemintArgs {
     /// Common name (default: each server's FQDN); only for one server without satellites.
     #[arg(long)]
     cn: Option<String>,
-    /// Key type of the new server keys.
-    #[arg(long, value_parser = parse_key, default_value = "p256")]
-    key: KeySpec,
+    /// Key type of the new server keys [default: p256]; not with --csr manual.
+    #[arg(long, value_parser = parse_key)]
+    key: Option<KeySpec>,
     /// Put the servers' additional DNS names into their SANs.
     #[arg(long)]
     include_dns: bool,
-    /// CSR mode (external CA only, SR3): manual or auto.
-    #[arg(long, value_parser = ["manual", "auto"])]
-    csr: Option<String>,
-    /// Organisation (O), for --csr auto.
-    #[arg(long, requires = "csr")]
+    /// CSR mode, external CA only (SR3).
+    #[arg(long, value_enum)]
+    csr: Option<CsrModeArg>,
+    #[command(flatten)]
+    subject: CsrSubjectArgs,
+}
+
+/// How server certificates are requested from an external CA (CE2).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CsrModeArg {
+    /// The administrator makes keys and CSRs elsewhere and places each server's chain
+    /// (`server.<ext>`) and key (`key.der`) in its remint repository.
+    Manual,
+    /// Each server's agent makes a key and CSR (subject options below); `csr export`, have
+    /// them signed, then `cert import`.
+    Auto,
+}
+
+/// Subject fields of the CSRs that zonepki makes (CE2, SR5); the CN is the server's FQDN.
+/// Each may be left out; the library checks those given.
+#[derive(Args, Default)]
+#[command(next_help_heading = "CSR subject (--csr auto, csr generate)")]
+struct CsrSubjectArgs {
+    /// Organisation (O).
+    #[arg(long)]
     org: Option<String>,
-    /// Organisational unit (OU), for --csr auto.
-    #[arg(long, requires = "csr")]
+    /// Organisational unit (OU).
+    #[arg(long)]
     ou: Option<String>,
-    /// Locality (L), for --csr auto.
-    #[arg(long, requires = "csr")]
+    /// Locality (L).
+    #[arg(long)]
     locality: Option<String>,
-    /// State or province (ST), for --csr auto.
-    #[arg(long, requires = "csr")]
+    /// State or province (ST).
+    #[arg(long)]
     state: Option<String>,
-    /// Country (C, two letters), for --csr auto.
-    #[arg(long, requires = "csr")]
+    /// Country (C): two letters, e.g. US.
+    #[arg(long)]
     country: Option<String>,
+}
+
+impl CsrSubjectArgs {
+    /// The options given, by flag, for usage errors.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--org", &self.org),
+            ("--ou", &self.ou),
+            ("--locality", &self.locality),
+            ("--state", &self.state),
+            ("--country", &self.country),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(flag, _)| flag)
+        .collect()
+    }
+
+    fn fields(self) -> CsrFields {
+        CsrFields {
+            organization: self.org,
+            organizational_unit: self.ou,
+            locality: self.locality,
+            state: self.state,
+            country: self.country,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -280,6 +349,128 @@ enum CaCmd {
     /// Start a Remint CA (RC1): a new CA key and certificate on the certificate server, and
     /// every server certificate reminted under it, current at the activation time.
     Remint(CaRemintArgs),
+    /// Start a Change CA, to a new internal CA (CI1) or to an external CA (CE1, CE2).
+    #[command(subcommand)]
+    Change(CaChangeCmd),
+}
+
+#[derive(Subcommand)]
+enum CaChangeCmd {
+    /// Change CA to internal (CI1, CI2): a new CA created on a Primary Server, which becomes
+    /// the certificate server; every Primary Server and Authentication Satellite certificate
+    /// is reminted under it, current at the activation time.
+    Internal(ChangeInternalArgs),
+    /// Change CA to external (CE1-CE3): the uploaded root (or complete chain) becomes the
+    /// zone CA at the activation time; server certificates come from the external CA.
+    ///
+    /// --csr manual: place each server's complete chain (`server.<ext>`) and key (`key.der`)
+    /// in its remint repository before its agent refreshes. --csr auto: the agents make keys
+    /// and CSRs with the subject options (each may be left out; C must be two letters); then
+    /// `csr export`, have them signed, and `cert import` each certificate.
+    External(ChangeExternalArgs),
+}
+
+#[derive(Args)]
+struct ChangeInternalArgs {
+    /// The Primary Server that creates and holds the new CA (the new certificate server).
+    #[arg(long)]
+    server: String,
+    /// When the new CA becomes current: RFC 3339, or `immediate` (accepted only once the
+    /// current CA has expired, O2).
+    #[arg(long, value_parser = parse_activation)]
+    activate_at: ActivationRequest,
+    /// Subject (CN) of the new CA (default: the zone name).
+    #[arg(long)]
+    subject: Option<String>,
+    /// Key type of the new CA.
+    #[arg(long, value_parser = parse_key, default_value = "p256")]
+    key: KeySpec,
+    /// Validity of the new CA, 1 to 10 years.
+    #[arg(long, default_value_t = 10)]
+    valid_years: u32,
+    /// Put servers' additional DNS names into their new certificates' SANs.
+    #[arg(long)]
+    include_dns: bool,
+    /// The system update's name (default: "Change CA").
+    #[arg(long)]
+    update_name: Option<String>,
+}
+
+#[derive(Args)]
+struct ChangeExternalArgs {
+    /// The external CA: its trusted root, or the complete chain (server -> intermediate(s)
+    /// -> root); PEM, DER or PKCS#7, whatever the file's name (CE1).
+    #[arg(long)]
+    chain: PathBuf,
+    /// When the external CA becomes current: RFC 3339, or `immediate` (accepted only once
+    /// the current CA has expired, O2).
+    #[arg(long, value_parser = parse_activation)]
+    activate_at: ActivationRequest,
+    /// How server certificates are requested (CE2).
+    #[arg(long, value_enum)]
+    csr: CsrModeArg,
+    /// Key type of the keys the agents make [default: p256]; --csr auto only.
+    #[arg(long, value_parser = parse_key)]
+    key: Option<KeySpec>,
+    /// Put servers' additional DNS names into their CSRs' SANs.
+    #[arg(long)]
+    include_dns: bool,
+    /// The system update's name (default: "Change CA").
+    #[arg(long)]
+    update_name: Option<String>,
+    #[command(flatten)]
+    subject: CsrSubjectArgs,
+}
+
+#[derive(Subcommand)]
+enum CsrCmd {
+    /// Generate CSR (SR5): each named server's agent makes a new key and CSR, replacing an
+    /// earlier one. For servers in a running operation with an external CA, or in a zone
+    /// whose CA is external. The subject options may each be left out (C: two letters).
+    Generate {
+        /// The servers.
+        #[arg(required = true, num_args = 1..)]
+        servers: Vec<String>,
+        /// Common name (default: each server's FQDN); only for a single server.
+        #[arg(long)]
+        cn: Option<String>,
+        /// Key type of the new keys.
+        #[arg(long, value_parser = parse_key, default_value = "p256")]
+        key: KeySpec,
+        #[command(flatten)]
+        subject: CsrSubjectArgs,
+    },
+    /// Download CSRs (SR5): one zip with `<fqdn>.csr` (PEM) per server, for the named servers
+    /// or every server that has a CSR.
+    Export {
+        /// The zip file to write.
+        #[arg(long)]
+        zip: PathBuf,
+        /// The servers (default: every server with a CSR).
+        servers: Vec<String>,
+    },
+    /// One server's CSR, PEM: written to --out, or printed.
+    Show {
+        /// The server.
+        fqdn: String,
+        /// The file to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Import Certificate (SR5, CE3): the external CA's certificate for a server's CSR, with
+    /// any subordinate CAs not in the zone's uploaded chain; PEM, DER or PKCS#7, whatever the
+    /// file's name. It must chain to the (future) zone CA.
+    Import {
+        /// The server.
+        fqdn: String,
+        /// The certificate file.
+        #[arg(long)]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -417,6 +608,57 @@ fn parse_offset(s: &str) -> Result<UtcOffset, String> {
     UtcOffset::parse(s, &fmt).map_err(|e| format!("{s:?} is not a UTC offset like +02:00: {e}"))
 }
 
+/// A usage error found after parsing (options that cannot go together): clap's message and
+/// usage for the subcommand at `path`, exit 2. Called before the store is opened.
+fn usage_error(path: &[&str], message: impl Display) -> ! {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for name in path {
+        match cmd.find_subcommand(name) {
+            Some(sub) => cmd = sub.clone(),
+            None => break,
+        }
+    }
+    cmd.error(ErrorKind::ArgumentConflict, message).exit()
+}
+
+/// `--csr` with its subject and key options as the library's CSR mode: subject options need
+/// `--csr auto`, and `--key` has no effect with `--csr manual` (usage errors). Returns the
+/// mode and the key type for keys zonepki makes (default p256).
+fn csr_mode(
+    path: &[&str],
+    csr: Option<CsrModeArg>,
+    subject: CsrSubjectArgs,
+    key: Option<KeySpec>,
+) -> (Option<CsrMode>, KeySpec) {
+    let given = subject.given();
+    if csr != Some(CsrModeArg::Auto) && !given.is_empty() {
+        usage_error(
+            path,
+            format!(
+                "{} set{} the subject of CSRs that zonepki makes: only with --csr auto",
+                given.join(", "),
+                if given.len() == 1 { "s" } else { "" }
+            ),
+        );
+    }
+    if csr == Some(CsrModeArg::Manual) && key.is_some() {
+        usage_error(
+            path,
+            "--key has no effect with --csr manual: the administrator makes the keys",
+        );
+    }
+    let key = key.unwrap_or_default();
+    let mode = csr.map(|m| match m {
+        CsrModeArg::Manual => CsrMode::Manual,
+        CsrModeArg::Auto => CsrMode::Auto {
+            fields: subject.fields(),
+            key,
+        },
+    });
+    (mode, key)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -436,11 +678,12 @@ fn open(g: &Global) -> Result<Service, String> {
     let store = RedbStore::open(&g.store).map_err(|e| {
         format!("{e} (create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at it)")
     })?;
-    Ok(ZoneService::new(
-        store,
-        LoopbackTransport::with_root(&g.root),
-        clock(g),
-    ))
+    let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
+    Ok(if g.no_bridge {
+        svc.without_bridges()
+    } else {
+        svc
+    })
 }
 
 /// Runs scheduled work that is due at `--now` (activation, O8) before a command that shows
@@ -468,6 +711,8 @@ fn run(cli: Cli) -> CmdResult {
         Command::Ca(cmd) => ca(g, cmd),
         Command::Warnings { within_days } => warnings(g, within_days),
         Command::Op(cmd) => op(g, cmd),
+        Command::Csr(cmd) => csr(g, cmd),
+        Command::Cert(CertCmd::Import { fqdn, file }) => cert_import(g, &fqdn, &file),
         Command::Fleet(FleetCmd::Refresh {
             names,
             all,
@@ -569,6 +814,9 @@ fn tmp_path(store: &Path) -> PathBuf {
 }
 
 fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
+    if let ServerCmd::Remint(args) = cmd {
+        return server_remint(g, args);
+    }
     let svc = open(g)?;
     match cmd {
         ServerCmd::Add {
@@ -621,7 +869,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
                 print_server(&view, g.utc_offset);
             }
         }
-        ServerCmd::Remint(args) => server_remint(g, &svc, args)?,
+        ServerCmd::Remint(_) => unreachable!("handled above"),
         ServerCmd::Cert {
             fqdn,
             out,
@@ -718,6 +966,9 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
 }
 
 fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
+    if let CaCmd::Change(cmd) = cmd {
+        return ca_change(g, cmd);
+    }
     let svc = open(g)?;
     match cmd {
         CaCmd::Show => {
@@ -762,41 +1013,205 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                 .map_err(msg)?;
             print_started(g, &view);
         }
+        CaCmd::Change(_) => unreachable!("handled above"),
     }
     Ok(())
 }
 
-fn server_remint(g: &Global, svc: &Service, args: ServerRemintArgs) -> CmdResult {
-    if let Some(mode) = &args.csr {
-        // CSR modes belong to an external CA (SR3, issue 4), which the library does not
-        // offer yet: refuse rather than start half an operation.
-        return Err(match svc.zone().map_err(msg)?.ca {
-            CaKind::Internal { .. } => format!(
-                "--csr {mode} applies to a zone with an external CA; this zone's CA is \
-                 internal, so its agents make keys and CSRs themselves: leave --csr out"
-            ),
-            CaKind::External => format!(
-                "--csr {mode}: a Server Remint with an external CA (SR3) is not yet supported"
-            ),
-        });
-    }
+fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
+    // Options are checked (usage errors, exit 2) and files read before the store is opened.
+    let req = match cmd {
+        CaChangeCmd::Internal(a) => ChangeCaRequest {
+            to: ChangeCaTarget::Internal {
+                server: parse_fqdn(&a.server)?,
+                common_name: a.subject,
+                key: a.key,
+                validity: ValidityYears::try_from(a.valid_years).map_err(msg)?,
+            },
+            include_dns: a.include_dns,
+            activation: a.activate_at,
+            update_name: a.update_name,
+        },
+        CaChangeCmd::External(a) => {
+            let (mode, _) = csr_mode(&["ca", "change", "external"], Some(a.csr), a.subject, a.key);
+            let Some(csr) = mode else {
+                unreachable!("--csr is required")
+            };
+            let chain = read_input(&a.chain)?;
+            ChangeCaRequest {
+                to: ChangeCaTarget::External { chain, csr },
+                include_dns: a.include_dns,
+                activation: a.activate_at,
+                update_name: a.update_name,
+            }
+        }
+    };
+    let svc = open(g)?;
+    let view = svc.start_change_ca(req).map_err(msg)?;
+    print_started(g, &view);
+    Ok(())
+}
+
+/// An input file's bytes; the library decides the format by content (CE1).
+fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn write_output(path: &Path, data: &[u8]) -> CmdResult {
+    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
+    let (csr, key) = csr_mode(&["server", "remint"], args.csr, args.subject, args.key);
     let servers = args
         .servers
         .iter()
         .map(|s| parse_fqdn(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let svc = open(g)?;
     let view = svc
         .start_server_remint(ServerRemintRequest {
             servers,
             update_name: args.update_name,
             common_name: args.cn,
-            key: args.key,
+            key,
             include_dns: args.include_dns,
             activation: args.activate_at,
-            csr: None,
+            csr,
         })
         .map_err(msg)?;
     print_started(g, &view);
+    Ok(())
+}
+
+/// A CSR's subject, for output; the library verified the CSR when it was made.
+fn csr_subject(csr: &CsrDer) -> String {
+    VerifiedCsr::from_der(csr.as_bytes())
+        .map(|v| v.subject().to_string())
+        .unwrap_or_else(|e| format!("(unreadable: {e})"))
+}
+
+fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
+    let svc = open(g)?;
+    match cmd {
+        CsrCmd::Generate {
+            servers,
+            subject,
+            cn,
+            key,
+        } => {
+            let fqdns = servers
+                .iter()
+                .map(|s| parse_fqdn(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let made = svc
+                .generate_csr(&fqdns, &subject.fields(), cn, key)
+                .map_err(msg)?;
+            if g.json {
+                let list: Vec<_> = made
+                    .iter()
+                    .map(|(f, c)| {
+                        serde_json::json!({
+                            "fqdn": f.as_str(),
+                            "subject": csr_subject(c),
+                            "pem": c.to_pem(),
+                        })
+                    })
+                    .collect();
+                print_json(&list);
+            } else {
+                for (f, c) in &made {
+                    println!("CSR generated for {f}: {}", csr_subject(c));
+                }
+                println!(
+                    "{} CSR(s); download them with `zonectl csr export --zip FILE`",
+                    made.len()
+                );
+            }
+        }
+        CsrCmd::Export { zip, servers } => {
+            let fqdns = servers
+                .iter()
+                .map(|s| parse_fqdn(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            // The names come from the same selection the zip is made of.
+            let names: Vec<String> = svc
+                .csrs(&fqdns)
+                .map_err(msg)?
+                .into_iter()
+                .map(|(f, _)| f.to_string())
+                .collect();
+            let data = svc.csr_zip(&fqdns).map_err(msg)?;
+            write_output(&zip, &data)?;
+            if g.json {
+                print_json(&serde_json::json!({ "out": zip, "servers": names }));
+            } else {
+                println!(
+                    "wrote {} ({} CSR(s): {})",
+                    zip.display(),
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+        }
+        CsrCmd::Show { fqdn, out: dest } => {
+            let fqdn = parse_fqdn(&fqdn)?;
+            let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(msg)?;
+            let Some((_, csr)) = found.into_iter().next() else {
+                return Err(format!("{fqdn} has no CSR"));
+            };
+            let pem = csr.to_pem();
+            match (&dest, g.json) {
+                (Some(path), json) => {
+                    write_output(path, pem.as_bytes())?;
+                    if json {
+                        print_json(&serde_json::json!({
+                            "fqdn": fqdn.as_str(),
+                            "subject": csr_subject(&csr),
+                            "out": path,
+                        }));
+                    } else {
+                        println!(
+                            "wrote {} (CSR of {fqdn}: {})",
+                            path.display(),
+                            csr_subject(&csr)
+                        );
+                    }
+                }
+                (None, true) => print_json(&serde_json::json!({
+                    "fqdn": fqdn.as_str(),
+                    "subject": csr_subject(&csr),
+                    "pem": pem,
+                })),
+                // PEM ends with a newline.
+                (None, false) => out(format_args!("{pem}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
+    let fqdn = parse_fqdn(fqdn)?;
+    let bytes = read_input(file)?;
+    let svc = open(g)?;
+    let chain = svc.import_certificate(&fqdn, &bytes).map_err(msg)?;
+    let subjects: Vec<String> = chain
+        .iter()
+        .map(|c| {
+            Certificate::try_from(c)
+                .map(|c| c.subject())
+                .unwrap_or_else(|e| format!("(unreadable: {e})"))
+        })
+        .collect();
+    if g.json {
+        print_json(&serde_json::json!({ "fqdn": fqdn.as_str(), "path": subjects }));
+    } else {
+        println!("certificate imported for {fqdn}; path to the zone CA:");
+        for (i, s) in subjects.iter().enumerate() {
+            println!("{:indent$}{s}", "", indent = (i + 1) * 2);
+        }
+    }
     Ok(())
 }
 
@@ -1103,6 +1518,8 @@ const TABLE_LIMIT: usize = 100;
 fn kind_text(kind: &str) -> &str {
     match kind {
         "remint_ca" => "Remint CA",
+        "change_ca_internal" => "Change CA (to internal)",
+        "change_ca_external" => "Change CA (to external)",
         "server_remint" => "Server Remint",
         other => other,
     }

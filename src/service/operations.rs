@@ -364,7 +364,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.start(op, writes)
     }
 
-    /// Starts an internal Server Remint (SR1, SR2).
+    /// Starts a Server Remint (SR1-SR3): issued by the certificate server with an internal CA,
+    /// or through CSRs (`csr`) with an external one.
     pub fn start_server_remint(&self, req: ServerRemintRequest) -> Result<OpView> {
         let zone = self.zone()?;
         // Internal: the certificate server issues. External (SR3): CSRs, and the operation's
