@@ -114,6 +114,38 @@ pub enum AgentRequest {
         /// B1: the bridge to serve in place of the future CA (see [`crate::ops::with_bridge`]).
         bridge: Option<CertificateDer>,
     },
+    /// BK1, MV1: hand out the CA certificate and key as an encrypted backup archive (the key
+    /// never leaves in clear, S1, S5).
+    ExportCa {
+        /// The archive's passphrase.
+        passphrase: crate::backup::Passphrase,
+        /// The archive's creation time.
+        now: Timestamp,
+    },
+    /// BK2, MV1: take the CA role from an encrypted backup archive. Refused, changing nothing,
+    /// unless the archive opens with the passphrase and holds `expected_ca`.
+    ImportCa {
+        /// The archive.
+        archive: Vec<u8>,
+        /// Its passphrase.
+        passphrase: crate::backup::Passphrase,
+        /// The zone CA the archive must hold.
+        expected_ca: CertificateDer,
+    },
+    /// MV1, BK2: give up the CA role (the key is erased).
+    DropCa,
+    /// Z3: install a chain and the key the administrator generated for it (a zone created
+    /// with an external CA), after checking them against `trust` at `now`.
+    Adopt {
+        /// Leaf first.
+        chain: Vec<CertificateDer>,
+        /// The key (PKCS#8 DER), zeroized when dropped.
+        key: zeroize::Zeroizing<Vec<u8>>,
+        /// Trust anchors.
+        trust: Vec<CertificateDer>,
+        /// Now.
+        now: Timestamp,
+    },
     /// Recovery (O6, O8): a member that missed the update checks the bundle with the trust it
     /// has, then trusts `trust_after`.
     Recover {
@@ -150,6 +182,8 @@ pub enum AgentResponse {
     Activated(bool),
     /// Answer to `StageManual`: the validated chain, leaf first, ending at the anchor.
     Staged(Vec<CertificateDer>),
+    /// Answer to `ExportCa`: the encrypted archive.
+    Archive(Vec<u8>),
 }
 
 /// Why an agent refused a request.
@@ -194,6 +228,17 @@ pub enum AgentError {
     BadBundle {
         /// Why.
         reason: String,
+    },
+    /// A backup archive could not be made or opened.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    /// The archive holds another CA than the zone's.
+    #[error("the archive holds the CA {found}, not this zone's CA {expected}")]
+    WrongCa {
+        /// The archive's CA subject and fingerprint.
+        found: String,
+        /// The zone CA's.
+        expected: String,
     },
     /// CE2 manual mode: the remint repository lacks or garbles a piece.
     #[error("remint repository: {0}")]
@@ -501,9 +546,7 @@ impl Agent {
                 Ok(AgentResponse::Done)
             }
             AgentRequest::Trust { trust } => {
-                for t in &trust {
-                    Certificate::try_from(t)?;
-                }
+                self.check_new_anchors(&trust)?;
                 self.trust = trust;
                 Ok(AgentResponse::Done)
             }
@@ -561,6 +604,43 @@ impl Agent {
                     self.stage_manual(op_id, activation, trust_now, trust_after, now, bridge)?;
                 Ok(AgentResponse::Staged(chain))
             }
+            AgentRequest::ExportCa { passphrase, now } => {
+                let (Some(key), Some(cert)) = (&self.ca_key, &self.ca_cert) else {
+                    return Err(AgentError::NotCaServer);
+                };
+                let cert = Certificate::try_from(cert)?;
+                Ok(AgentResponse::Archive(crate::backup::create(&cert, key, &passphrase, now)?))
+            }
+            AgentRequest::ImportCa { archive, passphrase, expected_ca } => {
+                let restored = crate::backup::open(&archive, &passphrase)?;
+                if restored.certificate.der() != &expected_ca {
+                    let expected = Certificate::try_from(&expected_ca)?;
+                    let describe = |c: &Certificate| {
+                        format!("{} (SHA-256 {})", c.subject(), c.fingerprints().sha256)
+                    };
+                    return Err(AgentError::WrongCa {
+                        found: describe(&restored.certificate),
+                        expected: describe(&expected),
+                    });
+                }
+                self.ca_cert = Some(restored.certificate.der().clone());
+                self.ca_key = Some(restored.key);
+                Ok(AgentResponse::Done)
+            }
+            AgentRequest::DropCa => {
+                self.ca_key = None;
+                self.ca_cert = None;
+                Ok(AgentResponse::Done)
+            }
+            AgentRequest::Adopt { chain, key, trust, now } => {
+                let key = PrivateKey::from_pkcs8(&key)?;
+                let old_pending = self.pending.replace(key);
+                if let Err(e) = self.install(chain, trust, now) {
+                    self.pending = old_pending;
+                    return Err(e);
+                }
+                Ok(AgentResponse::Done)
+            }
             AgentRequest::Recover {
                 new_ca,
                 cross_certificate,
@@ -573,6 +653,25 @@ impl Agent {
         }
     }
 
+    /// Checks that every anchor offered is a certificate. One the agent trusts already was
+    /// checked when it came, and one offered twice is checked once: staging a Remint CA on a
+    /// device parses only the future CA, not all four anchors of `trust_now` and
+    /// `trust_after`.
+    fn check_new_anchors<'a>(
+        &self,
+        anchors: impl IntoIterator<Item = &'a CertificateDer>,
+    ) -> Result<(), AgentError> {
+        let mut checked: Vec<&CertificateDer> = Vec::new();
+        for t in anchors {
+            if self.trust.contains(t) || checked.contains(&t) {
+                continue;
+            }
+            Certificate::try_from(t)?;
+            checked.push(t);
+        }
+        Ok(())
+    }
+
     fn stage(
         &mut self,
         op_id: u64,
@@ -582,9 +681,7 @@ impl Agent {
         chain: Vec<CertificateDer>,
         now: Timestamp,
     ) -> Result<(), AgentError> {
-        for t in trust_now.iter().chain(&trust_after) {
-            Certificate::try_from(t)?;
-        }
+        self.check_new_anchors(trust_now.iter().chain(&trust_after))?;
         let mut key = None;
         if !chain.is_empty() {
             let certs = chain

@@ -57,6 +57,9 @@ pub enum Error {
     /// Staged operations.
     #[error(transparent)]
     Op(#[from] crate::ops::OpError),
+    /// CA backup archives.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// `Result` with the umbrella error.

@@ -280,8 +280,10 @@ pub trait Signer {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
 }
 
+// Boxed: a P-256 signing key is 112 bytes inline, and an agent holds up to five
+// `Option<PrivateKey>`s (100,000 device agents in one process under loopback).
 enum Inner {
-    P256(p256::ecdsa::SigningKey),
+    P256(Box<p256::ecdsa::SigningKey>),
     Rsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>, u32),
 }
 
@@ -312,7 +314,7 @@ impl PrivateKey {
                     .map_err(|e| KeyError::Generation {
                         reason: e.to_string(),
                     })?;
-                Ok(PrivateKey(Inner::P256(key)))
+                Ok(PrivateKey(Inner::P256(Box::new(key))))
             }
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 let bits = spec.algorithm().bits();
@@ -373,7 +375,7 @@ impl PrivateKey {
                     reason: format!("not a P-256 key: {e}"),
                 }
             })?;
-            Ok(PrivateKey(Inner::P256(key)))
+            Ok(PrivateKey(Inner::P256(Box::new(key))))
         } else if alg == oid::RSA_ENCRYPTION {
             let key =
                 rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| KeyError::BadPrivateKey {
@@ -455,7 +457,7 @@ impl Signer for PrivateKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         match &self.0 {
             Inner::P256(k) => {
-                let sig: p256::ecdsa::DerSignature = signature::Signer::try_sign(k, message)
+                let sig: p256::ecdsa::DerSignature = signature::Signer::try_sign(&**k, message)
                     .map_err(|e| KeyError::Signing {
                         reason: e.to_string(),
                     })?;

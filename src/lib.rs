@@ -71,6 +71,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod backup;
 pub mod ca;
 pub mod cert;
 pub mod chain;

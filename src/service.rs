@@ -7,9 +7,11 @@
 //! changed first and the store last, so a failure leaves the store untouched and the member
 //! with an unused certificate that the next enrolment replaces.
 
+mod custody;
 mod external;
 mod operations;
 
+pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use operations::{
     MemberView, OpView, Plan, PlanEntry, RefreshOptions, RefreshOutcome, RemintCaRequest,
@@ -691,7 +693,7 @@ pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(map))
 }
 
-fn server_record(
+pub(super) fn server_record(
     server: &NewServer,
     certificate: Vec<CertificateDer>,
     now: Timestamp,

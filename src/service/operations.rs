@@ -204,7 +204,8 @@ pub(crate) fn member_status_text(
 /// A member as the operation sees it.
 struct Member {
     name: String,
-    server: Option<ServerRecord>,
+    /// Boxed: 100,000 devices have none, and a `Member` stays small.
+    server: Option<Box<ServerRecord>>,
 }
 
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
@@ -527,13 +528,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .into_iter()
             .map(|s| Member {
                 name: s.fqdn.to_string(),
-                server: Some(s),
+                server: Some(Box::new(s)),
             })
             .collect();
-        out.extend(self.device_records()?.into_iter().map(|d| Member {
-            name: d.name,
-            server: None,
-        }));
+        // A device's name is its key's suffix (`device/<name>`): no need to decode 100,000
+        // records for it.
+        for (key, _) in self.store.scan(keys::DEVICE_PREFIX)? {
+            if let Some(name) = key.strip_prefix(keys::DEVICE_PREFIX) {
+                out.push(Member { name: name.to_string(), server: None });
+            }
+        }
         Ok(out)
     }
 
@@ -573,12 +577,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The names of members stranded by activation (O8).
     fn stranded(&self, op: &Operation) -> Result<Vec<String>> {
+        self.stranded_with(op, &self.member_updates(op)?)
+    }
+
+    /// [`Self::stranded`] with the member records already loaded.
+    fn stranded_with(
+        &self,
+        op: &Operation,
+        updates: &BTreeMap<String, (u64, MemberUpdate)>,
+    ) -> Result<Vec<String>> {
         // B1: while a served bridge is valid, members that missed the update still validate
         // the servers: none is stranded.
         if op.bridged_at(self.clock.now()) {
             return Ok(Vec::new());
         }
-        let updates = self.member_updates(op)?;
         Ok(self
             .members()?
             .iter()
@@ -599,7 +611,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Ok(false);
         }
         let updates = self.member_updates(&op)?;
-        let stranded = self.stranded(&op)?;
+        let stranded = self.stranded_with(&op, &updates)?;
         if !op.handle_timeout(now, stranded.len() as u64) {
             return Ok(false);
         }
@@ -1129,6 +1141,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             let mut op_state = current.clone();
             let mut writes = Vec::new();
+            // The member records this batch writes, with the versions they will have.
+            let mut written = Vec::new();
             for m in chunk {
                 if cut_off.contains(&m.name) && !opts.offline.contains(&m.name) {
                     outcomes.push(RefreshOutcome {
@@ -1151,22 +1165,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     opts,
                     now,
                     &mut writes,
+                    &mut written,
                 );
                 outcomes.push(outcome?);
-            }
-            // The member records this batch writes, with the versions they will have.
-            let mut written = Vec::new();
-            for w in &writes {
-                if let (Some(v), Some(op)) = (&w.value, op_state.as_ref())
-                    && w.key.starts_with(&update::prefix(op.1.id))
-                {
-                    let u: MemberUpdate = decode(&w.key, v)?;
-                    let version = match w.expect {
-                        Expect::Version(n) => n + 1,
-                        _ => 1,
-                    };
-                    written.push((u.name.clone(), (version, u)));
-                }
             }
             if let (Some((version, before)), Some((_, after))) = (&current, &op_state) {
                 let mut after = after.clone();
@@ -1230,6 +1231,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         opts: &RefreshOptions,
         now: Timestamp,
         writes: &mut Vec<Write>,
+        written: &mut Vec<(String, (u64, MemberUpdate))>,
     ) -> Result<RefreshOutcome> {
         let out = |outcome: &str, detail: Option<String>| RefreshOutcome {
             name: m.name.clone(),
@@ -1288,6 +1290,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if u != before {
             u.updated_at = now;
             writes.push(Write::put(update::key(op.id, &m.name), version, encode(&u)));
+            let next = match version {
+                Expect::Version(n) => n + 1,
+                _ => 1,
+            };
+            written.push((m.name.clone(), (next, u)));
         }
         Ok(result)
     }

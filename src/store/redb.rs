@@ -26,7 +26,7 @@ use ::redb::{
     TableDefinition, TableError, WriteTransaction,
 };
 
-use super::{Record, Storage, StoreError, Write, check, next_version, validate};
+use super::{Expect, Record, Storage, StoreError, Write, check, next_version, validate};
 
 /// The one table holding every record.
 const RECORDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("records");
@@ -123,30 +123,49 @@ impl RedbStore {
             .map_err(|e| database_error(&path, "cannot close", e))
     }
 
+    /// Applies `writes` in order inside `txn`, checking each precondition as it goes. The
+    /// caller aborts the transaction on an error, so a refused commit writes nothing, and the
+    /// error is the one of the first write, in order, that fails (as if every precondition had
+    /// been checked first).
     fn apply(&self, txn: &WriteTransaction, writes: &[Write]) -> Result<(), StoreError> {
         let path = self.path.as_path();
         let mut table = txn
             .open_table(RECORDS)
             .map_err(|e| backend(path, "cannot open table of", e))?;
-        // Check every precondition and encode every new value before writing anything.
-        let mut encoded = Vec::with_capacity(writes.len());
+        // One buffer for every value's version header + payload.
+        let mut bytes = Vec::new();
         for w in writes {
-            let stored = table
+            // A put expecting "absent" or a version knows its new version before reading:
+            // insert, and check the value it replaced (one B-tree walk instead of a get and
+            // an insert).
+            let known = match (&w.value, w.expect) {
+                (Some(value), Expect::Absent) => Some((1, value)),
+                (Some(value), Expect::Version(v)) => v.checked_add(1).map(|n| (n, value)),
+                _ => None,
+            };
+            if let Some((version, value)) = known {
+                encode_into(&mut bytes, version, value);
+                let replaced = table
+                    .insert(w.key.as_str(), bytes.as_slice())
+                    .map_err(|e| backend(path, "cannot write", e))?;
+                let found = match replaced {
+                    Some(guard) => Some(decode_version(&w.key, guard.value())?),
+                    None => None,
+                };
+                check(w, found)?;
+                continue;
+            }
+            let found = match table
                 .get(w.key.as_str())
-                .map_err(|e| backend(path, "cannot read", e))?;
-            let found = match stored {
+                .map_err(|e| backend(path, "cannot read", e))?
+            {
                 Some(guard) => Some(decode_version(&w.key, guard.value())?),
                 None => None,
             };
             check(w, found)?;
-            encoded.push(match &w.value {
-                Some(value) => Some(encode(next_version(&w.key, found)?, value)),
-                None => None,
-            });
-        }
-        for (w, bytes) in writes.iter().zip(encoded) {
-            match bytes {
-                Some(bytes) => {
+            match &w.value {
+                Some(value) => {
+                    encode_into(&mut bytes, next_version(&w.key, found)?, value);
                     table
                         .insert(w.key.as_str(), bytes.as_slice())
                         .map_err(|e| backend(path, "cannot write", e))?;
@@ -232,6 +251,13 @@ impl Storage for RedbStore {
     }
 }
 
+fn encode_into(bytes: &mut Vec<u8>, version: u64, payload: &[u8]) {
+    bytes.clear();
+    bytes.extend_from_slice(&version.to_be_bytes());
+    bytes.extend_from_slice(payload);
+}
+
+#[cfg(test)]
 fn encode(version: u64, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.extend_from_slice(&version.to_be_bytes());

@@ -1,0 +1,391 @@
+//! CA custody (MV1, BK1, BK2), a zone created with an external CA (Z3), and the emergency
+//! replacement of an expired server certificate (SR6).
+//!
+//! The CA key moves only inside an encrypted backup archive ([`crate::backup`]): from the
+//! certificate server's agent to the administrator (backup), from the archive to a Primary
+//! Server's agent (restore), or from one agent to another under a one-time random passphrase
+//! that never leaves this process (move). It is never in clear outside an agent (S1, S5).
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{Result, ZoneService, decode, encode, unexpected};
+use crate::agent::{AgentRequest, AgentResponse, certificate_names};
+use crate::backup::Passphrase;
+use crate::ca::ServerProfile;
+use crate::cert::{Certificate, CertificateDer, bundle};
+use crate::chain::{ChainError, verify_chain};
+use crate::clock::{Clock, Timestamp};
+use crate::key::PrivateKey;
+use crate::ops::OpError;
+use crate::store::{Expect, Storage, Write};
+use crate::transport::Transport;
+use crate::zone::{
+    CaKind, Fqdn, RECORD_VERSION, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
+};
+
+use super::{NewServer, server_record};
+
+/// A zone created with an external CA (Z3).
+#[derive(Debug, Clone)]
+pub struct InitExternal {
+    /// Zone name.
+    pub zone: String,
+    /// The first Primary Server.
+    pub first_server: NewServer,
+    /// The external CA: its root, or the complete chain (any of the six formats, CE1).
+    pub external_chain: Vec<u8>,
+    /// The first server's certificate chain, leaf first or in any order.
+    pub server_chain: Vec<u8>,
+    /// The first server's key (PKCS#8, DER or PEM), zeroized when dropped.
+    pub server_key: Zeroizing<Vec<u8>>,
+}
+
+/// What an emergency replacement did (SR6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replacement {
+    /// The server.
+    pub fqdn: String,
+    /// Its new chain, leaf first.
+    pub chain: Vec<CertificateDer>,
+    /// When the expired certificate had expired.
+    pub expired_at: Timestamp,
+    /// Members that must re-establish trust with it: every managed device and every server
+    /// that talks to it (its satellites, or its parent).
+    pub must_reestablish: Vec<String>,
+}
+
+/// A one-time passphrase for moving the CA key between two agents of this process.
+fn transfer_passphrase() -> Result<Passphrase> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)
+        .map_err(|e| crate::key::KeyError::Generation { reason: e.to_string() })?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(Passphrase::new(&hex)?)
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    fn zone_versioned(&self) -> Result<(u64, ZoneRecord)> {
+        let rec = self.store.get(keys::ZONE)?.ok_or(ZoneError::NoZone)?;
+        Ok((rec.version, decode(keys::ZONE, &rec.value)?))
+    }
+
+    /// The certificate server of an internal CA; refused for an external one (`what` names
+    /// the action in the message).
+    fn certificate_server_for(zone: &ZoneRecord, what: &str) -> Result<Fqdn> {
+        match &zone.ca {
+            CaKind::Internal { certificate_server } => Ok(certificate_server.clone()),
+            CaKind::External => Err(OpError::Selection(format!(
+                "{what} is for an internal CA; this zone's CA is external and its key is not \
+                 held by the zone"
+            ))
+            .into()),
+        }
+    }
+
+    fn check_primary(&self, fqdn: &Fqdn) -> Result<()> {
+        let ok = self
+            .server_records()?
+            .iter()
+            .any(|s| &s.fqdn == fqdn && s.role == ServerRole::Primary);
+        if ok {
+            Ok(())
+        } else {
+            Err(OpError::Selection(format!(
+                "{fqdn} is not a Primary Server of the zone: only a Primary Server can hold the \
+                 CA role"
+            ))
+            .into())
+        }
+    }
+
+    /// MV1: moves the CA role to another Primary Server. Refused for an external CA and while
+    /// an operation runs (naming it).
+    pub fn move_ca(&self, to: &Fqdn) -> Result<super::super::view::CaView> {
+        let (version, mut zone) = self.zone_versioned()?;
+        let from = Self::certificate_server_for(&zone, "Move CA role")?;
+        self.ensure_idle("Move CA role")?;
+        self.check_primary(to)?;
+        if &from == to {
+            return Err(OpError::Selection(format!("{to} already holds the CA role")).into());
+        }
+        let now = self.clock.now();
+        let passphrase = transfer_passphrase()?;
+        let response = self.transport.call(
+            from.as_str(),
+            AgentRequest::ExportCa { passphrase: passphrase.clone(), now },
+        )?;
+        let AgentResponse::Archive(archive) = response else {
+            return Err(unexpected(from.as_str(), "an archive", &response));
+        };
+        self.transport.call(
+            to.as_str(),
+            AgentRequest::ImportCa {
+                archive,
+                passphrase,
+                expected_ca: zone.ca_certificate.clone(),
+            },
+        )?;
+        zone.ca = CaKind::Internal { certificate_server: to.clone() };
+        let writes = vec![Write::put(keys::ZONE, Expect::Version(version), encode(&zone))];
+        let detail = serde_json::json!({ "from": from, "to": to });
+        if let Err(e) = self.commit(writes, "ca.move", detail) {
+            // The store did not change: the target gives the role back.
+            let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
+            return Err(e);
+        }
+        // The old holder erases its copy; if it cannot be reached now, its key is stale but
+        // harmless (it signs only for the CA it holds, and the zone no longer asks it).
+        let _ = self.transport.call(from.as_str(), AgentRequest::DropCa);
+        self.ca_view()
+    }
+
+    /// BK1: an encrypted backup archive of the CA certificate and key, made by the certificate
+    /// server's agent.
+    pub fn backup_ca(&self, passphrase: &Passphrase) -> Result<Vec<u8>> {
+        let zone = self.zone()?;
+        let server = Self::certificate_server_for(&zone, "CA backup")?;
+        let now = self.clock.now();
+        let response = self.transport.call(
+            server.as_str(),
+            AgentRequest::ExportCa { passphrase: passphrase.clone(), now },
+        )?;
+        let AgentResponse::Archive(archive) = response else {
+            return Err(unexpected(server.as_str(), "an archive", &response));
+        };
+        let detail = serde_json::json!({
+            "certificate_server": server,
+            "archive_sha256": crate::cert::Fingerprint::sha256(&archive).to_string(),
+        });
+        self.commit(Vec::new(), "ca.backup", detail)?;
+        Ok(archive)
+    }
+
+    /// BK2: restores the CA from an archive onto `to`, which takes the CA role if it did not
+    /// hold it. A wrong passphrase, a damaged or tampered archive, or another zone's CA is
+    /// refused by the target's agent before anything changes.
+    pub fn restore_ca(
+        &self,
+        archive: &[u8],
+        passphrase: &Passphrase,
+        to: &Fqdn,
+    ) -> Result<super::super::view::CaView> {
+        let (version, mut zone) = self.zone_versioned()?;
+        let from = Self::certificate_server_for(&zone, "CA restore")?;
+        self.ensure_idle("CA restore")?;
+        self.check_primary(to)?;
+        // Structure and the cleartext certificate first: cheap, and a clear message for an
+        // archive of another zone before the key derivation runs.
+        crate::backup::inspect(archive)?;
+        self.transport.call(
+            to.as_str(),
+            AgentRequest::ImportCa {
+                archive: archive.to_vec(),
+                passphrase: passphrase.clone(),
+                expected_ca: zone.ca_certificate.clone(),
+            },
+        )?;
+        let moved = &from != to;
+        zone.ca = CaKind::Internal { certificate_server: to.clone() };
+        let writes = vec![Write::put(keys::ZONE, Expect::Version(version), encode(&zone))];
+        let detail = serde_json::json!({ "to": to, "role_moved_from": moved.then_some(&from) });
+        if let Err(e) = self.commit(writes, "ca.restore", detail) {
+            if moved {
+                let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
+            }
+            return Err(e);
+        }
+        if moved {
+            let _ = self.transport.call(from.as_str(), AgentRequest::DropCa);
+        }
+        self.ca_view()
+    }
+
+    /// Z3: creates a zone whose CA is external: its root (or chain), and the first Primary
+    /// Server's chain and key, which must chain to that root (CE3) and name the server.
+    pub fn init_external(&self, init: InitExternal) -> Result<ZoneRecord> {
+        if let Some(rec) = self.store.get(keys::ZONE)? {
+            let z: ZoneRecord = decode(keys::ZONE, &rec.value)?;
+            return Err(ZoneError::ZoneExists { name: z.name }.into());
+        }
+        crate::zone::check_zone_name(&init.zone)?;
+        let server = &init.first_server;
+        if server.role != ServerRole::Primary {
+            return Err(ZoneError::FirstServerNotPrimary {
+                fqdn: server.fqdn.to_string(),
+                role: server.role.to_string(),
+            }
+            .into());
+        }
+        let now = self.clock.now();
+        let (root, intermediates) = super::external::split_external_chain(&init.external_chain, now)?;
+        let key = PrivateKey::from_pkcs8(&init.server_key)?;
+        let mut certs = bundle::read_certificates(&init.server_chain)?;
+        let spki = crate::key::Signer::public_key_info(&key);
+        let pos = certs.iter().position(|c| c.public_key() == &spki).ok_or_else(|| {
+            OpError::Selection(
+                "the server key does not belong to any certificate of the server chain".into(),
+            )
+        })?;
+        let leaf = certs.remove(pos);
+        if !certificate_names(&leaf, server.fqdn.as_str()) {
+            return Err(OpError::Selection(format!(
+                "the server certificate ({}) does not name {}",
+                leaf.subject(),
+                server.fqdn
+            ))
+            .into());
+        }
+        let mut chain_intermediates = certs;
+        chain_intermediates.extend(intermediates.iter().cloned());
+        let path = verify_chain(&leaf, &chain_intermediates, std::slice::from_ref(&root), now)
+            .map_err(|e| -> crate::Error {
+                match e {
+                    ChainError::BadSignature { .. } => OpError::Selection(format!(
+                        "{} ({e})",
+                        crate::chain::NO_ISSUER_MESSAGE
+                    ))
+                    .into(),
+                    other => other.into(),
+                }
+            })?;
+        let chain: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
+        let zone = ZoneRecord {
+            v: RECORD_VERSION,
+            name: init.zone.clone(),
+            ca: CaKind::External,
+            ca_certificate: root.der().clone(),
+            ca_intermediates: intermediates.iter().map(|c| c.der().clone()).collect(),
+            created_at: now,
+            retired_cas: Vec::new(),
+        };
+        self.transport.call(
+            server.fqdn.as_str(),
+            AgentRequest::Adopt {
+                chain: chain.clone(),
+                key: Zeroizing::new(key.to_pkcs8_der().to_vec()),
+                trust: zone.trust_bundle(now),
+                now,
+            },
+        )?;
+        let record = server_record(server, chain, now);
+        let writes = vec![
+            Write::create(keys::ZONE, encode(&zone)),
+            Write::create(keys::server(server.fqdn.as_str()), encode(&record)),
+        ];
+        let detail = serde_json::json!({
+            "zone": zone.name, "ca": "external", "ca_subject": root.subject(),
+            "first_server": server.fqdn,
+        });
+        self.commit(writes, "zone.init", detail)?;
+        Ok(zone)
+    }
+
+    /// SR6: replaces an expired server certificate at once, outside the staged operations.
+    /// With an internal CA the server's agent makes a new key and the certificate server
+    /// issues; with an external CA `certificate` is the new certificate from the current CA,
+    /// for the server's CSR (Generate CSR first). Reports who must re-establish trust.
+    pub fn replace_expired(
+        &self,
+        fqdn: &Fqdn,
+        certificate: Option<&[u8]>,
+    ) -> Result<Replacement> {
+        let zone = self.zone()?;
+        self.ensure_idle("an emergency replacement")?;
+        let key = keys::server(fqdn.as_str());
+        let rec = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+        let mut server: ServerRecord = decode(&key, &rec.value)?;
+        let now = self.clock.now();
+        let leaf = server.certificate.first().ok_or_else(|| {
+            OpError::Selection(format!("{fqdn} has no certificate to replace"))
+        })?;
+        let expired_at = Certificate::try_from(leaf)?.not_after();
+        if now <= expired_at {
+            return Err(OpError::Selection(format!(
+                "{fqdn}'s certificate is valid until {expired_at}: renew it with a staged Server \
+                 Remint; the emergency replacement is for expired certificates (SR6)"
+            ))
+            .into());
+        }
+        let (chain, mut writes) = match (&zone.ca, certificate) {
+            (CaKind::Internal { certificate_server }, None) => {
+                let issuer = Certificate::try_from(&zone.ca_certificate)?;
+                let profile = ServerProfile {
+                    fqdn: fqdn.to_string(),
+                    common_name: None,
+                    dns_names: server.dns_names.clone(),
+                    include_dns: true,
+                    not_after: None,
+                };
+                let spec = Certificate::try_from(leaf)?
+                    .key_algorithm()
+                    .ok()
+                    .and_then(|a| crate::key::KeySpec::ALL.into_iter().find(|k| k.algorithm() == a))
+                    .unwrap_or_default();
+                let (new_leaf, w) = self.issue_for_member(
+                    fqdn.as_str(),
+                    &issuer,
+                    certificate_server,
+                    spec,
+                    &profile,
+                    now,
+                )?;
+                (vec![new_leaf.der().clone(), zone.ca_certificate.clone()], vec![w])
+            }
+            (CaKind::Internal { .. }, Some(_)) => {
+                return Err(OpError::Selection(
+                    "this zone's CA is internal: its certificate server issues the replacement; \
+                     give no certificate"
+                        .into(),
+                )
+                .into());
+            }
+            (CaKind::External, None) => {
+                return Err(OpError::Selection(format!(
+                    "this zone's CA is external: generate a CSR for {fqdn}, have the current CA \
+                     sign it, and give the certificate"
+                ))
+                .into());
+            }
+            (CaKind::External, Some(bytes)) => {
+                let csr = server.csr.clone().ok_or_else(|| {
+                    OpError::Selection(format!("{fqdn} has no CSR: generate one first"))
+                })?;
+                let certs = bundle::read_certificates(bytes)?;
+                let chain = super::external::check_import(
+                    fqdn,
+                    &csr,
+                    certs,
+                    &zone.ca_certificate,
+                    &zone.ca_intermediates,
+                    now,
+                    now,
+                )?;
+                server.csr = None;
+                (chain, Vec::new())
+            }
+        };
+        self.transport.call(
+            fqdn.as_str(),
+            AgentRequest::Install { chain: chain.clone(), trust: zone.trust_bundle(now), now },
+        )?;
+        server.certificate = chain.clone();
+        writes.push(Write::put(key, Expect::Version(rec.version), encode(&server)));
+        let mut must_reestablish: Vec<String> =
+            self.device_records()?.into_iter().map(|d| d.name).collect();
+        for s in self.server_records()? {
+            let linked = s.parent.as_ref() == Some(fqdn) || server.parent.as_ref() == Some(&s.fqdn);
+            if linked {
+                must_reestablish.push(s.fqdn.to_string());
+            }
+        }
+        let detail = serde_json::json!({
+            "server": fqdn, "expired_at": expired_at, "must_reestablish": must_reestablish.len(),
+        });
+        self.commit(writes, "server.replace_expired", detail)?;
+        Ok(Replacement { fqdn: fqdn.to_string(), chain, expired_at, must_reestablish })
+    }
+}
