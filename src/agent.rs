@@ -113,6 +113,10 @@ pub enum AgentRequest {
         now: Timestamp,
         /// B1: the bridge to serve in place of the future CA (see [`crate::ops::with_bridge`]).
         bridge: Option<CertificateDer>,
+        /// The CA the certificate must chain to (the future zone CA, or the zone CA).
+        anchor: CertificateDer,
+        /// Subordinate CAs uploaded with that CA.
+        intermediates: Vec<CertificateDer>,
     },
     /// BK1, MV1: hand out the CA certificate and key as an encrypted backup archive (the key
     /// never leaves in clear, S1, S5).
@@ -309,6 +313,35 @@ impl fmt::Debug for ManualMaterial {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManualError {
+    /// Nothing placed at all.
+    #[error(
+        "nothing placed yet: put the complete chain (server, intermediates, root) as \
+             server.der, .cer, .crt, .p7b, .pem or .cert, and the server's key as key.der, in \
+             the remint repository"
+    )]
+    NothingPlaced,
+    /// The certificate names another host.
+    #[error("the certificate in the remint repository is for {subject}, not {host}")]
+    WrongHost {
+        /// The certificate's subject.
+        subject: String,
+        /// This server.
+        host: String,
+    },
+    /// A CA certificate where a server certificate belongs (S4).
+    #[error("{subject} is a CA certificate, not a server certificate")]
+    NotAServerCertificate {
+        /// Its subject.
+        subject: String,
+    },
+    /// The certificate would be expired when it becomes current.
+    #[error("the certificate expires at {not_after}, before activation at {activation}")]
+    ExpiresBeforeActivation {
+        /// Its notAfter.
+        not_after: Timestamp,
+        /// Activation.
+        activation: Timestamp,
+    },
     /// No `server.<ext>`.
     #[error(
         "no server certificate: place the complete chain (server, intermediates, root) as \
@@ -599,9 +632,19 @@ impl Agent {
                 trust_after,
                 now,
                 bridge,
+                anchor,
+                intermediates,
             } => {
-                let chain =
-                    self.stage_manual(op_id, activation, trust_now, trust_after, now, bridge)?;
+                let chain = self.stage_manual(
+                    op_id,
+                    activation,
+                    trust_now,
+                    trust_after,
+                    now,
+                    bridge,
+                    anchor,
+                    intermediates,
+                )?;
                 Ok(AgentResponse::Staged(chain))
             }
             AgentRequest::ExportCa { passphrase, now } => {
@@ -609,9 +652,18 @@ impl Agent {
                     return Err(AgentError::NotCaServer);
                 };
                 let cert = Certificate::try_from(cert)?;
-                Ok(AgentResponse::Archive(crate::backup::create(&cert, key, &passphrase, now)?))
+                Ok(AgentResponse::Archive(crate::backup::create(
+                    &cert,
+                    key,
+                    &passphrase,
+                    now,
+                )?))
             }
-            AgentRequest::ImportCa { archive, passphrase, expected_ca } => {
+            AgentRequest::ImportCa {
+                archive,
+                passphrase,
+                expected_ca,
+            } => {
                 let restored = crate::backup::open(&archive, &passphrase)?;
                 if restored.certificate.der() != &expected_ca {
                     let expected = Certificate::try_from(&expected_ca)?;
@@ -632,7 +684,12 @@ impl Agent {
                 self.ca_cert = None;
                 Ok(AgentResponse::Done)
             }
-            AgentRequest::Adopt { chain, key, trust, now } => {
+            AgentRequest::Adopt {
+                chain,
+                key,
+                trust,
+                now,
+            } => {
                 let key = PrivateKey::from_pkcs8(&key)?;
                 let old_pending = self.pending.replace(key);
                 if let Err(e) = self.install(chain, trust, now) {
@@ -722,6 +779,7 @@ impl Agent {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stage_manual(
         &mut self,
         op_id: u64,
@@ -730,9 +788,18 @@ impl Agent {
         trust_after: Vec<CertificateDer>,
         now: Timestamp,
         bridge: Option<CertificateDer>,
+        anchor: CertificateDer,
+        intermediates: Vec<CertificateDer>,
     ) -> Result<Vec<CertificateDer>, AgentError> {
         let material = match self.manual.take() {
-            None => return Err(ManualError::MissingChain.into()),
+            // Staged already for this operation and nothing new placed: the reply was lost
+            // (a failed commit); answer the same again (B5).
+            None => match &self.staged {
+                Some(st) if st.op_id == op_id && st.key.is_some() && !st.chain.is_empty() => {
+                    return Ok(st.chain.clone());
+                }
+                _ => return Err(ManualError::NothingPlaced.into()),
+            },
             Some(Err(e)) => {
                 self.manual = Some(Err(e.clone()));
                 return Err(e.into());
@@ -740,25 +807,42 @@ impl Agent {
             Some(Ok(m)) => m,
         };
         let check = || -> Result<Vec<CertificateDer>, AgentError> {
-            let anchors = trust_after
-                .iter()
-                .map(Certificate::try_from)
-                .collect::<Result<Vec<_>, CertError>>()?;
             let (leaf, rest) = material.chain.split_first().ok_or(AgentError::EmptyChain)?;
             if !certificate_names(leaf, &self.name) {
-                return Err(AgentError::RefusedToSign {
-                    reason: format!(
-                        "the certificate in the remint repository is for {}, not {}",
-                        leaf.subject(),
-                        self.name
-                    ),
-                });
+                return Err(ManualError::WrongHost {
+                    subject: leaf.subject(),
+                    host: self.name.clone(),
+                }
+                .into());
             }
-            let path = verify_chain(leaf, rest, &anchors, now)
+            if leaf.is_ca() {
+                return Err(ManualError::NotAServerCertificate {
+                    subject: leaf.subject(),
+                }
+                .into());
+            }
+            if leaf.not_after() <= activation {
+                return Err(ManualError::ExpiresBeforeActivation {
+                    not_after: leaf.not_after(),
+                    activation,
+                }
+                .into());
+            }
+            // CE3: the chain must lead to the operation's CA, through the subordinates given
+            // in the file or uploaded with the CA, and to nothing else (not the current CA).
+            let anchor_cert = Certificate::try_from(&anchor)?;
+            let mut subs: Vec<Certificate> = rest.to_vec();
+            for d in &intermediates {
+                subs.push(Certificate::try_from(d)?);
+            }
+            let path = verify_chain(leaf, &subs, std::slice::from_ref(&anchor_cert), now)
                 .map_err(|e| AgentError::Chain(Box::new(e)))?;
             let path: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
-            let future = path.last().cloned();
-            Ok(crate::ops::with_bridge(path, future.as_ref(), bridge.as_ref()))
+            Ok(crate::ops::with_bridge(
+                path,
+                Some(&anchor),
+                bridge.as_ref(),
+            ))
         };
         match check() {
             Ok(chain) => {

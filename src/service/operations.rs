@@ -188,7 +188,11 @@ pub(crate) fn member_status_text(
 ) -> &'static str {
     let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
     // B1: a member that missed the update but validates servers through the bridge.
-    let missed = if op.bridged_at(now) { "bridged" } else { "stranded" };
+    let missed = if op.bridged_at(now) {
+        "bridged"
+    } else {
+        "stranded"
+    };
     match u {
         _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => "not assigned",
         Some(u) if activated && u.recovered => "recovered",
@@ -535,7 +539,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         // records for it.
         for (key, _) in self.store.scan(keys::DEVICE_PREFIX)? {
             if let Some(name) = key.strip_prefix(keys::DEVICE_PREFIX) {
-                out.push(Member { name: name.to_string(), server: None });
+                out.push(Member {
+                    name: name.to_string(),
+                    server: None,
+                });
             }
         }
         Ok(out)
@@ -1544,6 +1551,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                             trust_after,
                             now,
                             bridge: op.served_bridge().cloned(),
+                            anchor: Self::new_issuer(op, zone),
+                            intermediates: match &op.kind {
+                                OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
+                                _ => zone.ca_intermediates.clone(),
+                            },
                         };
                         return match self.transport.call(&m.name, request) {
                             Ok(AgentResponse::Staged(chain)) => {
