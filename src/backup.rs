@@ -59,8 +59,10 @@
 //! 7. The certificate parses, matches `ca_sha256`, and its public key is the key's.
 //!
 //! Cost: [`create`] and [`open`] each run PBKDF2 twice (key encryption and MAC key), that is
-//! 1.2 million HMAC-SHA256 iterations; that is the point of S5's iteration count.
-//! [`inspect`] runs no KDF.
+//! 1.2 million HMAC-SHA256 iterations; that is the point of S5's iteration count. Measured
+//! on a 2-core Xeon server in a release build: 0.16 to 0.23 s per `create` or `open` (idle
+//! to loaded), 0.08 to 0.11 s for a wrong passphrase (it fails after the first run); an
+//! unoptimised build is about 50 times slower. [`inspect`] runs no KDF (about 0.1 ms).
 
 use std::fmt;
 use std::io::{Cursor, Read, Write};
@@ -183,9 +185,7 @@ pub enum BackupError {
         reason: String,
     },
     /// A required entry is absent.
-    #[error(
-        "the backup archive has no {name} entry: it is incomplete or not a zonepki CA backup"
-    )]
+    #[error("the backup archive has no {name} entry: it is incomplete or not a zonepki CA backup")]
     MissingEntry {
         /// The missing entry.
         name: &'static str,
@@ -232,16 +232,16 @@ pub enum BackupError {
     )]
     KeyMismatch,
     /// `ca.pem` is not a usable certificate.
-    #[error("the backup's ca.pem is not a usable certificate: {0}")]
+    #[error("the backup's ca.pem is not a usable certificate ({0}): use another copy")]
     BadCertificate(#[source] CertError),
     /// `ca-key.p8.pem` is not a key this crate can use, or not encrypted as S5 requires.
-    #[error("the backup's CA key is not usable: {reason}")]
+    #[error("the backup's CA key is not usable ({reason}): use another copy")]
     BadKey {
         /// Why (never any key material).
         reason: String,
     },
     /// `manifest.json` is malformed or describes something else.
-    #[error("the backup's manifest.json is not valid: {reason}")]
+    #[error("the backup's manifest.json is not valid ({reason}): use another copy")]
     BadManifest {
         /// Why.
         reason: String,
@@ -258,7 +258,7 @@ pub enum BackupError {
         supported: u64,
     },
     /// Randomness or encryption failed while making a backup.
-    #[error("cannot make the backup: {reason}")]
+    #[error("cannot make the backup ({reason}): nothing was written; retry")]
     Crypto {
         /// Why.
         reason: String,
@@ -581,7 +581,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()
@@ -790,8 +790,8 @@ fn read_archive(archive: &[u8], iterations: RangeInclusive<u32>) -> Result<Parse
             limit: u64::try_from(MAX_ARCHIVE_BYTES).unwrap_or(u64::MAX),
         });
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(archive))
-        .map_err(|e| classify_zip_error(archive, &e))?;
+    let mut zip =
+        zip::ZipArchive::new(Cursor::new(archive)).map_err(|e| classify_zip_error(archive, &e))?;
     if zip.offset() != 0 {
         return Err(BackupError::DamagedZip {
             reason: format!("{} bytes of unknown data precede the archive", zip.offset()),
@@ -916,7 +916,9 @@ fn check_contents(parsed: &Parsed) -> Result<Contents, BackupError> {
     }
     let certificate = Certificate::from_der(&der).map_err(BackupError::BadCertificate)?;
     if Fingerprint::sha256(&der).to_string() != m.ca_sha256 {
-        return Err(bad_manifest("ca_sha256 is not the SHA-256 of ca.pem's certificate"));
+        return Err(bad_manifest(
+            "ca_sha256 is not the SHA-256 of ca.pem's certificate",
+        ));
     }
     if certificate.subject() != m.ca_subject {
         return Err(bad_manifest("ca_subject is not ca.pem's subject"));
@@ -1088,7 +1090,11 @@ mod tests {
         }
         // Only zip metadata nothing reads (times, attributes, version fields) may change
         // without an error: well under 5% of the bytes.
-        assert!(harmless * 20 < zip.len() * 2, "{harmless} of {}", zip.len() * 2);
+        assert!(
+            harmless * 20 < zip.len() * 2,
+            "{harmless} of {}",
+            zip.len() * 2
+        );
     }
 
     #[test]
