@@ -12,6 +12,19 @@
 //! each be left out: the library checks those given (C must be two letters, CE2). Given
 //! without `--csr auto` (or `--key` with `--csr manual`, where the administrator makes the
 //! keys) they are a usage error (exit 2), since they would have no effect.
+//!
+//! CA custody (MV1, BK1, BK2): `ca backup` and `ca restore` take the passphrase from
+//! `$ZONECTL_PASSPHRASE` (a backup also needs `$ZONECTL_PASSPHRASE_CONFIRM`, the same text: the
+//! passphrase is "typed twice") or, when neither is set and standard input is a terminal, from
+//! a prompt without echo; never from an argument, and it is never printed. A backup file is
+//! created with mode 0600 once the archive is made, and never replaces an existing file.
+//!
+//! Emergency replacement (SR6): `server replace FQDN [--file FILE]` replaces an expired server
+//! certificate at once, outside the staged operations. With an internal CA give no file: the
+//! server's agent makes a new key and the certificate server issues. With an external CA run
+//! `csr generate FQDN ...` first, have the current CA sign the CSR, and give the certificate
+//! (with any subordinate CAs) as FILE. It prints the new certificate and the members that must
+//! re-establish trust with the server.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -39,10 +52,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::io::Read as _;
+
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use time::UtcOffset;
+use zeroize::Zeroizing;
+use zonepki::backup::{self, Passphrase};
 use zonepki::ca::ValidityYears;
 use zonepki::cert::bundle;
 use zonepki::cert::{CertDetails, Certificate};
@@ -52,8 +69,8 @@ use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::key::KeySpec;
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, Plan, RefreshOptions,
-    RefreshOutcome, RemintCaRequest, ServerRemintRequest, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitExternal, InitInternal, NewServer, OpView, Plan,
+    RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
@@ -106,7 +123,10 @@ struct Global {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a zone with an internal CA held by its first Primary Server (Z2).
+    /// Create a zone: with an internal CA held by its first Primary Server (Z2), or with
+    /// --external-chain, --server-chain and --server-key, with an external CA (Z3).
+    ///
+    /// A refused init leaves no store file.
     Init(InitArgs),
     /// Servers: add, list, show, certificates.
     #[command(subcommand)]
@@ -155,21 +175,36 @@ enum Command {
 
 #[derive(Args)]
 struct InitArgs {
-    /// Zone name (also the CA's CN).
+    /// Zone name (also the internal CA's CN).
     #[arg(long)]
     zone: String,
-    /// FQDN of the first Primary Server: it holds the CA role.
+    /// FQDN of the first Primary Server: it holds the CA role of an internal CA.
     #[arg(long)]
     first_server: String,
     /// Additional DNS names of the first server.
     #[arg(long = "dns", num_args = 1..)]
     dns: Vec<String>,
-    /// CA key type.
-    #[arg(long, value_parser = parse_key, default_value = "p256")]
-    key: KeySpec,
-    /// CA validity, 1 to 10 years.
-    #[arg(long, default_value_t = 10)]
-    valid_years: u32,
+    /// Agent version of the first server.
+    #[arg(long, default_value = "unknown")]
+    agent_version: String,
+    /// Internal CA key type [default: p256]; not with --external-chain.
+    #[arg(long, value_parser = parse_key)]
+    key: Option<KeySpec>,
+    /// Internal CA validity, 1 to 10 years [default: 10]; not with --external-chain.
+    #[arg(long, value_name = "N")]
+    valid_years: Option<u32>,
+    /// The external CA (Z3): its trusted root, or the complete chain (intermediate(s) and
+    /// root); PEM, DER or PKCS#7, whatever the file's name (CE1). Needs --server-chain and
+    /// --server-key.
+    #[arg(long, value_name = "FILE", help_heading = "External CA (Z3)")]
+    external_chain: Option<PathBuf>,
+    /// The first server's certificate from the external CA, with any subordinate CAs not in
+    /// --external-chain; it must chain to the external CA (CE3) and name the server.
+    #[arg(long, value_name = "FILE", help_heading = "External CA (Z3)")]
+    server_chain: Option<PathBuf>,
+    /// The first server's private key (PKCS#8, PEM or DER), matching its certificate.
+    #[arg(long, value_name = "FILE", help_heading = "External CA (Z3)")]
+    server_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +258,23 @@ enum ServerCmd {
     /// --csr auto (the agents make keys and CSRs with the subject options; then `csr export`,
     /// have them signed, `cert import`). The library refuses the wrong one for the zone.
     Remint(ServerRemintArgs),
+    /// Emergency replacement of an expired server certificate (SR6), at once and outside the
+    /// staged operations (an expired certificate cannot be reminted by them).
+    ///
+    /// Internal CA: give no file; the server's agent makes a new key and the certificate
+    /// server issues a new certificate. External CA: first `zonectl csr generate FQDN ...`,
+    /// have the zone's current CA sign that CSR, then give the certificate (with any
+    /// subordinate CAs not in the zone's chain; PEM, DER or PKCS#7) as --file. Prints the new
+    /// certificate and the members that must re-establish trust with the server. Refused
+    /// while a staged operation runs, and for a certificate that has not expired.
+    Replace {
+        /// The server whose certificate has expired.
+        fqdn: String,
+        /// External CA only: the new certificate, issued by the current CA for the server's
+        /// CSR.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -352,6 +404,43 @@ enum CaCmd {
     /// Start a Change CA, to a new internal CA (CI1) or to an external CA (CE1, CE2).
     #[command(subcommand)]
     Change(CaChangeCmd),
+    /// Move the CA role, and the CA key with it, to another Primary Server (MV1).
+    ///
+    /// Internal CA only, and not while a staged operation runs. The key travels between the
+    /// two agents encrypted; the old holder erases its copy.
+    Move {
+        /// The Primary Server that takes the CA role.
+        #[arg(long, value_name = "FQDN")]
+        to: String,
+    },
+    /// Back up the CA certificate and key into an encrypted zip archive (BK1, S5).
+    ///
+    /// The passphrase (at least 10 characters) is given twice: in $ZONECTL_PASSPHRASE and
+    /// $ZONECTL_PASSPHRASE_CONFIRM, or, when neither is set and standard input is a terminal,
+    /// typed at two prompts without echo. It is never taken from an argument. The key is
+    /// encrypted as PKCS#8 (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC): `openssl pkey -in
+    /// ca-key.p8.pem` decrypts it. The file is created with mode 0600 once the archive is made,
+    /// and an existing file is never replaced.
+    Backup {
+        /// The archive to create (it must not exist).
+        #[arg(long, value_name = "FILE.zip")]
+        out: PathBuf,
+    },
+    /// Restore the CA from a backup archive onto a Primary Server (BK2), which takes the CA
+    /// role if another server held it.
+    ///
+    /// The passphrase comes from $ZONECTL_PASSPHRASE or, when it is not set and standard
+    /// input is a terminal, from a prompt without echo; never from an argument. A wrong
+    /// passphrase, a damaged or altered archive, or another zone's CA is refused and changes
+    /// nothing.
+    Restore {
+        /// The backup archive.
+        #[arg(long, value_name = "FILE.zip")]
+        file: PathBuf,
+        /// The Primary Server that receives the CA key and holds the CA role.
+        #[arg(long, value_name = "FQDN")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -748,36 +837,105 @@ fn run(cli: Cli) -> CmdResult {
 }
 
 fn init(g: &Global, args: InitArgs) -> CmdResult {
+    let path = ["init"];
+    let external = match (&args.external_chain, &args.server_chain, &args.server_key) {
+        (None, None, None) => None,
+        (Some(chain), Some(server_chain), Some(server_key)) => {
+            Some((chain.clone(), server_chain.clone(), server_key.clone()))
+        }
+        (Some(_), _, _) => usage_error(
+            &path,
+            "--external-chain needs --server-chain and --server-key: the first server's \
+             certificate chain and key from the external CA (Z3)",
+        ),
+        (None, _, _) => usage_error(
+            &path,
+            "--server-chain and --server-key go with --external-chain (a zone with an external \
+             CA, Z3); an internal CA issues the first server's certificate itself",
+        ),
+    };
+    if external.is_some() {
+        let given: Vec<&str> = [
+            ("--key", args.key.is_some()),
+            ("--valid-years", args.valid_years.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            usage_error(
+                &path,
+                format!(
+                    "{} set{} the internal CA that init creates; with --external-chain the \
+                     external CA's key and validity are its own",
+                    given.join(" and "),
+                    if given.len() == 1 { "s" } else { "" }
+                ),
+            );
+        }
+    }
     if g.store.exists() {
         return Err(format!(
             "{} already exists: a store holds one zone",
             g.store.display()
         ));
     }
-    let validity = ValidityYears::try_from(args.valid_years).map_err(|e| e.to_string())?;
-    let fqdn: Fqdn = args
-        .first_server
-        .parse()
-        .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
+    let fqdn = parse_fqdn(&args.first_server)?;
     let mut first = NewServer::new(fqdn, ServerRole::Primary);
     first.dns_names = args.dns;
-    let init = InitInternal {
-        zone: args.zone,
-        ca_subject: None,
-        first_server: first,
-        ca_key: args.key,
-        validity,
+    first.agent_version = args.agent_version;
+    let view = match external {
+        None => {
+            let validity = ValidityYears::try_from(args.valid_years.unwrap_or(10)).map_err(msg)?;
+            let init = InitInternal {
+                zone: args.zone,
+                ca_subject: None,
+                first_server: first,
+                ca_key: args.key.unwrap_or_default(),
+                validity,
+            };
+            create_zone(g, |svc| svc.init_internal(init).map(|_| ()).map_err(msg))?
+        }
+        Some((chain, server_chain, server_key)) => {
+            let init = InitExternal {
+                zone: args.zone,
+                first_server: first,
+                external_chain: read_input(&chain)?,
+                server_chain: read_input(&server_chain)?,
+                server_key: Zeroizing::new(read_input(&server_key)?),
+            };
+            create_zone(g, |svc| svc.init_external(init).map(|_| ()).map_err(msg))?
+        }
     };
-    // Build the zone in a temporary file and move it into place only when everything
-    // succeeded: a refused init leaves no store file.
+    if g.json {
+        print_json(&view);
+    } else {
+        match &view.certificate_server {
+            Some(server) => println!("zone created; CA held by {server}"),
+            None => println!(
+                "zone created with an external CA; {} holds its certificate",
+                args.first_server
+            ),
+        }
+        print_details(&view.details, g.utc_offset);
+    }
+    Ok(())
+}
+
+/// Builds a new zone with `build` in a temporary store file and moves it into place only when
+/// everything succeeded: a refused init leaves no store file.
+fn create_zone(
+    g: &Global,
+    build: impl FnOnce(&Service) -> Result<(), String>,
+) -> Result<CaView, String> {
     let tmp = tmp_path(&g.store);
     let result = (|| {
-        let store = RedbStore::create(&tmp).map_err(|e| e.to_string())?;
+        let store = RedbStore::create(&tmp).map_err(msg)?;
         let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
-        svc.init_internal(init).map_err(|e| e.to_string())?;
-        let view = svc.ca_view().map_err(|e| e.to_string())?;
+        build(&svc)?;
+        let view = svc.ca_view().map_err(msg)?;
         let (store, _, _) = svc.into_parts();
-        store.close().map_err(|e| e.to_string())?;
+        store.close().map_err(msg)?;
         Ok::<CaView, String>(view)
     })();
     let view = match result {
@@ -792,16 +950,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
         return Err(format!("cannot create {}: {e}", g.store.display()));
     }
     let _ = std::fs::remove_file(&tmp);
-    if g.json {
-        print_json(&view);
-    } else {
-        println!(
-            "zone created; CA held by {}",
-            view.certificate_server.as_deref().unwrap_or("-")
-        );
-        print_details(&view.details, g.utc_offset);
-    }
-    Ok(())
+    Ok(view)
 }
 
 fn tmp_path(store: &Path) -> PathBuf {
@@ -814,9 +963,11 @@ fn tmp_path(store: &Path) -> PathBuf {
 }
 
 fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
-    if let ServerCmd::Remint(args) = cmd {
-        return server_remint(g, args);
-    }
+    let cmd = match cmd {
+        ServerCmd::Remint(args) => return server_remint(g, args),
+        ServerCmd::Replace { fqdn, file } => return server_replace(g, &fqdn, file.as_deref()),
+        other => other,
+    };
     let svc = open(g)?;
     match cmd {
         ServerCmd::Add {
@@ -869,7 +1020,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
                 print_server(&view, g.utc_offset);
             }
         }
-        ServerCmd::Remint(_) => unreachable!("handled above"),
+        ServerCmd::Remint(_) | ServerCmd::Replace { .. } => unreachable!("handled above"),
         ServerCmd::Cert {
             fqdn,
             out,
@@ -966,9 +1117,13 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
 }
 
 fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
-    if let CaCmd::Change(cmd) = cmd {
-        return ca_change(g, cmd);
-    }
+    let cmd = match cmd {
+        CaCmd::Change(cmd) => return ca_change(g, cmd),
+        CaCmd::Move { to } => return ca_move(g, &to),
+        CaCmd::Backup { out } => return ca_backup(g, &out),
+        CaCmd::Restore { file, to } => return ca_restore(g, &file, &to),
+        other => other,
+    };
     let svc = open(g)?;
     match cmd {
         CaCmd::Show => {
@@ -1013,7 +1168,9 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                 .map_err(msg)?;
             print_started(g, &view);
         }
-        CaCmd::Change(_) => unreachable!("handled above"),
+        CaCmd::Change(_) | CaCmd::Move { .. } | CaCmd::Backup { .. } | CaCmd::Restore { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -1210,6 +1367,268 @@ fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
         println!("certificate imported for {fqdn}; path to the zone CA:");
         for (i, s) in subjects.iter().enumerate() {
             println!("{:indent$}{s}", "", indent = (i + 1) * 2);
+        }
+    }
+    Ok(())
+}
+
+/// The environment variable holding the backup passphrase (BK1, BK2).
+const PASSPHRASE_ENV: &str = "ZONECTL_PASSPHRASE";
+/// The environment variable holding the backup passphrase a second time (BK1: typed twice).
+const PASSPHRASE_CONFIRM_ENV: &str = "ZONECTL_PASSPHRASE_CONFIRM";
+
+/// A secret from the environment, zeroized when dropped; `None` when the variable is unset.
+fn env_secret(name: &str) -> Result<Option<Zeroizing<String>>, String> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(v) => match v.into_string() {
+            Ok(s) => Ok(Some(Zeroizing::new(s))),
+            Err(v) => {
+                drop(Zeroizing::new(v.into_encoded_bytes()));
+                Err(format!(
+                    "${name} is not valid UTF-8: a passphrase is used as UTF-8 text"
+                ))
+            }
+        },
+    }
+}
+
+/// A passphrase typed at a prompt on the terminal, without echo.
+fn prompt_secret(prompt: &str) -> Result<Zeroizing<String>, String> {
+    rpassword::prompt_password(prompt)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("cannot read the passphrase from the terminal: {e}"))
+}
+
+/// The refusal when no passphrase was given in any accepted way.
+fn no_passphrase(backup: bool) -> String {
+    let vars = if backup {
+        format!("${PASSPHRASE_ENV} and ${PASSPHRASE_CONFIRM_ENV} (the same passphrase twice)")
+    } else {
+        format!("${PASSPHRASE_ENV}")
+    };
+    format!(
+        "no passphrase given: set {vars}, or run the command on a terminal to be prompted for \
+         it; a passphrase is never taken from the command line"
+    )
+}
+
+/// BK1: the backup passphrase, given twice: both environment variables, or two prompts on a
+/// terminal. Never printed.
+fn backup_passphrase() -> Result<Passphrase, String> {
+    let first = env_secret(PASSPHRASE_ENV)?;
+    let second = env_secret(PASSPHRASE_CONFIRM_ENV)?;
+    match (first, second) {
+        (Some(a), Some(b)) => backup::confirm(&a, &b).map_err(msg),
+        (Some(_), None) => Err(format!(
+            "${PASSPHRASE_CONFIRM_ENV} is not set: a backup passphrase is given twice (BK1); \
+             set it to the same passphrase as ${PASSPHRASE_ENV}"
+        )),
+        (None, Some(_)) => Err(format!(
+            "${PASSPHRASE_ENV} is not set: set it and ${PASSPHRASE_CONFIRM_ENV} to the same \
+             passphrase"
+        )),
+        (None, None) if std::io::stdin().is_terminal() => {
+            let a = prompt_secret(&format!(
+                "Passphrase for the CA backup (at least {} characters): ",
+                backup::MIN_PASSPHRASE_CHARS
+            ))?;
+            // Checked before the second prompt, so a too short one is not typed twice.
+            Passphrase::new(a.as_str()).map_err(msg)?;
+            let b = prompt_secret("Type the passphrase again: ")?;
+            backup::confirm(&a, &b).map_err(msg)
+        }
+        (None, None) => Err(no_passphrase(true)),
+    }
+}
+
+/// BK2: the passphrase of a backup: the environment variable, or a prompt on a terminal.
+fn restore_passphrase() -> Result<Passphrase, String> {
+    let given = match env_secret(PASSPHRASE_ENV)? {
+        Some(p) => p,
+        None if std::io::stdin().is_terminal() => prompt_secret("Passphrase of the CA backup: ")?,
+        None => return Err(no_passphrase(false)),
+    };
+    Passphrase::new(given.as_str()).map_err(msg)
+}
+
+fn ca_move(g: &Global, to: &str) -> CmdResult {
+    let to = parse_fqdn(to)?;
+    let svc = open(g)?;
+    let from = svc.ca_view().map_err(msg)?.certificate_server;
+    let view = svc.move_ca(&to).map_err(msg)?;
+    if g.json {
+        print_json(&view);
+    } else {
+        println!(
+            "CA role moved from {} to {to}; the CA key is now held by {to} only",
+            from.as_deref().unwrap_or("-")
+        );
+        print_details(&view.details, g.utc_offset);
+    }
+    Ok(())
+}
+
+/// A temporary file beside `path`, created new with mode 0600 (a secret is never readable by
+/// others, not even briefly).
+fn create_secret_tmp(path: &Path) -> Result<(PathBuf, std::fs::File), String> {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((tmp, file))
+}
+
+/// Fills `tmp` with `data` and links it to `path`, which must not exist (a backup never
+/// replaces a file).
+fn finish_secret(tmp: &Path, mut file: std::fs::File, path: &Path, data: &[u8]) -> CmdResult {
+    use std::io::Write as _;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    drop(file);
+    std::fs::hard_link(tmp, path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "{} exists: a backup never replaces a file; choose another name",
+                path.display()
+            )
+        } else {
+            format!("cannot create {}: {e}", path.display())
+        }
+    })
+}
+
+fn ca_backup(g: &Global, out: &Path) -> CmdResult {
+    let svc = open(g)?;
+    if out.symlink_metadata().is_ok() {
+        return Err(format!(
+            "{} exists: a backup never replaces a file; choose another name, or move the old \
+             file away first",
+            out.display()
+        ));
+    }
+    let passphrase = backup_passphrase()?;
+    // The file is created (empty, mode 0600) before the backup is made, so an unwritable
+    // place is refused before the backup is recorded in the audit log.
+    let (tmp, file) = create_secret_tmp(out)?;
+    let result = svc.backup_ca(&passphrase).map_err(msg).and_then(|archive| {
+        finish_secret(&tmp, file, out, &archive)?;
+        Ok(archive)
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let archive = result?;
+    let info = backup::inspect(&archive).map_err(msg)?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "out": out,
+            "ca_subject": info.ca_subject,
+            "ca_sha256": info.ca_sha256,
+            "created_at": info.created_at,
+            "kdf_iterations": info.kdf_iterations,
+        }));
+    } else {
+        println!(
+            "wrote {} (mode 0600): CA backup of {}, SHA-256 {}",
+            out.display(),
+            info.ca_subject,
+            info.ca_sha256
+        );
+        println!(
+            "Keep it and its passphrase apart: both are needed to restore the CA \
+             (`zonectl ca restore --file {} --to FQDN`).",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
+    let to = parse_fqdn(to)?;
+    let svc = open(g)?;
+    // Read at most one byte more than the library accepts, so a huge file is refused as too
+    // large without being read whole.
+    let mut archive = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| {
+            f.take(backup::MAX_ARCHIVE_BYTES as u64 + 1)
+                .read_to_end(&mut archive)
+        })
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    // What needs no passphrase is checked before asking for it.
+    backup::inspect(&archive).map_err(|e| format!("{}: {e}", file.display()))?;
+    let passphrase = restore_passphrase()?;
+    let from = svc.ca_view().map_err(msg)?.certificate_server;
+    let view = svc.restore_ca(&archive, &passphrase, &to).map_err(msg)?;
+    if g.json {
+        print_json(&view);
+    } else {
+        match from.as_deref() {
+            Some(from) if from != to.as_str() => {
+                println!("CA restored on {to}; the CA role moved from {from} to {to}")
+            }
+            _ => println!("CA restored on {to}, which holds the CA role"),
+        }
+        print_details(&view.details, g.utc_offset);
+    }
+    Ok(())
+}
+
+fn server_replace(g: &Global, fqdn: &str, file: Option<&Path>) -> CmdResult {
+    let fqdn = parse_fqdn(fqdn)?;
+    let certificate = file.map(read_input).transpose()?;
+    let svc = open(g)?;
+    let replacement: Replacement = svc
+        .replace_expired(&fqdn, certificate.as_deref())
+        .map_err(msg)?;
+    if g.json {
+        print_json(&replacement);
+        return Ok(());
+    }
+    println!(
+        "replaced the certificate of {} that expired at {}; the new one is current now:",
+        replacement.fqdn,
+        show_time(replacement.expired_at, g.utc_offset)
+    );
+    if let Some(leaf) = replacement.chain.first() {
+        let leaf = Certificate::try_from(leaf).map_err(msg)?;
+        print_details(&leaf.details(svc.now()), g.utc_offset);
+    }
+    let list = &replacement.must_reestablish;
+    println!();
+    if list.is_empty() {
+        println!("Devices that must re-establish trust: none");
+    } else {
+        println!(
+            "Devices that must re-establish trust with {} ({}):",
+            replacement.fqdn,
+            list.len()
+        );
+        let shown = if list.len() <= TABLE_LIMIT {
+            list.len()
+        } else {
+            TABLE_LIMIT
+        };
+        for name in &list[..shown] {
+            println!("  {name}");
+        }
+        if shown < list.len() {
+            println!(
+                "  ... and {} more (--json lists every one)",
+                list.len() - shown
+            );
         }
     }
     Ok(())

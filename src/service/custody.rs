@@ -58,8 +58,9 @@ pub struct Replacement {
 /// A one-time passphrase for moving the CA key between two agents of this process.
 fn transfer_passphrase() -> Result<Passphrase> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b)
-        .map_err(|e| crate::key::KeyError::Generation { reason: e.to_string() })?;
+    getrandom::fill(&mut b).map_err(|e| crate::key::KeyError::Generation {
+        reason: e.to_string(),
+    })?;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     Ok(Passphrase::new(&hex)?)
 }
@@ -113,7 +114,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let passphrase = transfer_passphrase()?;
         let response = self.transport.call(
             from.as_str(),
-            AgentRequest::ExportCa { passphrase: passphrase.clone(), now },
+            AgentRequest::ExportCa {
+                passphrase: passphrase.clone(),
+                now,
+            },
         )?;
         let AgentResponse::Archive(archive) = response else {
             return Err(unexpected(from.as_str(), "an archive", &response));
@@ -126,8 +130,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 expected_ca: zone.ca_certificate.clone(),
             },
         )?;
-        zone.ca = CaKind::Internal { certificate_server: to.clone() };
-        let writes = vec![Write::put(keys::ZONE, Expect::Version(version), encode(&zone))];
+        zone.ca = CaKind::Internal {
+            certificate_server: to.clone(),
+        };
+        let writes = vec![Write::put(
+            keys::ZONE,
+            Expect::Version(version),
+            encode(&zone),
+        )];
         let detail = serde_json::json!({ "from": from, "to": to });
         if let Err(e) = self.commit(writes, "ca.move", detail) {
             // The store did not change: the target gives the role back.
@@ -148,7 +158,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let response = self.transport.call(
             server.as_str(),
-            AgentRequest::ExportCa { passphrase: passphrase.clone(), now },
+            AgentRequest::ExportCa {
+                passphrase: passphrase.clone(),
+                now,
+            },
         )?;
         let AgentResponse::Archive(archive) = response else {
             return Err(unexpected(server.as_str(), "an archive", &response));
@@ -176,7 +189,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.check_primary(to)?;
         // Structure and the cleartext certificate first: cheap, and a clear message for an
         // archive of another zone before the key derivation runs.
-        crate::backup::inspect(archive)?;
+        let info = crate::backup::inspect(archive)?;
+        if info.certificate.der() != &zone.ca_certificate {
+            let expected = Certificate::try_from(&zone.ca_certificate)?;
+            let describe =
+                |c: &Certificate| format!("{} (SHA-256 {})", c.subject(), c.fingerprints().sha256);
+            return Err(crate::agent::AgentError::WrongCa {
+                found: describe(&info.certificate),
+                expected: describe(&expected),
+            }
+            .into());
+        }
         self.transport.call(
             to.as_str(),
             AgentRequest::ImportCa {
@@ -186,8 +209,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             },
         )?;
         let moved = &from != to;
-        zone.ca = CaKind::Internal { certificate_server: to.clone() };
-        let writes = vec![Write::put(keys::ZONE, Expect::Version(version), encode(&zone))];
+        zone.ca = CaKind::Internal {
+            certificate_server: to.clone(),
+        };
+        let writes = vec![Write::put(
+            keys::ZONE,
+            Expect::Version(version),
+            encode(&zone),
+        )];
         let detail = serde_json::json!({ "to": to, "role_moved_from": moved.then_some(&from) });
         if let Err(e) = self.commit(writes, "ca.restore", detail) {
             if moved {
@@ -218,16 +247,27 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .into());
         }
         let now = self.clock.now();
-        let (root, intermediates) = super::external::split_external_chain(&init.external_chain, now)?;
+        let (root, intermediates) =
+            super::external::split_external_chain(&init.external_chain, now)?;
         let key = PrivateKey::from_pkcs8(&init.server_key)?;
         let mut certs = bundle::read_certificates(&init.server_chain)?;
         let spki = crate::key::Signer::public_key_info(&key);
-        let pos = certs.iter().position(|c| c.public_key() == &spki).ok_or_else(|| {
-            OpError::Selection(
-                "the server key does not belong to any certificate of the server chain".into(),
-            )
-        })?;
+        let pos = certs
+            .iter()
+            .position(|c| c.public_key() == &spki)
+            .ok_or_else(|| {
+                OpError::Selection(
+                    "the server key does not belong to any certificate of the server chain".into(),
+                )
+            })?;
         let leaf = certs.remove(pos);
+        if leaf.is_ca() {
+            return Err(OpError::Selection(format!(
+                "{} is a CA certificate, not a server certificate (S4)",
+                leaf.subject()
+            ))
+            .into());
+        }
         if !certificate_names(&leaf, server.fqdn.as_str()) {
             return Err(OpError::Selection(format!(
                 "the server certificate ({}) does not name {}",
@@ -238,17 +278,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let mut chain_intermediates = certs;
         chain_intermediates.extend(intermediates.iter().cloned());
-        let path = verify_chain(&leaf, &chain_intermediates, std::slice::from_ref(&root), now)
-            .map_err(|e| -> crate::Error {
-                match e {
-                    ChainError::BadSignature { .. } => OpError::Selection(format!(
-                        "{} ({e})",
-                        crate::chain::NO_ISSUER_MESSAGE
-                    ))
-                    .into(),
-                    other => other.into(),
+        let path = verify_chain(
+            &leaf,
+            &chain_intermediates,
+            std::slice::from_ref(&root),
+            now,
+        )
+        .map_err(|e| -> crate::Error {
+            match e {
+                ChainError::BadSignature { .. } => {
+                    OpError::Selection(format!("{} ({e})", crate::chain::NO_ISSUER_MESSAGE)).into()
                 }
-            })?;
+                other => other.into(),
+            }
+        })?;
         let chain: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
         let zone = ZoneRecord {
             v: RECORD_VERSION,
@@ -285,23 +328,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// With an internal CA the server's agent makes a new key and the certificate server
     /// issues; with an external CA `certificate` is the new certificate from the current CA,
     /// for the server's CSR (Generate CSR first). Reports who must re-establish trust.
-    pub fn replace_expired(
-        &self,
-        fqdn: &Fqdn,
-        certificate: Option<&[u8]>,
-    ) -> Result<Replacement> {
+    pub fn replace_expired(&self, fqdn: &Fqdn, certificate: Option<&[u8]>) -> Result<Replacement> {
         let zone = self.zone()?;
         self.ensure_idle("an emergency replacement")?;
         let key = keys::server(fqdn.as_str());
         let rec = self
             .store
             .get(&key)?
-            .ok_or_else(|| ZoneError::UnknownServer { fqdn: fqdn.to_string() })?;
+            .ok_or_else(|| ZoneError::UnknownServer {
+                fqdn: fqdn.to_string(),
+            })?;
         let mut server: ServerRecord = decode(&key, &rec.value)?;
         let now = self.clock.now();
-        let leaf = server.certificate.first().ok_or_else(|| {
-            OpError::Selection(format!("{fqdn} has no certificate to replace"))
-        })?;
+        let leaf = server
+            .certificate
+            .first()
+            .ok_or_else(|| OpError::Selection(format!("{fqdn} has no certificate to replace")))?;
         let expired_at = Certificate::try_from(leaf)?.not_after();
         if now <= expired_at {
             return Err(OpError::Selection(format!(
@@ -313,6 +355,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (chain, mut writes) = match (&zone.ca, certificate) {
             (CaKind::Internal { certificate_server }, None) => {
                 let issuer = Certificate::try_from(&zone.ca_certificate)?;
+                // Checked before the agent makes a key: an expired CA issues nothing.
+                if now > issuer.not_after() {
+                    return Err(OpError::Selection(format!(
+                        "the zone CA expired at {}, so it cannot issue a replacement: renew the \
+                         CA first (Remint CA or Change CA with activation \"immediate\")",
+                        issuer.not_after()
+                    ))
+                    .into());
+                }
                 let profile = ServerProfile {
                     fqdn: fqdn.to_string(),
                     common_name: None,
@@ -323,7 +374,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 let spec = Certificate::try_from(leaf)?
                     .key_algorithm()
                     .ok()
-                    .and_then(|a| crate::key::KeySpec::ALL.into_iter().find(|k| k.algorithm() == a))
+                    .and_then(|a| {
+                        crate::key::KeySpec::ALL
+                            .into_iter()
+                            .find(|k| k.algorithm() == a)
+                    })
                     .unwrap_or_default();
                 let (new_leaf, w) = self.issue_for_member(
                     fqdn.as_str(),
@@ -333,7 +388,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     &profile,
                     now,
                 )?;
-                (vec![new_leaf.der().clone(), zone.ca_certificate.clone()], vec![w])
+                (
+                    vec![new_leaf.der().clone(), zone.ca_certificate.clone()],
+                    vec![w],
+                )
             }
             (CaKind::Internal { .. }, Some(_)) => {
                 return Err(OpError::Selection(
@@ -370,10 +428,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         };
         self.transport.call(
             fqdn.as_str(),
-            AgentRequest::Install { chain: chain.clone(), trust: zone.trust_bundle(now), now },
+            AgentRequest::Install {
+                chain: chain.clone(),
+                trust: zone.trust_bundle(now),
+                now,
+            },
         )?;
         server.certificate = chain.clone();
-        writes.push(Write::put(key, Expect::Version(rec.version), encode(&server)));
+        writes.push(Write::put(
+            key,
+            Expect::Version(rec.version),
+            encode(&server),
+        ));
         let mut must_reestablish: Vec<String> =
             self.device_records()?.into_iter().map(|d| d.name).collect();
         for s in self.server_records()? {
@@ -386,6 +452,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "server": fqdn, "expired_at": expired_at, "must_reestablish": must_reestablish.len(),
         });
         self.commit(writes, "server.replace_expired", detail)?;
-        Ok(Replacement { fqdn: fqdn.to_string(), chain, expired_at, must_reestablish })
+        Ok(Replacement {
+            fqdn: fqdn.to_string(),
+            chain,
+            expired_at,
+            must_reestablish,
+        })
     }
 }

@@ -59,7 +59,10 @@ pub struct ChangeCaRequest {
 
 /// CE1: the root of an uploaded chain, and the subordinate CAs that lead to it. Server
 /// certificates in the upload are ignored; every subordinate must chain to the root.
-pub(super) fn split_external_chain(bytes: &[u8], now: Timestamp) -> Result<(Certificate, Vec<Certificate>)> {
+pub(super) fn split_external_chain(
+    bytes: &[u8],
+    now: Timestamp,
+) -> Result<(Certificate, Vec<Certificate>)> {
     let certs = bundle::read_certificates(bytes)?;
     let (roots, rest): (Vec<Certificate>, Vec<Certificate>) =
         certs.into_iter().partition(|c| c.is_self_signed());
