@@ -320,25 +320,12 @@ pub fn self_signed_ca(
     Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
 }
 
-/// Certifies `subject_ca`'s key and name under `issuer` (a bridge, B1): a device that trusts
-/// only `issuer` can validate this certificate and so learn the new CA from a source it
-/// already trusts (the recovery bundle's proof, O6). Valid from `now` until the earlier of the
-/// two CAs' expiries.
-pub fn cross_certify(
-    issuer: &Certificate,
-    signer: &dyn Signer,
-    subject_ca: &Certificate,
-    serial: &Serial,
-    now: Timestamp,
-) -> Result<Certificate, CaError> {
+/// What every issuance checks of its issuer: a CA certificate, whose key `signer` holds, valid
+/// at `now` (an expired CA issues nothing; one not yet valid neither).
+fn check_issuer(issuer: &Certificate, signer: &dyn Signer, now: Timestamp) -> Result<(), CaError> {
     if !issuer.is_ca() {
         return Err(CaError::NotACa {
             subject: issuer.subject(),
-        });
-    }
-    if !subject_ca.is_ca() {
-        return Err(CaError::NotACa {
-            subject: subject_ca.subject(),
         });
     }
     if &signer.public_key_info() != issuer.public_key() {
@@ -350,6 +337,32 @@ pub fn cross_certify(
         return Err(CaError::CaExpired {
             not_after: issuer.not_after(),
             now,
+        });
+    }
+    if now < issuer.not_before() {
+        return Err(CaError::CaNotYetValid {
+            not_before: issuer.not_before(),
+            now,
+        });
+    }
+    Ok(())
+}
+
+/// Certifies `subject_ca`'s key and name under `issuer` (a bridge, B1): a device that trusts
+/// only `issuer` can validate this certificate and so learn the new CA from a source it
+/// already trusts (the recovery bundle's proof, O6). Valid from `now` until the earlier of the
+/// two CAs' expiries.
+pub fn cross_certify(
+    issuer: &Certificate,
+    signer: &dyn Signer,
+    subject_ca: &Certificate,
+    serial: &Serial,
+    now: Timestamp,
+) -> Result<Certificate, CaError> {
+    check_issuer(issuer, signer, now)?;
+    if !subject_ca.is_ca() {
+        return Err(CaError::NotACa {
+            subject: subject_ca.subject(),
         });
     }
     let not_after = subject_ca.not_after().min(issuer.not_after());
@@ -418,28 +431,7 @@ pub fn issue_server_certificate(
     serial: &Serial,
     now: Timestamp,
 ) -> Result<Certificate, CaError> {
-    if !issuer.is_ca() {
-        return Err(CaError::NotACa {
-            subject: issuer.subject(),
-        });
-    }
-    if &signer.public_key_info() != issuer.public_key() {
-        return Err(CaError::KeyMismatch {
-            subject: issuer.subject(),
-        });
-    }
-    if now > issuer.not_after() {
-        return Err(CaError::CaExpired {
-            not_after: issuer.not_after(),
-            now,
-        });
-    }
-    if now < issuer.not_before() {
-        return Err(CaError::CaNotYetValid {
-            not_before: issuer.not_before(),
-            now,
-        });
-    }
+    check_issuer(issuer, signer, now)?;
     check_dns_name(&profile.fqdn)?;
     let san = profile.san();
     for n in &san {

@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// Runs an external tool. When it is missing: under CI (env `CI` set) the test fails, since
 /// `.ci/run` installs every tool the tests need; elsewhere the test is skipped with a notice.
@@ -40,4 +41,34 @@ pub fn write(dir: &Path, name: &str, data: impl AsRef<[u8]>) -> String {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
     p.to_str().unwrap().to_string()
+}
+
+/// Builds the example once (cargo builds examples for `cargo test`, but not for
+/// `cargo test --test zonectl`), and returns its path.
+pub fn zonectl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "zonectl",
+                "--message-format",
+                "json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "building zonectl failed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "zonectl")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the zonectl executable")
+    })
 }
