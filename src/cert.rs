@@ -182,7 +182,7 @@ pub struct Fingerprints {
     pub md5: Fingerprint,
     /// SHA-1 (the manuals show it; not a security property).
     pub sha1: Fingerprint,
-    /// SHA-256 [beyond].
+    /// SHA-256 (beyond the manuals).
     pub sha256: Fingerprint,
 }
 

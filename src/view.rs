@@ -120,7 +120,7 @@ pub struct Warning {
     pub not_after: Timestamp,
     /// Whether it has expired already.
     pub expired: bool,
-    /// The manual's sentence: "<name> server certificate has expired", or when it will.
+    /// The manual's sentence: "`<name>` server certificate has expired", or when it will.
     pub message: String,
 }
 
