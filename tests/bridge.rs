@@ -8,107 +8,20 @@
 mod common;
 #[path = "common/sim.rs"]
 mod sim;
+#[path = "common/tls.rs"]
+mod tls;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sim::{Sim, Spec, offline};
+use tls::{s_client, s_server};
 use zonepki::cert::bundle;
 use zonepki::clock::Timestamp;
 use zonepki::ops::ActivationRequest;
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
-
-/// Kills the child on every path out of the test, panics included.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `openssl s_server` with a member's files on a free loopback port and waits (bounded)
-/// until it accepts connections.
-fn s_server(cur: &Path, chain_tail: &Path) -> (Running, u16) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-quiet",
-        ])
-        .arg("-cert")
-        .arg(cur.join("cert.pem"))
-        .arg("-key")
-        .arg(cur.join("key.pem"))
-        .arg("-cert_chain")
-        .arg(chain_tail)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Running(child);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (server, port);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("openssl s_server did not start on port {port}");
-}
-
-/// `openssl s_client` checking the server's chain and the name `localhost` against `ca`;
-/// bounded to 30 seconds.
-fn s_client(port: u16, ca: &Path) -> (bool, String) {
-    let child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-verify_return_error",
-        ])
-        .args(["-verify_hostname", "localhost", "-brief", "-CAfile"])
-        .arg(ca)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut client = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = client.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "openssl s_client did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut text = String::new();
-    client
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    client
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    (status.success(), text)
-}
 
 /// Runs a Remint CA with `dev-2` offline through activation; returns the fleet directory.
 fn remint_with_dev2_offline(bridges: bool, dir: &Path) -> (Sim, Vec<String>) {
@@ -187,7 +100,7 @@ fn a_device_offline_through_activation_validates_through_the_bridge() {
     let tail = dir.path().join("served-tail.pem");
     let ders: Vec<_> = certs[1..].iter().map(|c| c.der().clone()).collect();
     std::fs::write(&tail, bundle::to_pem(&ders)).unwrap();
-    let (_server, port) = s_server(&cur, &tail);
+    let (_server, port) = s_server(&cur, Some(&tail));
     let (ok, text) = s_client(port, &dev2_trust);
     assert!(ok && text.contains("Verification: OK"), "{text}");
     let (ok, text) = s_client(port, &dev1_trust);
