@@ -4,96 +4,19 @@
 //! the zone CA.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
-use common::zonectl_bin;
-
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use serde_json::Value;
-
-struct Zone {
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use cli::Zone;
+use tls::{s_client, s_server};
 
 impl Zone {
-    fn new() -> Self {
-        Zone {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(zonectl_bin())
-            .args(args)
-            .env("ZONECTL_STORE", self.path("zone.db"))
-            .args(["--root", self.path("fleet").to_str().unwrap()])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(o.code, 0, "{args:?} failed: {}{}", o.stdout, o.stderr);
-        o.stdout
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    /// Runs a command that must be refused (exit 1, one `error:` line) without changing the
-    /// store.
-    fn refused(&self, args: &[&str]) -> String {
-        let before = self.ok(&["store", "dump"]);
-        let o = self.run(args);
-        assert_eq!(
-            o.code, 1,
-            "{args:?} should be refused: {}{}",
-            o.stdout, o.stderr
-        );
-        assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
-        assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
-        assert_eq!(
-            before,
-            self.ok(&["store", "dump"]),
-            "{args:?} changed the store"
-        );
-        o.stderr
-    }
-
+    /// The zone Acme on ps1.acme.example, with a DNS name, at [`NOW`].
     fn init(&self) {
-        self.ok(&[
-            "init",
-            "--zone",
-            "Acme",
-            "--first-server",
-            "ps1.acme.example",
-            "--dns",
-            "alias.acme.example",
-            "--now",
-            NOW,
-        ]);
+        self.init_acme(&["--dns", "alias.acme.example"], NOW);
     }
 }
 
@@ -398,61 +321,6 @@ fn a_zone_through_the_command_line() {
     assert!(out.contains("OK"), "{out}");
 }
 
-/// Starts `openssl s_server` with a member's files on a free loopback port and waits (bounded)
-/// until it accepts connections.
-fn s_server(cur: &Path) -> (std::process::Child, u16) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &format!("127.0.0.1:{port}"),
-            "-quiet",
-        ])
-        .arg("-cert")
-        .arg(cur.join("cert.pem"))
-        .arg("-key")
-        .arg(cur.join("key.pem"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, port);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("openssl s_server did not start on port {port}");
-}
-
-fn s_client(port: u16, ca: &Path) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-verify_return_error",
-        ])
-        .args(["-verify_hostname", "localhost", "-brief", "-CAfile"])
-        .arg(ca)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn tls_handshake_with_an_enrolled_servers_files() {
     let Some(_) = common::tool("openssl") else {
@@ -482,12 +350,11 @@ fn tls_handshake_with_an_enrolled_servers_files() {
     ]);
     other.ok(&["ca", "export", "--out", "ca.pem"]);
 
-    let (mut server, port) = s_server(&z.path("fleet/localhost/current"));
+    let (server, port) = s_server(&z.path("fleet/localhost/current"), None);
     let (ok, text) = s_client(port, &z.path("ca.pem"));
     // A client trusting another zone's CA must refuse the same server.
     let (other_ok, other_text) = s_client(port, &other.path("ca.pem"));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(ok && text.contains("Verification: OK"), "{text}");
     assert!(
         !other_ok,

@@ -10,185 +10,23 @@
 //! offsets from the next UTC midnight, since openssl's certificates start at the real clock.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
-use common::zonectl_bin;
+use cli::{CONFIRM_ENV, CONTENT, ExternalCa, PASS_ENV, PS1, PS2, SAT, Times, Zone, strs, unzip};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
 use zonepki::chain::NO_ISSUER_MESSAGE;
-use zonepki::clock::Timestamp;
 
-const PASS_ENV: &str = "ZONECTL_PASSPHRASE";
-const CONFIRM_ENV: &str = "ZONECTL_PASSPHRASE_CONFIRM";
 /// The backup passphrase of these tests.
 const PASS: &str = "correct horse battery staple";
 
 /// Both passphrase variables set to `p` (a backup's "typed twice").
 fn twice(p: &str) -> Vec<(&'static str, &str)> {
     vec![(PASS_ENV, p), (CONFIRM_ENV, p)]
-}
-
-struct Zone {
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Zone {
-    fn new() -> Self {
-        Zone {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs zonectl with standard input closed (no terminal, so no prompt) and only the
-    /// passphrase variables in `env` set.
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
-        let mut cmd = Command::new(zonectl_bin());
-        cmd.args(args)
-            .env("ZONECTL_STORE", self.path("zone.db"))
-            .env_remove(PASS_ENV)
-            .env_remove(CONFIRM_ENV)
-            .args(["--root", self.path("fleet").to_str().unwrap()])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        self.run_env(args, &[])
-    }
-
-    fn ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let o = self.run_env(args, env);
-        assert_eq!(o.code, 0, "{args:?} failed: {}{}", o.stdout, o.stderr);
-        o.stdout
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_env(args, &[])
-    }
-
-    fn json_env(&self, args: &[&str], env: &[(&str, &str)]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok_env(&a, env)).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        self.json_env(args, &[])
-    }
-
-    /// Runs a command that must be refused (exit 1, one `error:` line) without changing the
-    /// store; returns stderr.
-    fn refused_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let before = self.ok(&["store", "dump"]);
-        let o = self.run_env(args, env);
-        assert_eq!(
-            o.code, 1,
-            "{args:?} should be refused: {}{}",
-            o.stdout, o.stderr
-        );
-        assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
-        assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
-        assert_eq!(
-            before,
-            self.ok(&["store", "dump"]),
-            "{args:?} changed the store"
-        );
-        o.stderr
-    }
-
-    fn refused(&self, args: &[&str]) -> String {
-        self.refused_env(args, &[])
-    }
-
-    /// A refused init: exit 1, one `error:` line, and no store file.
-    fn init_refused(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(o.code, 1, "{args:?}: {}{}", o.stdout, o.stderr);
-        assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
-        assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
-        assert!(!self.path("zone.db").exists(), "{args:?} left a store");
-        o.stderr
-    }
-
-    /// A usage error (exit 2) that leaves no store (only init is tried this way).
-    fn init_usage(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(o.code, 2, "{args:?} should be a usage error: {}", o.stderr);
-        assert!(!self.path("zone.db").exists(), "{args:?} left a store");
-        o.stderr
-    }
-
-    /// `openssl ARGS` in the zone's directory (with `env`); must succeed. Returns stdout and
-    /// stderr.
-    fn openssl_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let mut cmd = Command::new("openssl");
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let (ok, text) = common::run(&mut cmd);
-        assert!(ok, "openssl {args:?} failed: {text}");
-        text
-    }
-
-    fn openssl(&self, args: &[&str]) -> String {
-        self.openssl_env(args, &[])
-    }
-
-    /// A member's file, as a path string.
-    fn member_file(&self, member: &str, file: &str) -> String {
-        self.path("fleet")
-            .join(member)
-            .join(file)
-            .to_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// `openssl verify` of a member's current certificate (the first one in its cert.pem)
-    /// against `ca_file`, with `untrusted` intermediates, at `at`; and its current key is the
-    /// certificate's.
-    fn openssl_verifies(&self, member: &str, ca_file: &str, untrusted: &[&str], at: &str) {
-        let cert = self.member_file(member, "current/cert.pem");
-        let attime = at.parse::<Timestamp>().unwrap().unix().to_string();
-        let mut args = vec!["verify", "-attime", &attime, "-CAfile", ca_file];
-        for u in untrusted {
-            args.extend_from_slice(&["-untrusted", u]);
-        }
-        args.push(&cert);
-        let out = self.openssl(&args);
-        assert!(out.contains(": OK"), "{member}: {out}");
-        let key = self.member_file(member, "current/key.pem");
-        assert_eq!(
-            self.openssl(&["pkey", "-in", &key, "-pubout"]),
-            self.openssl(&["x509", "-in", &cert, "-pubkey", "-noout"]),
-            "{member}'s key is not its certificate's"
-        );
-    }
 }
 
 /// The permission bits of a file.
@@ -198,74 +36,14 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-/// Times: offsets from the next UTC midnight after the test starts.
-struct Times {
-    base: i64,
-}
-
-impl Times {
-    fn new() -> Self {
-        let now = Timestamp::now_utc().unix();
-        Times {
-            base: (now / 86_400 + 1) * 86_400,
-        }
-    }
-
-    /// `days` days and `hours` hours after the base, RFC 3339.
-    fn at(&self, days: i64, hours: i64) -> String {
-        Timestamp::from_unix(self.base + days * 86_400 + hours * 3600)
-            .unwrap()
-            .to_rfc3339()
-    }
-}
-
 const T0: &str = "2027-01-01T00:00:00Z";
 const T1: &str = "2027-01-02T00:00:00Z";
-const PS1: &str = "ps1.acme.example";
-const PS2: &str = "ps2.acme.example";
 const PS3: &str = "ps3.acme.example";
-const SAT: &str = "sat.acme.example";
-const CONTENT: &str = "content.acme.example";
 
 /// An internal-CA zone at T0: ps1 (CA), ps2, sat under ps2, content, dev-1 .. dev-3, every
 /// agent refreshed once. `valid_years` is the CA's validity.
 fn internal_zone(valid_years: &str) -> Zone {
-    let z = Zone::new();
-    z.ok(&[
-        "init",
-        "--zone",
-        "Acme",
-        "--first-server",
-        PS1,
-        "--valid-years",
-        valid_years,
-        "--now",
-        T0,
-    ]);
-    z.ok(&["server", "add", PS2, "--role", "primary", "--now", T0]);
-    z.ok(&[
-        "server",
-        "add",
-        SAT,
-        "--role",
-        "auth-satellite",
-        "--parent",
-        PS2,
-        "--now",
-        T0,
-    ]);
-    z.ok(&[
-        "server",
-        "add",
-        CONTENT,
-        "--role",
-        "content-satellite",
-        "--now",
-        T0,
-    ]);
-    z.ok(&["device", "add", "--count", "3", "--now", T0]);
-    z.ok(&["fleet", "refresh", "--all", "--now", T0]);
-    z
+    Zone::fleet(&["--valid-years", valid_years], "3", T0)
 }
 
 fn certificate_server(z: &Zone) -> String {
@@ -379,33 +157,6 @@ fn ca_move_refusals_then_the_role_and_key_move() {
     assert!(out.contains("OK"), "{out}");
     let dump = z.ok(&["store", "dump"]);
     assert!(!dump.contains("PRIVATE KEY"));
-}
-
-/// Extracts `zip` into `dir` with the `unzip` CLI, or else python3's zipfile; returns the
-/// names of the extracted files, sorted. None outside CI when neither tool is installed.
-fn unzip(z: &Zone, zip: &str, dir: &str) -> Option<Vec<String>> {
-    let has_unzip = Command::new("sh")
-        .args(["-c", "command -v unzip"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let mut cmd = if has_unzip {
-        let mut c = Command::new("unzip");
-        c.args(["-q", "-o", zip, "-d", dir]);
-        c
-    } else {
-        let mut c = common::tool("python3")?;
-        c.args(["-m", "zipfile", "-e", zip, dir]);
-        c
-    };
-    let (ok, text) = common::run(cmd.current_dir(z.dir.path()));
-    assert!(ok, "extracting {zip}: {text}");
-    let mut names: Vec<String> = std::fs::read_dir(z.path(dir))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    Some(names)
 }
 
 #[test]
@@ -743,160 +494,6 @@ fn ca_restore_refusals_same_server_and_another_primary() {
     assert!(out.contains("OK"), "{out}");
 }
 
-/// An external CA made with openssl in the zone's directory: `<p>root.pem`, `<p>int.pem` and
-/// `<p>chain.pem` (intermediate, then root).
-struct ExternalCa {
-    prefix: String,
-}
-
-impl ExternalCa {
-    fn new(z: &Zone, prefix: &str, name: &str) -> Self {
-        std::fs::write(z.path("req.cnf"), "[req]\ndistinguished_name = dn\n[dn]\n").unwrap();
-        std::fs::write(
-            z.path("ca.ext"),
-            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
-             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n",
-        )
-        .unwrap();
-        let f = |n: &str| format!("{prefix}{n}");
-        for key in ["root.key", "int.key"] {
-            new_key(z, &f(key));
-        }
-        z.openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-config",
-            "req.cnf",
-            "-key",
-            &f("root.key"),
-            "-sha256",
-            "-days",
-            "3650",
-            "-subj",
-            &format!("/CN={name} Root"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
-            "subjectKeyIdentifier=hash",
-            "-out",
-            &f("root.pem"),
-        ]);
-        z.openssl(&[
-            "req",
-            "-new",
-            "-config",
-            "req.cnf",
-            "-key",
-            &f("int.key"),
-            "-subj",
-            &format!("/CN={name} Issuing CA"),
-            "-out",
-            &f("int.csr"),
-        ]);
-        z.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &f("int.csr"),
-            "-CA",
-            &f("root.pem"),
-            "-CAkey",
-            &f("root.key"),
-            "-CAcreateserial",
-            "-CAserial",
-            &f("root.srl"),
-            "-days",
-            "3000",
-            "-sha256",
-            "-extfile",
-            "ca.ext",
-            "-out",
-            &f("int.pem"),
-        ]);
-        let mut chain = std::fs::read(z.path(&f("int.pem"))).unwrap();
-        chain.extend(std::fs::read(z.path(&f("root.pem"))).unwrap());
-        std::fs::write(z.path(&f("chain.pem")), chain).unwrap();
-        ExternalCa {
-            prefix: prefix.into(),
-        }
-    }
-
-    fn file(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    /// Signs `csr` (a file in the zone's directory) for `fqdn` with the intermediate, valid
-    /// for `days` days from the real clock; writes `out` (the leaf alone, PEM).
-    fn sign(&self, z: &Zone, fqdn: &str, csr: &str, days: u32, out: &str) {
-        let ext = format!("{out}.ext");
-        std::fs::write(
-            z.path(&ext),
-            format!(
-                "subjectAltName=DNS:{fqdn}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature\n\
-                 extendedKeyUsage=serverAuth,clientAuth\n"
-            ),
-        )
-        .unwrap();
-        z.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            &self.file("int.pem"),
-            "-CAkey",
-            &self.file("int.key"),
-            "-CAcreateserial",
-            "-CAserial",
-            &self.file("int.srl"),
-            "-days",
-            &days.to_string(),
-            "-sha256",
-            "-extfile",
-            &ext,
-            "-out",
-            out,
-        ]);
-    }
-
-    /// A key (`<name>.key`, PKCS#8 PEM) and a certificate (`<name>.pem`) for `fqdn`, made
-    /// outside zonepki, valid for `days` days.
-    fn server(&self, z: &Zone, fqdn: &str, name: &str, days: u32) {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        new_key(z, &key);
-        z.openssl(&[
-            "req",
-            "-new",
-            "-config",
-            "req.cnf",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={fqdn}"),
-            "-out",
-            &csr,
-        ]);
-        self.sign(z, fqdn, &csr, days, &format!("{name}.pem"));
-    }
-}
-
-fn new_key(z: &Zone, out: &str) {
-    z.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        out,
-    ]);
-}
-
 /// `init --external-chain` arguments for ps1 at `now`.
 fn init_external(chain: &str, server_chain: &str, key: &str, now: &str) -> Vec<String> {
     [
@@ -921,10 +518,6 @@ fn init_external(chain: &str, server_chain: &str, key: &str, now: &str) -> Vec<S
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -1023,9 +616,9 @@ fn init_with_an_external_ca_and_its_refusals() {
         mode(Path::new(&z.member_file(PS1, "current/key.pem"))),
         0o600
     );
-    z.openssl_verifies(PS1, "ext-root.pem", &["ext-int.pem"], &now);
+    z.openssl_verifies_with_key(PS1, "ext-root.pem", &["ext-int.pem"], &now);
     let chain = z.member_file(PS1, "current/cert.pem");
-    z.openssl_verifies(PS1, "ext-root.pem", &[&chain], &now);
+    z.openssl_verifies_with_key(PS1, "ext-root.pem", &[&chain], &now);
     assert_eq!(
         std::fs::read(z.member_file(PS1, "current/key.pem")).unwrap(),
         z.openssl(&["pkey", "-in", "ps1.key"]).into_bytes(),
@@ -1223,7 +816,7 @@ fn replace_expired_with_an_external_ca() {
     ]);
     // A certificate from another CA, or for another key, is refused.
     let other = ExternalCa::new(&z, "other-", "Other");
-    other.sign(&z, PS1, "ps1-new.csr", 825, "wrong-ca.pem");
+    other.sign_days(&z, PS1, "ps1-new.csr", 825, "wrong-ca.pem");
     let e = z.refused(&[
         "server",
         "replace",
@@ -1245,7 +838,7 @@ fn replace_expired_with_an_external_ca() {
     ]);
     assert!(e.contains("CSR") || e.contains("key"), "{e}");
 
-    ext.sign(&z, PS1, "ps1-new.csr", 825, "ps1-new.pem");
+    ext.sign_days(&z, PS1, "ps1-new.csr", 825, "ps1-new.pem");
     let out = z.ok(&[
         "server",
         "replace",
@@ -1266,7 +859,7 @@ fn replace_expired_with_an_external_ca() {
     let ps1 = z.json(&["server", "show", PS1, "--now", &expired]);
     assert_eq!(ps1["status"], "active");
     assert_eq!(ps1["issuer"], "CN=Ext Issuing CA");
-    z.openssl_verifies(PS1, "ext-root.pem", &["ext-int.pem"], &expired);
+    z.openssl_verifies_with_key(PS1, "ext-root.pem", &["ext-int.pem"], &expired);
     assert_eq!(
         std::fs::read_to_string(z.member_file(PS1, "current/cert.pem"))
             .unwrap()

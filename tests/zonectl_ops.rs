@@ -5,110 +5,17 @@
 //! parsing of `fleet refresh`. Fixed epochs via --now; no sleeps.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
+use cli::{CONTENT, PS1, PS2, SAT, Zone, entry};
 use common::zonectl_bin;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-struct Zone {
-    dir: tempfile::TempDir,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Zone {
-    fn new() -> Self {
-        Zone {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        let out = Command::new(zonectl_bin())
-            .args(args)
-            .env("ZONECTL_STORE", self.path("zone.db"))
-            .args(["--root", self.path("fleet").to_str().unwrap()])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert_eq!(o.code, 0, "{args:?} failed: {}{}", o.stdout, o.stderr);
-        o.stdout
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    /// Runs a command that must be refused (exit 1, one `error:` line) without changing the
-    /// store; returns stderr.
-    fn refused(&self, args: &[&str]) -> String {
-        let before = self.ok(&["store", "dump"]);
-        let o = self.run(args);
-        assert_eq!(
-            o.code, 1,
-            "{args:?} should be refused: {}{}",
-            o.stdout, o.stderr
-        );
-        assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
-        assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
-        assert_eq!(
-            before,
-            self.ok(&["store", "dump"]),
-            "{args:?} changed the store"
-        );
-        o.stderr
-    }
-
-    /// A usage error: exit 2, store unchanged.
-    fn usage(&self, args: &[&str]) {
-        let before = self
-            .path("zone.db")
-            .exists()
-            .then(|| self.ok(&["store", "dump"]));
-        let o = self.run(args);
-        assert_eq!(o.code, 2, "{args:?} should be a usage error: {}", o.stderr);
-        if let Some(before) = before {
-            assert_eq!(before, self.ok(&["store", "dump"]), "{args:?}");
-        }
-    }
-
-    fn exists(&self, member: &str, file: &str) -> bool {
-        self.path("fleet").join(member).join(file).exists()
-    }
-
-    /// Whether `leaf` (a file with the leaf first) validates against `trust` at `at`.
-    fn verifies(&self, trust: &str, leaf: &str, at: &str) -> bool {
-        self.run(&[
-            "chain", "verify", "--trust", trust, "--leaf", leaf, "--at", at,
-        ])
-        .code
-            == 0
-    }
-}
 
 const T0: &str = "2027-01-01T00:00:00Z";
 const H1: &str = "2027-01-01T01:00:00Z";
@@ -120,50 +27,10 @@ const CUT: &str = "2027-01-07T23:50:00Z";
 const CUT_1S: &str = "2027-01-07T23:49:59Z";
 const AFTER: &str = "2027-01-08T01:00:00Z";
 
-const PS1: &str = "ps1.acme.example";
-const PS2: &str = "ps2.acme.example";
-const SAT: &str = "sat.acme.example";
-const CONTENT: &str = "content.acme.example";
-
 /// ps1 (CA, with an extra DNS name), ps2, sat under ps2, content, dev-1 .. dev-5, every agent
 /// refreshed once so that it holds the zone's trust.
 fn zone() -> Zone {
-    let z = Zone::new();
-    z.ok(&[
-        "init",
-        "--zone",
-        "Acme",
-        "--first-server",
-        PS1,
-        "--dns",
-        "alias.acme.example",
-        "--now",
-        T0,
-    ]);
-    z.ok(&["server", "add", PS2, "--role", "primary", "--now", T0]);
-    z.ok(&[
-        "server",
-        "add",
-        SAT,
-        "--role",
-        "auth-satellite",
-        "--parent",
-        PS2,
-        "--now",
-        T0,
-    ]);
-    z.ok(&[
-        "server",
-        "add",
-        CONTENT,
-        "--role",
-        "content-satellite",
-        "--now",
-        T0,
-    ]);
-    z.ok(&["device", "add", "--count", "5", "--now", T0]);
-    z.ok(&["fleet", "refresh", "--all", "--now", T0]);
-    z
+    Zone::fleet(&["--dns", "alias.acme.example"], "5", T0)
 }
 
 /// A Remint CA with the manuals' semantics (`--no-bridge`): members that miss activation are
@@ -180,15 +47,6 @@ fn remint_ca(z: &Zone) -> Value {
         "--now",
         H1,
     ])
-}
-
-/// `name`'s entry in an array of objects keyed by `key`.
-fn entry<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e[key] == name)
-        .unwrap_or_else(|| panic!("{name} not in {list}"))
 }
 
 /// A member's status in `op show --json`.
