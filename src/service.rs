@@ -19,6 +19,7 @@ pub use operations::{
 };
 
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -126,6 +127,8 @@ pub struct ZoneService<S, T, C> {
     clock: C,
     /// B1: servers present the bridge after a CA change or remint (see [`Self::without_bridges`]).
     bridges: bool,
+    /// How many members a refresh serves at once (see [`Self::with_concurrency`]).
+    concurrency: NonZeroUsize,
 }
 
 fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
@@ -158,7 +161,24 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             transport,
             clock,
             bridges: true,
+            concurrency: std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
         }
+    }
+
+    /// How many servers a refresh (`fleet refresh`) serves at once while they get their new
+    /// certificates: each agent makes its key and CSR, the service checks the CSR, the CA's
+    /// agent signs and the agent checks its new chain, and the servers' work runs on worker
+    /// threads side by side, as it does on their own hosts. The CA's agent still signs one
+    /// certificate at a time. The default is the number of CPUs
+    /// ([`std::thread::available_parallelism`]); 1 serves servers one by one.
+    ///
+    /// Whatever the number, a refresh's outcomes, the records it writes and the audit log are
+    /// the same, in member order. The light work of other members (trust updates, devices
+    /// staging) stays on the calling thread, and activation is always one by one in O8's
+    /// order.
+    pub fn with_concurrency(mut self, workers: NonZeroUsize) -> Self {
+        self.concurrency = workers;
+        self
     }
 
     /// B1 is on by default: after a CA change or remint, servers present the bridge (the new

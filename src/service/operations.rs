@@ -212,6 +212,41 @@ struct Member {
     server: Option<Box<ServerRecord>>,
 }
 
+/// What a refresh knows for every member of a batch.
+#[derive(Clone, Copy)]
+struct RefreshCtx<'a> {
+    zone: &'a ZoneRecord,
+    updates: &'a BTreeMap<String, (u64, MemberUpdate)>,
+    cancelled: Option<u64>,
+    opts: &'a RefreshOptions,
+    now: Timestamp,
+}
+
+/// A member's work in a refresh, after the operation's own changes.
+#[derive(Clone, Copy)]
+struct Work {
+    /// The member is a content server that has just pulled the update's content (O3).
+    replicated: bool,
+}
+
+/// One member's result in a refresh: its outcome, and what to commit for it.
+struct MemberDone {
+    outcome: RefreshOutcome,
+    writes: Vec<Write>,
+    /// Its `MemberUpdate`, with the version the commit gives it.
+    written: Option<(String, (u64, MemberUpdate))>,
+}
+
+impl MemberDone {
+    fn outcome(outcome: RefreshOutcome) -> Self {
+        MemberDone {
+            outcome,
+            writes: Vec::new(),
+            written: None,
+        }
+    }
+}
+
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The running operation and its store version, if one runs.
     fn current_op(&self) -> Result<Option<(u64, Operation)>> {
@@ -281,12 +316,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     pub(super) fn content_servers(&self) -> Result<Vec<Fqdn>> {
-        Ok(self
-            .server_records()?
-            .into_iter()
+        Ok(Self::content_servers_of(&self.server_records()?))
+    }
+
+    /// The servers that replicate an update's content (O3): Primary Servers and Content
+    /// Satellites.
+    fn content_servers_of(all: &[ServerRecord]) -> Vec<Fqdn> {
+        all.iter()
             .filter(|s| matches!(s.role, ServerRole::Primary | ServerRole::ContentSatellite))
-            .map(|s| s.fqdn)
-            .collect())
+            .map(|s| s.fqdn.clone())
+            .collect()
     }
 
     /// Starts a Remint CA (RC1): the certificate server's agent makes the future CA key and
@@ -404,14 +443,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Err(OpError::Selection("select at least one server to remint".into()).into());
         }
         let all = self.server_records()?;
+        let by_name: BTreeMap<&Fqdn, &ServerRecord> = all.iter().map(|s| (&s.fqdn, s)).collect();
         let mut selected = BTreeSet::new();
         for fqdn in &req.servers {
-            let rec =
-                all.iter()
-                    .find(|s| &s.fqdn == fqdn)
-                    .ok_or_else(|| ZoneError::UnknownServer {
-                        fqdn: fqdn.to_string(),
-                    })?;
+            let rec = by_name.get(fqdn).ok_or_else(|| ZoneError::UnknownServer {
+                fqdn: fqdn.to_string(),
+            })?;
             if !rec.role.has_certificate() {
                 return Err(OpError::Selection(format!(
                     "{fqdn} is a {}: only Primary Servers and Authentication Satellites have \
@@ -483,7 +520,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             activation,
             now,
             ca_server,
-            self.content_servers()?,
+            Self::content_servers_of(&all),
             selected.len() as u64,
         );
         self.start(op, Vec::new())
@@ -1150,9 +1187,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             let mut writes = Vec::new();
             // The member records this batch writes, with the versions they will have.
             let mut written = Vec::new();
-            for m in chunk {
+            let mut results: Vec<Option<MemberDone>> = (0..chunk.len()).map(|_| None).collect();
+            // Members whose work waits for the operation to stop changing: a run of them is
+            // done together (on worker threads), with the operation as it is for all of them.
+            let mut pending: Vec<(usize, Work)> = Vec::new();
+            let ctx = RefreshCtx {
+                zone: &zone,
+                updates: &updates,
+                cancelled,
+                opts,
+                now,
+            };
+            for (j, m) in chunk.iter().enumerate() {
                 if cut_off.contains(&m.name) && !opts.offline.contains(&m.name) {
-                    outcomes.push(RefreshOutcome {
+                    results[j] = Some(MemberDone::outcome(RefreshOutcome {
                         name: m.name.clone(),
                         outcome: "stranded".into(),
                         detail: Some(
@@ -1160,21 +1208,50 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                              install the zone CA on it by hand"
                                 .into(),
                         ),
-                    });
+                    }));
                     continue;
                 }
-                let outcome = self.refresh_one(
-                    m,
-                    &zone,
-                    op_state.as_mut().map(|(_, o)| o),
-                    &updates,
-                    cancelled,
-                    opts,
-                    now,
-                    &mut writes,
-                    &mut written,
-                );
-                outcomes.push(outcome?);
+                // O3: a content server that refreshes pulls the update's content. That
+                // changes the operation (the last one assigns it, O4), so the members before
+                // it are done first, with the operation as they saw it.
+                let replicates = !opts.offline.contains(&m.name)
+                    && op_state.as_ref().is_some_and(|(_, op)| {
+                        op.state.is_running()
+                            && !matches!(op.state, OpState::Activated(_))
+                            && m.server.as_ref().is_some_and(|s| {
+                                op.replication.get(&s.fqdn) == Some(&Replication::Pending)
+                            })
+                    });
+                if replicates {
+                    self.run_pending(
+                        chunk,
+                        &mut pending,
+                        op_state.as_ref().map(|(_, o)| o),
+                        &ctx,
+                        &mut results,
+                    )?;
+                    if let (Some((_, op)), Some(s)) = (op_state.as_mut(), &m.server) {
+                        op.on_replicated(&s.fqdn, now)?;
+                    }
+                }
+                pending.push((
+                    j,
+                    Work {
+                        replicated: replicates,
+                    },
+                ));
+            }
+            self.run_pending(
+                chunk,
+                &mut pending,
+                op_state.as_ref().map(|(_, o)| o),
+                &ctx,
+                &mut results,
+            )?;
+            for done in results.into_iter().flatten() {
+                outcomes.push(done.outcome);
+                writes.extend(done.writes);
+                written.extend(done.written);
             }
             if let (Some((version, before)), Some((_, after))) = (&current, &op_state) {
                 let mut after = after.clone();
@@ -1227,47 +1304,107 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(outcomes)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn refresh_one(
+    /// Does the work of the members in `pending` (all of them see `op` as it is now) and
+    /// puts each result in its slot.
+    ///
+    /// Servers that get a new certificate (their agents make a key and a CSR, the service
+    /// checks the CSR, the CA signs, the agent checks its new chain) are served side by side
+    /// by up to [`ZoneService::with_concurrency`] workers, as agents on their own hosts would
+    /// be; the light work of everyone else stays on the calling thread, where threads would
+    /// cost more than they save. Results and writes stay in member order, so the commit is
+    /// the same as a one-by-one run's. Activation is always one by one, in O8's order.
+    fn run_pending(
+        &self,
+        chunk: &[&Member],
+        pending: &mut Vec<(usize, Work)>,
+        op: Option<&Operation>,
+        ctx: &RefreshCtx<'_>,
+        results: &mut [Option<MemberDone>],
+    ) -> Result<()> {
+        let work = std::mem::take(pending);
+        let heavy = |j: usize| {
+            op.is_some_and(|o| {
+                matches!(o.state, OpState::Assigned(_))
+                    && Self::targeted(o, chunk[j])
+                    && Self::needs_certificate(o, chunk[j])
+            })
+        };
+        let (heavy, light): (Vec<_>, Vec<_>) = work.into_iter().partition(|&(j, _)| heavy(j));
+        let workers = self.concurrency.get().min(heavy.len());
+        if workers <= 1 {
+            let mut all = heavy;
+            all.extend(light);
+            all.sort_unstable_by_key(|&(j, _)| j);
+            for (j, w) in all {
+                results[j] = Some(self.member_work(chunk[j], w, op, ctx)?);
+            }
+            return Ok(());
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let serve_heavy = || {
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(j, w)) = heavy.get(i) else { break };
+                mine.push((j, self.member_work(chunk[j], w, op, ctx)));
+            }
+            mine
+        };
+        let mut all: Vec<(usize, Result<MemberDone>)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(serve_heavy)).collect();
+            let mut mine: Vec<_> = light
+                .iter()
+                .map(|&(j, w)| (j, self.member_work(chunk[j], w, op, ctx)))
+                .collect();
+            mine.extend(serve_heavy());
+            for h in helpers {
+                mine.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            mine
+        });
+        all.sort_unstable_by_key(|(j, _)| *j);
+        for (j, r) in all {
+            results[j] = Some(r?);
+        }
+        Ok(())
+    }
+
+    /// One member's part of a refresh, once the operation's own changes (O3) are made.
+    fn member_work(
         &self,
         m: &Member,
-        zone: &ZoneRecord,
-        op: Option<&mut Operation>,
-        updates: &BTreeMap<String, (u64, MemberUpdate)>,
-        cancelled: Option<u64>,
-        opts: &RefreshOptions,
-        now: Timestamp,
-        writes: &mut Vec<Write>,
-        written: &mut Vec<(String, (u64, MemberUpdate))>,
-    ) -> Result<RefreshOutcome> {
+        w: Work,
+        op: Option<&Operation>,
+        ctx: &RefreshCtx<'_>,
+    ) -> Result<MemberDone> {
+        let RefreshCtx {
+            zone,
+            updates,
+            cancelled,
+            opts,
+            now,
+        } = *ctx;
         let out = |outcome: &str, detail: Option<String>| RefreshOutcome {
             name: m.name.clone(),
             outcome: outcome.into(),
             detail,
         };
         if opts.offline.contains(&m.name) {
-            return Ok(out("offline", None));
+            return Ok(MemberDone::outcome(out("offline", None)));
         }
         let fail = opts.fail.contains(&m.name);
         let Some(op) = op.filter(|o| o.state.is_running()) else {
-            return self.sync_trust(m, zone, cancelled, now);
+            return Ok(MemberDone::outcome(
+                self.sync_trust(m, zone, cancelled, now)?,
+            ));
         };
-        let mut notes = Vec::new();
-        // O3: a content server that refreshes pulls the update's content.
-        if let Some(s) = &m.server
-            && op.replication.get(&s.fqdn) == Some(&Replication::Pending)
-            && !matches!(op.state, OpState::Activated(_))
-        {
-            op.on_replicated(&s.fqdn, now)?;
-            notes.push("replicated");
-        }
         if !Self::targeted(op, m) {
             let r = self.sync_trust(m, zone, cancelled, now)?;
-            return Ok(if notes.is_empty() {
-                r
-            } else {
+            return Ok(MemberDone::outcome(if w.replicated {
                 out("replicated", None)
-            });
+            } else {
+                r
+            }));
         }
         let (version, mut u) = match updates.get(&m.name) {
             Some((v, u)) => (Expect::Version(*v), u.clone()),
@@ -1279,21 +1416,23 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if matches!(op.state, OpState::Replicating(_)) && cancelled.is_some() {
             self.sync_trust(m, zone, cancelled, now)?;
         }
+        let mut writes = Vec::new();
         let result = match &op.state {
             OpState::Replicating(_) => out(
-                if notes.is_empty() {
-                    "waiting"
-                } else {
+                if w.replicated {
                     "replicated"
+                } else {
+                    "waiting"
                 },
                 None,
             ),
-            OpState::Assigned(_) => self.apply(m, op, zone, &mut u, fail, now, writes)?,
+            OpState::Assigned(_) => self.apply(m, op, zone, &mut u, fail, now, &mut writes)?,
             OpState::Activated(_) => {
-                self.activate_member(m, op, zone, &mut u, fail, now, writes)?
+                self.activate_member(m, op, zone, &mut u, fail, now, &mut writes)?
             }
             _ => out("up-to-date", None),
         };
+        let mut written = None;
         if u != before {
             u.updated_at = now;
             writes.push(Write::put(update::key(op.id, &m.name), version, encode(&u)));
@@ -1301,9 +1440,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Expect::Version(n) => n + 1,
                 _ => 1,
             };
-            written.push((m.name.clone(), (next, u)));
+            written = Some((m.name.clone(), (next, u)));
         }
-        Ok(result)
+        Ok(MemberDone {
+            outcome: result,
+            writes,
+            written,
+        })
     }
 
     /// A member outside any running update: make sure it trusts the zone's anchors (and

@@ -4,16 +4,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::{Transport, TransportError};
 use crate::agent::files::MemberDir;
 use crate::agent::{Agent, AgentRequest, AgentResponse};
 
 /// Agents in this process, in memory or backed by member files.
+///
+/// Calls to different members run side by side (each agent has its own lock, as each has its
+/// own host); calls to one member are served one at a time.
 #[derive(Debug, Default)]
 pub struct LoopbackTransport {
-    agents: Mutex<BTreeMap<String, Agent>>,
+    /// In memory: the agents, each behind its own lock.
+    agents: RwLock<BTreeMap<String, Mutex<Agent>>>,
+    /// Backed by files: one lock per member, so two calls never interleave on its files.
+    file_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     dir: Option<MemberDir>,
     offline: Mutex<BTreeSet<String>>,
 }
@@ -51,13 +57,41 @@ impl LoopbackTransport {
     pub fn with_agent<R>(&self, member: &str, f: impl FnOnce(&Agent) -> R) -> Option<R> {
         match &self.dir {
             Some(dir) => dir.load(member).ok().map(|a| f(&a)),
-            None => lock(&self.agents).get(member).map(f),
+            None => self
+                .agents
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(member)
+                .map(|a| f(&lock(a))),
         }
+    }
+
+    /// The lock of one member's files.
+    fn file_lock(&self, member: &str) -> Arc<Mutex<()>> {
+        lock(&self.file_locks)
+            .entry(member.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs `f` on a member's in-memory agent, made on first use.
+    fn with_agent_mut<R>(&self, member: &str, f: impl FnOnce(&mut Agent) -> R) -> R {
+        {
+            let agents = self.agents.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(agent) = agents.get(member) {
+                return f(&mut lock(agent));
+            }
+        }
+        let mut agents = self.agents.write().unwrap_or_else(PoisonError::into_inner);
+        let agent = agents
+            .entry(member.to_string())
+            .or_insert_with(|| Mutex::new(Agent::new(member)));
+        f(agent.get_mut().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Transport for LoopbackTransport {
@@ -74,21 +108,17 @@ impl Transport for LoopbackTransport {
         };
         match &self.dir {
             Some(dir) => {
-                // One process plays every agent: serialise calls so two never interleave on
-                // one member's files.
-                let _guard = lock(&self.agents);
+                // Two calls never interleave on one member's files.
+                let file_lock = self.file_lock(member);
+                let _guard = lock(&file_lock);
                 let mut agent = dir.load(member).map_err(refused)?;
                 let response = agent.handle(request).map_err(refused)?;
                 dir.save(&agent).map_err(refused)?;
                 Ok(response)
             }
-            None => {
-                let mut agents = lock(&self.agents);
-                let agent = agents
-                    .entry(member.to_string())
-                    .or_insert_with(|| Agent::new(member));
-                agent.handle(request).map_err(refused)
-            }
+            None => self
+                .with_agent_mut(member, |agent| agent.handle(request))
+                .map_err(refused),
         }
     }
 }
