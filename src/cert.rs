@@ -74,16 +74,101 @@ impl Serialize for CertificateDer {
 
 impl<'de> Deserialize<'de> for CertificateDer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let (label, der) =
-            pem_rfc7468::decode_vec(s.as_bytes()).map_err(serde::de::Error::custom)?;
-        if label != "CERTIFICATE" {
-            return Err(serde::de::Error::custom(format!(
-                "PEM label {label:?}, expected CERTIFICATE"
-            )));
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = CertificateDer;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a certificate as PEM or as base64 DER")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CertificateDer, E> {
+                decode_record_text(s)
+                    .map(|der| CertificateDer(der.into()))
+                    .map_err(E::custom)
+            }
         }
-        Ok(CertificateDer(der.into()))
+        d.deserialize_str(Text)
     }
+}
+
+/// Serde for record fields that hold certificate chains (a server's chain, a member's
+/// future chain), which every refresh reads: each certificate is one line of base64 DER,
+/// with no PEM armour and no line breaks, so JSON keeps it without escapes and reads it
+/// without a copy. Reading takes PEM as well (the form such records had before, and the one
+/// every other certificate in a record has).
+pub(crate) mod record_chain {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::CertificateDer;
+
+    pub(crate) fn serialize<S: Serializer>(
+        chain: &[CertificateDer],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            chain
+                .iter()
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c.as_bytes())),
+        )
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<CertificateDer>, D::Error> {
+        Vec::<CertificateDer>::deserialize(d)
+    }
+}
+
+/// A certificate as records hold it: PEM, or one line of base64 DER.
+fn decode_record_text(s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    if s.trim_start().starts_with("-----") {
+        return decode_record_pem(s);
+    }
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| format!("certificate is neither PEM nor base64 DER: {e}"))?;
+    if der.is_empty() {
+        return Err("certificate is empty".into());
+    }
+    Ok(der)
+}
+
+/// The DER inside a record's PEM `CERTIFICATE` block.
+///
+/// Records are read far more often than written (a refresh of 1,000 servers decodes each
+/// server's chain several times), and a certificate is public: its base64 is decoded with the
+/// `base64` crate's variable-time decoder, about three times faster than the constant-time one
+/// `pem_rfc7468` uses (right for keys, needless here). Line breaks are not checked; the label,
+/// the alphabet, the padding and a non-empty body are.
+fn decode_record_pem(s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    const BEGIN: &str = "-----BEGIN ";
+    const DASHES: &str = "-----";
+    let s = s.trim();
+    let rest = s
+        .strip_prefix(BEGIN)
+        .ok_or("not PEM: expected -----BEGIN CERTIFICATE-----")?;
+    let (label, rest) = rest
+        .split_once(DASHES)
+        .ok_or("not PEM: the BEGIN line does not end")?;
+    if label != "CERTIFICATE" {
+        return Err(format!("PEM label {label:?}, expected CERTIFICATE"));
+    }
+    let body = rest
+        .strip_suffix("-----END CERTIFICATE-----")
+        .ok_or("PEM CERTIFICATE block without its END line")?;
+    let b64: Vec<u8> = body
+        .bytes()
+        .filter(|b| !matches!(b, b'\n' | b'\r'))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .map_err(|e| format!("PEM CERTIFICATE body is not base64: {e}"))?;
+    if der.is_empty() {
+        return Err("PEM CERTIFICATE block is empty".into());
+    }
+    Ok(der)
 }
 
 /// Why bytes are not a certificate the crate can use.
@@ -595,5 +680,60 @@ mod tests {
             Certificate::from_der(&[0x30, 0x03, 0x02, 0x01]),
             Err(CertError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn record_pem_round_trips_and_refuses_bad_blocks() {
+        // Bytes of any length (0..=3 padding cases), through the public PEM writer.
+        for len in [1usize, 2, 3, 47, 48, 49, 700] {
+            let der: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let pem = CertificateDer::from_vec(der.clone()).to_pem();
+            assert_eq!(decode_record_pem(&pem).unwrap(), der, "len {len}");
+            let (_, strict) = pem_rfc7468::decode_vec(pem.as_bytes()).unwrap();
+            assert_eq!(strict, der);
+            let json = serde_json::to_string(&CertificateDer::from_vec(der.clone())).unwrap();
+            let back: CertificateDer = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.as_bytes(), &der[..]);
+        }
+        let pem = CertificateDer::from_vec(vec![1, 2, 3, 4, 5]).to_pem();
+        let err = |s: &str| decode_record_pem(s).unwrap_err();
+        assert!(err("").contains("not PEM"));
+        assert!(err("garbage").contains("not PEM"));
+        assert!(err("-----BEGIN CERTIFICATE").contains("does not end"));
+        assert!(err(&pem.replace("CERTIFICATE", "PRIVATE KEY")).contains("expected CERTIFICATE"));
+        assert!(err(&pem[..pem.len() - 10]).contains("END line"));
+        assert!(err(&pem.replace("AQIDBAU", "AQ!DBAU")).contains("not base64"));
+        assert!(err(&pem.replace("AQIDBAU=", "AQIDBAU")).contains("not base64"));
+        assert!(err("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----").contains("empty"));
+        // A record with a bad certificate is an error naming what was wrong, not a panic.
+        let e =
+            serde_json::from_str::<CertificateDer>("\"-----BEGIN CERTIFICATE-----\"").unwrap_err();
+        assert!(e.to_string().contains("END line"), "{e}");
+    }
+
+    #[test]
+    fn record_chains_are_base64_lines_and_pem_still_reads() {
+        #[derive(Serialize, Deserialize)]
+        struct R {
+            #[serde(with = "record_chain")]
+            c: Vec<CertificateDer>,
+        }
+        let chain = vec![
+            CertificateDer::from_vec(vec![0x30, 1, 2, 3]),
+            CertificateDer::from_vec((0..700).map(|i| i as u8).collect()),
+        ];
+        let json = serde_json::to_string(&R { c: chain.clone() }).unwrap();
+        assert!(!json.contains("BEGIN") && !json.contains("\\n"), "{json}");
+        let back: R = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.c, chain);
+        // Records written before held PEM: they still read.
+        let pem: Vec<String> = chain.iter().map(CertificateDer::to_pem).collect();
+        let old = serde_json::json!({ "c": pem }).to_string();
+        let back: R = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.c, chain);
+        let err = |j: &str| serde_json::from_str::<R>(j).err().unwrap().to_string();
+        assert!(err(r#"{"c":["@@@"]}"#).contains("neither PEM nor base64"));
+        assert!(err(r#"{"c":[""]}"#).contains("empty"));
+        assert!(err(r#"{"c":[7]}"#).contains("PEM or as base64"));
     }
 }

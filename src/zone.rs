@@ -322,6 +322,7 @@ pub struct ServerRecord {
     pub agent_version: String,
     /// The current certificate chain, leaf first (none for Content Satellites, or before an
     /// external-CA certificate is imported).
+    #[serde(with = "crate::cert::record_chain")]
     pub certificate: Vec<CertificateDer>,
     /// When it joined.
     pub joined_at: Timestamp,

@@ -84,6 +84,7 @@ pub struct MemberUpdate {
     /// Why it failed (or why activation failed, O9).
     pub reason: Option<String>,
     /// For servers: the future chain, leaf first (V2 "future certificate").
+    #[serde(with = "crate::cert::record_chain")]
     pub future_chain: Vec<CertificateDer>,
     /// For servers: SR4 status.
     pub cert_status: Option<ServerCertStatus>,
