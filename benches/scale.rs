@@ -26,6 +26,7 @@
 
 use std::fmt::Write as _;
 use std::hint::black_box;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use zonepki::agent::{AgentRequest, AgentResponse};
 use zonepki::ca::{CaParams, Serial, ServerProfile, issue_server_certificate, self_signed_ca};
-use zonepki::cert::Certificate;
+use zonepki::cert::{Certificate, CertificateDer};
 use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, CsrRequest, VerifiedCsr, build_csr};
@@ -163,9 +164,6 @@ impl StoreTally {
             commit: self.commit.minus(b.commit),
             writes: self.writes - b.writes,
         }
-    }
-    fn total(&self) -> Duration {
-        self.get.t + self.scan.t + self.commit.t
     }
 }
 
@@ -402,6 +400,8 @@ struct Detail {
     scenario: &'static str,
     phase: String,
     wall: Duration,
+    /// CPU time of the whole process (every thread) during the phase.
+    cpu: Duration,
     store: StoreTally,
     agents: AgentTally,
     /// VmHWM during the phase (reset before it), MB.
@@ -452,16 +452,21 @@ impl Report {
         svc: &Svc<'_>,
         f: impl FnOnce() -> R,
     ) -> (R, Duration) {
-        let profiled = !name.starts_with("setup") && !name.starts_with("(info)");
+        // `SCALE_PERF_PHASE=<text>`: profile only the phases whose name contains it.
+        let profiled = !name.starts_with("setup")
+            && !name.starts_with("(info)")
+            && std::env::var("SCALE_PERF_PHASE").map_or(true, |p| name.contains(&p));
         reset_peak_rss();
         let heap0 = heap::reset_peak();
         let (s0, a0) = (svc.store().tally(), svc.transport().tally());
         if profiled {
             perf_control("enable");
         }
+        let cpu0 = cpu_time();
         let t = Instant::now();
         let r = f();
         let wall = t.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu0);
         if profiled {
             perf_control("disable");
         }
@@ -473,6 +478,7 @@ impl Report {
             scenario,
             phase: name.to_string(),
             wall,
+            cpu,
             store: s1.minus(s0),
             agents: agent_minus(&a1, &a0),
             peak_rss,
@@ -504,9 +510,9 @@ impl Report {
         println!("Where each timed phase spends its time (store calls and agent calls):");
         println!();
         println!(
-            "| scenario | phase | wall | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | agent calls | agent calls by kind |"
+            "| scenario | phase | wall | CPU (all threads) | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | agent calls | agent calls by kind |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for d in &self.details {
             let total = agent_total(&d.agents);
             let mut kinds = String::new();
@@ -528,10 +534,11 @@ impl Report {
                 "(--heap)".into()
             };
             println!(
-                "| {} | {} | {} | {:.0} MB | {} | {}x {} | {}x {} | {}x {} ({}) | {}x {} | {} |",
+                "| {} | {} | {} | {} | {:.0} MB | {} | {}x {} | {}x {} | {}x {} ({}) | {}x {} | {} |",
                 d.scenario,
                 d.phase,
                 fmt_d(d.wall),
+                fmt_d(d.cpu),
                 d.peak_rss,
                 heap,
                 d.store.get.n,
@@ -553,6 +560,19 @@ impl Report {
             }
         }
     }
+}
+
+/// CPU time used so far by the whole process, every thread (ended ones too), user + system.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn fmt_d(d: Duration) -> String {
@@ -976,9 +996,119 @@ fn servers_scenario(n: usize, report: &mut Report) {
     const S: &str = "servers";
     reset_peak_rss();
     let (rss_start, _) = rss();
+    let workers = std::thread::available_parallelism().map_or(1, |w| w.get());
+    // The service as it comes (a refresh serves members on one worker per CPU), then the same
+    // remint with members served one at a time, so the cost of the work itself shows too.
+    let default = server_remint(n, None, report);
+    let one = server_remint(n, NonZeroUsize::new(1), report);
+    let (_, peak) = rss();
+
+    let p = primitives(n);
+    let sum = p.keygen + p.csr + p.verify + p.issue;
+    let sum5 = sum + p.chain;
+    report.row(
+        S,
+        format!(
+            "**Server Remint end to end** ({} servers; the default service: {workers} workers on {workers} CPUs)",
+            fmt_n(n)
+        ),
+        format!(
+            "{} wall ({:.0} µs/server); {} CPU",
+            fmt_d(default.wall),
+            per(default.wall, n),
+            fmt_d(default.cpu)
+        ),
+    );
+    report.row(
+        S,
+        "Server Remint end to end, members one at a time (`with_concurrency(1)`)",
+        format!(
+            "{} wall ({:.0} µs/server); {} CPU",
+            fmt_d(one.wall),
+            per(one.wall, n),
+            fmt_d(one.cpu)
+        ),
+    );
+    for (what, d) in [
+        ("P-256 keygen (PrivateKey::generate)", p.keygen),
+        ("CSR build + sign (csr::build_csr)", p.csr),
+        ("CSR verify (VerifiedCsr::from_der)", p.verify),
+        (
+            "issue (ca::issue_server_certificate, PrivateKey signer)",
+            p.issue,
+        ),
+    ] {
+        report.row(
+            S,
+            format!("primitive x{}: {what}", fmt_n(n)),
+            format!("{} ({:.0} µs each)", fmt_d(d), per(d, n)),
+        );
+    }
+    report.row(
+        S,
+        "sum of the four primitives (one thread)",
+        format!("{} ({:.0} µs/server)", fmt_d(sum), per(sum, n)),
+    );
+    let ratio = default.wall.as_secs_f64() / sum.as_secs_f64();
+    report.check(
+        S,
+        "**ratio end to end (wall) / sum of the four primitives**",
+        format!("{ratio:.2}x"),
+        "<= 1.3x",
+        ratio <= SERVERS_RATIO_TARGET,
+    );
+    report.row(
+        S,
+        format!(
+            "(info) primitive x{}: the agent's check of its new chain before staging (chain::verify_chain)",
+            fmt_n(n)
+        ),
+        format!("{} ({:.0} µs each)", fmt_d(p.chain), per(p.chain, n)),
+    );
+    let r = |d: Duration, over: Duration| format!("{:.2}x", d.as_secs_f64() / over.as_secs_f64());
+    report.row(
+        S,
+        "(info) CPU of the end to end / the four primitives; / the five (with the agent's chain check)",
+        format!(
+            "{} ; {} (default) — {} ; {} (one at a time)",
+            r(default.cpu, sum),
+            r(default.cpu, sum5),
+            r(one.cpu, sum),
+            r(one.cpu, sum5)
+        ),
+    );
+    report.row(
+        S,
+        "(info) members one at a time: wall / the four primitives; / the five",
+        format!("{} ; {}", r(one.wall, sum), r(one.wall, sum5)),
+    );
+    report.row(
+        S,
+        "peak RSS (VmHWM) during the scenario / RSS at its start",
+        format!("{peak:.0} MB / {rss_start:.0} MB"),
+    );
+}
+
+/// Wall and CPU time of one Server Remint end to end (start, apply, activation).
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Builds a zone of `n` servers and remints all of them; `workers` as the service's
+/// `with_concurrency` (`None`: the default).
+fn server_remint(n: usize, workers: Option<NonZeroUsize>, report: &mut Report) -> Run {
+    const S: &str = "servers";
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(ts(T0));
-    let svc = new_service(dir.path(), &clock);
+    let mut svc = new_service(dir.path(), &clock);
+    let mode = match workers {
+        Some(w) => {
+            svc = svc.with_concurrency(w);
+            format!("{w} worker(s)")
+        }
+        None => "default workers".into(),
+    };
     let name = |i: usize| {
         if i == 0 {
             "ps0000.zone.example".to_string()
@@ -989,7 +1119,7 @@ fn servers_scenario(n: usize, report: &mut Report) {
     report.phase(
         S,
         &format!(
-            "setup: init (CA Primary Server) + {} satellites (enrolled)",
+            "setup [{mode}]: init (CA Primary Server) + {} satellites (enrolled)",
             fmt_n(n - 1)
         ),
         &svc,
@@ -1004,21 +1134,26 @@ fn servers_scenario(n: usize, report: &mut Report) {
     let before = svc.server_chain(&fqdns[n - 1]).unwrap();
     let activation = clock.now_plus(WEEK);
 
-    let (_, start) = report.phase(S, "start (start_server_remint)", &svc, || {
-        svc.start_server_remint(ServerRemintRequest {
-            servers: fqdns.clone(),
-            update_name: "Server Remint (scale)".into(),
-            common_name: None,
-            key: KeySpec::P256,
-            include_dns: false,
-            activation: ActivationRequest::At(activation),
-            csr: None,
-        })
-        .unwrap()
-    });
+    let (_, start) = report.phase(
+        S,
+        &format!("start [{mode}] (start_server_remint)"),
+        &svc,
+        || {
+            svc.start_server_remint(ServerRemintRequest {
+                servers: fqdns.clone(),
+                update_name: "Server Remint (scale)".into(),
+                common_name: None,
+                key: KeySpec::P256,
+                include_dns: false,
+                activation: ActivationRequest::At(activation),
+                csr: None,
+            })
+            .unwrap()
+        },
+    );
     let (_, apply) = report.phase(
         S,
-        &format!("apply: refresh until all {} applied", fmt_n(n)),
+        &format!("apply [{mode}]: refresh until all {} applied", fmt_n(n)),
         &svc,
         || {
             let mut applied = 0;
@@ -1037,7 +1172,7 @@ fn servers_scenario(n: usize, report: &mut Report) {
     clock.set(activation);
     let (_, activate) = report.phase(
         S,
-        "activation: clock to activation, refresh of all",
+        &format!("activation [{mode}]: clock to activation, refresh of all"),
         &svc,
         || {
             let out = svc
@@ -1046,8 +1181,7 @@ fn servers_scenario(n: usize, report: &mut Report) {
             expect_all(&out, "activated", n, "server activation");
         },
     );
-    let e2e = start + apply + activate;
-    let (_, peak) = rss();
+    let cpu = report.details.iter().rev().take(3).map(|d| d.cpu).sum();
     // Checks (not timed): every server switched to a new key and certificate.
     let after = svc.server_chain(&fqdns[n - 1]).unwrap();
     assert_ne!(before[0], after[0]);
@@ -1057,61 +1191,10 @@ fn servers_scenario(n: usize, report: &mut Report) {
         .with_agent(fqdns[n - 1].as_str(), |a| a.chain().to_vec())
         .unwrap();
     assert_eq!(agent_chain[0], after[0]);
-    let e2e_details: Vec<&Detail> = report.details.iter().rev().take(3).collect();
-    let e2e_store: Duration = e2e_details.iter().map(|d| d.store.total()).sum();
-    let e2e_agents: Duration = e2e_details.iter().map(|d| agent_total(&d.agents).t).sum();
-    drop(svc);
-
-    report.row(
-        S,
-        format!("**Server Remint end to end** ({} servers)", fmt_n(n)),
-        format!("{} ({:.0} µs/server)", fmt_d(e2e), per(e2e, n)),
-    );
-    let p = primitives(n);
-    let sum = p.keygen + p.csr + p.verify + p.issue;
-    for (what, d) in [
-        ("P-256 keygen (PrivateKey::generate)", p.keygen),
-        ("CSR build + sign (csr::build_csr)", p.csr),
-        ("CSR verify (VerifiedCsr::from_der)", p.verify),
-        (
-            "issue (ca::issue_server_certificate, PrivateKey signer)",
-            p.issue,
-        ),
-    ] {
-        report.row(
-            S,
-            format!("primitive x{}: {what}", fmt_n(n)),
-            format!("{} ({:.0} µs each)", fmt_d(d), per(d, n)),
-        );
+    Run {
+        wall: start + apply + activate,
+        cpu,
     }
-    report.row(
-        S,
-        "sum of the primitives",
-        format!("{} ({:.0} µs/server)", fmt_d(sum), per(sum, n)),
-    );
-    let ratio = e2e.as_secs_f64() / sum.as_secs_f64();
-    report.check(
-        S,
-        "**ratio end to end / sum of primitives**",
-        format!("{ratio:.2}x"),
-        "<= 1.3x",
-        ratio <= SERVERS_RATIO_TARGET,
-    );
-    report.row(
-        S,
-        "of the end to end: agents / store / rest of the service",
-        format!(
-            "{} / {} / {}",
-            fmt_d(e2e_agents),
-            fmt_d(e2e_store),
-            fmt_d(e2e.saturating_sub(e2e_agents + e2e_store))
-        ),
-    );
-    report.row(
-        S,
-        "peak RSS (VmHWM) during the scenario / RSS at its start",
-        format!("{peak:.0} MB / {rss_start:.0} MB"),
-    );
 }
 
 fn per(d: Duration, n: usize) -> f64 {
@@ -1123,6 +1206,8 @@ struct Primitives {
     csr: Duration,
     verify: Duration,
     issue: Duration,
+    /// Not one of the four the target names: the agent's check of the chain it stages.
+    chain: Duration,
 }
 
 /// Each primitive `n` times, on inputs prepared outside the timed loop (the names, requests,
@@ -1178,12 +1263,34 @@ fn primitives(n: usize) -> Primitives {
         .map(|((c, p), s)| issue_server_certificate(&ca, &ca_key, c, p, s, now).unwrap())
         .collect();
     let issue = t.elapsed();
-    black_box(certs);
+
+    // As `Agent::stage` does it: the chain [leaf, CA] against the anchor CA.
+    let ca_der = ca.der().clone();
+    let chains: Vec<Vec<CertificateDer>> = certs
+        .iter()
+        .map(|c| vec![c.der().clone(), ca_der.clone()])
+        .collect();
+    let anchors = [ca_der];
+    let t = Instant::now();
+    for chain in &chains {
+        let certs: Vec<Certificate> = chain
+            .iter()
+            .map(|c| Certificate::try_from(c).unwrap())
+            .collect();
+        let anchors: Vec<Certificate> = anchors
+            .iter()
+            .map(|c| Certificate::try_from(c).unwrap())
+            .collect();
+        let (leaf, rest) = certs.split_first().unwrap();
+        black_box(verify_chain(leaf, rest, &anchors, now).unwrap());
+    }
+    let chain = t.elapsed();
     Primitives {
         keygen,
         csr,
         verify,
         issue,
+        chain,
     }
 }
 
