@@ -56,7 +56,11 @@ impl LoopbackTransport {
     /// Runs `f` on a member's agent (loaded from its files when backed by a directory).
     pub fn with_agent<R>(&self, member: &str, f: impl FnOnce(&Agent) -> R) -> Option<R> {
         match &self.dir {
-            Some(dir) => dir.load(member).ok().map(|a| f(&a)),
+            Some(dir) => {
+                let file_lock = self.file_lock(member);
+                let _guard = lock(&file_lock);
+                dir.load(member).ok().map(|a| f(&a))
+            }
             None => self
                 .agents
                 .read()
