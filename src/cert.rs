@@ -24,8 +24,10 @@ use crate::key::{KeyAlgorithm, KeyError};
 
 /// The DER encoding of one certificate (rustls-pki-types style newtype).
 ///
-/// Serialised in records as PEM text, so a store dump stays readable. Clones share the bytes
-/// (`Arc`): a zone of 100,000 members that trust the same two CAs holds each CA once.
+/// Serialised as PEM text (views, and most records); the certificate chains of server and
+/// member records are one line of base64 DER each (`record_chain`). Either form reads back.
+/// Clones share the bytes (`Arc`): a zone of 100,000 members that trust the same two CAs
+/// holds each CA once.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CertificateDer(std::sync::Arc<[u8]>);
 
