@@ -97,6 +97,21 @@ fn build_err(e: impl fmt::Display) -> CaError {
     }
 }
 
+/// Builds the TBSCertificate of `profile`, has `signer` sign it, and parses the result back
+/// (a self-check: what we issue must be a certificate we read).
+fn sign_certificate(
+    profile: Profile,
+    serial: &Serial,
+    validity: Validity,
+    subject_key: spki::SubjectPublicKeyInfoOwned,
+    signer: &dyn Signer,
+) -> Result<Certificate, CaError> {
+    let builder = CertificateBuilder::new(profile, serial.to_x509()?, validity, subject_key)
+        .map_err(build_err)?;
+    let cert = build_signed(builder, signer)?;
+    Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
+}
+
 /// A certificate validity in whole years, 1 to 10 (CI1, RC1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
@@ -309,15 +324,7 @@ pub fn self_signed_ca(
         issuer: None,
         extensions,
     };
-    let builder = CertificateBuilder::new(
-        profile,
-        serial.to_x509()?,
-        validity,
-        signer.public_key_info(),
-    )
-    .map_err(build_err)?;
-    let cert = build_signed(builder, signer)?;
-    Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
+    sign_certificate(profile, serial, validity, signer.public_key_info(), signer)
 }
 
 /// What every issuance checks of its issuer: a CA certificate, whose key `signer` holds, valid
@@ -377,15 +384,13 @@ pub fn cross_certify(
         issuer: Some(issuer.subject_name().clone()),
         extensions,
     };
-    let builder = CertificateBuilder::new(
+    sign_certificate(
         profile,
-        serial.to_x509()?,
+        serial,
         validity,
         subject_ca.public_key().clone(),
+        signer,
     )
-    .map_err(build_err)?;
-    let cert = build_signed(builder, signer)?;
-    Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
 }
 
 /// How a server certificate is named (SR2).
@@ -454,15 +459,7 @@ pub fn issue_server_certificate(
         issuer: Some(issuer.subject_name().clone()),
         extensions,
     };
-    let builder = CertificateBuilder::new(
-        profile,
-        serial.to_x509()?,
-        validity,
-        csr.public_key().clone(),
-    )
-    .map_err(build_err)?;
-    let cert = build_signed(builder, signer)?;
-    Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
+    sign_certificate(profile, serial, validity, csr.public_key().clone(), signer)
 }
 
 #[cfg(test)]
