@@ -68,11 +68,13 @@ fn openssl_verify(trust: &Path, chain: &Path, dir: &Path) -> (bool, String) {
     (out.status.success() && text.contains(": OK"), text)
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn a_device_offline_through_activation_validates_through_the_bridge() {
-    if common::tool("openssl").is_none() {
-        return;
-    }
+    common::require("openssl");
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet");
     let (_sim, stranded) = remint_with_dev2_offline(true, &fleet);
@@ -107,11 +109,13 @@ fn a_device_offline_through_activation_validates_through_the_bridge() {
     assert!(ok && text.contains("Verification: OK"), "{text}");
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn without_the_bridge_the_same_device_is_stranded() {
-    if common::tool("openssl").is_none() {
-        return;
-    }
+    common::require("openssl");
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet");
     let (_sim, stranded) = remint_with_dev2_offline(false, &fleet);

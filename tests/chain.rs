@@ -4,7 +4,7 @@
 
 use std::process::Command;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use der::asn1::{ObjectIdentifier, OctetString, UtcTime};
 use der::{Decode, Encode};
@@ -648,19 +648,19 @@ fn cross_signed_cycle_terminates_quickly() {
     let b_by_a = issue_with_key(&Spec::ca("CN=Cycle B"), b_key, Some(&a_self));
     let leaf = issue(&Spec::leaf("CN=l"), Some(&a_by_b));
     let anchor = issue(&Spec::ca("CN=Unrelated Root"), None);
-    let start = Instant::now();
-    let err = verify_chain(
-        &leaf.cert,
-        &[a_by_b.cert, b_by_a.cert],
-        &[anchor.cert],
-        at(),
-    )
-    .expect_err("a cycle never reaches the anchor");
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        start.elapsed()
-    );
+    let ints = [a_by_b.cert, b_by_a.cert];
+    let anchors = [anchor.cert];
+    let err = verify_chain(&leaf.cert, &ints, &anchors, at())
+        .expect_err("a cycle never reaches the anchor");
+    assert!(err.to_string().starts_with(NO_ISSUER_MESSAGE), "{err}");
+    // Bounded by count, not by time: the search gives up on the cycle after visiting each
+    // certificate once, well inside a budget of four signature checks.
+    let tight = Limits {
+        max_signature_checks: 4,
+        ..Limits::default()
+    };
+    let err = verify_chain_with(&leaf.cert, &ints, &anchors, at(), tight)
+        .expect_err("a cycle never reaches the anchor");
     assert!(err.to_string().starts_with(NO_ISSUER_MESSAGE), "{err}");
 }
 
@@ -678,9 +678,7 @@ fn fifty_same_name_intermediates_stay_within_budget() {
     ints.reverse(); // the leaf's own issuer last: the worst order for a naive search
     let anchor = issue(&Spec::ca("CN=Root"), None);
     let anchors = [anchor.cert];
-    let start = Instant::now();
     let err = verify_chain(&leaf.cert, &ints, &anchors, at()).expect_err("no path");
-    let elapsed = start.elapsed();
     assert!(
         matches!(
             err,
@@ -690,7 +688,6 @@ fn fifty_same_name_intermediates_stay_within_budget() {
         ),
         "{err:?}"
     );
-    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     let small = Limits {
         max_signature_checks: 10,
         ..Limits::default()
@@ -709,20 +706,18 @@ fn fifty_same_name_intermediates_stay_within_budget() {
 
 // ----- agreement with `openssl verify -x509_strict` -----
 
-/// True when openssl can be run; panics when it cannot and `CI` is set (the test must fail,
-/// not skip, where openssl is expected).
-fn openssl_available() -> bool {
+/// Fails the test, saying what to install, when openssl cannot be run. The agreement test is
+/// marked ignored when build.rs found no openssl, so this fires only under CI (where
+/// `.ci/run` installs it) or when openssl vanished after the build: never a silent pass.
+fn require_openssl() {
     let ok = Command::new("openssl")
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("openssl is required in CI for the agreement tests");
-    }
-    if !ok {
-        eprintln!("openssl not found: agreement test skipped (set CI to make this fail)");
-    }
-    ok
+    assert!(
+        ok,
+        "openssl is not installed: install it to run the agreement test"
+    );
 }
 
 /// `openssl verify -x509_strict -attime AT -CAfile root.pem -untrusted int.pem leaf.pem`.
@@ -755,11 +750,13 @@ fn openssl_accepts(root: &Certificate, ints: &[Certificate], leaf: &Certificate)
     out.status.success() && stdout.trim_end().ends_with(": OK")
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn openssl_agrees() {
-    if !openssl_available() {
-        return;
-    }
+    require_openssl();
     let expired_leaf = standard_leaf_expired(Spec::leaf("CN=l").valid(-30 * DAY, -DAY));
     let mut not_ca = Spec::ca("CN=Int");
     not_ca.basic_constraints = Some((false, None));

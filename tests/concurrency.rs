@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use zonepki::agent::{AgentRequest, AgentResponse};
@@ -36,15 +36,20 @@ fn sat(i: usize) -> String {
     format!("sat{i}.zone.example")
 }
 
-/// The loopback, recording every call and how many were in flight at once. Enrolment (the
-/// agent making its key and CSR) and activation are held for a moment, so calls that can
-/// overlap do.
+/// The loopback, recording every call and how many were in flight at once.
+///
+/// With `rendezvous` on, the first enrolment (the agent making its key and CSR) waits until a
+/// second call is in flight: if the service serves servers side by side, one arrives at once;
+/// if it does not, none ever will, the wait runs out (a liveness bound, not an assertion on
+/// time) and the in-flight count stays 1, which the test asserts. No sleeps.
 #[derive(Default)]
 struct Recording {
     inner: LoopbackTransport,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     calls: Mutex<Vec<(String, &'static str)>>,
+    rendezvous: AtomicBool,
+    met: (Mutex<bool>, Condvar),
 }
 
 impl Recording {
@@ -78,8 +83,20 @@ impl Transport for Recording {
         self.calls.lock().unwrap().push((member.to_string(), kind));
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        if kind == "enroll" || kind == "activate" {
-            std::thread::sleep(Duration::from_millis(25));
+        if self.rendezvous.load(Ordering::SeqCst) {
+            let (met, cv) = &self.met;
+            let mut met = met.lock().unwrap();
+            if now >= 2 {
+                *met = true;
+                cv.notify_all();
+            } else if kind == "enroll" && !*met {
+                // Bounded: a service that never overlaps makes this wait time out once.
+                met = cv
+                    .wait_timeout_while(met, Duration::from_secs(20), |m| !*m)
+                    .unwrap()
+                    .0;
+                *met = true; // wait at most once per run
+            }
         }
         let r = self.inner.call(member, request);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -166,6 +183,8 @@ fn remint_everything(workers: usize) -> (Seen, Arc<Recording>) {
             .push(serde_json::to_value(svc.op_show().unwrap()).unwrap());
     };
     transport.reset();
+    // Set-up enrolled one server at a time; the remint's enrolments may meet.
+    transport.rendezvous.store(workers > 1, Ordering::SeqCst);
     // The first refresh replicates to ps1 (still replicating: ps2 has not pulled yet), then to
     // ps2 (the last content server: assigned, O4), and everyone after ps2 applies.
     refresh(&mut seen);

@@ -1,7 +1,7 @@
 //! x509-limbo conformance of the chain validator (REQUIREMENTS.md S7; docs/conformance.md).
 //!
-//! Reads `../shared/conformance/limbo-must-pass.json` and `limbo-optional.json` relative to the
-//! repository root, validates every case's peer certificate with [`verify_chain_with`], prints
+//! Reads `tests/data/conformance/limbo-must-pass.json` and `limbo-optional.json` (vendored from
+//! x509-limbo, Apache-2.0: see the README and licence there), validates every case's peer certificate with [`verify_chain_with`], prints
 //! one line per mismatch and the two scores, and fails on any must-pass mismatch (optional
 //! mismatches are reported, not fatal: docs/conformance.md says which ones are deliberate).
 
@@ -13,12 +13,8 @@ use zonepki::cert::Certificate;
 use zonepki::chain::{Limits, verify_chain_with};
 use zonepki::clock::Timestamp;
 
-/// A hostile case (cycles, 100 same-name intermediates) must not take longer than this, even
-/// in an unoptimised debug build.
-const SLOW: Duration = Duration::from_secs(5);
-
 fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/conformance")
 }
 
 /// Parses one PEM certificate.
@@ -132,21 +128,13 @@ fn limbo_conformance() {
             println!("optional mismatch {}: {m}", o.id);
         }
     }
+    // For information only: hostile cases are bounded by the validator's work budget
+    // (`Limits`), which tests/chain.rs asserts by count; no test here asserts on time.
     let slowest = must.iter().chain(&optional).max_by_key(|o| o.elapsed);
     if let Some(o) = slowest {
         println!("slowest case: {} ({:?})", o.id, o.elapsed);
     }
     println!("must-pass: {must_passed}/{must_total}, optional: {opt_passed}/{opt_total}");
-    let slow: Vec<_> = must
-        .iter()
-        .chain(&optional)
-        .filter(|o| o.elapsed > SLOW)
-        .collect();
-    assert!(
-        slow.is_empty(),
-        "cases slower than {SLOW:?}: {:?}",
-        slow.iter().map(|o| (&o.id, o.elapsed)).collect::<Vec<_>>()
-    );
     assert_eq!(
         must_passed, must_total,
         "every must-pass case must give the expected result"

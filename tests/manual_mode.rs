@@ -722,21 +722,19 @@ fn der(dir: &Path, cert: &Path) -> Vec<u8> {
     read(&out)
 }
 
-fn openssl_available() -> bool {
-    common::tool("openssl").is_some()
-}
-
 // ---------------------------------------------------------------------------------------------
 // End to end.
 
 /// Root and intermediate uploaded (CE1); server.pem (leaf, intermediate, root) with a DER key
 /// on ps1, server.p7b (DER PKCS#7 from crl2pkcs7) with a PKCS#8 PEM key on ps2, server.der (one
 /// DER certificate, issued by the root directly: CE3) on the satellite.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn manual_mode_pem_p7b_and_der_from_an_external_ca() {
-    if !openssl_available() {
-        return;
-    }
+    common::require("openssl");
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Globex");
@@ -799,11 +797,13 @@ fn manual_mode_pem_p7b_and_der_from_an_external_ca() {
 /// Only the root uploaded (CE1); server.crt (PEM leaf and intermediate) on ps1, and one
 /// wildcard certificate `*.acme.example` (CE4) with one key on ps2 as server.cer (DER PKCS#7
 /// with the root) and on the satellite as server.cert (PEM PKCS#7).
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn manual_mode_crt_cer_cert_and_a_wildcard_certificate() {
-    if !openssl_available() {
-        return;
-    }
+    common::require("openssl");
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Initech");
@@ -839,11 +839,13 @@ fn manual_mode_crt_cer_cert_and_a_wildcard_certificate() {
 
 /// Every broken repository gives a clear reason and the member stays not applied; then the
 /// correct files are staged.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn manual_mode_refuses_broken_remint_repositories() {
-    if !openssl_available() {
-        return;
-    }
+    common::require("openssl");
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Globex");
@@ -1026,11 +1028,13 @@ fn manual_mode_refuses_a_certificate_from_the_current_zone_ca() {
 
 /// As for an imported certificate (SR5 Import Certificate): a certificate that expires before
 /// the activation time is refused, or the server would switch to an expired certificate.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn manual_mode_refuses_a_certificate_expiring_before_activation() {
-    if !openssl_available() {
-        return;
-    }
+    common::require("openssl");
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Globex");
@@ -1055,11 +1059,13 @@ fn manual_mode_refuses_a_certificate_expiring_before_activation() {
 
 /// S4, as for an imported certificate: a CA certificate is no server certificate, even when
 /// it names the server.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn manual_mode_refuses_a_ca_certificate_as_server_certificate() {
-    if !openssl_available() {
-        return;
-    }
+    common::require("openssl");
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Globex");

@@ -21,11 +21,13 @@ use zonepki::ops::ActivationRequest;
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn activated_servers_verify_with_openssl_and_serve_tls_to_devices_that_applied() {
-    if common::tool("openssl").is_none() {
-        return;
-    }
+    common::require("openssl");
     let dir = tempfile::tempdir().unwrap();
     let fleet = dir.path().join("fleet");
     // Real time, since OpenSSL checks validity against its own clock.

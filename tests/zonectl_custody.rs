@@ -159,6 +159,10 @@ fn ca_move_refusals_then_the_role_and_key_move() {
     assert!(!dump.contains("PRIVATE KEY"));
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn ca_backup_passphrase_rules_and_an_archive_openssl_reads() {
     let z = internal_zone("10");
@@ -244,12 +248,8 @@ fn ca_backup_passphrase_rules_and_an_archive_openssl_reads() {
 
     // The archive's content: the four entries; openssl decrypts the key (passphrase through
     // the environment, never on a command line) and it is the CA certificate's key.
-    let Some(_) = common::tool("openssl") else {
-        return;
-    };
-    let Some(names) = unzip(&z, "ca-backup.zip", "x") else {
-        return;
-    };
+    common::require("openssl");
+    let names = unzip(&z, "ca-backup.zip", "x");
     assert_eq!(
         names,
         ["ca-key.p8.pem", "ca.pem", "manifest.json", "manifest.mac"]
@@ -520,11 +520,13 @@ fn init_external(chain: &str, server_chain: &str, key: &str, now: &str) -> Vec<S
     .collect()
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn init_with_an_external_ca_and_its_refusals() {
-    let Some(_) = common::tool("openssl") else {
-        return;
-    };
+    common::require("openssl");
     let t = Times::new();
     let now = t.at(0, 1);
     let z = Zone::new();
@@ -741,11 +743,13 @@ fn replace_expired_internal_after_a_remint_ca_the_server_missed() {
     assert!(e.contains("valid until"), "{e}");
 }
 
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
 #[test]
 fn replace_expired_with_an_external_ca() {
-    let Some(_) = common::tool("openssl") else {
-        return;
-    };
+    common::require("openssl");
     let t = Times::new();
     let (t0, soon, expired) = (t.at(0, 1), t.at(0, 2), t.at(3, 0));
     let z = Zone::new();

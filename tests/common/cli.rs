@@ -467,7 +467,7 @@ impl ExternalCa {
 
 /// Extracts `zip` into `dir` with the `unzip` CLI, or else python3's zipfile; returns the
 /// names of the extracted files, sorted. None outside CI when neither tool is installed.
-pub fn unzip(z: &Zone, zip: &str, dir: &str) -> Option<Vec<String>> {
+pub fn unzip(z: &Zone, zip: &str, dir: &str) -> Vec<String> {
     let has_unzip = Command::new("sh")
         .args(["-c", "command -v unzip"])
         .output()
@@ -478,7 +478,7 @@ pub fn unzip(z: &Zone, zip: &str, dir: &str) -> Option<Vec<String>> {
         c.args(["-q", "-o", zip, "-d", dir]);
         c
     } else {
-        let mut c = common::tool("python3")?;
+        let mut c = common::tool("python3");
         c.args(["-m", "zipfile", "-e", zip, dir]);
         c
     };
@@ -489,7 +489,7 @@ pub fn unzip(z: &Zone, zip: &str, dir: &str) -> Option<Vec<String>> {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    Some(names)
+    names
 }
 
 /// `name`'s entry in an array of objects keyed by `key`.

@@ -5,23 +5,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// Runs an external tool. When it is missing: under CI (env `CI` set) the test fails, since
-/// `.ci/run` installs every tool the tests need; elsewhere the test is skipped with a notice.
-pub fn tool(name: &str) -> Option<Command> {
+/// Fails the test, saying what to install, when the external tool `name` is not on PATH.
+///
+/// A test that drives a tool is also marked `#[cfg_attr(not(zonepki_has_TOOL), ignore = ...)]`
+/// (build.rs looks for openssl, certtool and Python `cryptography`), so on a machine without
+/// the tool `cargo test` lists it as ignored with the reason. This check therefore fires only
+/// when the tool is expected: under CI (`CI` set, where `.ci/run` installs every tool) or when
+/// it disappeared after the build. A missing tool never lets a test pass silently.
+pub fn require(name: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {name}"))
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if found {
-        return Some(Command::new(name));
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{name} is not installed, and CI must run this test (.ci/run installs it)");
-    }
-    eprintln!("notice: {name} not installed; skipping this check outside CI");
-    None
+    assert!(
+        found,
+        "{name} is not installed: install it to run this test (.ci/run shows how), \
+         or rebuild so that the test is marked ignored"
+    );
+}
+
+/// A [`Command`] for the external tool `name`, after [`require`].
+pub fn tool(name: &str) -> Command {
+    require(name);
+    Command::new(name)
 }
 
 /// Runs and returns stdout+stderr as text with the exit status.

@@ -1,0 +1,81 @@
+//! Finds the external tools that the interoperability tests drive (OpenSSL, GnuTLS `certtool`,
+//! Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
+//! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pycryptography`.
+//!
+//! A test that needs a missing tool is then marked *ignored* with the reason (`cargo test`
+//! lists it as `ignored, needs ...`), never passed silently. With `CI` set every `cfg` is on,
+//! so under CI a missing tool fails its tests (`.ci/run` installs them all). The library
+//! itself never looks at these `cfg`s.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const TOOLS: [(&str, &str); 2] = [
+    ("openssl", "zonepki_has_openssl"),
+    ("certtool", "zonepki_has_certtool"),
+];
+const PY_CFG: &str = "zonepki_has_pycryptography";
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CI");
+    println!("cargo::rerun-if-env-changed=PATH");
+    for (_, cfg) in TOOLS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
+    println!("cargo::rustc-check-cfg=cfg({PY_CFG})");
+
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    // An install into a PATH directory (apt-get install gnutls-bin) changes that directory, so
+    // cargo runs this script again and the tests stop being ignored.
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        if dir.starts_with("/usr") || dir.starts_with("/bin") {
+            println!("cargo::rerun-if-changed={}", dir.display());
+        }
+    }
+    for (tool, cfg) in TOOLS {
+        if ci || dirs.iter().any(|d| is_executable(&d.join(tool))) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+    match python_cryptography() {
+        Some(package) => {
+            println!("cargo::rerun-if-changed={}", package.display());
+            println!("cargo::rustc-cfg={PY_CFG}");
+        }
+        None if ci => println!("cargo::rustc-cfg={PY_CFG}"),
+        None => {
+            // Watch where `pip install cryptography` would put it.
+            if let Some(site) = python_out("import site; print(site.getsitepackages()[0])") {
+                println!("cargo::rerun-if-changed={site}");
+            }
+        }
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The directory of an installed `cryptography` that has the RFC 5280 verifier (>= 42).
+fn python_cryptography() -> Option<PathBuf> {
+    let dir = python_out(
+        "import os, cryptography.x509.verification as v, cryptography as c; \
+         print(os.path.dirname(c.__file__))",
+    )?;
+    Some(PathBuf::from(dir))
+}
+
+fn python_out(code: &str) -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
+}
