@@ -409,6 +409,14 @@ pub struct ServerProfile {
 }
 
 impl ServerProfile {
+    /// The subject CN of this server's certificate: the override, or else
+    /// [`crate::zone::server_common_name`] of the FQDN.
+    pub fn subject_common_name(&self) -> String {
+        self.common_name
+            .clone()
+            .unwrap_or_else(|| crate::zone::server_common_name(&self.fqdn))
+    }
+
     /// The SAN DNS names this profile puts into a certificate: the FQDN first, then the
     /// additional names when included, without duplicates.
     pub fn san(&self) -> Vec<String> {
@@ -442,11 +450,7 @@ pub fn issue_server_certificate(
     for n in &san {
         check_dns_name(n)?;
     }
-    let cn = profile
-        .common_name
-        .clone()
-        .unwrap_or_else(|| profile.fqdn.clone());
-    let subject = CsrSubject::cn(cn).to_name()?;
+    let subject = CsrSubject::cn(profile.subject_common_name()).to_name()?;
     let not_after = profile
         .not_after
         .map_or(issuer.not_after(), |t| t.min(issuer.not_after()));

@@ -215,6 +215,21 @@ pub fn check_dns_name(name: &str) -> Result<(), CsrError> {
             return bad("a label cannot start or end with '-'");
         }
     }
+    // RFC 1123 2.1: a host name's top-level label is never all-numeric, which is what tells a
+    // name from an IPv4 literal. Servers are named by DNS name and certificates carry it as a
+    // dNSName; an address in a dNSName would match nothing (RFC 6125 6.4.4 compares IP
+    // addresses only with iPAddress entries), so an address is refused here.
+    let top = name
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    if top.bytes().all(|b| b.is_ascii_digit()) {
+        return bad(
+            "this is an IP address, not a DNS name: name the server by its DNS name \
+             (certificates carry it as a dNSName)",
+        );
+    }
     Ok(())
 }
 
@@ -228,10 +243,11 @@ pub struct CsrRequest {
 }
 
 impl CsrRequest {
-    /// A request whose CN and only SAN are `fqdn` (what an agent sends for its server).
+    /// A request whose only SAN is `fqdn` and whose CN is
+    /// [`crate::zone::server_common_name`] of it (what an agent sends for its server).
     pub fn default_for(fqdn: &str) -> Self {
         CsrRequest {
-            subject: CsrSubject::cn(fqdn),
+            subject: CsrSubject::cn(crate::zone::server_common_name(fqdn)),
             dns_names: vec![fqdn.to_string()],
         }
     }

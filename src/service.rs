@@ -38,7 +38,7 @@ use crate::transport::{Transport, TransportError};
 use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
-    ZoneRecord, check_device_name, check_zone_name, keys,
+    ZoneRecord, check_zone_name, device_name, keys,
 };
 
 /// A new server (Z1).
@@ -423,12 +423,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         now: Timestamp,
     ) -> Result<(Certificate, Write)> {
         let request = CsrRequest {
-            subject: CsrSubject::cn(
-                profile
-                    .common_name
-                    .clone()
-                    .unwrap_or_else(|| profile.fqdn.clone()),
-            ),
+            subject: CsrSubject::cn(profile.subject_common_name()),
             dns_names: profile.san(),
         };
         let response = self
@@ -497,23 +492,24 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let mut seen = BTreeSet::new();
         let mut writes = Vec::with_capacity(names.len());
-        for name in names {
-            check_device_name(name)?;
-            if !seen.insert(name.as_str()) {
+        for given in names {
+            // Folded as server FQDNs are (issue 9 item 6): `D1` beside `d1` is a duplicate.
+            let name = device_name(given)?;
+            if !seen.insert(name.clone()) {
                 return Err(ZoneError::DuplicateMember {
-                    name: name.clone(),
+                    name: given.clone(),
                     role: "device".into(),
                 }
                 .into());
             }
-            self.check_new_member(name)?;
+            self.check_new_member(&name)?;
             let rec = DeviceRecord {
                 v: RECORD_VERSION,
                 name: name.clone(),
                 agent_version: agent_version.to_string(),
                 joined_at: now,
             };
-            writes.push(Write::create(keys::device(name), encode(&rec)));
+            writes.push(Write::create(keys::device(&name), encode(&rec)));
         }
         let detail = serde_json::json!({
             "count": names.len(),

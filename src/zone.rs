@@ -153,6 +153,22 @@ impl fmt::Display for Fqdn {
     }
 }
 
+/// The longest common name X.509 allows (`ub-common-name`, RFC 5280 Appendix A.1).
+pub const MAX_COMMON_NAME: usize = 64;
+
+/// The subject CN a server's certificate carries by default: its FQDN when that fits in
+/// [`MAX_COMMON_NAME`] characters, else its first label (a DNS label has at most 63).
+///
+/// The FQDN itself is always in the subjectAltName, which is what TLS clients match (RFC 6125
+/// 6.4.4 ignores the CN when a dNSName is present), so a 73-character FQDN is a valid server
+/// name: the CN is only a label for people. An explicit CN override must fit in 64 characters.
+pub fn server_common_name(fqdn: &str) -> String {
+    if fqdn.chars().count() <= MAX_COMMON_NAME {
+        return fqdn.to_string();
+    }
+    fqdn.split('.').next().unwrap_or(fqdn).to_string()
+}
+
 /// Checks a zone name: it becomes the CA's CN, so 1 to 64 printable characters.
 pub fn check_zone_name(name: &str) -> Result<(), ZoneError> {
     let bad = |reason: &str| {
@@ -173,7 +189,23 @@ pub fn check_zone_name(name: &str) -> Result<(), ZoneError> {
     Ok(())
 }
 
+/// A managed device's name as the zone keeps it: checked by [`check_device_name`] and folded
+/// to ASCII lower case, as server FQDNs are. `D1` and `d1` are one device: names become
+/// directories under the fleet root, and two names that differ only in case would collide on
+/// a case-insensitive file system.
+pub fn device_name(name: &str) -> Result<String, ZoneError> {
+    check_device_name(name)?;
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A member name as given by an administrator (a server FQDN or a device name), folded the way
+/// the zone keys members, for looking a member up. Performs no validation.
+pub fn member_lookup_name(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
 /// Checks a managed device's name: 1 to 128 characters of letters, digits, `-`, `_`, `.`.
+/// Case is not significant: see [`device_name`].
 pub fn check_device_name(name: &str) -> Result<(), ZoneError> {
     // Starts with a letter or digit: names become directories under the fleet root, so "."
     // and ".." (and hidden names) must not be possible.
@@ -408,5 +440,31 @@ mod tests {
         assert!(check_device_name("").is_err());
         assert!(check_device_name("..").is_err());
         assert!(check_device_name(".hidden").is_err());
+        assert_eq!(device_name("Laptop-7").unwrap(), "laptop-7");
+    }
+
+    #[test]
+    fn ip_literals_are_not_server_names() {
+        // Issue 9 item 6: an IPv4 literal used to land in a dNSName SAN.
+        for ip in ["1.2.3.4", "10.0.0.1.", "127.0.0.1"] {
+            let e = ip.parse::<Fqdn>().unwrap_err().to_string();
+            assert!(e.contains("IP address"), "{ip}: {e}");
+        }
+        for ok in ["ps1.example", "1.example", "host-1.2x", "localhost"] {
+            ok.parse::<Fqdn>().unwrap();
+        }
+    }
+
+    #[test]
+    fn long_fqdns_get_a_common_name_within_the_x509_bound() {
+        // Issue 9 item 6: a valid 73-character FQDN was accepted by `server add` and then
+        // refused by the agent's CSR ("longer than 64 characters").
+        let fqdn = format!("{}.{}.example", "a".repeat(40), "b".repeat(24));
+        assert!(fqdn.len() > MAX_COMMON_NAME);
+        assert_eq!(server_common_name(&fqdn), "a".repeat(40));
+        assert_eq!(server_common_name("ps1.example"), "ps1.example");
+        let sixty_four = format!("{}.example", "c".repeat(56));
+        assert_eq!(sixty_four.len(), 64);
+        assert_eq!(server_common_name(&sixty_four), sixty_four);
     }
 }

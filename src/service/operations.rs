@@ -20,7 +20,10 @@ use crate::ops::{
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::{Transport, TransportError};
-use crate::zone::{CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys};
+use crate::zone::{
+    CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
+    member_lookup_name,
+};
 
 const CURRENT: &str = "op/current";
 const HISTORY: &str = "op/history/";
@@ -796,6 +799,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O5: send the update again to failed members (all failed ones when `names` is empty).
     pub fn redeploy(&self, names: &[String]) -> Result<OpView> {
+        let names = &fold_names(names);
         self.preview()?.check_redeploy(self.clock.now())?;
         self.tick()?;
         let (version, op) = self.running_op()?;
@@ -841,6 +845,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O5: take members out of the update (allowed even inside the cut-off, O7).
     pub fn ignore(&self, names: &[String]) -> Result<OpView> {
+        let names = &fold_names(names);
         let preview = self.preview()?;
         preview.check_ignore()?;
         let members = self.members()?;
@@ -1135,6 +1140,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         opts: &RefreshOptions,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Vec<RefreshOutcome>> {
+        let names = &fold_names(names);
+        let opts = &RefreshOptions {
+            fail: opts.fail.iter().map(|n| member_lookup_name(n)).collect(),
+            offline: opts.offline.iter().map(|n| member_lookup_name(n)).collect(),
+        };
         let all = self.members()?;
         for name in opts.fail.iter().chain(&opts.offline) {
             if !all.iter().any(|m| &m.name == name) {
@@ -1575,10 +1585,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         key: KeySpec,
     ) -> Result<crate::csr::CsrDer> {
         let subject = crate::csr::CsrSubject {
-            common_name: profile
-                .common_name
-                .clone()
-                .unwrap_or_else(|| profile.fqdn.clone()),
+            common_name: profile.subject_common_name(),
             organization: fields.organization.clone(),
             organizational_unit: fields.organizational_unit.clone(),
             locality: fields.locality.clone(),
@@ -1896,4 +1903,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         u.reason = None;
         Ok(out("recovered", None))
     }
+}
+
+/// Member names as an administrator typed them, folded the way the zone keys members (server
+/// FQDNs and device names are case-insensitive, issue 9 item 6).
+fn fold_names(names: &[String]) -> Vec<String> {
+    names.iter().map(|n| member_lookup_name(n)).collect()
 }
