@@ -86,15 +86,54 @@ fn entry_key(seq: u64) -> String {
     format!("{PREFIX}{seq:020}")
 }
 
-/// The writes that append one entry after the current head (read from `store`). Commit them in
-/// the same transaction as the change they describe.
-pub fn append(
+/// What a command decided from, as one number: the version of the audit head when it began.
+///
+/// Every commit of the service appends an audit entry, so every commit moves the head: the head
+/// is a zone-wide epoch. A command reads it before anything it decides from, and its commit
+/// expects the head still at that version, so a commit that any other commit overtook fails
+/// with a conflict instead of committing a decision made on a stale view (B6: no lost update,
+/// no write skew). Coarse by design: two commands that could have committed side by side also
+/// conflict, and the loser simply runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(Option<u64>);
+
+impl Epoch {
+    /// The epoch of `store` now.
+    pub(crate) fn read(store: &dyn Storage) -> Result<Epoch, StoreError> {
+        Ok(Epoch(store.get(HEAD)?.map(|r| r.version)))
+    }
+
+    /// The epoch after this command's own commit (which moved the head by one).
+    pub(crate) fn next(self) -> Epoch {
+        Epoch(Some(self.0.map_or(1, |v| v + 1)))
+    }
+
+    fn expect(self) -> Expect {
+        self.0.map_or(Expect::Absent, Expect::Version)
+    }
+}
+
+/// The writes that append one entry after the head as it was at `epoch`. Commit them in the
+/// same transaction as the change they describe; the commit then fails if any other commit came
+/// after `epoch` (B6). Fails at once with [`StoreError::Conflict`] when the head has already
+/// moved.
+pub(crate) fn append(
     store: &dyn Storage,
+    epoch: Epoch,
     at: Timestamp,
     event: &str,
     detail: serde_json::Value,
 ) -> Result<Vec<Write>, StoreError> {
-    let (expect, seq, prev) = match store.get(HEAD)? {
+    let head = store.get(HEAD)?;
+    let found = head.as_ref().map(|r| r.version);
+    if found != epoch.0 {
+        return Err(StoreError::Conflict {
+            key: HEAD.into(),
+            expected: epoch.expect(),
+            found,
+        });
+    }
+    let (expect, seq, prev) = match head {
         Some(rec) => {
             let head: Head =
                 serde_json::from_slice(&rec.value).map_err(|e| StoreError::Corrupt {
@@ -236,7 +275,8 @@ mod tests {
     fn log(n: u64) -> MemoryStore {
         let s = MemoryStore::new();
         for i in 0..n {
-            let w = append(&s, t(), "test", serde_json::json!({ "i": i })).unwrap();
+            let epoch = Epoch::read(&s).unwrap();
+            let w = append(&s, epoch, t(), "test", serde_json::json!({ "i": i })).unwrap();
             s.commit(&w).unwrap();
         }
         s
@@ -281,10 +321,15 @@ mod tests {
     #[test]
     fn concurrent_appends_conflict() {
         let s = log(1);
-        let a = append(&s, t(), "a", serde_json::Value::Null).unwrap();
-        let b = append(&s, t(), "b", serde_json::Value::Null).unwrap();
+        let epoch = Epoch::read(&s).unwrap();
+        let a = append(&s, epoch, t(), "a", serde_json::Value::Null).unwrap();
+        let b = append(&s, epoch, t(), "b", serde_json::Value::Null).unwrap();
         s.commit(&a).unwrap();
         assert!(matches!(s.commit(&b), Err(StoreError::Conflict { .. })));
         verify(&s).unwrap();
+        // B6: a command that read the zone at `epoch` cannot even prepare its commit now.
+        let err = append(&s, epoch, t(), "c", serde_json::Value::Null).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert_eq!(Epoch::read(&s).unwrap(), epoch.next());
     }
 }

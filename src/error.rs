@@ -60,6 +60,29 @@ pub enum Error {
     /// CA backup archives.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// B6: another frontend committed a change to the zone after this command read it, so this
+    /// command's decision may rest on a stale view and nothing of it was committed. Retryable
+    /// ([`Error::is_retryable`]): running the command again re-reads the zone.
+    #[error(
+        "the zone changed while {event} was being decided (another frontend committed first); \
+         nothing was changed: run the command again"
+    )]
+    ZoneChanged {
+        /// The audit event of the command that lost (e.g. `server.add`).
+        event: String,
+    },
+}
+
+impl Error {
+    /// Whether running the same command again may succeed: the zone changed under it (B6) or
+    /// the store reported a conflict. Every other error says something about the command or the
+    /// zone that a retry would meet again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::ZoneChanged { .. } | Error::Store(StoreError::Conflict { .. })
+        )
+    }
 }
 
 /// `Result` with the umbrella error.

@@ -26,14 +26,14 @@ use serde::de::DeserializeOwned;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use crate::agent::{AgentRequest, AgentResponse};
-use crate::audit::{self, AuditReport};
+use crate::audit::{self, AuditReport, Epoch};
 use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, issue_server_certificate};
 use crate::cert::{CertError, Certificate, CertificateDer, colon_hex};
 use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrRequest, CsrSubject, VerifiedCsr};
 use crate::error::{Error, Result};
 use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
-use crate::store::{Storage, Write};
+use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
 use crate::zone::{
@@ -268,16 +268,40 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(())
     }
 
-    /// Commits `writes` with an audit entry for `event`, atomically.
-    fn commit(&self, mut writes: Vec<Write>, event: &str, detail: serde_json::Value) -> Result<()> {
-        writes.extend(audit::append(&self.store, self.clock.now(), event, detail)?);
-        self.store.commit(&writes)?;
+    /// Begins a command: the epoch that its commit will be conditioned on (B6). Call it before
+    /// reading anything the command decides from.
+    fn begin(&self) -> Result<Epoch> {
+        Ok(Epoch::read(&self.store)?)
+    }
+
+    /// Commits `writes` with an audit entry for `event`, atomically, on condition that nothing
+    /// was committed since `epoch` (B6), and moves `epoch` past this commit. When another
+    /// commit came first, nothing is written and the error is [`Error::ZoneChanged`].
+    fn commit(
+        &self,
+        epoch: &mut Epoch,
+        mut writes: Vec<Write>,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let changed = |e: StoreError| match e {
+            StoreError::Conflict { .. } => Error::ZoneChanged {
+                event: event.to_string(),
+            },
+            e => e.into(),
+        };
+        writes.extend(
+            audit::append(&self.store, *epoch, self.clock.now(), event, detail).map_err(changed)?,
+        );
+        self.store.commit(&writes).map_err(changed)?;
+        *epoch = epoch.next();
         Ok(())
     }
 
     /// Creates a zone with an internal CA whose key is generated on, and held by, the first
     /// Primary Server's agent (Z2, S1); then enrols that server.
     pub fn init_internal(&self, init: InitInternal) -> Result<ZoneRecord> {
+        let mut epoch = self.begin()?;
         if let Some(rec) = self.store.get(keys::ZONE)? {
             let z: ZoneRecord = decode(keys::ZONE, &rec.value)?;
             return Err(ZoneError::ZoneExists { name: z.name }.into());
@@ -343,7 +367,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "ca_sha256": ca.fingerprints().sha256.to_string(),
             "certificate_server": member,
         });
-        self.commit(writes, "zone.init", detail)?;
+        self.commit(&mut epoch, writes, "zone.init", detail)?;
         Ok(zone)
     }
 
@@ -443,6 +467,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Adds a server (Z1). With an internal CA, Primary Servers and Authentication Satellites
     /// are enrolled at once through their agents.
     pub fn add_server(&self, server: NewServer) -> Result<ServerView> {
+        // B6: the certificate is issued by the CA read here; a CA switch committed meanwhile
+        // makes the commit below fail rather than enrol a server under a retired CA.
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         self.check_new_member(server.fqdn.as_str())?;
         self.check_server_fields(&server)?;
@@ -482,12 +509,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "certificate_sha256": record.certificate.first()
                 .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
         });
-        self.commit(writes, "server.add", detail)?;
+        self.commit(&mut epoch, writes, "server.add", detail)?;
         self.server_view(&zone, &record, now)
     }
 
     /// Adds managed devices (Z1): all or none.
     pub fn add_devices(&self, names: &[String], agent_version: &str) -> Result<usize> {
+        let mut epoch = self.begin()?;
         self.zone()?;
         let now = self.clock.now();
         let mut seen = BTreeSet::new();
@@ -516,7 +544,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "first": names.first(),
             "last": names.last(),
         });
-        self.commit(writes, "device.add", detail)?;
+        self.commit(&mut epoch, writes, "device.add", detail)?;
         Ok(names.len())
     }
 

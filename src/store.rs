@@ -18,6 +18,18 @@
 //!   Every precondition is checked before anything is written; either all writes are applied
 //!   or none is. A refused command therefore leaves the store exactly as it was.
 //!
+//! * **Commits conditioned on what the command read (B6).** Compare-and-swap on the records
+//!   a command writes is not enough: a command can decide from records it does not write (the
+//!   CA that signs a new server's certificate, "no operation runs" for a Move CA). The service
+//!   therefore treats the audit log's head as a zone-wide *epoch*: every commit appends an
+//!   audit entry and so moves the head; every command reads the head before anything it
+//!   decides from, and its commit expects the head still at that version. A commit that any
+//!   other commit overtook fails as a whole, and the service reports
+//!   [`Error::ZoneChanged`](crate::error::Error::ZoneChanged), which is retryable: running the
+//!   command again re-reads the zone. The price is that two commands that could have
+//!   committed side by side also conflict; for a zone's administrative commands that is
+//!   cheap, and it needs nothing of a backend beyond compare-and-swap.
+//!
 //! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
 //! [`MemoryStore`], for tests and ephemeral use. [`FaultyStore`] wraps either one to inject
 //! commit failures in crash tests.

@@ -20,8 +20,10 @@ fn value() -> impl Strategy<Value = String> {
     "[A-Za-z0-9][A-Za-z0-9 ,.+=#;<>\"\\\\é-]{0,40}"
 }
 
+/// DNS names; the top-level label starts with a letter, since an all-numeric one is an IP
+/// literal and refused (RFC 1123 2.1, issue 9 item 6).
 fn dns() -> impl Strategy<Value = String> {
-    "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?){0,3}"
+    "([a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\\.){0,3}[a-z]([a-z0-9-]{0,10}[a-z0-9])?"
 }
 
 proptest! {

@@ -452,7 +452,11 @@ fn a_lost_start_race_does_not_spoil_the_winners_future_ca() {
     let e = loser
         .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
         .unwrap_err();
-    assert!(matches!(e, zonepki::Error::Store(_)), "{e}");
+    // B6: a typed, retryable refusal that says the zone changed.
+    assert!(
+        matches!(e, zonepki::Error::ZoneChanged { .. }) && e.is_retryable(),
+        "{e}"
+    );
     // The winner's operation goes through: every server gets its future certificate from the
     // winner's future CA, and switches at activation.
     for _ in 0..3 {

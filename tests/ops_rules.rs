@@ -1032,7 +1032,7 @@ fn b6_two_frontends_cannot_both_start_an_operation() {
     let a = ZoneService::new(a_store, Arc::clone(&sim.transport), clock);
     let e = a.start_remint_ca(remint_ca(ACT)).unwrap_err();
     assert!(
-        matches!(e, Error::Store(StoreError::Conflict { .. })),
+        matches!(e, Error::ZoneChanged { .. }) && e.is_retryable(),
         "{e}"
     );
     let b = b_result.lock().unwrap().take().unwrap().unwrap();
@@ -1087,7 +1087,7 @@ fn b6_two_frontends_cannot_both_start_an_operation() {
         .start_remint_ca(remint_ca("2027-01-09T00:00:00Z"))
         .unwrap_err();
     assert!(
-        matches!(e, Error::Store(StoreError::Conflict { .. })),
+        matches!(e, Error::ZoneChanged { .. }) && e.is_retryable(),
         "{e}"
     );
     b_result.lock().unwrap().take().unwrap().unwrap();

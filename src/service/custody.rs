@@ -103,6 +103,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// MV1: moves the CA role to another Primary Server. Refused for an external CA and while
     /// an operation runs (naming it).
     pub fn move_ca(&self, to: &Fqdn) -> Result<super::super::view::CaView> {
+        // B6: "no operation runs" (MV1) is read here; an operation started meanwhile makes the
+        // commit fail, and the target gives the role back.
+        let mut epoch = self.begin()?;
         let (version, mut zone) = self.zone_versioned()?;
         let from = Self::certificate_server_for(&zone, "Move CA role")?;
         self.ensure_idle("Move CA role")?;
@@ -139,7 +142,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             encode(&zone),
         )];
         let detail = serde_json::json!({ "from": from, "to": to });
-        if let Err(e) = self.commit(writes, "ca.move", detail) {
+        if let Err(e) = self.commit(&mut epoch, writes, "ca.move", detail) {
             // The store did not change: the target gives the role back.
             let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
             return Err(e);
@@ -153,6 +156,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// BK1: an encrypted backup archive of the CA certificate and key, made by the certificate
     /// server's agent.
     pub fn backup_ca(&self, passphrase: &Passphrase) -> Result<Vec<u8>> {
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         let server = Self::certificate_server_for(&zone, "CA backup")?;
         let now = self.clock.now();
@@ -170,7 +174,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "certificate_server": server,
             "archive_sha256": crate::cert::Fingerprint::sha256(&archive).to_string(),
         });
-        self.commit(Vec::new(), "ca.backup", detail)?;
+        self.commit(&mut epoch, Vec::new(), "ca.backup", detail)?;
         Ok(archive)
     }
 
@@ -183,6 +187,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         passphrase: &Passphrase,
         to: &Fqdn,
     ) -> Result<super::super::view::CaView> {
+        let mut epoch = self.begin()?;
         let (version, mut zone) = self.zone_versioned()?;
         let from = Self::certificate_server_for(&zone, "CA restore")?;
         self.ensure_idle("CA restore")?;
@@ -218,7 +223,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             encode(&zone),
         )];
         let detail = serde_json::json!({ "to": to, "role_moved_from": moved.then_some(&from) });
-        if let Err(e) = self.commit(writes, "ca.restore", detail) {
+        if let Err(e) = self.commit(&mut epoch, writes, "ca.restore", detail) {
             if moved {
                 let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
             }
@@ -233,6 +238,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Z3: creates a zone whose CA is external: its root (or chain), and the first Primary
     /// Server's chain and key, which must chain to that root (CE3) and name the server.
     pub fn init_external(&self, init: InitExternal) -> Result<ZoneRecord> {
+        let mut epoch = self.begin()?;
         if let Some(rec) = self.store.get(keys::ZONE)? {
             let z: ZoneRecord = decode(keys::ZONE, &rec.value)?;
             return Err(ZoneError::ZoneExists { name: z.name }.into());
@@ -320,7 +326,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "zone": zone.name, "ca": "external", "ca_subject": root.subject(),
             "first_server": server.fqdn,
         });
-        self.commit(writes, "zone.init", detail)?;
+        self.commit(&mut epoch, writes, "zone.init", detail)?;
         Ok(zone)
     }
 
@@ -329,6 +335,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// issues; with an external CA `certificate` is the new certificate from the current CA,
     /// for the server's CSR (Generate CSR first). Reports who must re-establish trust.
     pub fn replace_expired(&self, fqdn: &Fqdn, certificate: Option<&[u8]>) -> Result<Replacement> {
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         self.ensure_idle("an emergency replacement")?;
         let key = keys::server(fqdn.as_str());
@@ -451,7 +458,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let detail = serde_json::json!({
             "server": fqdn, "expired_at": expired_at, "must_reestablish": must_reestablish.len(),
         });
-        self.commit(writes, "server.replace_expired", detail)?;
+        self.commit(&mut epoch, writes, "server.replace_expired", detail)?;
         Ok(Replacement {
             fqdn: fqdn.to_string(),
             chain,

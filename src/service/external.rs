@@ -104,6 +104,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// current CA the zone holds its key, so the update carries a bridge: the new CA certified
     /// by the current one (B1), which also authenticates the recovery bundle (O6).
     pub fn start_change_ca(&self, req: ChangeCaRequest) -> Result<super::OpView> {
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         self.ensure_idle("Change CA")?;
         let now = self.clock.now();
@@ -229,7 +230,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             self.content_servers()?,
             members,
         );
-        self.start(op, writes)
+        self.start(&mut epoch, op, writes)
     }
 
     /// The running operation's record of a server that needs a certificate from an external
@@ -300,6 +301,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         common_name: Option<String>,
         key: KeySpec,
     ) -> Result<Vec<(Fqdn, CsrDer)>> {
+        let mut epoch = self.begin()?;
         if fqdns.is_empty() {
             return Err(OpError::Selection("name at least one server".into()).into());
         }
@@ -377,6 +379,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let names: Vec<&str> = fqdns.iter().map(Fqdn::as_str).collect();
         self.commit(
+            &mut epoch,
             writes,
             "csr.generate",
             serde_json::json!({ "servers": names }),
@@ -483,6 +486,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// manual's message. Outside an operation it installs at once on a server of an
     /// external-CA zone that has a CSR.
     pub fn import_certificate(&self, fqdn: &Fqdn, bytes: &[u8]) -> Result<Vec<CertificateDer>> {
+        let mut epoch = self.begin()?;
         let now = self.clock.now();
         let certs = bundle::read_certificates(bytes)?;
         let zone = self.zone()?;
@@ -519,7 +523,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     Write::put("op/current", Expect::Version(version), encode(&op)),
                 ];
                 let detail = serde_json::json!({ "server": fqdn, "operation": op.id });
-                self.commit(writes, "cert.import", detail)?;
+                self.commit(&mut epoch, writes, "cert.import", detail)?;
                 Ok(chain)
             }
             None => {
@@ -560,7 +564,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     Expect::Version(version),
                     encode(&rec),
                 )];
-                self.commit(writes, "cert.import", serde_json::json!({ "server": fqdn }))?;
+                self.commit(
+                    &mut epoch,
+                    writes,
+                    "cert.import",
+                    serde_json::json!({ "server": fqdn }),
+                )?;
                 Ok(chain)
             }
         }

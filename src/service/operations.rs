@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentError, AgentRequest, AgentResponse};
+use crate::audit::Epoch;
 use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
 use crate::cert::{Certificate, CertificateDer, Fingerprint};
 use crate::clock::{Clock, Timestamp};
@@ -335,6 +336,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// certificate, and a bridge certificate (the current CA certifying the future CA's key)
     /// authenticates the recovery bundle (O6, B1).
     pub fn start_remint_ca(&self, req: RemintCaRequest) -> Result<OpView> {
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         let ca_server = Self::internal_ca_server(&zone, "Remint CA")?;
         self.ensure_idle("Remint CA")?;
@@ -408,12 +410,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             self.content_servers()?,
             members,
         );
-        self.start(op, writes)
+        self.start(&mut epoch, op, writes)
     }
 
     /// Starts a Server Remint (SR1-SR3): issued by the certificate server with an internal CA,
     /// or through CSRs (`csr`) with an external one.
     pub fn start_server_remint(&self, req: ServerRemintRequest) -> Result<OpView> {
+        // B6: who holds the CA and that nothing runs are read here; a Move CA or another
+        // operation committed meanwhile makes the start fail instead of both succeeding.
+        let mut epoch = self.begin()?;
         let zone = self.zone()?;
         // Internal: the certificate server issues. External (SR3): CSRs, and the operation's
         // recovery bundle lives on the server that initiated it (O6), here the first Primary.
@@ -526,10 +531,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Self::content_servers_of(&all),
             selected.len() as u64,
         );
-        self.start(op, Vec::new())
+        self.start(&mut epoch, op, Vec::new())
     }
 
-    pub(super) fn start(&self, mut op: Operation, mut writes: Vec<Write>) -> Result<OpView> {
+    pub(super) fn start(
+        &self,
+        epoch: &mut Epoch,
+        mut op: Operation,
+        mut writes: Vec<Write>,
+    ) -> Result<OpView> {
         let now = self.clock.now();
         op.serve_bridge = self.bridges && op.kind.bridge().is_some();
         // A zone without content servers has nothing to replicate: assigned at once (O4).
@@ -544,8 +554,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "id": op.id, "kind": op.kind.name(), "update": op.update_name,
             "activation": op.activation.at, "immediate": op.activation.immediate,
         });
-        self.commit(writes, "op.start", detail)?;
-        self.tick()?;
+        self.commit(epoch, writes, "op.start", detail)?;
+        self.tick_with(epoch)?;
         self.op_show()
     }
 
@@ -650,6 +660,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Runs scheduled work (quinn-proto's `handle_timeout`): activation once its time has
     /// come (O8). Frontends call it before every command; a spurious call changes nothing.
     pub fn tick(&self) -> Result<bool> {
+        self.tick_with(&mut self.begin()?)
+    }
+
+    /// [`tick`](Self::tick) as a step of a command that began at `epoch` (B6).
+    pub(super) fn tick_with(&self, epoch: &mut Epoch) -> Result<bool> {
         let Some((version, mut op)) = self.current_op()? else {
             return Ok(false);
         };
@@ -726,7 +741,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let detail = serde_json::json!({
             "id": op.id, "activated_at": now, "stranded": stranded.len(),
         });
-        self.commit(writes, "op.activate", detail)?;
+        self.commit(epoch, writes, "op.activate", detail)?;
         Ok(true)
     }
 
@@ -737,7 +752,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         for s in servers {
             preview.on_replicated(s, self.clock.now())?;
         }
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
         for s in servers {
@@ -746,6 +762,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let detail =
             serde_json::json!({ "id": op.id, "servers": servers, "state": op.state.name() });
         self.commit(
+            &mut epoch,
             vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
             "op.replicate",
             detail,
@@ -756,11 +773,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O4: assign before replication completes.
     pub fn assign_now(&self) -> Result<OpView> {
         self.preview()?.assign_now(self.clock.now())?;
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, mut op) = self.running_op()?;
         op.assign_now(self.clock.now())?;
         let detail = serde_json::json!({ "id": op.id });
         self.commit(
+            &mut epoch,
             vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
             "op.assign_now",
             detail,
@@ -773,7 +792,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// nothing changes. Members drop what they staged at their next refresh.
     pub fn cancel(&self) -> Result<OpView> {
         self.preview()?.check_cancel(self.clock.now())?;
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
         op.check_cancel(now)?;
@@ -793,7 +813,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Write::delete(CURRENT, Expect::Version(version)),
             Write::create(history_key(op.id), encode(&op)),
         ];
-        self.commit(writes, "op.cancel", serde_json::json!({ "id": op.id }))?;
+        self.commit(
+            &mut epoch,
+            writes,
+            "op.cancel",
+            serde_json::json!({ "id": op.id }),
+        )?;
         self.op_show()
     }
 
@@ -801,7 +826,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn redeploy(&self, names: &[String]) -> Result<OpView> {
         let names = &fold_names(names);
         self.preview()?.check_redeploy(self.clock.now())?;
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, op) = self.running_op()?;
         let now = self.clock.now();
         op.check_redeploy(now)?;
@@ -839,7 +865,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         let detail = serde_json::json!({ "id": op.id, "members": chosen });
-        self.commit(writes, "op.redeploy", detail)?;
+        self.commit(&mut epoch, writes, "op.redeploy", detail)?;
         self.op_show()
     }
 
@@ -857,7 +883,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 return Err(OpError::NotInUpdate { name: name.clone() }.into());
             }
         }
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, op) = self.running_op()?;
         op.check_ignore()?;
         let now = self.clock.now();
@@ -879,6 +906,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             writes.push(Write::put(update::key(op.id, name), expect, encode(&u)));
         }
         self.commit(
+            &mut epoch,
             writes,
             "op.ignore",
             serde_json::json!({ "id": op.id, "members": names }),
@@ -891,7 +919,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn baseline(&self, force: bool) -> Result<OpView> {
         let mut preview = self.preview()?;
         preview.baseline(self.clock.now(), &self.stranded(&preview)?, force)?;
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let (version, mut op) = self.running_op()?;
         let stranded = self.stranded(&op)?;
         op.baseline(self.clock.now(), &stranded, force)?;
@@ -908,7 +937,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let detail =
             serde_json::json!({ "id": op.id, "forced": force, "stranded": stranded.len() });
-        self.commit(writes, "op.baseline", detail)?;
+        self.commit(&mut epoch, writes, "op.baseline", detail)?;
         self.op_show()
     }
 
@@ -1167,7 +1196,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             v
         };
         // Every check above runs before anything is committed, activation included.
-        self.tick()?;
+        let mut epoch = self.begin()?;
+        self.tick_with(&mut epoch)?;
         let now = self.clock.now();
         let zone = self.zone()?;
         let mut outcomes = Vec::with_capacity(members.len());
@@ -1302,12 +1332,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     "members": chunk.len(), "first": chunk.first().map(|m| &m.name),
                     "batch": format!("{}..{}", start + 1, start + chunk.len()),
                 });
-                self.commit(writes, "fleet.refresh", detail)?;
+                self.commit(&mut epoch, writes, "fleet.refresh", detail)?;
                 updates.extend(written);
             }
             progress(outcomes.len(), total);
             // Activation may be due between batches of a long refresh.
-            if self.tick()? {
+            if self.tick_with(&mut epoch)? {
                 updates_of = None;
             }
         }

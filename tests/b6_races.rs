@@ -1,0 +1,217 @@
+//! B6: every command's commit is conditioned on what the command read (issue 10 item 1).
+//!
+//! Two frontends on one store, interleaved deterministically: the second frontend's command
+//! runs while the first one is talking to an agent, after it read the zone and before it
+//! commits. On b3e91fe both commands committed; now the one that read a stale zone is refused
+//! with a retryable `ZoneChanged` and changes nothing, and a retry decides on the new zone.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Mutex;
+
+use zonepki::agent::{AgentRequest, AgentResponse};
+use zonepki::cert::Certificate;
+use zonepki::chain::verify_chain;
+use zonepki::clock::{ManualClock, Timestamp};
+use zonepki::error::Error;
+use zonepki::key::KeySpec;
+use zonepki::ops::ActivationRequest;
+use zonepki::service::{
+    InitInternal, NewServer, RefreshOptions, RemintCaRequest, ServerRemintRequest, ZoneService,
+};
+use zonepki::store::MemoryStore;
+use zonepki::transport::{LoopbackTransport, Transport, TransportError};
+use zonepki::zone::{Fqdn, ServerRole};
+
+const PS1: &str = "ps1.zone.example";
+const PS2: &str = "ps2.zone.example";
+const PS3: &str = "ps3.zone.example";
+const ACT: &str = "2027-01-08T00:00:00Z";
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn fq(s: &str) -> Fqdn {
+    s.parse().unwrap()
+}
+
+type Hook<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// The loopback, which runs `hook` (another frontend's command) once, when the first call of
+/// kind `on` for `member` arrives: after the caller read the zone, before it commits.
+struct Interleave<'a> {
+    inner: &'a LoopbackTransport,
+    member: &'static str,
+    on: fn(&AgentRequest) -> bool,
+    hook: Mutex<Option<Hook<'a>>>,
+}
+
+impl Transport for Interleave<'_> {
+    fn call(&self, member: &str, request: AgentRequest) -> Result<AgentResponse, TransportError> {
+        if member == self.member && (self.on)(&request) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.call(member, request)
+    }
+}
+
+/// ps1 (the CA server) and ps2, both enrolled.
+fn zone<'a>(
+    store: &'a MemoryStore,
+    transport: &'a LoopbackTransport,
+    clock: &'a ManualClock,
+) -> ZoneService<&'a MemoryStore, &'a LoopbackTransport, &'a ManualClock> {
+    let svc = ZoneService::new(store, transport, clock);
+    svc.init_internal(InitInternal {
+        zone: "Races".into(),
+        ca_subject: None,
+        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
+        ca_key: KeySpec::P256,
+        validity: 5.try_into().unwrap(),
+    })
+    .unwrap();
+    svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
+        .unwrap();
+    svc
+}
+
+#[test]
+fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
+    let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
+    let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
+    let admin = zone(&store, &transport, &clock);
+    admin
+        .start_remint_ca(RemintCaRequest {
+            common_name: None,
+            key: KeySpec::P256,
+            validity: 5.try_into().unwrap(),
+            include_dns: false,
+            activation: ActivationRequest::At(t(ACT)),
+            update_name: None,
+        })
+        .unwrap();
+    for _ in 0..3 {
+        admin
+            .refresh(&[], &RefreshOptions::default(), |_, _| {})
+            .unwrap();
+    }
+    let old_ca = admin.ca_certificate().unwrap();
+    clock.set(t(ACT));
+
+    // ps3's agent is making its key and CSR for the old CA when the daemon on another
+    // Primary Server runs the activation that is due.
+    let daemon = ZoneService::new(&store, &transport, &clock);
+    let racing = Interleave {
+        inner: &transport,
+        member: PS3,
+        on: |r| matches!(r, AgentRequest::Enroll { .. }),
+        hook: Mutex::new(Some(Box::new(|| {
+            assert!(daemon.tick().unwrap(), "the activation was due");
+        }))),
+    };
+    let before_records = store_keys(&store);
+    let frontend = ZoneService::new(&store, &racing, &clock);
+    let err = frontend
+        .add_server(NewServer::new(fq(PS3), ServerRole::Primary))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ZoneChanged { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the zone changed"), "{err}");
+    let new_ca = admin.ca_certificate().unwrap();
+    assert_ne!(new_ca.der(), old_ca.der(), "the activation committed");
+    assert!(
+        store_keys(&store)
+            .iter()
+            .all(|k| before_records.contains(k) || !k.starts_with("server/")),
+        "no server record for ps3 after the refusal"
+    );
+    assert!(admin.server(&fq(PS3)).is_err());
+
+    // The retry reads the new zone and enrols under the new CA.
+    frontend
+        .add_server(NewServer::new(fq(PS3), ServerRole::Primary))
+        .unwrap();
+    let chain = admin.server_chain(&fq(PS3)).unwrap();
+    let leaf = Certificate::try_from(&chain[0]).unwrap();
+    let ints: Vec<Certificate> = chain[1..]
+        .iter()
+        .map(|c| Certificate::try_from(c).unwrap())
+        .collect();
+    verify_chain(&leaf, &ints, &[new_ca], t(ACT)).unwrap();
+    admin.verify_audit().unwrap();
+}
+
+#[test]
+fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
+    let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
+    let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
+    let admin = zone(&store, &transport, &clock);
+
+    // Administrator B starts a Server Remint of both servers while administrator A's Move CA
+    // is exporting the key from ps1 (A read "no operation runs" before).
+    let b = ZoneService::new(&store, &transport, &clock);
+    let b_result = Mutex::new(None);
+    let racing = Interleave {
+        inner: &transport,
+        member: PS1,
+        on: |r| matches!(r, AgentRequest::ExportCa { .. }),
+        hook: Mutex::new(Some(Box::new(|| {
+            let r = b.start_server_remint(ServerRemintRequest {
+                servers: vec![fq(PS1), fq(PS2)],
+                update_name: "race".into(),
+                common_name: None,
+                key: KeySpec::P256,
+                include_dns: false,
+                activation: ActivationRequest::At(t(ACT)),
+                csr: None,
+            });
+            *b_result.lock().unwrap() = Some(r.map(|_| ()).map_err(|e| e.to_string()));
+        }))),
+    };
+    let a = ZoneService::new(&store, &racing, &clock);
+    let err = a.move_ca(&fq(PS2)).unwrap_err();
+    assert!(
+        matches!(err, Error::ZoneChanged { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    b_result.lock().unwrap().take().unwrap().unwrap();
+    assert_eq!(
+        admin.ca_view().unwrap().certificate_server.as_deref(),
+        Some(PS1),
+        "MV1: the role did not move while an operation runs"
+    );
+    // A, retrying, is refused by MV1 with the operation named.
+    let again = a.move_ca(&fq(PS2)).unwrap_err().to_string();
+    assert!(again.contains("Server Remint"), "{again}");
+
+    // B's remint goes through: ps1 still holds the key, so both servers get certificates.
+    for _ in 0..3 {
+        admin
+            .refresh(&[], &RefreshOptions::default(), |_, _| {})
+            .unwrap();
+    }
+    let v = admin.op_show().unwrap();
+    assert!(
+        v.servers
+            .iter()
+            .all(|s| s.certificate_status == "new certificate created"),
+        "{:?}",
+        v.servers
+    );
+    admin.verify_audit().unwrap();
+}
+
+fn store_keys(store: &MemoryStore) -> Vec<String> {
+    use zonepki::store::Storage;
+    store
+        .scan("")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
