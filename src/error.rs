@@ -60,6 +60,9 @@ pub enum Error {
     /// CA backup archives.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Reading or writing a file ([`crate::fsio`]).
+    #[error(transparent)]
+    File(#[from] crate::fsio::FileError),
 }
 
 /// `Result` with the umbrella error.
