@@ -394,3 +394,49 @@ fn write_certs(path: &Path, certs: &[CertificateDer]) -> Result<(), AgentError> 
     }
     Ok(fsio::write_atomic(path, pem.as_bytes(), false)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_staged_record_is_refused_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let members = MemberDir::new(dir.path());
+        members.save(&Agent::new("dev-1")).unwrap();
+        let meta = dir.path().join("dev-1/remint-repo/staged.json");
+        std::os::unix::fs::symlink("/dev/zero", &meta).unwrap();
+        let e = members.load("dev-1").unwrap_err();
+        assert_eq!(
+            e,
+            AgentError::File(FileError::TooLarge {
+                path: meta,
+                limit: fsio::MAX_RECORD_BYTES,
+                what: "staged.json",
+            })
+        );
+    }
+
+    #[test]
+    fn a_linked_member_directory_is_refused_on_load_and_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        let root = dir.path().join("root");
+        fs::create_dir_all(outside.join("current.prev")).unwrap();
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dev-1")).unwrap();
+        let members = MemberDir::new(&root);
+        let want = AgentError::File(FileError::Symlink {
+            path: root.join("dev-1"),
+            expected: "directory",
+        });
+        // Loading would otherwise finish a switch there (and remove current.prev).
+        assert_eq!(members.load("dev-1").unwrap_err(), want);
+        assert_eq!(members.save(&Agent::new("dev-1")).unwrap_err(), want);
+        let left: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["current.prev"]);
+    }
+}
