@@ -2,7 +2,7 @@
 //! symbolic link (issue 9 items 1 to 3).
 //!
 //! - **Bounded reads.** [`read`] stops at its limit whatever the file is: it reads at most
-//!   `limit + 1` bytes through [`Read::take`] and never trusts the size the file system
+//!   `limit + 1` bytes through [`std::io::Read::take`] and never trusts the size the file system
 //!   reports, so a pipe, a device such as `/dev/zero` or a file that grows while it is read is
 //!   refused as [`FileError::TooLarge`] after `limit + 1` bytes, with the memory that costs
 //!   and no more. Every input the crate and its frontends read goes through it: certificate
