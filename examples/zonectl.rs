@@ -52,8 +52,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::io::Read as _;
-
 use clap::error::ErrorKind;
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -66,6 +64,7 @@ use zonepki::cert::{CertDetails, Certificate};
 use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, VerifiedCsr};
+use zonepki::fsio;
 use zonepki::key::KeySpec;
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{
@@ -902,7 +901,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
                 first_server: first,
                 external_chain: read_input(&chain)?,
                 server_chain: read_input(&server_chain)?,
-                server_key: Zeroizing::new(read_input(&server_key)?),
+                server_key: Zeroizing::new(read_key_input(&server_key)?),
             };
             create_zone(g, |svc| svc.init_external(init).map(|_| ()).map_err(msg))?
         }
@@ -928,9 +927,13 @@ fn create_zone(
     g: &Global,
     build: impl FnOnce(&Service) -> Result<(), String>,
 ) -> Result<CaView, String> {
-    let tmp = tmp_path(&g.store);
+    // A fixed temporary name, so that a killed init leaves nothing the next one does not
+    // remove (issue 9 item 3).
+    let tmp = remove_stale_tmp(&g.store)?;
+    let mut created = None;
     let result = (|| {
         let store = RedbStore::create(&tmp).map_err(msg)?;
+        created = file_id(&tmp);
         let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
         build(&svc)?;
         let view = svc.ca_view().map_err(msg)?;
@@ -945,6 +948,14 @@ fn create_zone(
             return Err(e);
         }
     };
+    // Another init of the same store meanwhile removed this run's temporary store as a stale
+    // one: link nothing.
+    if file_id(&tmp) != created {
+        return Err(format!(
+            "another `zonectl init` is creating {} at the same time; let it finish",
+            g.store.display()
+        ));
+    }
     if let Err(e) = std::fs::hard_link(&tmp, &g.store) {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("cannot create {}: {e}", g.store.display()));
@@ -953,13 +964,38 @@ fn create_zone(
     Ok(view)
 }
 
-fn tmp_path(store: &Path) -> PathBuf {
-    let mut name = store
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".init-{}.tmp", std::process::id()));
-    store.with_file_name(name)
+/// `path`'s temporary file (`path` + `.zonepki-tmp`: a fixed name, not a process id), with
+/// what a killed run left there removed. Anything but a plain file there is refused, never
+/// followed.
+fn remove_stale_tmp(path: &Path) -> Result<PathBuf, String> {
+    let tmp = fsio::temp_path(path);
+    match tmp.symlink_metadata() {
+        Ok(m) if m.file_type().is_file() => std::fs::remove_file(&tmp)
+            .map_err(|e| format!("cannot remove {}: {e}", tmp.display()))?,
+        Ok(_) => {
+            return Err(format!(
+                "{} is in the way of the temporary file zonectl writes there: move it away",
+                tmp.display()
+            ));
+        }
+        Err(_) => {}
+    }
+    Ok(tmp)
+}
+
+/// The identity (device, inode) of the file at `path`, to tell whether a name still refers to
+/// the file this run created.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
@@ -1209,9 +1245,15 @@ fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
     Ok(())
 }
 
-/// An input file's bytes; the library decides the format by content (CE1).
+/// A certificate file's bytes; the library decides the format by content (CE1). Bounded
+/// whatever the file is (a pipe, /dev/zero): at most the limit plus one byte is read.
 fn read_input(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    fsio::read(path, fsio::MAX_CERTIFICATE_FILE_BYTES, "a certificate file").map_err(msg)
+}
+
+/// A private key file's bytes, bounded as [`read_input`].
+fn read_key_input(path: &Path) -> Result<Vec<u8>, String> {
+    fsio::read(path, fsio::MAX_KEY_FILE_BYTES, "a key file").map_err(msg)
 }
 
 fn write_output(path: &Path, data: &[u8]) -> CmdResult {
@@ -1470,14 +1512,11 @@ fn ca_move(g: &Global, to: &str) -> CmdResult {
 }
 
 /// A temporary file beside `path`, created new with mode 0600 (a secret is never readable by
-/// others, not even briefly).
+/// others, not even briefly). Its name is fixed (`path` + `.zonepki-tmp`), so a run killed
+/// before it finished leaves nothing that the next run does not remove (issue 9 item 3); two
+/// runs cannot share it, as each holds the store open exclusively meanwhile.
 fn create_secret_tmp(path: &Path) -> Result<(PathBuf, std::fs::File), String> {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
+    let tmp = remove_stale_tmp(path)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -1558,15 +1597,14 @@ fn ca_backup(g: &Global, out: &Path) -> CmdResult {
 fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
     let to = parse_fqdn(to)?;
     let svc = open(g)?;
-    // Read at most one byte more than the library accepts, so a huge file is refused as too
-    // large without being read whole.
-    let mut archive = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| {
-            f.take(backup::MAX_ARCHIVE_BYTES as u64 + 1)
-                .read_to_end(&mut archive)
-        })
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    // Read at most one byte more than the library accepts, so a huge or endless file is
+    // refused as too large without being read whole.
+    let archive = fsio::read(
+        file,
+        backup::MAX_ARCHIVE_BYTES as u64,
+        "a CA backup archive",
+    )
+    .map_err(msg)?;
     // What needs no passphrase is checked before asking for it.
     backup::inspect(&archive).map_err(|e| format!("{}: {e}", file.display()))?;
     let passphrase = restore_passphrase()?;

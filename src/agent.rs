@@ -268,6 +268,10 @@ pub enum AgentError {
     /// A certificate could not be parsed.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// A member file is too large, or a symbolic link is where a member file or directory is
+    /// written ([`crate::fsio`]).
+    #[error("member files: {0}")]
+    File(#[from] crate::fsio::FileError),
     /// Reading or writing the member's files failed.
     #[error("member files: {path}: {reason}")]
     Io {

@@ -60,6 +60,9 @@ pub enum Error {
     /// CA backup archives.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// Reading or writing a file ([`crate::fsio`]).
+    #[error(transparent)]
+    File(#[from] crate::fsio::FileError),
     /// B6: another frontend committed a change to the zone after this command read it, so this
     /// command's decision may rest on a stale view and nothing of it was committed. Retryable
     /// ([`Error::is_retryable`]): running the command again re-reads the zone.

@@ -59,6 +59,7 @@
 //! - [`zone`]: the zone, its members and records (Z1).
 //! - [`agent`]: the member side (A1, S1); [`transport`]: reaching agents.
 //! - [`store`], [`clock`], [`audit`] (S6), [`view`] (V1-V3), [`service`], [`error`].
+//! - [`fsio`]: bounded reads and writes that never follow a symbolic link.
 //!
 //! Key types: ECDSA P-256 is the default. RSA 2048/3072/4096 is offered for
 //! interoperability; the `rsa` crate carries advisory RUSTSEC-2023-0071 (a timing side channel
@@ -78,6 +79,7 @@ pub mod chain;
 pub mod clock;
 pub mod csr;
 pub mod error;
+pub mod fsio;
 pub mod key;
 pub mod ops;
 pub mod service;

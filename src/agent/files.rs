@@ -16,9 +16,15 @@
 //! contents are written to `current.next/`, then `current` is renamed to `current.prev` and
 //! `current.next` to `current`. A crash between the two renames is finished on the next load,
 //! so a reader sees either the whole old or the whole new material, never a mix.
+//!
+//! Every read is bounded and no write follows a symbolic link ([`crate::fsio`]): the root, the
+//! member's directory, `current/`, `current.next/`, `pending/`, `ca/`, `remint-repo/`, every
+//! file written and every temporary file must be what it claims, not a link, or the save is
+//! refused with [`crate::fsio::FileError::Symlink`] naming it. So nothing a member writes (its
+//! private keys above all) lands outside its directory. Temporary files have fixed names
+//! (`key.pem.zonepki-tmp`), and the next save removes any a killed run left behind.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -27,9 +33,13 @@ use super::{Agent, AgentError, AgentParts, Staged};
 use crate::cert::CertificateDer;
 use crate::cert::bundle;
 use crate::clock::Timestamp;
+use crate::fsio::{self, FileError, MAX_CERTIFICATE_FILE_BYTES, MAX_KEY_FILE_BYTES};
 use crate::key::PrivateKey;
 
 /// The root under which each member has a directory named after it.
+///
+/// The root must not be a symbolic link (it is refused, not resolved: name the directory it
+/// points to); the directories above it are used as they are.
 #[derive(Debug, Clone)]
 pub struct MemberDir {
     root: PathBuf,
@@ -48,6 +58,34 @@ struct StagedMeta {
     activation: Timestamp,
 }
 
+/// The subdirectories a save writes into (besides `current/`, switched as a whole).
+const SUBDIRS: [&str; 3] = ["pending", "ca", "remint-repo"];
+
+/// Refuses a symbolic link (or anything but a directory) where a directory may be; nothing
+/// there is fine.
+fn existing_dir(path: &Path) -> Result<bool, FileError> {
+    match fsio::kind(path)? {
+        None => Ok(false),
+        Some(t) if t.is_symlink() => Err(FileError::Symlink {
+            path: path.to_path_buf(),
+            expected: "directory",
+        }),
+        Some(t) if t.is_dir() => Ok(true),
+        Some(_) => Err(FileError::NotADirectory {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Removes a scratch directory of ours (`current.next`, `current.prev`); a symbolic link there
+/// is refused, never followed.
+fn remove_scratch_dir(path: &Path) -> Result<(), AgentError> {
+    if existing_dir(path)? {
+        fs::remove_dir_all(path).map_err(|e| io_err(path, e))?;
+    }
+    Ok(())
+}
+
 impl MemberDir {
     /// Members live under `root` (created on first save).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -64,18 +102,17 @@ impl MemberDir {
         self.root.join(name)
     }
 
-    /// Finishes a `current/` switch a crash interrupted.
+    /// Finishes a `current/` switch a crash interrupted, in a member directory already checked
+    /// to be a real directory.
     fn settle(dir: &Path) -> Result<(), AgentError> {
         let cur = dir.join("current");
         let next = dir.join("current.next");
         let prev = dir.join("current.prev");
-        if !cur.exists() && next.exists() {
+        if !existing_dir(&cur)? && existing_dir(&next)? {
             fs::rename(&next, &cur).map_err(|e| io_err(&cur, e))?;
         }
         for stale in [next, prev] {
-            if stale.exists() {
-                fs::remove_dir_all(&stale).map_err(|e| io_err(&stale, e))?;
-            }
+            remove_scratch_dir(&stale)?;
         }
         Ok(())
     }
@@ -83,14 +120,19 @@ impl MemberDir {
     /// Loads a member's agent; a member with no directory yet is a fresh agent.
     pub fn load(&self, name: &str) -> Result<Agent, AgentError> {
         let dir = self.member(name);
-        if dir.exists() {
+        // A load may finish a switch (renames, removals): the root and the member directory
+        // must be real directories.
+        fsio::check_root(&self.root, false)?;
+        if existing_dir(&dir)? {
             Self::settle(&dir)?;
         }
         let repo = dir.join("remint-repo");
-        let staged = match fs::read(repo.join("staged.json")) {
-            Ok(bytes) => {
+        let meta_path = repo.join("staged.json");
+        let staged = match fsio::read_if_exists(&meta_path, fsio::MAX_RECORD_BYTES, "staged.json")?
+        {
+            Some(bytes) => {
                 let meta: StagedMeta =
-                    serde_json::from_slice(&bytes).map_err(|e| io_err(&repo, e))?;
+                    serde_json::from_slice(&bytes).map_err(|e| io_err(&meta_path, e))?;
                 Some(Staged {
                     op_id: meta.op_id,
                     activation: meta.activation,
@@ -99,8 +141,7 @@ impl MemberDir {
                     key: read_key(&repo.join("key.pem"))?,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&repo, e)),
+            None => None,
         };
         Ok(Agent::from_parts(AgentParts {
             name: name.to_string(),
@@ -121,11 +162,19 @@ impl MemberDir {
     }
 
     /// Writes a member's agent state; `current/` is switched atomically when it changed.
+    ///
+    /// Refuses, before writing anything, a root, member directory or subdirectory that is a
+    /// symbolic link; refuses a file or temporary name that is one when it comes to write it.
     pub fn save(&self, agent: &Agent) -> Result<(), AgentError> {
         let dir = self.member(agent.name());
-        for sub in ["pending", "ca", "remint-repo"] {
-            let d = dir.join(sub);
-            fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
+        fsio::ensure_dir(&self.root, &dir)?;
+        for sub in SUBDIRS {
+            fsio::ensure_dir(&self.root, &dir.join(sub))?;
+        }
+        existing_dir(&dir.join("current"))?;
+        // Temporary files a killed run left behind (each write also replaces its own).
+        for sub in SUBDIRS {
+            fsio::remove_temp_files(&dir.join(sub))?;
         }
         self.save_current(&dir, agent)?;
         write_key(&dir.join("pending/key.pem"), agent.pending_key())?;
@@ -146,7 +195,7 @@ impl MemberDir {
                 // copies go.
                 for f in super::MANUAL_CHAIN_FILES.iter().chain(&["key.der"]) {
                     if *f != "server.cer" {
-                        remove_if_exists(&repo.join(f))?;
+                        fsio::remove_file_if_exists(&repo.join(f))?;
                     }
                 }
                 write_certs(&repo.join("server.cer"), &st.chain)?;
@@ -162,11 +211,11 @@ impl MemberDir {
                     activation: st.activation,
                 };
                 let json = serde_json::to_vec(&meta).map_err(|e| io_err(&repo, e))?;
-                write_atomic(&repo.join("staged.json"), &json, false)?;
+                fsio::write_atomic(&repo.join("staged.json"), &json, false)?;
             }
             // Remove what staging wrote, and only that: before staging, server.<ext> and
             // key.der in the repository are the administrator's (CE2 manual mode).
-            None if repo.join("staged.json").exists() => {
+            None if fsio::kind(&repo.join("staged.json"))?.is_some() => {
                 for f in [
                     "server.cer",
                     "ca.cert",
@@ -174,7 +223,7 @@ impl MemberDir {
                     "key.pem",
                     "staged.json",
                 ] {
-                    remove_if_exists(&repo.join(f))?;
+                    fsio::remove_file_if_exists(&repo.join(f))?;
                 }
             }
             None => {}
@@ -188,12 +237,12 @@ impl MemberDir {
         let chain_pem = (!agent.chain().is_empty()).then(|| bundle::to_pem(agent.chain()));
         let trust_pem = (!agent.trust().is_empty()).then(|| bundle::to_pem(agent.trust()));
         // Unchanged: nothing to do (most saves, e.g. a device's trust refresh, change nothing).
-        let same = |f: &str, want: Option<&[u8]>| match (fs::read(cur.join(f)), want) {
-            (Ok(have), Some(w)) => have == w,
-            (Err(e), None) => e.kind() == std::io::ErrorKind::NotFound,
-            _ => false,
+        let same = |f: &str, want: Option<&[u8]>| match want {
+            Some(w) => holds(&cur.join(f), w),
+            None => matches!(fsio::kind(&cur.join(f)), Ok(None)),
         };
-        if cur.exists()
+        let cur_exists = existing_dir(&cur)?;
+        if cur_exists
             && same("key.pem", key_pem.as_ref().map(|k| k.as_bytes()))
             && same("cert.pem", chain_pem.as_deref().map(str::as_bytes))
             && same("trust.pem", trust_pem.as_deref().map(str::as_bytes))
@@ -201,29 +250,26 @@ impl MemberDir {
             return Ok(());
         }
         let next = dir.join("current.next");
-        if next.exists() {
-            fs::remove_dir_all(&next).map_err(|e| io_err(&next, e))?;
-        }
-        fs::create_dir_all(&next).map_err(|e| io_err(&next, e))?;
+        remove_scratch_dir(&next)?;
+        fs::create_dir(&next).map_err(|e| io_err(&next, e))?;
         if let Some(k) = &key_pem {
-            write_atomic(&next.join("key.pem"), k.as_bytes(), true)?;
+            fsio::write_atomic(&next.join("key.pem"), k.as_bytes(), true)?;
         }
         if let Some(c) = &chain_pem {
-            write_atomic(&next.join("cert.pem"), c.as_bytes(), false)?;
+            fsio::write_atomic(&next.join("cert.pem"), c.as_bytes(), false)?;
         }
         if let Some(t) = &trust_pem {
-            write_atomic(&next.join("trust.pem"), t.as_bytes(), false)?;
+            fsio::write_atomic(&next.join("trust.pem"), t.as_bytes(), false)?;
         }
         sync_dir(&next)?;
         let prev = dir.join("current.prev");
-        if cur.exists() {
+        remove_scratch_dir(&prev)?;
+        if cur_exists {
             fs::rename(&cur, &prev).map_err(|e| io_err(&cur, e))?;
         }
         fs::rename(&next, &cur).map_err(|e| io_err(&cur, e))?;
         sync_dir(dir)?;
-        if prev.exists() {
-            fs::remove_dir_all(&prev).map_err(|e| io_err(&prev, e))?;
-        }
+        remove_scratch_dir(&prev)?;
         Ok(())
     }
 }
@@ -256,11 +302,11 @@ fn write_future_cas(ca_dir: &Path, agent: &Agent) -> Result<(), AgentError> {
     loop {
         let key = ca_dir.join(format!("future-{n}.key.pem"));
         let cert = ca_dir.join(format!("future-{n}.cert.pem"));
-        if !key.exists() && !cert.exists() {
+        if fsio::kind(&key)?.is_none() && fsio::kind(&cert)?.is_none() {
             return Ok(());
         }
-        remove_if_exists(&key)?;
-        remove_if_exists(&cert)?;
+        fsio::remove_file_if_exists(&key)?;
+        fsio::remove_file_if_exists(&cert)?;
         n += 1;
     }
 }
@@ -270,12 +316,19 @@ fn read_manual(
     repo: &Path,
 ) -> Result<Option<Result<super::ManualMaterial, super::ManualError>>, AgentError> {
     let mut files = Vec::new();
-    for name in super::MANUAL_CHAIN_FILES.iter().chain(&["key.der"]) {
-        match fs::read(repo.join(name)) {
-            Ok(bytes) => files.push((name.to_string(), bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&repo.join(name), e)),
+    for name in super::MANUAL_CHAIN_FILES.iter() {
+        if let Some(bytes) = fsio::read_if_exists(
+            &repo.join(name),
+            MAX_CERTIFICATE_FILE_BYTES,
+            "a certificate file",
+        )? {
+            files.push((name.to_string(), bytes));
         }
+    }
+    if let Some(bytes) =
+        fsio::read_if_exists(&repo.join("key.der"), MAX_KEY_FILE_BYTES, "a key file")?
+    {
+        files.push(("key.der".to_string(), bytes));
     }
     if files.is_empty() {
         return Ok(None);
@@ -293,72 +346,97 @@ fn sync_dir(dir: &Path) -> Result<(), AgentError> {
 }
 
 fn read_key(path: &Path) -> Result<Option<PrivateKey>, AgentError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(
+    match fsio::read_if_exists(path, MAX_KEY_FILE_BYTES, "a key file")? {
+        Some(bytes) => Ok(Some(
             PrivateKey::from_pkcs8(&bytes).map_err(|e| io_err(path, e))?,
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path, e)),
+        None => Ok(None),
     }
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer>, AgentError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(bundle::read_certificates(&bytes)
+    match fsio::read_if_exists(path, MAX_CERTIFICATE_FILE_BYTES, "a certificate file")? {
+        Some(bytes) => Ok(bundle::read_certificates(&bytes)
             .map_err(|e| io_err(path, e))?
             .into_iter()
             .map(|c| c.der().clone())
             .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_err(path, e)),
+        None => Ok(Vec::new()),
     }
 }
 
-/// Writes `data` to `path` through a temporary file and a rename; `secret` files get mode
-/// 0600 from the moment they exist (never readable by others, not even briefly).
-fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<(), AgentError> {
-    let tmp = path.with_extension("tmp");
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let _ = secret;
-    let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(data).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-}
-
-fn remove_if_exists(path: &Path) -> Result<(), AgentError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path, e)),
-        _ => Ok(()),
-    }
+/// Whether the file at `path` holds exactly `want` (read bounded by `want`'s length).
+fn holds(path: &Path, want: &[u8]) -> bool {
+    fsio::read(path, want.len() as u64, "a member file").is_ok_and(|have| have == want)
 }
 
 fn write_key(path: &Path, key: Option<&PrivateKey>) -> Result<(), AgentError> {
     match key {
         Some(k) => {
+            let pem = k.to_pkcs8_pem();
             // Unchanged keys are not rewritten.
-            if fs::read(path).is_ok_and(|have| have == k.to_pkcs8_pem().as_bytes()) {
+            if holds(path, pem.as_bytes()) {
                 return Ok(());
             }
-            write_atomic(path, k.to_pkcs8_pem().as_bytes(), true)
+            Ok(fsio::write_atomic(path, pem.as_bytes(), true)?)
         }
-        None => remove_if_exists(path),
+        None => Ok(fsio::remove_file_if_exists(path)?),
     }
 }
 
 fn write_certs(path: &Path, certs: &[CertificateDer]) -> Result<(), AgentError> {
     if certs.is_empty() {
-        return remove_if_exists(path);
+        return Ok(fsio::remove_file_if_exists(path)?);
     }
     let pem = bundle::to_pem(certs);
-    if fs::read(path).is_ok_and(|have| have == pem.as_bytes()) {
+    if holds(path, pem.as_bytes()) {
         return Ok(());
     }
-    write_atomic(path, pem.as_bytes(), false)
+    Ok(fsio::write_atomic(path, pem.as_bytes(), false)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_staged_record_is_refused_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let members = MemberDir::new(dir.path());
+        members.save(&Agent::new("dev-1")).unwrap();
+        let meta = dir.path().join("dev-1/remint-repo/staged.json");
+        std::os::unix::fs::symlink("/dev/zero", &meta).unwrap();
+        let e = members.load("dev-1").unwrap_err();
+        assert_eq!(
+            e,
+            AgentError::File(FileError::TooLarge {
+                path: meta,
+                limit: fsio::MAX_RECORD_BYTES,
+                what: "staged.json",
+            })
+        );
+    }
+
+    #[test]
+    fn a_linked_member_directory_is_refused_on_load_and_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        let root = dir.path().join("root");
+        fs::create_dir_all(outside.join("current.prev")).unwrap();
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dev-1")).unwrap();
+        let members = MemberDir::new(&root);
+        let want = AgentError::File(FileError::Symlink {
+            path: root.join("dev-1"),
+            expected: "directory",
+        });
+        // Loading would otherwise finish a switch there (and remove current.prev).
+        assert_eq!(members.load("dev-1").unwrap_err(), want);
+        assert_eq!(members.save(&Agent::new("dev-1")).unwrap_err(), want);
+        let left: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["current.prev"]);
+    }
 }

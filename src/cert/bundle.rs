@@ -18,8 +18,7 @@
 //! says how to convert the file. Hostile input is bounded by [`MAX_INPUT_LEN`] and
 //! [`MAX_CERTIFICATES`].
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{DigestAlgorithmIdentifiers, EncapsulatedContentInfo, SignerInfos};
@@ -130,14 +129,10 @@ pub enum BundleError {
         /// Why it is unusable.
         source: CertError,
     },
-    /// The file cannot be read.
-    #[error("cannot read {}: {reason}", .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The operating system's explanation.
-        reason: String,
-    },
+    /// The file cannot be read, or holds more than [`MAX_INPUT_LEN`] bytes however it
+    /// reports its size (a pipe, a device); the error names the path.
+    #[error(transparent)]
+    File(#[from] crate::fsio::FileError),
 }
 
 /// What a PEM label that is not a certificate is, for [`BundleError::UnexpectedPemLabel`].
@@ -195,27 +190,8 @@ pub fn read_certificates(bytes: &[u8]) -> Result<Vec<Certificate>, BundleError> 
 /// Reads the certificates in the file at `path`, whatever its extension (CE1: `.der`, `.cer`,
 /// `.crt`, `.p7b`, `.pem`, `.cert` or any other name). I/O failures name the path.
 pub fn read_file(path: &Path) -> Result<Vec<Certificate>, BundleError> {
-    let io = |reason: String| BundleError::Io {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| io(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| io(e.to_string()))?;
-    if meta.is_dir() {
-        return Err(io("it is a directory; expected a certificate file".into()));
-    }
-    let limit = MAX_INPUT_LEN as u64;
-    if meta.len() > limit {
-        return Err(BundleError::TooLarge {
-            len: meta.len(),
-            limit,
-        });
-    }
-    // `take` bounds the read even when the size was unknown (a pipe, a device).
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io(e.to_string()))?;
+    // Bounded whatever the file is: at most MAX_INPUT_LEN + 1 bytes are read.
+    let bytes = crate::fsio::read(path, MAX_INPUT_LEN as u64, "a certificate file")?;
     read_certificates(&bytes)
 }
 
@@ -1340,9 +1316,18 @@ mod tests {
         }
         let missing = dir.path().join("missing.pem");
         let e = read_file(&missing).unwrap_err();
-        assert!(matches!(e, BundleError::Io { .. }));
+        assert!(
+            matches!(&e, BundleError::File(f) if f.is_not_found()),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("missing.pem"), "{e}");
         let e = read_file(dir.path()).unwrap_err();
-        assert!(matches!(e, BundleError::Io { .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                BundleError::File(crate::fsio::FileError::IsADirectory { .. })
+            ),
+            "{e:?}"
+        );
     }
 }
