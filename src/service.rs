@@ -480,11 +480,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 }
                 .into());
             }
+            (ServerRole::Primary, Some(parent)) => {
+                // Z1: Primary Servers are the top of the zone; only satellites attach to one.
+                return Err(ZoneError::PrimaryTakesNoParent {
+                    fqdn: server.fqdn.to_string(),
+                    parent: parent.to_string(),
+                }
+                .into());
+            }
             (_, Some(parent)) => {
                 let ok = self
                     .server_record(parent)?
                     .is_some_and(|p| p.role == ServerRole::Primary);
-                if !ok || server.role == ServerRole::Primary {
+                if !ok {
                     return Err(ZoneError::BadParent {
                         fqdn: server.fqdn.to_string(),
                         parent: parent.to_string(),

@@ -73,7 +73,9 @@ pub enum ZoneError {
         fqdn: String,
     },
     /// An Authentication Satellite needs a Primary Server as parent (Z1).
-    #[error("{fqdn}: an Authentication Satellite must name its Primary Server with --parent")]
+    #[error(
+        "{fqdn}: an Authentication Satellite must name the Primary Server it attaches to (its parent)"
+    )]
     MissingParent {
         /// The satellite.
         fqdn: String,
@@ -91,6 +93,17 @@ pub enum ZoneError {
     UnknownMember {
         /// The name.
         name: String,
+    },
+    /// A parent was named for a Primary Server: only satellites attach to a Primary Server.
+    #[error(
+        "{fqdn} is a Primary Server, which takes no parent: only satellites attach to a \
+         Primary Server (here {parent}); add it without a parent, or as a satellite"
+    )]
+    PrimaryTakesNoParent {
+        /// The server being added.
+        fqdn: String,
+        /// The parent named.
+        parent: String,
     },
     /// The parent is not a Primary Server.
     #[error("{parent} is not a Primary Server of the zone, so it cannot be the parent of {fqdn}")]

@@ -1,4 +1,5 @@
-//! Member names (issue 9 item 6): device names fold like server FQDNs, an IP literal is not a
+//! Member names and membership (issue 9 item 6, issue 10 item 6): device names fold like server
+//! FQDNs, a Primary Server takes no parent, an IP literal is not a
 //! server name, and a long FQDN gets a certificate (FQDN in the SAN, a CN within X.509's bound).
 #![allow(clippy::unwrap_used)]
 
@@ -99,4 +100,21 @@ fn a_73_character_fqdn_gets_a_certificate() {
     );
     let ca = svc.ca_certificate().unwrap();
     verify_chain(&leaf, &[], &[ca], "2027-01-02T00:00:00Z".parse().unwrap()).unwrap();
+}
+
+#[test]
+fn a_primary_server_with_a_parent_is_refused_for_what_it_is() {
+    // Issue 10 item 6: this said "ps1 is not a Primary Server", while ps1 is one; the fault
+    // is that a Primary Server takes no parent (Z1).
+    let svc = zone();
+    let before = svc.dump().unwrap();
+    let mut s = NewServer::new("ps2.names.example".parse().unwrap(), ServerRole::Primary);
+    s.parent = Some("ps1.names.example".parse().unwrap());
+    let err = svc.add_server(s).unwrap_err();
+    assert!(
+        matches!(err, Error::Zone(ZoneError::PrimaryTakesNoParent { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("takes no parent"), "{err}");
+    assert_eq!(svc.dump().unwrap(), before);
 }
