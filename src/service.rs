@@ -603,13 +603,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         // During an operation: SR4's certificate status, the update status, and the future
         // certificate in the options column (V2).
-        if let Some((op, u)) = self.member_update(rec.fqdn.as_str())?
+        if let Some((op, u)) = self.server_update(&rec.fqdn)?
             && op.state.is_running()
         {
+            // The same text as `op show` for this member (issue 10 item 6: a server assigned
+            // but not yet refreshed said `none` here and `assigned` there).
             view.update_status =
-                operations::member_status_text(&op, Some(&u), self.clock.now()).to_string();
+                operations::member_status_text(&op, u.as_ref(), self.clock.now()).to_string();
             // Until activation: SR4's certificate status and the future certificate.
-            if !matches!(op.state, crate::ops::OpState::Activated(_)) {
+            if let Some(u) = u
+                && !matches!(op.state, crate::ops::OpState::Activated(_))
+            {
                 if let Some(cs) = u.cert_status {
                     view.status = cs.text().to_string();
                 }

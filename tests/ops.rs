@@ -527,3 +527,29 @@ fn with_the_bridge_a_device_offline_through_activation_still_communicates() {
     assert_eq!(sim.status(&v, "dev-2"), "recovered");
     sim.svc.baseline(false).unwrap();
 }
+
+#[test]
+fn server_list_and_op_show_agree_on_an_assigned_server() {
+    // Issue 10 item 6: after assign-now, before the servers refresh, `server list` said
+    // `none` while `op show` said `assigned` for the same server.
+    let sim = Sim::new(0);
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    let v = sim.svc.assign_now().unwrap();
+    for s in sim.svc.servers().unwrap() {
+        let in_op = v
+            .devices
+            .iter()
+            .find(|d| d.name == s.fqdn)
+            .map(|d| d.status.clone());
+        assert_eq!(Some(s.update_status.clone()), in_op, "{}", s.fqdn);
+    }
+    assert!(
+        sim.svc
+            .servers()
+            .unwrap()
+            .iter()
+            .any(|s| s.update_status == "assigned")
+    );
+}

@@ -1146,16 +1146,28 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .collect())
     }
 
-    /// The running operation's view of one member, for V2's status columns.
-    pub(crate) fn member_update(&self, name: &str) -> Result<Option<(Operation, MemberUpdate)>> {
+    /// The running operation and its update record for server `fqdn`, for V2's status columns:
+    /// `None` when no operation runs or it does not target the server; the update is `None`
+    /// while the server has not refreshed since it was assigned (its status is then what
+    /// `op show` says for it, through [`member_status_text`]).
+    pub(crate) fn server_update(
+        &self,
+        fqdn: &Fqdn,
+    ) -> Result<Option<(Operation, Option<MemberUpdate>)>> {
         let Some((_, op)) = self.current_op()? else {
             return Ok(None);
         };
-        let key = update::key(op.id, name);
-        match self.store.get(&key)? {
-            Some(rec) => Ok(Some((op, decode(&key, &rec.value)?))),
-            None => Ok(None),
+        if let OpKind::ServerRemint { servers, .. } = &op.kind
+            && !servers.contains(fqdn)
+        {
+            return Ok(None);
         }
+        let key = update::key(op.id, fqdn.as_str());
+        let u = match self.store.get(&key)? {
+            Some(rec) => Some(decode(&key, &rec.value)?),
+            None => None,
+        };
+        Ok(Some((op, u)))
     }
 
     /// `fleet refresh`: each member (all when `names` is empty) refreshes as its agent would
