@@ -20,18 +20,25 @@
 //! - validity at the given time, both bounds inclusive (4.1.2.5, 6.1.3 (a)(2)).
 //!
 //! On every certificate that issues another one (intermediates and the trust anchor):
-//! basicConstraints present, critical and `cA` TRUE (4.2.1.9, 6.1.4 (k)), `keyCertSign` when
-//! keyUsage is present (4.2.1.3, 6.1.4 (n)), and `pathLenConstraint` (6.1.4 (l), (m)): the number
-//! of non-self-issued intermediates below it, the leaf not counted.
+//! basicConstraints present with `cA` TRUE (6.1.4 (k)), `keyCertSign` when keyUsage is present
+//! (4.2.1.3, 6.1.4 (n)), and `pathLenConstraint` (6.1.4 (l), (m)): the number of non-self-issued
+//! intermediates below it, the leaf not counted. basicConstraints must be critical on the trust
+//! anchor only: 4.2.1.9's "MUST mark the extension as critical" is a duty of the issuing CA that
+//! 6.1.4 (k) does not check, so an intermediate with a non-critical basicConstraints is valid,
+//! while the anchor the zone chooses is held to the CA profile (x509-limbo
+//! `rfc5280::root-non-critical-basic-constraints`).
 //!
 //! On the leaf: keyUsage and basicConstraints consistent with each other (4.2.1.3, 4.2.1.9). A
 //! leaf may itself be a CA certificate (RFC 5280 makes no rule about the last certificate), so a
 //! subordinate zone CA can be checked against its root with the same function.
 //!
-//! On every link: the issuer's subject name equals the child's issuer name, compared exactly
-//! (the DER values, as rustls-webpki and Go do, instead of the RFC 5280 7.1 normalisation that
-//! no conformance case needs), and the child's signature verifies under the issuer's key through
-//! [`key::verify_signature`] (SHA-1 and MD5 refused, S7).
+//! On every link: the issuer's subject name matches the child's issuer name as RFC 5280 7.1
+//! says ([`names_match`]: the same DER, or the same RDNs after RFC 4518 string preparation:
+//! case, insignificant spaces and the string type folded), and the child's signature verifies
+//! under the issuer's key through [`key::verify_signature`] (SHA-1 and MD5 refused, S7). A CA
+//! that renewed its certificate with a re-encoded subject therefore still chains the
+//! certificates it issued before. The same matching decides which certificates are self-issued
+//! (6.1: not counted against pathLenConstraint).
 //!
 //! # Trust anchors
 //! Anchors are whole certificates. Their own signature is never checked: trust in an anchor comes
@@ -68,7 +75,8 @@ use x509_cert::ext::pkix::{
     ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName, SubjectKeyIdentifier,
 };
 
-use crate::cert::Certificate;
+use crate::cert::name::NameKey;
+use crate::cert::{Certificate, names_match};
 use crate::clock::Timestamp;
 use crate::key::{self, KeyAlgorithm, SignatureError};
 
@@ -285,7 +293,8 @@ pub enum ChainError {
         /// Its subject.
         subject: String,
     },
-    /// A CA certificate's basicConstraints is not marked critical (RFC 5280 4.2.1.9).
+    /// The trust anchor's basicConstraints is not marked critical (RFC 5280 4.2.1.9; an
+    /// intermediate's may be non-critical, see [`verify_chain`]).
     #[error("{role} \"{subject}\" has a non-critical basicConstraints (RFC 5280 4.2.1.9)")]
     BasicConstraintsNotCritical {
         /// Which certificate.
@@ -517,6 +526,9 @@ struct Facts {
 /// the intermediates (duplicates removed), so trust anchors are tried before intermediates.
 struct Search<'a> {
     certs: Vec<&'a Certificate>,
+    /// Each certificate's subject and issuer in the form RFC 5280 7.1 compares, prepared once.
+    subjects: Vec<NameKey>,
+    issuers: Vec<NameKey>,
     /// Index of the first intermediate in `certs`.
     first_intermediate: usize,
     /// Each certificate's own checks, computed once (the leaf's are already done).
@@ -552,8 +564,15 @@ impl<'a> Search<'a> {
         );
         let mut facts = vec![None; certs.len()];
         facts[0] = Some(Ok(leaf_facts));
+        let subjects = certs
+            .iter()
+            .map(|c| NameKey::of(c.subject_name()))
+            .collect();
+        let issuers = certs.iter().map(|c| NameKey::of(c.issuer_name())).collect();
         Search {
             certs,
+            subjects,
+            issuers,
             first_intermediate,
             facts,
             signatures: HashMap::new(),
@@ -604,13 +623,14 @@ impl<'a> Search<'a> {
         let child = *path.last().expect("a path always holds the leaf");
         let child_cert = self.certs[child];
         let depth = path.len();
-        // RFC 5280 6.1.3 (a)(4): the issuer's subject is the child's issuer name. A CA already
-        // on the path (same subject and same key, whatever the certificate) is never used again
-        // (RFC 4158 5.2 loop detection, as rustls-webpki does): that ends cycles, and a path
-        // never goes round a ring of cross-certificates.
+        // RFC 5280 6.1.3 (a)(4): the issuer's subject is the child's issuer name, matched as
+        // RFC 5280 7.1 says ([`names_match`]; exact equality first). A CA already on the path
+        // (same subject and same key, whatever the certificate) is never used again (RFC 4158
+        // 5.2 loop detection, as rustls-webpki does): that ends cycles, and a path never goes
+        // round a ring of cross-certificates.
         let mut candidates: Vec<usize> = (1..self.certs.len())
-            .filter(|&i| self.certs[i].subject_name() == child_cert.issuer_name())
-            .filter(|&i| !path.iter().any(|&p| same_ca(self.certs[p], self.certs[i])))
+            .filter(|&i| self.name_matches(i, child))
+            .filter(|&i| !path.iter().any(|&p| self.same_ca(p, i)))
             .collect();
         if candidates.is_empty() {
             let error = ChainError::NoIssuer {
@@ -698,6 +718,18 @@ impl<'a> Search<'a> {
         Ok(false)
     }
 
+    /// Whether certificate `issuer`'s subject matches certificate `child`'s issuer name.
+    fn name_matches(&self, issuer: usize, child: usize) -> bool {
+        self.certs[issuer].subject_name() == self.certs[child].issuer_name()
+            || self.subjects[issuer] == self.issuers[child]
+    }
+
+    /// Same subject and same public key: the same CA, whichever certificate says so.
+    fn same_ca(&self, a: usize, b: usize) -> bool {
+        self.subjects[a] == self.subjects[b]
+            && self.certs[a].public_key() == self.certs[b].public_key()
+    }
+
     /// RFC 5280 6.1.3 (a)(1): `child`'s signature under `issuer`'s public key.
     fn signature(&mut self, child: usize, issuer: usize) -> Result<(), SignatureError> {
         let certs = &self.certs;
@@ -715,11 +747,6 @@ impl<'a> Search<'a> {
             })
             .clone()
     }
-}
-
-/// Same subject and same public key: the same CA, whichever certificate says so.
-fn same_ca(a: &Certificate, b: &Certificate) -> bool {
-    a.subject_name() == b.subject_name() && a.public_key() == b.public_key()
 }
 
 /// Everything about one certificate that does not depend on the rest of the path.
@@ -783,15 +810,19 @@ fn check_certificate(cert: &Certificate, role: Role, at: Timestamp) -> Result<Fa
                     field: "subject",
                 });
             }
-            // RFC 5280 4.2.1.9 and 6.1.4 (k): only a CA:TRUE key verifies certificates, and
-            // conforming CAs MUST mark the extension critical.
+            // RFC 5280 6.1.4 (k): only a CA:TRUE key verifies certificates. The extension must
+            // be present, but its criticality is a duty of the issuing CA (4.2.1.9: "MUST mark
+            // the extension as critical"), not a condition of path validation: an intermediate
+            // with a non-critical basicConstraints is valid, as in OpenSSL's default mode,
+            // rustls-webpki and Go. The trust anchor is held to the CA profile because the zone
+            // chooses it and x509-limbo requires it (rfc5280::root-non-critical-basic-constraints).
             if !is_ca {
                 return Err(ChainError::NotCa {
                     role,
                     subject: subject(),
                 });
             }
-            if !bc_critical {
+            if !bc_critical && role == Role::Anchor {
                 return Err(ChainError::BasicConstraintsNotCritical {
                     role,
                     subject: subject(),
@@ -857,7 +888,9 @@ fn check_certificate(cert: &Certificate, role: Role, at: Timestamp) -> Result<Fa
     Ok(Facts {
         path_len,
         authority_key_id: ext.authority_key_id,
-        self_issued: cert.subject_name() == cert.issuer_name(),
+        // RFC 5280 6.1: "the same DN appears in the subject and issuer fields", matched as 7.1
+        // says.
+        self_issued: names_match(cert.subject_name(), cert.issuer_name()),
     })
 }
 
