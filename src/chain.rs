@@ -65,15 +65,21 @@
 //! `max_signature_checks × number of certificates` name comparisons plus `max_signature_checks`
 //! signature verifications, however hostile the input: never exponential.
 
+mod constraints;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use der::Decode;
 use der::asn1::ObjectIdentifier;
 use x509_cert::ext::pkix::{
     AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies,
-    ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName, SubjectKeyIdentifier,
+    ExtendedKeyUsage, InhibitAnyPolicy, KeyUsage, KeyUsages, NameConstraints, PolicyConstraints,
+    PolicyMappings, SubjectAltName, SubjectKeyIdentifier,
 };
+
+use self::constraints::Constraints;
 
 use crate::cert::name::NameKey;
 use crate::cert::{Certificate, names_match};
@@ -105,6 +111,7 @@ mod oid {
     pub(super) const FRESHEST_CRL: Oid = Oid::new_unwrap("2.5.29.46");
     pub(super) const INHIBIT_ANY_POLICY: Oid = Oid::new_unwrap("2.5.29.54");
     pub(super) const AUTHORITY_INFO_ACCESS: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.1.1");
+    pub(super) const ANY_POLICY: Oid = Oid::new_unwrap("2.5.29.32.0");
 }
 
 /// A readable name for the extensions the error messages mention.
@@ -442,6 +449,35 @@ pub enum ChainError {
         /// `issuer` or `subject`.
         field: &'static str,
     },
+    /// A name of a certificate breaks the nameConstraints of a CA above it (RFC 5280
+    /// 4.2.1.10, 6.1.3 (b), (c)).
+    #[error(
+        "{role} \"{subject}\" is refused by the nameConstraints of \"{ca}\": {reason} (RFC 5280 \
+         4.2.1.10)"
+    )]
+    NameConstraint {
+        /// Which certificate.
+        role: Role,
+        /// Its subject.
+        subject: String,
+        /// The constraining CA's subject.
+        ca: String,
+        /// Which name, and why.
+        reason: String,
+    },
+    /// A policyConstraints extension requires an explicit certificate policy, which the zone
+    /// validator does not evaluate (RFC 5280 4.2.1.11, 6.1.4 (i)).
+    #[error(
+        "{role} \"{subject}\" has a policyConstraints with requireExplicitPolicy: the path would \
+         have to satisfy certificate policies, which the zone validator does not evaluate \
+         (RFC 5280 4.2.1.11); use a CA without this constraint"
+    )]
+    ExplicitPolicyRequired {
+        /// Which certificate.
+        role: Role,
+        /// Its subject.
+        subject: String,
+    },
     /// A public key the zone does not accept (S2).
     #[error("{role} \"{subject}\" has an unusable public key: {reason}")]
     UnsupportedKey {
@@ -520,6 +556,8 @@ struct Facts {
     authority_key_id: Option<Vec<u8>>,
     /// Subject equals issuer (RFC 5280 6.1: "self-issued").
     self_issued: bool,
+    /// nameConstraints, checked against every certificate below this one in a path.
+    name_constraints: Option<Arc<Constraints>>,
 }
 
 /// State of one path search. Certificates are numbered: 0 is the leaf, then the anchors, then
@@ -675,6 +713,14 @@ impl<'a> Search<'a> {
                 self.record(depth, error);
                 continue;
             }
+            // RFC 5280 6.1.3 (b), (c), 6.1.4 (g): the issuer's nameConstraints bind every
+            // certificate below it, self-issued intermediates excepted.
+            if let Some(nc) = &facts.name_constraints
+                && let Err(error) = self.check_name_constraints(path, nc, issuer_cert, role)
+            {
+                self.record(depth, error);
+                continue;
+            }
             let below_next = below + usize::from(!facts.self_issued);
             if role == Role::Intermediate && below_next > self.limits.max_depth {
                 self.record(
@@ -716,6 +762,32 @@ impl<'a> Search<'a> {
             path.pop();
         }
         Ok(false)
+    }
+
+    /// `nc`, the nameConstraints of `ca`, against every certificate of `path` (RFC 5280 6.1.3
+    /// (b), (c): the leaf always, intermediates unless self-issued).
+    fn check_name_constraints(
+        &mut self,
+        path: &[usize],
+        nc: &Constraints,
+        ca: &Certificate,
+        ca_role: Role,
+    ) -> Result<(), ChainError> {
+        for (position, &i) in path.iter().enumerate() {
+            let leaf = position == 0;
+            if !leaf && self.facts(i).is_ok_and(|f| f.self_issued) {
+                continue;
+            }
+            let cert = self.certs[i];
+            nc.check(cert, leaf)
+                .map_err(|reason| ChainError::NameConstraint {
+                    role: self.role(i),
+                    subject: cert.subject(),
+                    ca: format!("{} ({ca_role})", ca.subject()),
+                    reason,
+                })?;
+        }
+        Ok(())
     }
 
     /// Whether certificate `issuer`'s subject matches certificate `child`'s issuer name.
@@ -891,6 +963,7 @@ fn check_certificate(cert: &Certificate, role: Role, at: Timestamp) -> Result<Fa
         // RFC 5280 6.1: "the same DN appears in the subject and issuer fields", matched as 7.1
         // says.
         self_issued: names_match(cert.subject_name(), cert.issuer_name()),
+        name_constraints: ext.name_constraints.map(Arc::new),
     })
 }
 
@@ -926,6 +999,7 @@ struct Extensions {
     basic_constraints: Option<(bool, BasicConstraints)>,
     key_usage: Option<KeyUsage>,
     authority_key_id: Option<Vec<u8>>,
+    name_constraints: Option<Constraints>,
 }
 
 /// RFC 5280 4.2: no extension twice, every critical extension processed, and the extensions read
@@ -937,6 +1011,7 @@ fn check_extensions(cert: &Certificate, role: Role) -> Result<Extensions, ChainE
         basic_constraints: None,
         key_usage: None,
         authority_key_id: None,
+        name_constraints: None,
     };
     for (id, critical, value) in cert.extensions() {
         if seen.contains(&id) {
@@ -1014,8 +1089,64 @@ fn check_extensions(cert: &Certificate, role: Role) -> Result<Extensions, ChainE
                     });
                 }
             }
-            // Everything else, nameConstraints and the policy constraints included, is not
-            // processed: fine when non-critical, a refusal when critical (RFC 5280 4.2).
+            // Processed for dNSName, directoryName and iPAddress, critical or not; a constraint
+            // on another form refuses the certificates below that have such a name
+            // (constraints.rs). An empty or ill-formed extension is malformed.
+            oid::NAME_CONSTRAINTS => {
+                let nc = NameConstraints::from_der(value).map_err(malformed)?;
+                let nc =
+                    Constraints::new(&nc).map_err(|reason| ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason,
+                    })?;
+                out.name_constraints = Some(nc);
+            }
+            // Certificate policies (RFC 5280 6.1.3 (d)-(f), 6.1.4 (a)-(j)): with the zone's inputs
+            // (user-initial-policy-set anyPolicy, initial-explicit-policy,
+            // initial-policy-mapping-inhibit and initial-any-policy-inhibit all false), the
+            // policy tree can only invalidate a path once explicit_policy reaches 0, and only a
+            // requireExplicitPolicy can bring it there (it starts at n + 1 and loses at most one
+            // per certificate). So: requireExplicitPolicy is refused, critical or not;
+            // inhibitPolicyMapping, policy mappings and inhibitAnyPolicy only shape the tree and
+            // are accepted once well-formed, with 6.1.4 (a)'s one direct rule (no anyPolicy in a
+            // mapping) enforced.
+            oid::POLICY_CONSTRAINTS => {
+                let pc = PolicyConstraints::from_der(value).map_err(malformed)?;
+                if pc.require_explicit_policy.is_none() && pc.inhibit_policy_mapping.is_none() {
+                    return Err(ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason: "an empty sequence (RFC 5280 4.2.1.11)".into(),
+                    });
+                }
+                if pc.require_explicit_policy.is_some() {
+                    return Err(ChainError::ExplicitPolicyRequired {
+                        role,
+                        subject: subject(),
+                    });
+                }
+            }
+            oid::POLICY_MAPPINGS => {
+                let pm = PolicyMappings::from_der(value).map_err(malformed)?;
+                if pm.0.iter().any(|m| {
+                    m.issuer_domain_policy == oid::ANY_POLICY
+                        || m.subject_domain_policy == oid::ANY_POLICY
+                }) {
+                    return Err(ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason: "anyPolicy in a policy mapping (RFC 5280 4.2.1.5, 6.1.4 (a))"
+                            .into(),
+                    });
+                }
+            }
+            oid::INHIBIT_ANY_POLICY => decodes::<InhibitAnyPolicy>(value).map_err(malformed)?,
+            // Every other extension is not processed: fine when non-critical, a refusal when
+            // critical (RFC 5280 4.2).
             _ if critical => {
                 return Err(ChainError::UnsupportedCriticalExtension {
                     role,

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use der::asn1::{Any, ObjectIdentifier, OctetString, UtcTime};
+use der::asn1::{Any, Ia5String, ObjectIdentifier, OctetString, UtcTime};
 use der::{Decode, Encode, Reader, Tag};
 use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use sha1::Digest;
@@ -20,8 +20,11 @@ use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
+use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, NameConstraints,
+    PolicyConstraints, PolicyMapping, PolicyMappings, SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -76,6 +79,8 @@ struct Spec {
     unknown_critical: bool,
     /// Sign with ECDSA-SHA1 instead of ECDSA-SHA256.
     sha1: bool,
+    /// More extensions, appended as they are.
+    extra: Vec<Extension>,
 }
 
 impl Spec {
@@ -90,6 +95,7 @@ impl Spec {
             key_usage: Some(KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)),
             unknown_critical: false,
             sha1: false,
+            extra: Vec::new(),
         }
     }
 
@@ -164,6 +170,7 @@ impl BuilderProfile for Profile {
                 extn_value: OctetString::new(vec![0x05, 0x00])?,
             });
         }
+        exts.extend(self.spec.extra.iter().cloned());
         Ok(exts)
     }
 }
@@ -738,6 +745,16 @@ fn openssl_available() -> bool {
 
 /// `openssl verify -x509_strict -attime AT -CAfile root.pem -untrusted int.pem leaf.pem`.
 fn openssl_accepts(root: &Certificate, ints: &[Certificate], leaf: &Certificate) -> bool {
+    openssl_verify(root, ints, leaf, true)
+}
+
+/// `openssl verify [-x509_strict] -attime AT -CAfile root.pem -untrusted int.pem leaf.pem`.
+fn openssl_verify(
+    root: &Certificate,
+    ints: &[Certificate],
+    leaf: &Certificate,
+    strict: bool,
+) -> bool {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let write = |name: &str, certs: &[&Certificate]| {
         let pem: String = certs.iter().map(|c| c.der().to_pem()).collect();
@@ -749,13 +766,11 @@ fn openssl_accepts(root: &Certificate, ints: &[Certificate], leaf: &Certificate)
     let int_pem = write("int.pem", &ints.iter().collect::<Vec<_>>());
     let leaf_pem = write("leaf.pem", &[leaf]);
     let mut cmd = Command::new("openssl");
-    cmd.args([
-        "verify",
-        "-x509_strict",
-        "-attime",
-        &AT.to_string(),
-        "-CAfile",
-    ]);
+    cmd.arg("verify");
+    if strict {
+        cmd.arg("-x509_strict");
+    }
+    cmd.args(["-attime", &AT.to_string(), "-CAfile"]);
     cmd.arg(&root_pem);
     if !ints.is_empty() {
         cmd.arg("-untrusted").arg(&int_pem);
@@ -829,6 +844,25 @@ fn openssl_agrees() {
     ] {
         cases.push((name, c.root.cert, vec![c.int.cert], c.leaf.cert));
     }
+    // nameConstraints (critical, as RFC 5280 4.2.1.10 asks): OpenSSL processes them too.
+    let mut constrained = Spec::ca("CN=Int");
+    constrained.extra = vec![name_constraints(
+        true,
+        vec![dns("zone.example")],
+        vec![dns("secret.zone.example")],
+    )];
+    for (name, host) in [
+        ("valid under nameConstraints", "server.zone.example"),
+        ("nameConstraints: not permitted", "evil.example"),
+        ("nameConstraints: excluded", "secret.zone.example"),
+    ] {
+        let c = chain_with(
+            &Spec::ca("CN=Root"),
+            &constrained,
+            &leaf_with_san("CN=server", vec![dns(host)]),
+        );
+        cases.push((name, c.root.cert, vec![c.int.cert], c.leaf.cert));
+    }
     for (name, root, ints, leaf) in cases {
         let ours = verify_chain(&leaf, &ints, std::slice::from_ref(&root), at());
         let theirs = openssl_accepts(&root, &ints, &leaf);
@@ -837,7 +871,7 @@ fn openssl_agrees() {
             theirs,
             "{name}: zonepki says {ours:?}, openssl says {theirs}"
         );
-        assert_eq!(ours.is_ok(), name == "valid", "{name}: {ours:?}");
+        assert_eq!(ours.is_ok(), name.starts_with("valid"), "{name}: {ours:?}");
     }
 }
 
@@ -1017,6 +1051,12 @@ fn intermediate_with_non_critical_basic_constraints_is_valid() {
         .verify()
         .expect("6.1.4 (k) needs presence, not criticality");
     assert_eq!(verified.path().len(), 3);
+    if openssl_available() {
+        // OpenSSL agrees in its default mode; only -x509_strict applies the CA profile here.
+        let ints = std::slice::from_ref(&c.int.cert);
+        assert!(openssl_verify(&c.root.cert, ints, &c.leaf.cert, false));
+        assert!(!openssl_verify(&c.root.cert, ints, &c.leaf.cert, true));
+    }
     // Presence and cA TRUE are still required.
     int.basic_constraints = Some((false, None));
     let c = chain_with(&Spec::ca("CN=Root"), &int, &Spec::leaf("CN=l"));
@@ -1121,10 +1161,14 @@ fn utc_time_in_the_1950s_and_1960s_parses_and_validates() {
     let verified =
         verify_chain(&old, &[], std::slice::from_ref(&root.cert), at()).expect("valid now");
     assert_eq!(verified.leaf(), &old);
+    if openssl_available() {
+        assert!(
+            openssl_accepts(&root.cert, &[], &old),
+            "OpenSSL reads 1960 too"
+        );
+    }
     // The date is honoured: in 1959 the certificate is not yet valid.
     let in_1959 = Timestamp::from_unix(-315_619_201).expect("a time");
-    let mut early_root = Spec::ca("CN=Root");
-    early_root.not_before = EPOCH; // patched below to 1950 as well
     let err = verify_chain(&old, &[], std::slice::from_ref(&root.cert), in_1959)
         .expect_err("not yet valid in 1959");
     assert!(
@@ -1134,7 +1178,11 @@ fn utc_time_in_the_1950s_and_1960s_parses_and_validates() {
     );
 
     // A root valid from 1950-01-01 (UTCTime "500101000000Z", the earliest UTCTime) as anchor.
-    let early = issue_with_key(&early_root, root.key.clone(), None);
+    let early = issue_with_key(
+        &Spec::ca("CN=Root").valid(EPOCH, 3650 * DAY),
+        root.key.clone(),
+        None,
+    );
     let der = patch_and_resign(
         &early.cert,
         &[(b"700101000000Z", b"500101000000Z")],
@@ -1199,5 +1247,319 @@ fn expired_in_the_1960s_and_generalized_time_before_1950() {
             Err(CertError::Malformed { .. })
         ),
         "month 13"
+    );
+}
+
+// ----- nameConstraints and policy constraints (RFC 5280 4.2.1.10, 4.2.1.11) -----
+
+fn extension(oid: &str, critical: bool, value: &impl Encode) -> Extension {
+    Extension {
+        extn_id: ObjectIdentifier::new_unwrap(oid),
+        critical,
+        extn_value: OctetString::new(value.to_der().expect("an extension value encodes"))
+            .expect("an octet string"),
+    }
+}
+
+fn subtrees(bases: Vec<GeneralName>) -> Option<Vec<GeneralSubtree>> {
+    Some(
+        bases
+            .into_iter()
+            .map(|base| GeneralSubtree {
+                base,
+                minimum: 0,
+                maximum: None,
+            })
+            .collect(),
+    )
+}
+
+fn dns(name: &str) -> GeneralName {
+    GeneralName::DnsName(Ia5String::new(name).expect("an IA5 string"))
+}
+
+fn ip(octets: &[u8]) -> GeneralName {
+    GeneralName::IpAddress(OctetString::new(octets).expect("an octet string"))
+}
+
+fn name_constraints(
+    critical: bool,
+    permitted: Vec<GeneralName>,
+    excluded: Vec<GeneralName>,
+) -> Extension {
+    let nc = NameConstraints {
+        permitted_subtrees: if permitted.is_empty() {
+            None
+        } else {
+            subtrees(permitted)
+        },
+        excluded_subtrees: if excluded.is_empty() {
+            None
+        } else {
+            subtrees(excluded)
+        },
+    };
+    extension("2.5.29.30", critical, &nc)
+}
+
+fn leaf_with_san(subject: &str, san: Vec<GeneralName>) -> Spec {
+    let mut leaf = Spec::leaf(subject);
+    if !san.is_empty() {
+        leaf.extra
+            .push(extension("2.5.29.17", false, &SubjectAltName(san)));
+    }
+    leaf
+}
+
+/// Validates `leaf` under "CN=Int" carrying `int_extra`, under "CN=Root".
+fn under_constrained_int(int_extra: Vec<Extension>, leaf: Spec) -> Result<(), ChainError> {
+    let mut int = Spec::ca("CN=Int");
+    int.extra = int_extra;
+    chain_with(&Spec::ca("CN=Root"), &int, &leaf)
+        .verify()
+        .map(|_| ())
+}
+
+fn assert_name_refused(result: Result<(), ChainError>, role: Role, needle: &str) {
+    match &result {
+        Err(
+            e @ ChainError::NameConstraint {
+                role: r,
+                ca,
+                reason,
+                ..
+            },
+        ) => {
+            assert_eq!(*r, role, "{e}");
+            assert!(ca.starts_with("CN=Int"), "{e}");
+            assert!(reason.contains(needle), "{e}");
+            assert!(e.to_string().contains("nameConstraints"), "{e}");
+        }
+        other => panic!("expected a nameConstraints refusal ({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn dns_name_constraints_are_processed_critical_or_not() {
+    for critical in [true, false] {
+        let nc = || {
+            vec![name_constraints(
+                critical,
+                vec![dns("zone.example")],
+                vec![dns("secret.zone.example")],
+            )]
+        };
+        for ok in [
+            vec![dns("server.zone.example")],
+            vec![dns("zone.example"), dns("a.b.zone.example")],
+        ] {
+            under_constrained_int(nc(), leaf_with_san("CN=server.zone.example", ok))
+                .unwrap_or_else(|e| panic!("critical {critical}: {e}"));
+        }
+        for (san, needle) in [
+            (
+                vec![dns("evil.example")],
+                "dNSName evil.example is outside the permitted",
+            ),
+            (
+                vec![dns("server.zone.example"), dns("badzone.example")],
+                "badzone.example is outside",
+            ),
+            (vec![dns("secret.zone.example")], "in an excluded subtree"),
+            (vec![dns("x.secret.zone.example")], "in an excluded subtree"),
+            // A wildcard that would cover an excluded host.
+            (
+                vec![dns("*.zone.example")],
+                "*.zone.example is in an excluded",
+            ),
+        ] {
+            let leaf = leaf_with_san("CN=server.zone.example", san);
+            assert_name_refused(under_constrained_int(nc(), leaf), Role::Leaf, needle);
+        }
+        // Without a dNSName, a host-like common name is checked (as OpenSSL does).
+        let leaf = leaf_with_san("CN=evil.example", vec![]);
+        assert_name_refused(
+            under_constrained_int(nc(), leaf),
+            Role::Leaf,
+            "evil.example",
+        );
+        let leaf = leaf_with_san("CN=Some Device", vec![]);
+        under_constrained_int(nc(), leaf).expect("a CN that is no host name");
+    }
+}
+
+#[test]
+fn directory_name_and_ip_constraints() {
+    // directoryName: the subject must lie under O=Example (matched as RFC 5280 7.1 says), at
+    // every level below the constraining CA.
+    let base = name_of(&[&[(O, Tag::Utf8String, "EXAMPLE")]]);
+    let mut root = Spec::ca("CN=Root");
+    root.extra = vec![name_constraints(
+        true,
+        vec![GeneralName::DirectoryName(base)],
+        vec![],
+    )];
+    let good = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Example"),
+        &Spec::leaf("CN=server,OU=Servers,O=Example"),
+    );
+    good.verify().expect("inside O=Example");
+    let err = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Example"),
+        &Spec::leaf("CN=server,O=Other"),
+    )
+    .verify()
+    .expect_err("outside O=Example");
+    assert!(
+        matches!(&err, ChainError::NameConstraint { role: Role::Leaf, reason, .. }
+            if reason.contains("directoryName \"CN=server,O=Other\" is outside")),
+        "{err:?}"
+    );
+    let err = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Other"),
+        &Spec::leaf("CN=server,O=Example"),
+    )
+    .verify()
+    .expect_err("the intermediate is outside O=Example");
+    assert!(
+        matches!(
+            &err,
+            ChainError::NameConstraint {
+                role: Role::Intermediate,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // iPAddress: the technically constrained CA of CABF BR 7.1.2.5.2 excludes every address.
+    let nc = || {
+        vec![name_constraints(
+            true,
+            vec![dns("zone.example")],
+            vec![ip(&[0; 8]), ip(&[0; 32])],
+        )]
+    };
+    under_constrained_int(nc(), leaf_with_san("CN=s", vec![dns("s.zone.example")]))
+        .expect("no address");
+    let leaf = leaf_with_san("CN=s", vec![dns("s.zone.example"), ip(&[10, 0, 0, 1])]);
+    assert_name_refused(
+        under_constrained_int(nc(), leaf),
+        Role::Leaf,
+        "iPAddress 10.0.0.1 is in an excluded subtree",
+    );
+    let permitted = || {
+        vec![name_constraints(
+            false,
+            vec![ip(&[10, 1, 0, 0, 255, 255, 0, 0])],
+            vec![],
+        )]
+    };
+    under_constrained_int(permitted(), leaf_with_san("CN=s", vec![ip(&[10, 1, 2, 3])]))
+        .expect("inside 10.1.0.0/16");
+    let leaf = leaf_with_san("CN=s", vec![ip(&[10, 2, 0, 1])]);
+    assert_name_refused(
+        under_constrained_int(permitted(), leaf),
+        Role::Leaf,
+        "10.2.0.1",
+    );
+}
+
+#[test]
+fn unprocessed_name_forms_and_malformed_constraints() {
+    // An rfc822Name constraint: certificates without an email address are unaffected, one with
+    // an email address is refused (RFC 5280 4.2.1.10: process it or reject).
+    let email = || GeneralName::Rfc822Name(Ia5String::new("example.com").expect("an IA5 string"));
+    let nc = || vec![name_constraints(false, vec![email()], vec![])];
+    under_constrained_int(nc(), leaf_with_san("CN=s", vec![dns("s.zone.example")]))
+        .expect("no email address below");
+    let leaf = leaf_with_san(
+        "CN=s",
+        vec![GeneralName::Rfc822Name(
+            Ia5String::new("a@example.com").expect("an IA5 string"),
+        )],
+    );
+    assert_name_refused(
+        under_constrained_int(nc(), leaf),
+        Role::Leaf,
+        "does not process rfc822Name constraints",
+    );
+
+    // Empty, and with a maximum: malformed (RFC 5280 4.2.1.10).
+    let empty = name_constraints(true, vec![], vec![]);
+    let mut bounded = NameConstraints {
+        permitted_subtrees: subtrees(vec![dns("zone.example")]),
+        excluded_subtrees: None,
+    };
+    bounded.permitted_subtrees.as_mut().expect("one subtree")[0].maximum = Some(2);
+    let bounded = extension("2.5.29.30", true, &bounded);
+    for bad in [empty, bounded] {
+        let err = under_constrained_int(vec![bad], Spec::leaf("CN=l")).expect_err("malformed");
+        assert!(
+            matches!(&err, ChainError::MalformedExtension { role: Role::Intermediate, oid, .. }
+                if oid.to_string() == "2.5.29.30"),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn policy_constraints_refused_only_when_they_require_an_explicit_policy() {
+    let constraints = |require: Option<u32>, inhibit: Option<u32>, critical: bool| {
+        vec![extension(
+            "2.5.29.36",
+            critical,
+            &PolicyConstraints {
+                require_explicit_policy: require,
+                inhibit_policy_mapping: inhibit,
+            },
+        )]
+    };
+    for critical in [true, false] {
+        let err = under_constrained_int(constraints(Some(0), None, critical), Spec::leaf("CN=l"))
+            .expect_err("requireExplicitPolicy is not evaluated");
+        assert!(
+            matches!(
+                &err,
+                ChainError::ExplicitPolicyRequired {
+                    role: Role::Intermediate,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("requireExplicitPolicy"), "{err}");
+        // inhibitPolicyMapping alone cannot invalidate a path with the zone's inputs.
+        under_constrained_int(constraints(None, Some(0), critical), Spec::leaf("CN=l"))
+            .unwrap_or_else(|e| panic!("critical {critical}: {e}"));
+    }
+    let err = under_constrained_int(constraints(None, None, true), Spec::leaf("CN=l"))
+        .expect_err("an empty policyConstraints");
+    assert!(
+        matches!(&err, ChainError::MalformedExtension { .. }),
+        "{err:?}"
+    );
+
+    // policyMappings: accepted, critical or not, unless anyPolicy is mapped (6.1.4 (a)).
+    let mapping = |from: &str, critical: bool| {
+        vec![extension(
+            "2.5.29.33",
+            critical,
+            &PolicyMappings(vec![PolicyMapping {
+                issuer_domain_policy: ObjectIdentifier::new_unwrap(from),
+                subject_domain_policy: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55738.1"),
+            }]),
+        )]
+    };
+    under_constrained_int(mapping("1.3.6.1.4.1.55738.2", true), Spec::leaf("CN=l"))
+        .expect("a policy mapping only shapes the policy tree");
+    let err = under_constrained_int(mapping("2.5.29.32.0", false), Spec::leaf("CN=l"))
+        .expect_err("anyPolicy mapped");
+    assert!(
+        matches!(&err, ChainError::MalformedExtension { reason, .. } if reason.contains("anyPolicy")),
+        "{err:?}"
     );
 }

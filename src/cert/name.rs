@@ -71,6 +71,12 @@ enum Value {
 }
 
 impl NameKey {
+    /// Whether `prefix`'s RDNs are this name's first RDNs, matched as [`names_match`] matches
+    /// (a directoryName subtree of RFC 5280 4.2.1.10).
+    pub(crate) fn starts_with(&self, prefix: &NameKey) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+
     /// The prepared form of `name`: each RDN's attributes sorted, so multi-valued RDNs compare
     /// as multisets.
     pub(crate) fn of(name: &Name) -> Self {
