@@ -12,6 +12,8 @@
 //! - `signatureAlgorithm` equal to `tbsCertificate.signature` (4.1.1.2);
 //! - a positive serial number of at most 20 octets (4.1.2.2), except on anchors;
 //! - a non-empty issuer name (4.1.2.4), and a non-empty subject name on CA certificates (4.1.2.6);
+//! - validity dates read as RFC 5280 4.1.2.5 says, 1950-1969 UTCTimes included (see
+//!   [`Certificate::from_der`]);
 //! - no extension twice (4.2), no critical extension the validator does not process (4.2), no
 //!   critical authorityKeyIdentifier, subjectKeyIdentifier or authorityInfoAccess (4.2.1.1,
 //!   4.2.1.2, 4.2.2.1: they MUST be non-critical), and the extensions it reads well-formed;
@@ -32,6 +34,21 @@
 //! leaf may itself be a CA certificate (RFC 5280 makes no rule about the last certificate), so a
 //! subordinate zone CA can be checked against its root with the same function.
 //!
+//! Below every CA with nameConstraints (the anchor included), critical or not: every
+//! certificate's names within its permitted and outside its excluded subtrees (4.2.1.10,
+//! 6.1.3 (b), (c); self-issued intermediates excepted) for dNSName, directoryName and
+//! iPAddress, the leaf's host-like common names counting as dNSNames when it has none. A
+//! constraint on another name form refuses a certificate below that has a name of that form.
+//! See `chain/constraints.rs`.
+//!
+//! Certificate policies: a policyConstraints with requireExplicitPolicy is refused, critical or
+//! not, because it would make the path depend on the policy tree, which the validator does not
+//! build; policyMappings must not map anyPolicy (6.1.4 (a)). Everything else about policies
+//! (inhibitPolicyMapping, the mappings, inhibitAnyPolicy, certificatePolicies) is only checked to
+//! be well-formed: with RFC 5280 6.1.1's inputs as the zone sets them (any policy, nothing
+//! explicit, nothing inhibited) it cannot make a path invalid when no requireExplicitPolicy is
+//! present, since explicit_policy starts at n + 1 and never reaches 0.
+//!
 //! On every link: the issuer's subject name matches the child's issuer name as RFC 5280 7.1
 //! says ([`names_match`]: the same DER, or the same RDNs after RFC 4518 string preparation:
 //! case, insignificant spaces and the string type folded), and the child's signature verifies
@@ -49,12 +66,13 @@
 //! expired or not a CA is a configuration error worth reporting.
 //!
 //! # What is not done
-//! Hostname matching, name constraints, certificate policies, extended key usage and revocation
-//! are outside what a zone validator does (S7). A certificate whose *critical* nameConstraints,
-//! policyConstraints, policyMappings or inhibitAnyPolicy would ask for one of them is refused
-//! rather than accepted without the constraint. Critical extendedKeyUsage, subjectAltName and
-//! certificatePolicies are accepted: with RFC 5280 6.1.1's default inputs (any policy, no explicit
-//! policy required) they cannot make a path invalid.
+//! Hostname matching, the policy tree, extended key usage and revocation are outside what a
+//! zone validator does (S7), and so are name constraints on forms other than dNSName,
+//! directoryName and iPAddress. Whatever would need one of them to be judged is refused rather
+//! than accepted without it (above): the validator never silently drops a constraint, critical
+//! or not. Critical extendedKeyUsage, subjectAltName and certificatePolicies are accepted, since
+//! with the inputs above they cannot make a path invalid. Any other critical extension is
+//! refused (4.2).
 //!
 //! # Bounded work
 //! Path building is a depth-first search with backtracking over every candidate issuer, in the
@@ -63,7 +81,9 @@
 //! one path (which breaks cycles), and [`Limits::max_depth`] bounds the number of intermediates.
 //! Each search step also scans the candidates by name, so the total work is at most
 //! `max_signature_checks × number of certificates` name comparisons plus `max_signature_checks`
-//! signature verifications, however hostile the input: never exponential.
+//! signature verifications, however hostile the input: never exponential. Names are prepared
+//! for comparison once per certificate. nameConstraints checks draw on their own budget,
+//! [`Limits::max_name_comparisons`].
 
 mod constraints;
 
@@ -79,7 +99,7 @@ use x509_cert::ext::pkix::{
     PolicyMappings, SubjectAltName, SubjectKeyIdentifier,
 };
 
-use self::constraints::Constraints;
+use self::constraints::{Constraints, Refusal};
 
 use crate::cert::name::NameKey;
 use crate::cert::{Certificate, names_match};
@@ -179,6 +199,11 @@ pub struct Limits {
     /// search; when exceeded, validation fails with [`ChainError::WorkLimitExceeded`].
     /// Default 64.
     pub max_signature_checks: usize,
+    /// The most name-against-subtree comparisons nameConstraints may cost over the whole
+    /// search (each name of a certificate below a constrained CA costs one per subtree); when
+    /// exceeded, validation fails with [`ChainError::NameConstraintWorkExceeded`]. Default
+    /// 250,000, rustls-webpki's figure.
+    pub max_name_comparisons: usize,
 }
 
 impl Default for Limits {
@@ -186,6 +211,7 @@ impl Default for Limits {
         Limits {
             max_depth: 8,
             max_signature_checks: 64,
+            max_name_comparisons: 250_000,
         }
     }
 }
@@ -356,6 +382,16 @@ pub enum ChainError {
     WorkLimitExceeded {
         /// The limit.
         max_signature_checks: usize,
+    },
+    /// Checking nameConstraints gave up: the certificates carry too many names or subtrees
+    /// (S7: bounded work on hostile input).
+    #[error(
+        "checking nameConstraints gave up after {max_name_comparisons} name comparisons: the \
+         certificates carry too many names or constraints"
+    )]
+    NameConstraintWorkExceeded {
+        /// The limit.
+        max_name_comparisons: usize,
     },
     /// A critical extension the validator does not process (RFC 5280 4.2: such a certificate
     /// must be rejected).
@@ -577,6 +613,8 @@ struct Search<'a> {
     limits: Limits,
     /// Signature checks considered so far.
     checks: usize,
+    /// nameConstraints comparisons left ([`Limits::max_name_comparisons`]).
+    name_budget: usize,
     /// The most informative failure so far: (rank, depth, error).
     best: Option<(u8, usize, ChainError)>,
 }
@@ -617,6 +655,7 @@ impl<'a> Search<'a> {
             at,
             limits,
             checks: 0,
+            name_budget: limits.max_name_comparisons,
             best: None,
         }
     }
@@ -718,6 +757,9 @@ impl<'a> Search<'a> {
             if let Some(nc) = &facts.name_constraints
                 && let Err(error) = self.check_name_constraints(path, nc, issuer_cert, role)
             {
+                if let ChainError::NameConstraintWorkExceeded { .. } = error {
+                    return Err(error);
+                }
                 self.record(depth, error);
                 continue;
             }
@@ -779,12 +821,17 @@ impl<'a> Search<'a> {
                 continue;
             }
             let cert = self.certs[i];
-            nc.check(cert, leaf)
-                .map_err(|reason| ChainError::NameConstraint {
-                    role: self.role(i),
-                    subject: cert.subject(),
-                    ca: format!("{} ({ca_role})", ca.subject()),
-                    reason,
+            nc.check(cert, leaf, &mut self.name_budget)
+                .map_err(|refusal| match refusal {
+                    Refusal::Name(reason) => ChainError::NameConstraint {
+                        role: self.role(i),
+                        subject: cert.subject(),
+                        ca: format!("{} ({ca_role})", ca.subject()),
+                        reason,
+                    },
+                    Refusal::Budget => ChainError::NameConstraintWorkExceeded {
+                        max_name_comparisons: self.limits.max_name_comparisons,
+                    },
                 })?;
         }
         Ok(())
@@ -1203,7 +1250,8 @@ mod tests {
             Limits::default(),
             Limits {
                 max_depth: 8,
-                max_signature_checks: 64
+                max_signature_checks: 64,
+                max_name_comparisons: 250_000,
             }
         );
     }

@@ -912,7 +912,7 @@ fn ca_named(name: Name) -> Spec {
 }
 
 #[test]
-fn ca_renewed_with_a_reencoded_subject_still_chains() {
+fn ca_renewed_with_a_reencoded_subject_still_chains_and_other_names_do_not() {
     // The zone CA first had a PrintableString CN; its renewal (same key) has the subject
     // re-encoded in each way RFC 5280 7.1 / RFC 4518 fold. Certificates issued before the
     // renewal carry the old issuer encoding and must still chain to the renewed anchor.
@@ -1000,9 +1000,11 @@ fn ca_renewed_with_a_reencoded_subject_still_chains() {
     )
     .expect("the renewed intermediate chains the old leaf");
     assert_eq!(verified.path()[1], renewed_int.cert);
+
+    // Names that differ in more than what RFC 4518 folds are still refused.
+    different_names_are_still_refused();
 }
 
-#[test]
 fn different_names_are_still_refused() {
     let original = name_of(&[&[(CN, Tag::PrintableString, "Zone Root CA")]]);
     let old_root = issue(&ca_named(original), None);
@@ -1562,4 +1564,44 @@ fn policy_constraints_refused_only_when_they_require_an_explicit_policy() {
         matches!(&err, ChainError::MalformedExtension { reason, .. } if reason.contains("anyPolicy")),
         "{err:?}"
     );
+}
+
+#[test]
+fn name_constraint_work_is_bounded() {
+    // 3 subtrees, and a leaf with a subject and 5 dNSNames: 6 names x 3 subtrees = 18
+    // comparisons.
+    let nc = vec![name_constraints(
+        true,
+        vec![dns("zone.example"), dns("other.example")],
+        vec![dns("secret.zone.example")],
+    )];
+    let sans = (0..5).map(|i| dns(&format!("s{i}.zone.example"))).collect();
+    let mut int = Spec::ca("CN=Int");
+    int.extra = nc;
+    let c = chain_with(&Spec::ca("CN=Root"), &int, &leaf_with_san("CN=s", sans));
+    let limits = |max_name_comparisons| Limits {
+        max_name_comparisons,
+        ..Limits::default()
+    };
+    let run = |max| {
+        verify_chain_with(
+            &c.leaf.cert,
+            std::slice::from_ref(&c.int.cert),
+            std::slice::from_ref(&c.root.cert),
+            at(),
+            limits(max),
+        )
+    };
+    run(18).expect("exactly within the budget");
+    let err = run(17).expect_err("one comparison short");
+    assert!(
+        matches!(
+            err,
+            ChainError::NameConstraintWorkExceeded {
+                max_name_comparisons: 17
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(Limits::default().max_name_comparisons, 250_000);
 }

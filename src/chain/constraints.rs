@@ -50,6 +50,14 @@ impl Subtree {
     }
 }
 
+/// Why [`Constraints::check`] refused.
+pub(super) enum Refusal {
+    /// A name breaks the constraints: which, and how.
+    Name(String),
+    /// The comparison budget ran out.
+    Budget,
+}
+
 /// A name of a certificate that constraints apply to.
 enum CertName {
     Dns(String),
@@ -121,9 +129,19 @@ impl Constraints {
     /// Checks the names of `cert`, a certificate below the constraining CA. `leaf` adds the
     /// subject's common names that look like host names when the certificate has no dNSName,
     /// as OpenSSL does, so a constrained CA cannot name a host through the CN alone.
-    pub(super) fn check(&self, cert: &Certificate, leaf: bool) -> Result<(), String> {
+    ///
+    /// Each name costs one unit of `budget` per subtree (S7: bounded work, however many names
+    /// and subtrees hostile certificates carry); [`Refusal::Budget`] when it runs out.
+    pub(super) fn check(
+        &self,
+        cert: &Certificate,
+        leaf: bool,
+        budget: &mut usize,
+    ) -> Result<(), Refusal> {
+        let cost = self.permitted.len() + self.excluded.len();
         for name in names(cert, leaf) {
-            self.check_name(&name)?;
+            *budget = budget.checked_sub(cost).ok_or(Refusal::Budget)?;
+            self.check_name(&name).map_err(Refusal::Name)?;
         }
         Ok(())
     }
