@@ -3,9 +3,13 @@
 //! A CA that renews its certificate may re-encode its own subject (a `PrintableString` common
 //! name becomes a `UTF8String`, a tool upper-cases the organisation, an administrator adds a
 //! trailing space), while the certificates it issued earlier keep the old encoding in their
-//! issuer field. RFC 5280 7.1 says such names still match. [`names_match`] decides it; the
-//! chain validator, self-issued and self-signed checks, and the zone's own issuer lookups use
-//! it wherever a name is compared for chaining.
+//! issuer field. RFC 5280 7.1 says such names still match. [`names_match`] decides it wherever a
+//! name is compared for chaining: path building (issuer candidates, loop detection, self-issued
+//! certificates) and directoryName constraints in [`crate::chain`],
+//! [`Certificate::is_self_signed`](crate::cert::Certificate::is_self_signed), the service's
+//! lookup of the certificates a retired CA issued (B7) and the agent's check that a bridge
+//! certificate certifies the new CA (B1). Where the crate issues a certificate, it copies the
+//! issuer's subject exactly (RFC 5280 4.1.2.4), so its own chains match byte for byte.
 
 use der::asn1::ObjectIdentifier;
 use der::{Encode, Tag, Tagged};
