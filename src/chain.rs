@@ -488,14 +488,16 @@ pub enum ChainError {
     /// A name of a certificate breaks the nameConstraints of a CA above it (RFC 5280
     /// 4.2.1.10, 6.1.3 (b), (c)).
     #[error(
-        "{role} \"{subject}\" is refused by the nameConstraints of \"{ca}\": {reason} (RFC 5280 \
-         4.2.1.10)"
+        "{role} \"{subject}\" is refused by the nameConstraints of the {ca_role} \"{ca}\": \
+         {reason} (RFC 5280 4.2.1.10)"
     )]
     NameConstraint {
         /// Which certificate.
         role: Role,
         /// Its subject.
         subject: String,
+        /// Where the constraining CA sits in the path.
+        ca_role: Role,
         /// The constraining CA's subject.
         ca: String,
         /// Which name, and why.
@@ -826,7 +828,8 @@ impl<'a> Search<'a> {
                     Refusal::Name(reason) => ChainError::NameConstraint {
                         role: self.role(i),
                         subject: cert.subject(),
-                        ca: format!("{} ({ca_role})", ca.subject()),
+                        ca_role,
+                        ca: ca.subject(),
                         reason,
                     },
                     Refusal::Budget => ChainError::NameConstraintWorkExceeded {

@@ -1333,7 +1333,12 @@ fn assert_name_refused(result: Result<(), ChainError>, role: Role, needle: &str)
             },
         ) => {
             assert_eq!(*r, role, "{e}");
-            assert!(ca.starts_with("CN=Int"), "{e}");
+            assert_eq!(ca, "CN=Int", "{e}");
+            assert!(
+                e.to_string()
+                    .contains("nameConstraints of the intermediate CA certificate \"CN=Int\""),
+                "{e}"
+            );
             assert!(reason.contains(needle), "{e}");
             assert!(e.to_string().contains("nameConstraints"), "{e}");
         }
