@@ -313,6 +313,37 @@ mod tests {
         assert!(!names_match(&c, &d));
     }
 
+    proptest::proptest! {
+        /// Any printable ASCII value matches itself re-encoded as UTF8String or BMPString, in
+        /// another case, with spaces added around and inside runs; changing one letter or digit
+        /// (not only its case) breaks the match.
+        #[test]
+        fn reencoding_matches_and_a_changed_character_does_not(
+            value in "[A-Za-z0-9][A-Za-z0-9 .-]{0,30}",
+            pad in 1usize..4,
+            pick in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let base = cn(Tag::PrintableString, value.as_bytes());
+            let spaced = format!(
+                "{}{}{}",
+                " ".repeat(pad),
+                value.to_uppercase().replace(' ', &" ".repeat(pad)),
+                " ".repeat(pad),
+            );
+            proptest::prop_assert!(names_match(&base, &cn(Tag::Utf8String, spaced.as_bytes())));
+            proptest::prop_assert!(names_match(&base, &cn(Tag::BmpString, &bmp(&value.to_lowercase()))));
+            let positions: Vec<usize> = value
+                .char_indices()
+                .filter(|(_, c)| c.is_ascii_alphanumeric())
+                .map(|(i, _)| i)
+                .collect();
+            let i = positions[pick.index(positions.len())];
+            let mut changed = value.clone().into_bytes();
+            changed[i] = if changed[i].eq_ignore_ascii_case(&b'q') { b'z' } else { b'q' };
+            proptest::prop_assert!(!names_match(&base, &cn(Tag::Utf8String, &changed)));
+        }
+    }
+
     #[test]
     fn undecodable_strings_compare_exactly() {
         let bad = cn(Tag::Utf8String, b"Zone \xff");
