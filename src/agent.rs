@@ -917,7 +917,7 @@ impl Agent {
         let new_ca_cert = Certificate::try_from(new_ca)?;
         let cross_cert = Certificate::try_from(cross)?;
         if cross_cert.public_key() != new_ca_cert.public_key()
-            || cross_cert.subject_name() != new_ca_cert.subject_name()
+            || !crate::cert::names_match(cross_cert.subject_name(), new_ca_cert.subject_name())
         {
             return Err(bad(
                 "the cross-certificate does not certify the new CA's key".into(),

@@ -2,6 +2,9 @@
 //! and fingerprints (V1). Reading and writing whole files of certificates is [`bundle`].
 
 pub mod bundle;
+pub mod name;
+
+pub use name::names_match;
 
 use std::fmt;
 
@@ -309,6 +312,9 @@ pub struct Certificate {
     inner: x509_cert::Certificate,
     /// Byte range of the signed `tbsCertificate` inside `der` (what the signature covers).
     tbs: std::ops::Range<usize>,
+    /// notBefore and notAfter, decoded from `der` (see [`Certificate::from_der`] for why they
+    /// are not read from `inner`).
+    validity: [Timestamp; 2],
 }
 
 impl fmt::Debug for Certificate {
@@ -341,11 +347,42 @@ pub(crate) mod ext_oid {
 
 impl Certificate {
     /// Parses one DER certificate; the whole input must be that certificate.
+    ///
+    /// Validity dates before 1970 are accepted (RFC 5280 4.1.2.5.1: a UTCTime `YY` of 50 or
+    /// more is 19YY, and GeneralizedTime carries earlier years), although the `der` crate's
+    /// time types start at 1970. Such a date is decoded here, from the certificate's own bytes,
+    /// and x509-cert is given a copy of the DER in which that one `Time` value reads
+    /// 1970-01-01T00:00:00Z in the same encoding and length. Everything else is x509-cert's
+    /// decoding of the same bytes; [`Certificate::der`], [`Certificate::tbs_der`] (what
+    /// signatures cover) and the fingerprints are always the original bytes, and
+    /// [`Certificate::not_before`] / [`Certificate::not_after`] the real dates.
     pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
         if der.is_empty() {
             return Err(CertError::Empty);
         }
-        let inner = x509_cert::Certificate::from_der(der).map_err(|e| match e.kind() {
+        // Pre-1970 validity dates (see above); `None` when there are none (the usual case) or
+        // when the structure is too broken to find them (x509-cert then says what is wrong).
+        let mut early: [Option<Timestamp>; 2] = [None, None];
+        let mut patched: Option<Vec<u8>> = None;
+        if let Ok(fields) = validity_fields(der) {
+            for (slot, (tag, range)) in early.iter_mut().zip(fields) {
+                let Some(t) = decode_time(tag, &der[range.clone()]) else {
+                    continue;
+                };
+                if t >= Timestamp::UNIX_EPOCH {
+                    continue;
+                }
+                let stand_in: &[u8] = if tag == der::Tag::UtcTime {
+                    b"700101000000Z"
+                } else {
+                    b"19700101000000Z"
+                };
+                patched.get_or_insert_with(|| der.to_vec())[range].copy_from_slice(stand_in);
+                *slot = Some(t);
+            }
+        }
+        let parse_from = patched.as_deref().unwrap_or(der);
+        let inner = x509_cert::Certificate::from_der(parse_from).map_err(|e| match e.kind() {
             der::ErrorKind::TrailingData { decoded, remaining } => CertError::TrailingData {
                 extra: usize::try_from(remaining).unwrap_or(0).max(
                     der.len()
@@ -359,10 +396,16 @@ impl Certificate {
         let tbs = tbs_range(der).map_err(|e| CertError::Malformed {
             reason: e.to_string(),
         })?;
+        let validity = inner.tbs_certificate().validity();
+        let validity = [
+            early[0].unwrap_or_else(|| Timestamp::from_x509(&validity.not_before)),
+            early[1].unwrap_or_else(|| Timestamp::from_x509(&validity.not_after)),
+        ];
         Ok(Certificate {
             der: CertificateDer(der.into()),
             inner,
             tbs,
+            validity,
         })
     }
 
@@ -372,6 +415,10 @@ impl Certificate {
     }
 
     /// The decoded x509-cert structure, for anything the view does not expose.
+    ///
+    /// Its validity reads 1970-01-01T00:00:00Z where the certificate says an earlier date,
+    /// which x509-cert cannot hold (see [`Certificate::from_der`]): read the validity with
+    /// [`Certificate::not_before`] and [`Certificate::not_after`].
     pub fn x509(&self) -> &x509_cert::Certificate {
         &self.inner
     }
@@ -402,12 +449,12 @@ impl Certificate {
         self.inner.tbs_certificate().issuer().to_string()
     }
 
-    /// The subject name, for exact comparisons.
+    /// The subject name (compare names for chaining with [`names_match`]).
     pub fn subject_name(&self) -> &Name {
         self.inner.tbs_certificate().subject()
     }
 
-    /// The issuer name, for exact comparisons.
+    /// The issuer name (compare names for chaining with [`names_match`]).
     pub fn issuer_name(&self) -> &Name {
         self.inner.tbs_certificate().issuer()
     }
@@ -417,14 +464,14 @@ impl Certificate {
         common_name(self.subject_name())
     }
 
-    /// notBefore.
+    /// notBefore (any date X.509 can say, 1950 UTCTimes included).
     pub fn not_before(&self) -> Timestamp {
-        Timestamp::from_x509(&self.inner.tbs_certificate().validity().not_before)
+        self.validity[0]
     }
 
-    /// notAfter.
+    /// notAfter (any date X.509 can say, 1950 UTCTimes included).
     pub fn not_after(&self) -> Timestamp {
-        Timestamp::from_x509(&self.inner.tbs_certificate().validity().not_after)
+        self.validity[1]
     }
 
     /// Valid, expired or not yet valid at `now` (both bounds inclusive, RFC 5280 4.1.2.5).
@@ -547,9 +594,10 @@ impl Certificate {
             .unwrap_or_default())
     }
 
-    /// True when subject and issuer are equal and the key verifies its own signature.
+    /// True when subject and issuer match (RFC 5280 7.1, [`names_match`]) and the key
+    /// verifies its own signature.
     pub fn is_self_signed(&self) -> bool {
-        self.subject_name() == self.issuer_name()
+        names_match(self.subject_name(), self.issuer_name())
             && self.signature().is_some_and(|sig| {
                 crate::key::verify_signature(
                     self.public_key(),
@@ -641,6 +689,75 @@ pub(crate) fn tbs_range(der: &[u8]) -> der::Result<std::ops::Range<usize>> {
     Ok(start..start + header_len + body_len)
 }
 
+/// The tag and content byte range, inside `der`, of a certificate's notBefore and notAfter
+/// (RFC 5280 4.1: `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+/// serialNumber, signature, issuer, validity SEQUENCE { notBefore Time, notAfter Time }, ...`).
+fn validity_fields(der: &[u8]) -> der::Result<[(der::Tag, std::ops::Range<usize>); 2]> {
+    let mut reader = der::SliceReader::new(der)?;
+    let enter = |reader: &mut der::SliceReader<'_>| -> der::Result<()> {
+        der::Header::decode(reader)?
+            .tag()
+            .assert_eq(der::Tag::Sequence)
+            .map(|_| ())
+    };
+    enter(&mut reader)?; // Certificate
+    enter(&mut reader)?; // tbsCertificate
+    let skip = |reader: &mut der::SliceReader<'_>| -> der::Result<()> {
+        let header = der::Header::decode(reader)?;
+        reader.read_slice(header.length())?;
+        Ok(())
+    };
+    if der::Tag::peek(&reader)?.is_context_specific() {
+        skip(&mut reader)?; // [0] version
+    }
+    skip(&mut reader)?; // serialNumber
+    skip(&mut reader)?; // signature
+    skip(&mut reader)?; // issuer
+    enter(&mut reader)?; // validity
+    let time = |reader: &mut der::SliceReader<'_>| {
+        let header = der::Header::decode(reader)?;
+        let start = usize::try_from(reader.position())?;
+        let len = usize::try_from(header.length())?;
+        reader.read_slice(header.length())?;
+        Ok::<_, der::Error>((header.tag(), start..start + len))
+    };
+    Ok([time(&mut reader)?, time(&mut reader)?])
+}
+
+/// An X.509 `Time` value's content, decoded as RFC 5280 4.1.2.5 says: UTCTime `YYMMDDHHMMSSZ`
+/// with `YY` >= 50 meaning 19YY and `YY` < 50 meaning 20YY (4.1.2.5.1), GeneralizedTime
+/// `YYYYMMDDHHMMSSZ` (4.1.2.5.2; no fractional seconds). `None` for anything else, including an
+/// impossible date or time (the seconds stop at 59, as in the `der` crate).
+fn decode_time(tag: der::Tag, value: &[u8]) -> Option<Timestamp> {
+    fn number(digits: &[u8]) -> Option<u16> {
+        digits.iter().try_fold(0u16, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+        })
+    }
+    let (year, rest) = match (tag, value) {
+        (der::Tag::UtcTime, _) if value.len() == 13 => {
+            let yy = number(&value[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &value[2..])
+        }
+        (der::Tag::GeneralizedTime, _) if value.len() == 15 => (number(&value[..4])?, &value[4..]),
+        _ => return None,
+    };
+    let [m @ .., b'Z'] = rest else {
+        return None;
+    };
+    let [mo, d, h, mi, s] = [0, 2, 4, 6, 8].map(|i| number(&m[i..i + 2]));
+    let month = time::Month::try_from(u8::try_from(mo?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::from(year), month, u8::try_from(d?).ok()?).ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(h?).ok()?,
+        u8::try_from(mi?).ok()?,
+        u8::try_from(s?).ok()?,
+    )
+    .ok()?;
+    Some(Timestamp::from_offset(date.with_time(clock).assume_utc()))
+}
+
 impl TryFrom<&[u8]> for Certificate {
     type Error = CertError;
     fn try_from(der: &[u8]) -> Result<Self, CertError> {
@@ -669,6 +786,40 @@ mod tests {
     fn colon_hex_matches_openssl_style() {
         assert_eq!(colon_hex(&[0x0a, 0xff, 0x10]), "0A:FF:10");
         assert_eq!(colon_hex(&[]), "");
+    }
+
+    #[test]
+    fn x509_times_decode_as_rfc_5280_says() {
+        let utc = |s: &str| decode_time(der::Tag::UtcTime, s.as_bytes()).map(Timestamp::unix);
+        let gen_ =
+            |s: &str| decode_time(der::Tag::GeneralizedTime, s.as_bytes()).map(Timestamp::unix);
+        // RFC 5280 4.1.2.5.1: YY >= 50 is 19YY, YY < 50 is 20YY.
+        assert_eq!(utc("500101000000Z"), Some(-631_152_000)); // 1950-01-01
+        assert_eq!(utc("600101000000Z"), Some(-315_619_200)); // 1960-01-01
+        assert_eq!(utc("691231235959Z"), Some(-1));
+        assert_eq!(utc("700101000000Z"), Some(0));
+        assert_eq!(utc("491231235959Z"), Some(2_524_607_999)); // 2049-12-31T23:59:59
+        assert_eq!(gen_("19400229120000Z"), Some(-941_630_400)); // a leap day, 1940
+        assert_eq!(gen_("20500101000000Z"), Some(2_524_608_000));
+        for bad in [
+            "600101000000",   // no Z
+            "6001010000Z",    // no seconds
+            "601301000000Z",  // month 13
+            "600230000000Z",  // 30 February
+            "600101240000Z",  // hour 24
+            "600101000060Z",  // second 60
+            "6001010000-0Z",  // not digits
+            "600101000000+0", // offset
+        ] {
+            assert_eq!(utc(bad), None, "{bad}");
+        }
+        assert_eq!(gen_("19400101000000.5Z"), None, "no fractional seconds");
+        assert_eq!(
+            gen_("600101000000Z"),
+            None,
+            "GeneralizedTime has four year digits"
+        );
+        assert_eq!(decode_time(der::Tag::OctetString, b"600101000000Z"), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - `signatureAlgorithm` equal to `tbsCertificate.signature` (4.1.1.2);
 //! - a positive serial number of at most 20 octets (4.1.2.2), except on anchors;
 //! - a non-empty issuer name (4.1.2.4), and a non-empty subject name on CA certificates (4.1.2.6);
+//! - validity dates read as RFC 5280 4.1.2.5 says, 1950-1969 UTCTimes included (see
+//!   [`Certificate::from_der`]);
 //! - no extension twice (4.2), no critical extension the validator does not process (4.2), no
 //!   critical authorityKeyIdentifier, subjectKeyIdentifier or authorityInfoAccess (4.2.1.1,
 //!   4.2.1.2, 4.2.2.1: they MUST be non-critical), and the extensions it reads well-formed;
@@ -20,18 +22,40 @@
 //! - validity at the given time, both bounds inclusive (4.1.2.5, 6.1.3 (a)(2)).
 //!
 //! On every certificate that issues another one (intermediates and the trust anchor):
-//! basicConstraints present, critical and `cA` TRUE (4.2.1.9, 6.1.4 (k)), `keyCertSign` when
-//! keyUsage is present (4.2.1.3, 6.1.4 (n)), and `pathLenConstraint` (6.1.4 (l), (m)): the number
-//! of non-self-issued intermediates below it, the leaf not counted.
+//! basicConstraints present with `cA` TRUE (6.1.4 (k)), `keyCertSign` when keyUsage is present
+//! (4.2.1.3, 6.1.4 (n)), and `pathLenConstraint` (6.1.4 (l), (m)): the number of non-self-issued
+//! intermediates below it, the leaf not counted. basicConstraints must be critical on the trust
+//! anchor only: 4.2.1.9's "MUST mark the extension as critical" is a duty of the issuing CA that
+//! 6.1.4 (k) does not check, so an intermediate with a non-critical basicConstraints is valid,
+//! while the anchor the zone chooses is held to the CA profile (x509-limbo
+//! `rfc5280::root-non-critical-basic-constraints`).
 //!
 //! On the leaf: keyUsage and basicConstraints consistent with each other (4.2.1.3, 4.2.1.9). A
 //! leaf may itself be a CA certificate (RFC 5280 makes no rule about the last certificate), so a
 //! subordinate zone CA can be checked against its root with the same function.
 //!
-//! On every link: the issuer's subject name equals the child's issuer name, compared exactly
-//! (the DER values, as rustls-webpki and Go do, instead of the RFC 5280 7.1 normalisation that
-//! no conformance case needs), and the child's signature verifies under the issuer's key through
-//! [`key::verify_signature`] (SHA-1 and MD5 refused, S7).
+//! Below every CA with nameConstraints (the anchor included), critical or not: every
+//! certificate's names within its permitted and outside its excluded subtrees (4.2.1.10,
+//! 6.1.3 (b), (c); self-issued intermediates excepted) for dNSName, directoryName and
+//! iPAddress, the leaf's host-like common names counting as dNSNames when it has none. A
+//! constraint on another name form refuses a certificate below that has a name of that form.
+//! See `chain/constraints.rs`.
+//!
+//! Certificate policies: a policyConstraints with requireExplicitPolicy is refused, critical or
+//! not, because it would make the path depend on the policy tree, which the validator does not
+//! build; policyMappings must not map anyPolicy (6.1.4 (a)). Everything else about policies
+//! (inhibitPolicyMapping, the mappings, inhibitAnyPolicy, certificatePolicies) is only checked to
+//! be well-formed: with RFC 5280 6.1.1's inputs as the zone sets them (any policy, nothing
+//! explicit, nothing inhibited) it cannot make a path invalid when no requireExplicitPolicy is
+//! present, since explicit_policy starts at n + 1 and never reaches 0.
+//!
+//! On every link: the issuer's subject name matches the child's issuer name as RFC 5280 7.1
+//! says ([`names_match`]: the same DER, or the same RDNs after RFC 4518 string preparation:
+//! case, insignificant spaces and the string type folded), and the child's signature verifies
+//! under the issuer's key through [`key::verify_signature`] (SHA-1 and MD5 refused, S7). A CA
+//! that renewed its certificate with a re-encoded subject therefore still chains the
+//! certificates it issued before. The same matching decides which certificates are self-issued
+//! (6.1: not counted against pathLenConstraint).
 //!
 //! # Trust anchors
 //! Anchors are whole certificates. Their own signature is never checked: trust in an anchor comes
@@ -42,12 +66,13 @@
 //! expired or not a CA is a configuration error worth reporting.
 //!
 //! # What is not done
-//! Hostname matching, name constraints, certificate policies, extended key usage and revocation
-//! are outside what a zone validator does (S7). A certificate whose *critical* nameConstraints,
-//! policyConstraints, policyMappings or inhibitAnyPolicy would ask for one of them is refused
-//! rather than accepted without the constraint. Critical extendedKeyUsage, subjectAltName and
-//! certificatePolicies are accepted: with RFC 5280 6.1.1's default inputs (any policy, no explicit
-//! policy required) they cannot make a path invalid.
+//! Hostname matching, the policy tree, extended key usage and revocation are outside what a
+//! zone validator does (S7), and so are name constraints on forms other than dNSName,
+//! directoryName and iPAddress. Whatever would need one of them to be judged is refused rather
+//! than accepted without it (above): the validator never silently drops a constraint, critical
+//! or not. Critical extendedKeyUsage, subjectAltName and certificatePolicies are accepted, since
+//! with the inputs above they cannot make a path invalid. Any other critical extension is
+//! refused (4.2).
 //!
 //! # Bounded work
 //! Path building is a depth-first search with backtracking over every candidate issuer, in the
@@ -56,19 +81,28 @@
 //! one path (which breaks cycles), and [`Limits::max_depth`] bounds the number of intermediates.
 //! Each search step also scans the candidates by name, so the total work is at most
 //! `max_signature_checks × number of certificates` name comparisons plus `max_signature_checks`
-//! signature verifications, however hostile the input: never exponential.
+//! signature verifications, however hostile the input: never exponential. Names are prepared
+//! for comparison once per certificate. nameConstraints checks draw on their own budget,
+//! [`Limits::max_name_comparisons`].
+
+mod constraints;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use der::Decode;
 use der::asn1::ObjectIdentifier;
 use x509_cert::ext::pkix::{
     AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies,
-    ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName, SubjectKeyIdentifier,
+    ExtendedKeyUsage, InhibitAnyPolicy, KeyUsage, KeyUsages, NameConstraints, PolicyConstraints,
+    PolicyMappings, SubjectAltName, SubjectKeyIdentifier,
 };
 
-use crate::cert::Certificate;
+use self::constraints::{Constraints, Refusal};
+
+use crate::cert::name::NameKey;
+use crate::cert::{Certificate, names_match};
 use crate::clock::Timestamp;
 use crate::key::{self, KeyAlgorithm, SignatureError};
 
@@ -97,6 +131,7 @@ mod oid {
     pub(super) const FRESHEST_CRL: Oid = Oid::new_unwrap("2.5.29.46");
     pub(super) const INHIBIT_ANY_POLICY: Oid = Oid::new_unwrap("2.5.29.54");
     pub(super) const AUTHORITY_INFO_ACCESS: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.1.1");
+    pub(super) const ANY_POLICY: Oid = Oid::new_unwrap("2.5.29.32.0");
 }
 
 /// A readable name for the extensions the error messages mention.
@@ -164,6 +199,11 @@ pub struct Limits {
     /// search; when exceeded, validation fails with [`ChainError::WorkLimitExceeded`].
     /// Default 64.
     pub max_signature_checks: usize,
+    /// The most name-against-subtree comparisons nameConstraints may cost over the whole
+    /// search (each name of a certificate below a constrained CA costs one per subtree); when
+    /// exceeded, validation fails with [`ChainError::NameConstraintWorkExceeded`]. Default
+    /// 250,000, rustls-webpki's figure.
+    pub max_name_comparisons: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +211,7 @@ impl Default for Limits {
         Limits {
             max_depth: 8,
             max_signature_checks: 64,
+            max_name_comparisons: 250_000,
         }
     }
 }
@@ -285,7 +326,8 @@ pub enum ChainError {
         /// Its subject.
         subject: String,
     },
-    /// A CA certificate's basicConstraints is not marked critical (RFC 5280 4.2.1.9).
+    /// The trust anchor's basicConstraints is not marked critical (RFC 5280 4.2.1.9; an
+    /// intermediate's may be non-critical, see [`verify_chain`]).
     #[error("{role} \"{subject}\" has a non-critical basicConstraints (RFC 5280 4.2.1.9)")]
     BasicConstraintsNotCritical {
         /// Which certificate.
@@ -340,6 +382,16 @@ pub enum ChainError {
     WorkLimitExceeded {
         /// The limit.
         max_signature_checks: usize,
+    },
+    /// Checking nameConstraints gave up: the certificates carry too many names or subtrees
+    /// (S7: bounded work on hostile input).
+    #[error(
+        "checking nameConstraints gave up after {max_name_comparisons} name comparisons: the \
+         certificates carry too many names or constraints"
+    )]
+    NameConstraintWorkExceeded {
+        /// The limit.
+        max_name_comparisons: usize,
     },
     /// A critical extension the validator does not process (RFC 5280 4.2: such a certificate
     /// must be rejected).
@@ -433,6 +485,37 @@ pub enum ChainError {
         /// `issuer` or `subject`.
         field: &'static str,
     },
+    /// A name of a certificate breaks the nameConstraints of a CA above it (RFC 5280
+    /// 4.2.1.10, 6.1.3 (b), (c)).
+    #[error(
+        "{role} \"{subject}\" is refused by the nameConstraints of the {ca_role} \"{ca}\": \
+         {reason} (RFC 5280 4.2.1.10)"
+    )]
+    NameConstraint {
+        /// Which certificate.
+        role: Role,
+        /// Its subject.
+        subject: String,
+        /// Where the constraining CA sits in the path.
+        ca_role: Role,
+        /// The constraining CA's subject.
+        ca: String,
+        /// Which name, and why.
+        reason: String,
+    },
+    /// A policyConstraints extension requires an explicit certificate policy, which the zone
+    /// validator does not evaluate (RFC 5280 4.2.1.11, 6.1.4 (i)).
+    #[error(
+        "{role} \"{subject}\" has a policyConstraints with requireExplicitPolicy: the path would \
+         have to satisfy certificate policies, which the zone validator does not evaluate \
+         (RFC 5280 4.2.1.11); use a CA without this constraint"
+    )]
+    ExplicitPolicyRequired {
+        /// Which certificate.
+        role: Role,
+        /// Its subject.
+        subject: String,
+    },
     /// A public key the zone does not accept (S2).
     #[error("{role} \"{subject}\" has an unusable public key: {reason}")]
     UnsupportedKey {
@@ -511,12 +594,17 @@ struct Facts {
     authority_key_id: Option<Vec<u8>>,
     /// Subject equals issuer (RFC 5280 6.1: "self-issued").
     self_issued: bool,
+    /// nameConstraints, checked against every certificate below this one in a path.
+    name_constraints: Option<Arc<Constraints>>,
 }
 
 /// State of one path search. Certificates are numbered: 0 is the leaf, then the anchors, then
 /// the intermediates (duplicates removed), so trust anchors are tried before intermediates.
 struct Search<'a> {
     certs: Vec<&'a Certificate>,
+    /// Each certificate's subject and issuer in the form RFC 5280 7.1 compares, prepared once.
+    subjects: Vec<NameKey>,
+    issuers: Vec<NameKey>,
     /// Index of the first intermediate in `certs`.
     first_intermediate: usize,
     /// Each certificate's own checks, computed once (the leaf's are already done).
@@ -527,6 +615,8 @@ struct Search<'a> {
     limits: Limits,
     /// Signature checks considered so far.
     checks: usize,
+    /// nameConstraints comparisons left ([`Limits::max_name_comparisons`]).
+    name_budget: usize,
     /// The most informative failure so far: (rank, depth, error).
     best: Option<(u8, usize, ChainError)>,
 }
@@ -552,14 +642,22 @@ impl<'a> Search<'a> {
         );
         let mut facts = vec![None; certs.len()];
         facts[0] = Some(Ok(leaf_facts));
+        let subjects = certs
+            .iter()
+            .map(|c| NameKey::of(c.subject_name()))
+            .collect();
+        let issuers = certs.iter().map(|c| NameKey::of(c.issuer_name())).collect();
         Search {
             certs,
+            subjects,
+            issuers,
             first_intermediate,
             facts,
             signatures: HashMap::new(),
             at,
             limits,
             checks: 0,
+            name_budget: limits.max_name_comparisons,
             best: None,
         }
     }
@@ -604,13 +702,14 @@ impl<'a> Search<'a> {
         let child = *path.last().expect("a path always holds the leaf");
         let child_cert = self.certs[child];
         let depth = path.len();
-        // RFC 5280 6.1.3 (a)(4): the issuer's subject is the child's issuer name. A CA already
-        // on the path (same subject and same key, whatever the certificate) is never used again
-        // (RFC 4158 5.2 loop detection, as rustls-webpki does): that ends cycles, and a path
-        // never goes round a ring of cross-certificates.
+        // RFC 5280 6.1.3 (a)(4): the issuer's subject is the child's issuer name, matched as
+        // RFC 5280 7.1 says ([`names_match`]; exact equality first). A CA already on the path
+        // (same subject and same key, whatever the certificate) is never used again (RFC 4158
+        // 5.2 loop detection, as rustls-webpki does): that ends cycles, and a path never goes
+        // round a ring of cross-certificates.
         let mut candidates: Vec<usize> = (1..self.certs.len())
-            .filter(|&i| self.certs[i].subject_name() == child_cert.issuer_name())
-            .filter(|&i| !path.iter().any(|&p| same_ca(self.certs[p], self.certs[i])))
+            .filter(|&i| self.name_matches(i, child))
+            .filter(|&i| !path.iter().any(|&p| self.same_ca(p, i)))
             .collect();
         if candidates.is_empty() {
             let error = ChainError::NoIssuer {
@@ -652,6 +751,17 @@ impl<'a> Search<'a> {
                     path_len,
                     intermediates: below,
                 };
+                self.record(depth, error);
+                continue;
+            }
+            // RFC 5280 6.1.3 (b), (c), 6.1.4 (g): the issuer's nameConstraints bind every
+            // certificate below it, self-issued intermediates excepted.
+            if let Some(nc) = &facts.name_constraints
+                && let Err(error) = self.check_name_constraints(path, nc, issuer_cert, role)
+            {
+                if let ChainError::NameConstraintWorkExceeded { .. } = error {
+                    return Err(error);
+                }
                 self.record(depth, error);
                 continue;
             }
@@ -698,6 +808,50 @@ impl<'a> Search<'a> {
         Ok(false)
     }
 
+    /// `nc`, the nameConstraints of `ca`, against every certificate of `path` (RFC 5280 6.1.3
+    /// (b), (c): the leaf always, intermediates unless self-issued).
+    fn check_name_constraints(
+        &mut self,
+        path: &[usize],
+        nc: &Constraints,
+        ca: &Certificate,
+        ca_role: Role,
+    ) -> Result<(), ChainError> {
+        for (position, &i) in path.iter().enumerate() {
+            let leaf = position == 0;
+            if !leaf && self.facts(i).is_ok_and(|f| f.self_issued) {
+                continue;
+            }
+            let cert = self.certs[i];
+            nc.check(cert, leaf, &mut self.name_budget)
+                .map_err(|refusal| match refusal {
+                    Refusal::Name(reason) => ChainError::NameConstraint {
+                        role: self.role(i),
+                        subject: cert.subject(),
+                        ca_role,
+                        ca: ca.subject(),
+                        reason,
+                    },
+                    Refusal::Budget => ChainError::NameConstraintWorkExceeded {
+                        max_name_comparisons: self.limits.max_name_comparisons,
+                    },
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Whether certificate `issuer`'s subject matches certificate `child`'s issuer name.
+    fn name_matches(&self, issuer: usize, child: usize) -> bool {
+        self.certs[issuer].subject_name() == self.certs[child].issuer_name()
+            || self.subjects[issuer] == self.issuers[child]
+    }
+
+    /// Same subject and same public key: the same CA, whichever certificate says so.
+    fn same_ca(&self, a: usize, b: usize) -> bool {
+        self.subjects[a] == self.subjects[b]
+            && self.certs[a].public_key() == self.certs[b].public_key()
+    }
+
     /// RFC 5280 6.1.3 (a)(1): `child`'s signature under `issuer`'s public key.
     fn signature(&mut self, child: usize, issuer: usize) -> Result<(), SignatureError> {
         let certs = &self.certs;
@@ -715,11 +869,6 @@ impl<'a> Search<'a> {
             })
             .clone()
     }
-}
-
-/// Same subject and same public key: the same CA, whichever certificate says so.
-fn same_ca(a: &Certificate, b: &Certificate) -> bool {
-    a.subject_name() == b.subject_name() && a.public_key() == b.public_key()
 }
 
 /// Everything about one certificate that does not depend on the rest of the path.
@@ -783,15 +932,19 @@ fn check_certificate(cert: &Certificate, role: Role, at: Timestamp) -> Result<Fa
                     field: "subject",
                 });
             }
-            // RFC 5280 4.2.1.9 and 6.1.4 (k): only a CA:TRUE key verifies certificates, and
-            // conforming CAs MUST mark the extension critical.
+            // RFC 5280 6.1.4 (k): only a CA:TRUE key verifies certificates. The extension must
+            // be present, but its criticality is a duty of the issuing CA (4.2.1.9: "MUST mark
+            // the extension as critical"), not a condition of path validation: an intermediate
+            // with a non-critical basicConstraints is valid, as in OpenSSL's default mode,
+            // rustls-webpki and Go. The trust anchor is held to the CA profile because the zone
+            // chooses it and x509-limbo requires it (rfc5280::root-non-critical-basic-constraints).
             if !is_ca {
                 return Err(ChainError::NotCa {
                     role,
                     subject: subject(),
                 });
             }
-            if !bc_critical {
+            if !bc_critical && role == Role::Anchor {
                 return Err(ChainError::BasicConstraintsNotCritical {
                     role,
                     subject: subject(),
@@ -857,7 +1010,10 @@ fn check_certificate(cert: &Certificate, role: Role, at: Timestamp) -> Result<Fa
     Ok(Facts {
         path_len,
         authority_key_id: ext.authority_key_id,
-        self_issued: cert.subject_name() == cert.issuer_name(),
+        // RFC 5280 6.1: "the same DN appears in the subject and issuer fields", matched as 7.1
+        // says.
+        self_issued: names_match(cert.subject_name(), cert.issuer_name()),
+        name_constraints: ext.name_constraints.map(Arc::new),
     })
 }
 
@@ -893,6 +1049,7 @@ struct Extensions {
     basic_constraints: Option<(bool, BasicConstraints)>,
     key_usage: Option<KeyUsage>,
     authority_key_id: Option<Vec<u8>>,
+    name_constraints: Option<Constraints>,
 }
 
 /// RFC 5280 4.2: no extension twice, every critical extension processed, and the extensions read
@@ -904,6 +1061,7 @@ fn check_extensions(cert: &Certificate, role: Role) -> Result<Extensions, ChainE
         basic_constraints: None,
         key_usage: None,
         authority_key_id: None,
+        name_constraints: None,
     };
     for (id, critical, value) in cert.extensions() {
         if seen.contains(&id) {
@@ -981,8 +1139,64 @@ fn check_extensions(cert: &Certificate, role: Role) -> Result<Extensions, ChainE
                     });
                 }
             }
-            // Everything else, nameConstraints and the policy constraints included, is not
-            // processed: fine when non-critical, a refusal when critical (RFC 5280 4.2).
+            // Processed for dNSName, directoryName and iPAddress, critical or not; a constraint
+            // on another form refuses the certificates below that have such a name
+            // (constraints.rs). An empty or ill-formed extension is malformed.
+            oid::NAME_CONSTRAINTS => {
+                let nc = NameConstraints::from_der(value).map_err(malformed)?;
+                let nc =
+                    Constraints::new(&nc).map_err(|reason| ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason,
+                    })?;
+                out.name_constraints = Some(nc);
+            }
+            // Certificate policies (RFC 5280 6.1.3 (d)-(f), 6.1.4 (a)-(j)): with the zone's inputs
+            // (user-initial-policy-set anyPolicy, initial-explicit-policy,
+            // initial-policy-mapping-inhibit and initial-any-policy-inhibit all false), the
+            // policy tree can only invalidate a path once explicit_policy reaches 0, and only a
+            // requireExplicitPolicy can bring it there (it starts at n + 1 and loses at most one
+            // per certificate). So: requireExplicitPolicy is refused, critical or not;
+            // inhibitPolicyMapping, policy mappings and inhibitAnyPolicy only shape the tree and
+            // are accepted once well-formed, with 6.1.4 (a)'s one direct rule (no anyPolicy in a
+            // mapping) enforced.
+            oid::POLICY_CONSTRAINTS => {
+                let pc = PolicyConstraints::from_der(value).map_err(malformed)?;
+                if pc.require_explicit_policy.is_none() && pc.inhibit_policy_mapping.is_none() {
+                    return Err(ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason: "an empty sequence (RFC 5280 4.2.1.11)".into(),
+                    });
+                }
+                if pc.require_explicit_policy.is_some() {
+                    return Err(ChainError::ExplicitPolicyRequired {
+                        role,
+                        subject: subject(),
+                    });
+                }
+            }
+            oid::POLICY_MAPPINGS => {
+                let pm = PolicyMappings::from_der(value).map_err(malformed)?;
+                if pm.0.iter().any(|m| {
+                    m.issuer_domain_policy == oid::ANY_POLICY
+                        || m.subject_domain_policy == oid::ANY_POLICY
+                }) {
+                    return Err(ChainError::MalformedExtension {
+                        role,
+                        subject: subject(),
+                        oid: id,
+                        reason: "anyPolicy in a policy mapping (RFC 5280 4.2.1.5, 6.1.4 (a))"
+                            .into(),
+                    });
+                }
+            }
+            oid::INHIBIT_ANY_POLICY => decodes::<InhibitAnyPolicy>(value).map_err(malformed)?,
+            // Every other extension is not processed: fine when non-critical, a refusal when
+            // critical (RFC 5280 4.2).
             _ if critical => {
                 return Err(ChainError::UnsupportedCriticalExtension {
                     role,
@@ -1039,7 +1253,8 @@ mod tests {
             Limits::default(),
             Limits {
                 max_depth: 8,
-                max_signature_checks: 64
+                max_signature_checks: 64,
+                max_name_comparisons: 250_000,
             }
         );
     }

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
-use der::asn1::{ObjectIdentifier, OctetString, UtcTime};
-use der::{Decode, Encode};
+use der::asn1::{Any, Ia5String, ObjectIdentifier, OctetString, UtcTime};
+use der::{Decode, Encode, Reader, Tag};
 use p256::ecdsa::{DerSignature, SigningKey, VerifyingKey};
 use sha1::Digest;
 use signature::Keypair;
@@ -16,17 +16,21 @@ use spki::{
     AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey,
     SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef,
 };
+use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
+use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, NameConstraints,
+    PolicyConstraints, PolicyMapping, PolicyMappings, SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension};
-use x509_cert::name::Name;
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
-use zonepki::cert::Certificate;
+use zonepki::cert::{CertError, Certificate};
 use zonepki::chain::{
     ChainError, Limits, NO_ISSUER_MESSAGE, Role, verify_chain, verify_chain_with,
 };
@@ -63,13 +67,20 @@ struct Spec {
     /// Validity relative to [`AT`], in seconds.
     not_before: i64,
     not_after: i64,
-    /// basicConstraints (always critical): `(cA, pathLenConstraint)`.
+    /// The subject as a ready [`Name`] (for string types and spacing that RFC 4514 text cannot
+    /// choose); `subject` when `None`.
+    name: Option<Name>,
+    /// basicConstraints: `(cA, pathLenConstraint)`.
     basic_constraints: Option<(bool, Option<u8>)>,
+    /// Whether basicConstraints is marked critical.
+    bc_critical: bool,
     key_usage: Option<KeyUsage>,
     /// An unknown critical extension.
     unknown_critical: bool,
     /// Sign with ECDSA-SHA1 instead of ECDSA-SHA256.
     sha1: bool,
+    /// More extensions, appended as they are.
+    extra: Vec<Extension>,
 }
 
 impl Spec {
@@ -78,10 +89,13 @@ impl Spec {
             subject: subject.to_string(),
             not_before: -365 * DAY,
             not_after: 3650 * DAY,
+            name: None,
             basic_constraints: Some((true, None)),
+            bc_critical: true,
             key_usage: Some(KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)),
             unknown_critical: false,
             sha1: false,
+            extra: Vec::new(),
         }
     }
 
@@ -137,7 +151,7 @@ impl BuilderProfile for Profile {
                 path_len_constraint,
             }
             .to_extension(subject, &exts)?;
-            ext.critical = true;
+            ext.critical = self.spec.bc_critical;
             exts.push(ext);
         }
         if let Some(usages) = self.spec.key_usage {
@@ -156,6 +170,7 @@ impl BuilderProfile for Profile {
                 extn_value: OctetString::new(vec![0x05, 0x00])?,
             });
         }
+        exts.extend(self.spec.extra.iter().cloned());
         Ok(exts)
     }
 }
@@ -198,7 +213,10 @@ fn issue(spec: &Spec, issuer: Option<&Issued>) -> Issued {
 }
 
 fn issue_with_key(spec: &Spec, key: SigningKey, issuer: Option<&Issued>) -> Issued {
-    let subject = Name::from_str(&spec.subject).expect("a valid RFC 4514 name");
+    let subject = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| Name::from_str(&spec.subject).expect("a valid RFC 4514 name"));
     let issuer_name = issuer.map_or(subject.clone(), |i| i.cert.subject_name().clone());
     let signer = issuer.map_or(&key, |i| &i.key);
     let time = |offset: i64| {
@@ -722,6 +740,16 @@ fn require_openssl() {
 
 /// `openssl verify -x509_strict -attime AT -CAfile root.pem -untrusted int.pem leaf.pem`.
 fn openssl_accepts(root: &Certificate, ints: &[Certificate], leaf: &Certificate) -> bool {
+    openssl_verify(root, ints, leaf, true)
+}
+
+/// `openssl verify [-x509_strict] -attime AT -CAfile root.pem -untrusted int.pem leaf.pem`.
+fn openssl_verify(
+    root: &Certificate,
+    ints: &[Certificate],
+    leaf: &Certificate,
+    strict: bool,
+) -> bool {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let write = |name: &str, certs: &[&Certificate]| {
         let pem: String = certs.iter().map(|c| c.der().to_pem()).collect();
@@ -733,13 +761,11 @@ fn openssl_accepts(root: &Certificate, ints: &[Certificate], leaf: &Certificate)
     let int_pem = write("int.pem", &ints.iter().collect::<Vec<_>>());
     let leaf_pem = write("leaf.pem", &[leaf]);
     let mut cmd = Command::new("openssl");
-    cmd.args([
-        "verify",
-        "-x509_strict",
-        "-attime",
-        &AT.to_string(),
-        "-CAfile",
-    ]);
+    cmd.arg("verify");
+    if strict {
+        cmd.arg("-x509_strict");
+    }
+    cmd.args(["-attime", &AT.to_string(), "-CAfile"]);
     cmd.arg(&root_pem);
     if !ints.is_empty() {
         cmd.arg("-untrusted").arg(&int_pem);
@@ -815,6 +841,25 @@ fn openssl_agrees() {
     ] {
         cases.push((name, c.root.cert, vec![c.int.cert], c.leaf.cert));
     }
+    // nameConstraints (critical, as RFC 5280 4.2.1.10 asks): OpenSSL processes them too.
+    let mut constrained = Spec::ca("CN=Int");
+    constrained.extra = vec![name_constraints(
+        true,
+        vec![dns("zone.example")],
+        vec![dns("secret.zone.example")],
+    )];
+    for (name, host) in [
+        ("valid under nameConstraints", "server.zone.example"),
+        ("nameConstraints: not permitted", "evil.example"),
+        ("nameConstraints: excluded", "secret.zone.example"),
+    ] {
+        let c = chain_with(
+            &Spec::ca("CN=Root"),
+            &constrained,
+            &leaf_with_san("CN=server", vec![dns(host)]),
+        );
+        cases.push((name, c.root.cert, vec![c.int.cert], c.leaf.cert));
+    }
     for (name, root, ints, leaf) in cases {
         let ours = verify_chain(&leaf, &ints, std::slice::from_ref(&root), at());
         let theirs = openssl_accepts(&root, &ints, &leaf);
@@ -823,6 +868,742 @@ fn openssl_agrees() {
             theirs,
             "{name}: zonepki says {ours:?}, openssl says {theirs}"
         );
-        assert_eq!(ours.is_ok(), name == "valid", "{name}: {ours:?}");
+        assert_eq!(ours.is_ok(), name.starts_with("valid"), "{name}: {ours:?}");
     }
+}
+
+// ----- RFC 5280 7.1 name matching (issue 9 item 4) -----
+
+const CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+const O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+const OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
+
+/// A name from RDNs of (attribute type, string type, value), in order.
+fn name_of(rdns: &[&[(ObjectIdentifier, Tag, &str)]]) -> Name {
+    let mut seq = RdnSequence::default();
+    for rdn in rdns {
+        let atvs = rdn
+            .iter()
+            .map(|(oid, tag, value)| {
+                let bytes = if *tag == Tag::BmpString {
+                    value.encode_utf16().flat_map(u16::to_be_bytes).collect()
+                } else {
+                    value.as_bytes().to_vec()
+                };
+                AttributeTypeAndValue {
+                    oid: *oid,
+                    value: Any::new(*tag, bytes).expect("a string value"),
+                }
+            })
+            .collect::<Vec<_>>();
+        seq.push(RelativeDistinguishedName::try_from(atvs).expect("an RDN"));
+    }
+    Name::from_der(&seq.to_der().expect("names encode")).expect("names decode")
+}
+
+fn ca_named(name: Name) -> Spec {
+    Spec {
+        name: Some(name),
+        ..Spec::ca("CN=unused")
+    }
+}
+
+#[test]
+fn ca_renewed_with_a_reencoded_subject_still_chains_and_other_names_do_not() {
+    // The zone CA first had a PrintableString CN; its renewal (same key) has the subject
+    // re-encoded in each way RFC 5280 7.1 / RFC 4518 fold. Certificates issued before the
+    // renewal carry the old issuer encoding and must still chain to the renewed anchor.
+    let original = name_of(&[
+        &[(CN, Tag::PrintableString, "Zone Root CA")],
+        &[(O, Tag::PrintableString, "Example")],
+    ]);
+    let old_root = issue(&ca_named(original.clone()), None);
+    let old_int = issue(
+        &ca_named(name_of(&[
+            &[
+                (CN, Tag::PrintableString, "Zone Intermediate"),
+                (OU, Tag::PrintableString, "PKI"),
+            ],
+            &[(O, Tag::PrintableString, "Example")],
+        ])),
+        Some(&old_root),
+    );
+    let leaf = issue(&Spec::leaf("CN=server.zone.example"), Some(&old_int));
+    assert_eq!(leaf.cert.issuer_name(), old_int.cert.subject_name());
+
+    let renewals = [
+        // UTF8String instead of PrintableString.
+        name_of(&[
+            &[(CN, Tag::Utf8String, "Zone Root CA")],
+            &[(O, Tag::Utf8String, "Example")],
+        ]),
+        // Other case.
+        name_of(&[
+            &[(CN, Tag::PrintableString, "ZONE ROOT CA")],
+            &[(O, Tag::Utf8String, "example")],
+        ]),
+        // Extra leading, trailing and inner spaces.
+        name_of(&[
+            &[(CN, Tag::Utf8String, "  Zone   Root CA ")],
+            &[(O, Tag::PrintableString, "Example ")],
+        ]),
+        // BMPString, lower case.
+        name_of(&[
+            &[(CN, Tag::BmpString, "zone root ca")],
+            &[(O, Tag::BmpString, "EXAMPLE")],
+        ]),
+    ];
+    for renewed_name in renewals {
+        assert_ne!(renewed_name, original);
+        let renewed_root =
+            issue_with_key(&ca_named(renewed_name.clone()), old_root.key.clone(), None);
+        // Directly: the old intermediate under the renewed root.
+        let verified = verify_chain(
+            &old_int.cert,
+            &[],
+            std::slice::from_ref(&renewed_root.cert),
+            at(),
+        )
+        .unwrap_or_else(|e| panic!("{renewed_name}: {e}"));
+        assert_eq!(verified.anchor(), &renewed_root.cert);
+        // The whole chain, and the renewed root is self-signed (subject matches issuer).
+        verify_chain(
+            &leaf.cert,
+            std::slice::from_ref(&old_int.cert),
+            std::slice::from_ref(&renewed_root.cert),
+            at(),
+        )
+        .unwrap_or_else(|e| panic!("{renewed_name}: {e}"));
+        assert!(renewed_root.cert.is_self_signed());
+    }
+
+    // The intermediate renewed too, its multi-valued RDN in another order, case and type.
+    let renewed_int = issue_with_key(
+        &ca_named(name_of(&[
+            &[
+                (OU, Tag::Utf8String, "pki"),
+                (CN, Tag::Utf8String, "zone intermediate"),
+            ],
+            &[(O, Tag::Utf8String, "EXAMPLE")],
+        ])),
+        old_int.key.clone(),
+        Some(&old_root),
+    );
+    let verified = verify_chain(
+        &leaf.cert,
+        std::slice::from_ref(&renewed_int.cert),
+        std::slice::from_ref(&old_root.cert),
+        at(),
+    )
+    .expect("the renewed intermediate chains the old leaf");
+    assert_eq!(verified.path()[1], renewed_int.cert);
+
+    // Names that differ in more than what RFC 4518 folds are still refused.
+    different_names_are_still_refused();
+}
+
+fn different_names_are_still_refused() {
+    let original = name_of(&[&[(CN, Tag::PrintableString, "Zone Root CA")]]);
+    let old_root = issue(&ca_named(original), None);
+    let leaf = issue(&Spec::leaf("CN=server"), Some(&old_root));
+    for other in [
+        name_of(&[&[(CN, Tag::Utf8String, "Zone Root CA 2")]]),
+        name_of(&[&[(CN, Tag::Utf8String, "ZoneRoot CA")]]),
+        name_of(&[&[(CN, Tag::Utf8String, "Zone-Root-CA")]]),
+        // Same value under another attribute type.
+        name_of(&[&[(OU, Tag::Utf8String, "Zone Root CA")]]),
+        // An extra RDN, or the same attributes in one multi-valued RDN.
+        name_of(&[
+            &[(CN, Tag::Utf8String, "Zone Root CA")],
+            &[(O, Tag::Utf8String, "Example")],
+        ]),
+        name_of(&[&[
+            (CN, Tag::Utf8String, "Zone Root CA"),
+            (O, Tag::Utf8String, "Example"),
+        ]]),
+    ] {
+        // Same key: only the name decides.
+        let other_root = issue_with_key(&ca_named(other.clone()), old_root.key.clone(), None);
+        let err = verify_chain(
+            &leaf.cert,
+            &[],
+            std::slice::from_ref(&other_root.cert),
+            at(),
+        )
+        .expect_err("a different name does not chain");
+        assert!(
+            matches!(&err, ChainError::NoIssuer { .. }),
+            "{other}: {err:?}"
+        );
+        assert!(err.to_string().starts_with(NO_ISSUER_MESSAGE), "{err}");
+    }
+}
+
+// ----- basicConstraints criticality (RFC 5280 6.1.4 (k)) -----
+
+#[test]
+fn intermediate_with_non_critical_basic_constraints_is_valid() {
+    let mut int = Spec::ca("CN=Int");
+    int.bc_critical = false;
+    let c = chain_with(&Spec::ca("CN=Root"), &int, &Spec::leaf("CN=l"));
+    let verified = c
+        .verify()
+        .expect("6.1.4 (k) needs presence, not criticality");
+    assert_eq!(verified.path().len(), 3);
+    if openssl_available() {
+        // OpenSSL agrees in its default mode; only -x509_strict applies the CA profile here.
+        let ints = std::slice::from_ref(&c.int.cert);
+        assert!(openssl_verify(&c.root.cert, ints, &c.leaf.cert, false));
+        assert!(!openssl_verify(&c.root.cert, ints, &c.leaf.cert, true));
+    }
+    // Presence and cA TRUE are still required.
+    int.basic_constraints = Some((false, None));
+    let c = chain_with(&Spec::ca("CN=Root"), &int, &Spec::leaf("CN=l"));
+    assert!(matches!(
+        c.verify(),
+        Err(ChainError::NotCa {
+            role: Role::Intermediate,
+            ..
+        })
+    ));
+    // The trust anchor is held to the CA profile (x509-limbo
+    // rfc5280::root-non-critical-basic-constraints).
+    let mut root = Spec::ca("CN=Root");
+    root.bc_critical = false;
+    let c = chain_with(&root, &Spec::ca("CN=Int"), &Spec::leaf("CN=l"));
+    assert!(
+        matches!(
+            c.verify(),
+            Err(ChainError::BasicConstraintsNotCritical {
+                role: Role::Anchor,
+                ..
+            })
+        ),
+        "{:?}",
+        c.verify()
+    );
+}
+
+// ----- validity dates before 1970 (RFC 5280 4.1.2.5.1) -----
+
+/// `cert` with each `(from, to)` replacement made inside its signed part, re-signed by
+/// `signer`. The lengths may differ: the tbsCertificate's header is re-encoded.
+fn patch_and_resign(cert: &Certificate, edits: &[(&[u8], &[u8])], signer: &SigningKey) -> Vec<u8> {
+    let tbs = cert.tbs_der();
+    let mut reader = der::SliceReader::new(tbs).expect("a reader");
+    let header = der::Header::decode(&mut reader).expect("a header");
+    let start = usize::try_from(reader.position()).expect("small");
+    let mut body = tbs[start..].to_vec();
+    for (from, to) in edits {
+        let at = body
+            .windows(from.len())
+            .position(|w| w == *from)
+            .unwrap_or_else(|| panic!("{} is in the TBS", String::from_utf8_lossy(from)));
+        body.splice(at..at + from.len(), to.iter().copied());
+        assert!(
+            !body[at + to.len()..]
+                .windows(from.len())
+                .any(|w| w == *from),
+            "one occurrence"
+        );
+    }
+    let mut new_tbs = der::Header::new(header.tag(), der::Length::try_from(body.len()).unwrap())
+        .to_der()
+        .expect("a header encodes");
+    new_tbs.extend_from_slice(&body);
+    let signature: DerSignature = signature::Signer::sign(signer, &new_tbs);
+    let mut content = new_tbs;
+    content.extend(
+        cert.signature_algorithm()
+            .to_der()
+            .expect("an algorithm encodes"),
+    );
+    content.extend(
+        der::asn1::BitString::from_bytes(signature.as_bytes())
+            .expect("a bit string")
+            .to_der()
+            .expect("a bit string encodes"),
+    );
+    let mut out = der::Header::new(
+        der::Tag::Sequence,
+        der::Length::try_from(content.len()).unwrap(),
+    )
+    .to_der()
+    .expect("a header encodes");
+    out.extend(content);
+    out
+}
+
+/// Seconds from [`AT`] to 1970-01-01T00:00:00Z and to 1970-01-02T00:00:00Z: a validity that
+/// the builder writes as `700101000000Z` / `700102000000Z`, ready to be patched.
+const EPOCH: i64 = -AT;
+
+#[test]
+fn utc_time_in_the_1950s_and_1960s_parses_and_validates() {
+    let root = issue(&Spec::ca("CN=Root"), None);
+    let leaf = issue(&Spec::leaf("CN=old").valid(EPOCH, 365 * DAY), Some(&root));
+    // notBefore 1960-01-01T00:00:00Z, as UTCTime "600101000000Z" (YY >= 50 is 19YY).
+    let der = patch_and_resign(
+        &leaf.cert,
+        &[(b"700101000000Z", b"600101000000Z")],
+        &root.key,
+    );
+    let old = Certificate::from_der(&der).expect("a 1960 UTCTime is valid (RFC 5280 4.1.2.5.1)");
+    assert_eq!(
+        old.der().as_bytes(),
+        &der[..],
+        "the original bytes are kept"
+    );
+    assert_eq!(old.not_before().to_string(), "1960-01-01T00:00:00Z");
+    assert_eq!(old.not_after(), leaf.cert.not_after());
+    assert_eq!(old.details(at()).not_before.unix(), -315_619_200);
+    let verified =
+        verify_chain(&old, &[], std::slice::from_ref(&root.cert), at()).expect("valid now");
+    assert_eq!(verified.leaf(), &old);
+    if openssl_available() {
+        assert!(
+            openssl_accepts(&root.cert, &[], &old),
+            "OpenSSL reads 1960 too"
+        );
+    }
+    // The date is honoured: in 1959 the certificate is not yet valid.
+    let in_1959 = Timestamp::from_unix(-315_619_201).expect("a time");
+    let err = verify_chain(&old, &[], std::slice::from_ref(&root.cert), in_1959)
+        .expect_err("not yet valid in 1959");
+    assert!(
+        matches!(&err, ChainError::NotYetValid { role: Role::Leaf, not_before, .. }
+            if not_before.unix() == -315_619_200),
+        "{err:?}"
+    );
+
+    // A root valid from 1950-01-01 (UTCTime "500101000000Z", the earliest UTCTime) as anchor.
+    let early = issue_with_key(
+        &Spec::ca("CN=Root").valid(EPOCH, 3650 * DAY),
+        root.key.clone(),
+        None,
+    );
+    let der = patch_and_resign(
+        &early.cert,
+        &[(b"700101000000Z", b"500101000000Z")],
+        &root.key,
+    );
+    let early = Certificate::from_der(&der).expect("1950 parses");
+    assert_eq!(early.not_before().to_string(), "1950-01-01T00:00:00Z");
+    assert!(early.is_self_signed());
+    verify_chain(&leaf.cert, &[], std::slice::from_ref(&early), at())
+        .expect("an anchor valid since 1950");
+}
+
+#[test]
+fn expired_in_the_1960s_and_generalized_time_before_1950() {
+    let root = issue(&Spec::ca("CN=Root"), None);
+    let leaf = issue(&Spec::leaf("CN=old").valid(EPOCH, EPOCH + DAY), Some(&root));
+    // 1955-01-01 to 1965-06-30T12:00:00Z, both UTCTime.
+    let der = patch_and_resign(
+        &leaf.cert,
+        &[
+            (b"700101000000Z", b"550101000000Z"),
+            (b"700102000000Z", b"650630120000Z"),
+        ],
+        &root.key,
+    );
+    let old = Certificate::from_der(&der).expect("parses");
+    assert_eq!(old.not_after().to_string(), "1965-06-30T12:00:00Z");
+    let err = verify_chain(&old, &[], std::slice::from_ref(&root.cert), at())
+        .expect_err("expired in 1965");
+    assert!(
+        matches!(&err, ChainError::Expired { role: Role::Leaf, not_after, .. }
+            if not_after.to_string() == "1965-06-30T12:00:00Z"),
+        "{err:?}"
+    );
+    let in_1960 = "1960-01-01T00:00:00Z".parse().expect("a time");
+    verify_chain(&old, &[], std::slice::from_ref(&root.cert), in_1960)
+        .expect_err("the root is not valid in 1960");
+
+    // RFC 5280 4.1.2.5.2: before 1950 the date is a GeneralizedTime (tag 0x18, 15 octets).
+    let der = patch_and_resign(
+        &leaf.cert,
+        // The validity SEQUENCE grows from 30 to 32 octets.
+        &[(
+            b"\x30\x1e\x17\x0d700101000000Z",
+            b"\x30\x20\x18\x0f19400101000000Z",
+        )],
+        &root.key,
+    );
+    let older = Certificate::from_der(&der).expect("a 1940 GeneralizedTime parses");
+    assert_eq!(older.not_before().to_string(), "1940-01-01T00:00:00Z");
+    assert_eq!(older.not_after(), leaf.cert.not_after());
+
+    // A malformed time is still refused.
+    let der = patch_and_resign(
+        &leaf.cert,
+        &[(b"700101000000Z", b"601301000000Z")],
+        &root.key,
+    );
+    assert!(
+        matches!(
+            Certificate::from_der(&der),
+            Err(CertError::Malformed { .. })
+        ),
+        "month 13"
+    );
+}
+
+// ----- nameConstraints and policy constraints (RFC 5280 4.2.1.10, 4.2.1.11) -----
+
+fn extension(oid: &str, critical: bool, value: &impl Encode) -> Extension {
+    Extension {
+        extn_id: ObjectIdentifier::new_unwrap(oid),
+        critical,
+        extn_value: OctetString::new(value.to_der().expect("an extension value encodes"))
+            .expect("an octet string"),
+    }
+}
+
+fn subtrees(bases: Vec<GeneralName>) -> Option<Vec<GeneralSubtree>> {
+    Some(
+        bases
+            .into_iter()
+            .map(|base| GeneralSubtree {
+                base,
+                minimum: 0,
+                maximum: None,
+            })
+            .collect(),
+    )
+}
+
+fn dns(name: &str) -> GeneralName {
+    GeneralName::DnsName(Ia5String::new(name).expect("an IA5 string"))
+}
+
+fn ip(octets: &[u8]) -> GeneralName {
+    GeneralName::IpAddress(OctetString::new(octets).expect("an octet string"))
+}
+
+fn name_constraints(
+    critical: bool,
+    permitted: Vec<GeneralName>,
+    excluded: Vec<GeneralName>,
+) -> Extension {
+    let nc = NameConstraints {
+        permitted_subtrees: if permitted.is_empty() {
+            None
+        } else {
+            subtrees(permitted)
+        },
+        excluded_subtrees: if excluded.is_empty() {
+            None
+        } else {
+            subtrees(excluded)
+        },
+    };
+    extension("2.5.29.30", critical, &nc)
+}
+
+fn leaf_with_san(subject: &str, san: Vec<GeneralName>) -> Spec {
+    let mut leaf = Spec::leaf(subject);
+    if !san.is_empty() {
+        leaf.extra
+            .push(extension("2.5.29.17", false, &SubjectAltName(san)));
+    }
+    leaf
+}
+
+/// Validates `leaf` under "CN=Int" carrying `int_extra`, under "CN=Root".
+fn under_constrained_int(int_extra: Vec<Extension>, leaf: Spec) -> Result<(), ChainError> {
+    let mut int = Spec::ca("CN=Int");
+    int.extra = int_extra;
+    chain_with(&Spec::ca("CN=Root"), &int, &leaf)
+        .verify()
+        .map(|_| ())
+}
+
+fn assert_name_refused(result: Result<(), ChainError>, role: Role, needle: &str) {
+    match &result {
+        Err(
+            e @ ChainError::NameConstraint {
+                role: r,
+                ca,
+                reason,
+                ..
+            },
+        ) => {
+            assert_eq!(*r, role, "{e}");
+            assert_eq!(ca, "CN=Int", "{e}");
+            assert!(
+                e.to_string()
+                    .contains("nameConstraints of the intermediate CA certificate \"CN=Int\""),
+                "{e}"
+            );
+            assert!(reason.contains(needle), "{e}");
+            assert!(e.to_string().contains("nameConstraints"), "{e}");
+        }
+        other => panic!("expected a nameConstraints refusal ({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn dns_name_constraints_are_processed_critical_or_not() {
+    for critical in [true, false] {
+        let nc = || {
+            vec![name_constraints(
+                critical,
+                vec![dns("zone.example")],
+                vec![dns("secret.zone.example")],
+            )]
+        };
+        for ok in [
+            vec![dns("server.zone.example")],
+            vec![dns("zone.example"), dns("a.b.zone.example")],
+        ] {
+            under_constrained_int(nc(), leaf_with_san("CN=server.zone.example", ok))
+                .unwrap_or_else(|e| panic!("critical {critical}: {e}"));
+        }
+        for (san, needle) in [
+            (
+                vec![dns("evil.example")],
+                "dNSName evil.example is outside the permitted",
+            ),
+            (
+                vec![dns("server.zone.example"), dns("badzone.example")],
+                "badzone.example is outside",
+            ),
+            (vec![dns("secret.zone.example")], "in an excluded subtree"),
+            (vec![dns("x.secret.zone.example")], "in an excluded subtree"),
+            // A wildcard that would cover an excluded host.
+            (
+                vec![dns("*.zone.example")],
+                "*.zone.example is in an excluded",
+            ),
+        ] {
+            let leaf = leaf_with_san("CN=server.zone.example", san);
+            assert_name_refused(under_constrained_int(nc(), leaf), Role::Leaf, needle);
+        }
+        // Without a dNSName, a host-like common name is checked (as OpenSSL does).
+        let leaf = leaf_with_san("CN=evil.example", vec![]);
+        assert_name_refused(
+            under_constrained_int(nc(), leaf),
+            Role::Leaf,
+            "evil.example",
+        );
+        let leaf = leaf_with_san("CN=Some Device", vec![]);
+        under_constrained_int(nc(), leaf).expect("a CN that is no host name");
+    }
+}
+
+#[test]
+fn directory_name_and_ip_constraints() {
+    // directoryName: the subject must lie under O=Example (matched as RFC 5280 7.1 says), at
+    // every level below the constraining CA.
+    let base = name_of(&[&[(O, Tag::Utf8String, "EXAMPLE")]]);
+    let mut root = Spec::ca("CN=Root");
+    root.extra = vec![name_constraints(
+        true,
+        vec![GeneralName::DirectoryName(base)],
+        vec![],
+    )];
+    let good = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Example"),
+        &Spec::leaf("CN=server,OU=Servers,O=Example"),
+    );
+    good.verify().expect("inside O=Example");
+    let err = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Example"),
+        &Spec::leaf("CN=server,O=Other"),
+    )
+    .verify()
+    .expect_err("outside O=Example");
+    assert!(
+        matches!(&err, ChainError::NameConstraint { role: Role::Leaf, reason, .. }
+            if reason.contains("directoryName \"CN=server,O=Other\" is outside")),
+        "{err:?}"
+    );
+    let err = chain_with(
+        &root,
+        &Spec::ca("CN=Int,O=Other"),
+        &Spec::leaf("CN=server,O=Example"),
+    )
+    .verify()
+    .expect_err("the intermediate is outside O=Example");
+    assert!(
+        matches!(
+            &err,
+            ChainError::NameConstraint {
+                role: Role::Intermediate,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // iPAddress: the technically constrained CA of CABF BR 7.1.2.5.2 excludes every address.
+    let nc = || {
+        vec![name_constraints(
+            true,
+            vec![dns("zone.example")],
+            vec![ip(&[0; 8]), ip(&[0; 32])],
+        )]
+    };
+    under_constrained_int(nc(), leaf_with_san("CN=s", vec![dns("s.zone.example")]))
+        .expect("no address");
+    let leaf = leaf_with_san("CN=s", vec![dns("s.zone.example"), ip(&[10, 0, 0, 1])]);
+    assert_name_refused(
+        under_constrained_int(nc(), leaf),
+        Role::Leaf,
+        "iPAddress 10.0.0.1 is in an excluded subtree",
+    );
+    let permitted = || {
+        vec![name_constraints(
+            false,
+            vec![ip(&[10, 1, 0, 0, 255, 255, 0, 0])],
+            vec![],
+        )]
+    };
+    under_constrained_int(permitted(), leaf_with_san("CN=s", vec![ip(&[10, 1, 2, 3])]))
+        .expect("inside 10.1.0.0/16");
+    let leaf = leaf_with_san("CN=s", vec![ip(&[10, 2, 0, 1])]);
+    assert_name_refused(
+        under_constrained_int(permitted(), leaf),
+        Role::Leaf,
+        "10.2.0.1",
+    );
+}
+
+#[test]
+fn unprocessed_name_forms_and_malformed_constraints() {
+    // An rfc822Name constraint: certificates without an email address are unaffected, one with
+    // an email address is refused (RFC 5280 4.2.1.10: process it or reject).
+    let email = || GeneralName::Rfc822Name(Ia5String::new("example.com").expect("an IA5 string"));
+    let nc = || vec![name_constraints(false, vec![email()], vec![])];
+    under_constrained_int(nc(), leaf_with_san("CN=s", vec![dns("s.zone.example")]))
+        .expect("no email address below");
+    let leaf = leaf_with_san(
+        "CN=s",
+        vec![GeneralName::Rfc822Name(
+            Ia5String::new("a@example.com").expect("an IA5 string"),
+        )],
+    );
+    assert_name_refused(
+        under_constrained_int(nc(), leaf),
+        Role::Leaf,
+        "does not process rfc822Name constraints",
+    );
+
+    // Empty, and with a maximum: malformed (RFC 5280 4.2.1.10).
+    let empty = name_constraints(true, vec![], vec![]);
+    let mut bounded = NameConstraints {
+        permitted_subtrees: subtrees(vec![dns("zone.example")]),
+        excluded_subtrees: None,
+    };
+    bounded.permitted_subtrees.as_mut().expect("one subtree")[0].maximum = Some(2);
+    let bounded = extension("2.5.29.30", true, &bounded);
+    for bad in [empty, bounded] {
+        let err = under_constrained_int(vec![bad], Spec::leaf("CN=l")).expect_err("malformed");
+        assert!(
+            matches!(&err, ChainError::MalformedExtension { role: Role::Intermediate, oid, .. }
+                if oid.to_string() == "2.5.29.30"),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn policy_constraints_refused_only_when_they_require_an_explicit_policy() {
+    let constraints = |require: Option<u32>, inhibit: Option<u32>, critical: bool| {
+        vec![extension(
+            "2.5.29.36",
+            critical,
+            &PolicyConstraints {
+                require_explicit_policy: require,
+                inhibit_policy_mapping: inhibit,
+            },
+        )]
+    };
+    for critical in [true, false] {
+        let err = under_constrained_int(constraints(Some(0), None, critical), Spec::leaf("CN=l"))
+            .expect_err("requireExplicitPolicy is not evaluated");
+        assert!(
+            matches!(
+                &err,
+                ChainError::ExplicitPolicyRequired {
+                    role: Role::Intermediate,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("requireExplicitPolicy"), "{err}");
+        // inhibitPolicyMapping alone cannot invalidate a path with the zone's inputs.
+        under_constrained_int(constraints(None, Some(0), critical), Spec::leaf("CN=l"))
+            .unwrap_or_else(|e| panic!("critical {critical}: {e}"));
+    }
+    let err = under_constrained_int(constraints(None, None, true), Spec::leaf("CN=l"))
+        .expect_err("an empty policyConstraints");
+    assert!(
+        matches!(&err, ChainError::MalformedExtension { .. }),
+        "{err:?}"
+    );
+
+    // policyMappings: accepted, critical or not, unless anyPolicy is mapped (6.1.4 (a)).
+    let mapping = |from: &str, critical: bool| {
+        vec![extension(
+            "2.5.29.33",
+            critical,
+            &PolicyMappings(vec![PolicyMapping {
+                issuer_domain_policy: ObjectIdentifier::new_unwrap(from),
+                subject_domain_policy: ObjectIdentifier::new_unwrap("1.3.6.1.4.1.55738.1"),
+            }]),
+        )]
+    };
+    under_constrained_int(mapping("1.3.6.1.4.1.55738.2", true), Spec::leaf("CN=l"))
+        .expect("a policy mapping only shapes the policy tree");
+    let err = under_constrained_int(mapping("2.5.29.32.0", false), Spec::leaf("CN=l"))
+        .expect_err("anyPolicy mapped");
+    assert!(
+        matches!(&err, ChainError::MalformedExtension { reason, .. } if reason.contains("anyPolicy")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn name_constraint_work_is_bounded() {
+    // 3 subtrees, and a leaf with a subject and 5 dNSNames: 6 names x 3 subtrees = 18
+    // comparisons.
+    let nc = vec![name_constraints(
+        true,
+        vec![dns("zone.example"), dns("other.example")],
+        vec![dns("secret.zone.example")],
+    )];
+    let sans = (0..5).map(|i| dns(&format!("s{i}.zone.example"))).collect();
+    let mut int = Spec::ca("CN=Int");
+    int.extra = nc;
+    let c = chain_with(&Spec::ca("CN=Root"), &int, &leaf_with_san("CN=s", sans));
+    let limits = |max_name_comparisons| Limits {
+        max_name_comparisons,
+        ..Limits::default()
+    };
+    let run = |max| {
+        verify_chain_with(
+            &c.leaf.cert,
+            std::slice::from_ref(&c.int.cert),
+            std::slice::from_ref(&c.root.cert),
+            at(),
+            limits(max),
+        )
+    };
+    run(18).expect("exactly within the budget");
+    let err = run(17).expect_err("one comparison short");
+    assert!(
+        matches!(
+            err,
+            ChainError::NameConstraintWorkExceeded {
+                max_name_comparisons: 17
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(Limits::default().max_name_comparisons, 250_000);
 }

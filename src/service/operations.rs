@@ -690,7 +690,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             for s in self.server_records()? {
                 if let Some(leaf) = s.certificate.first() {
                     let leaf = Certificate::try_from(leaf)?;
-                    if leaf.issuer_name() == old.subject_name() {
+                    // RFC 5280 7.1 name matching, as chain validation does.
+                    if crate::cert::names_match(leaf.issuer_name(), old.subject_name()) {
                         keep_until = keep_until.max(leaf.not_after());
                     }
                 }
