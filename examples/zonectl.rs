@@ -44,13 +44,14 @@ fn out(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: cannot write output: {e}");
+        print_error(&format!("cannot write output: {e}"));
         std::process::exit(1);
     }
 }
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use std::io::Read as _;
 
@@ -72,7 +73,7 @@ use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, InitExternal, InitInternal, NewServer, OpView, Plan,
     RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
-use zonepki::store::RedbStore;
+use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
 use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, ServerView, WARNING_HEADER};
 use zonepki::zone::{Fqdn, ServerRole};
@@ -119,6 +120,16 @@ struct Global {
     /// as the manuals describe, instead of validating the servers through the bridge.
     #[arg(long, global = true)]
     no_bridge: bool,
+    /// While another zonectl (or zoned) holds the store, wait up to SECONDS for it, then give
+    /// up (exit 1); 0 gives up at once.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONECTL_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    wait: u64,
 }
 
 #[derive(Subcommand)]
@@ -708,7 +719,7 @@ fn usage_error(path: &[&str], message: impl Display) -> ! {
             None => break,
         }
     }
-    cmd.error(ErrorKind::ArgumentConflict, message).exit()
+    exit_clap(cmd.error(ErrorKind::ArgumentConflict, message))
 }
 
 /// `--csr` with its subject and key options as the library's CSR mode: subject options need
@@ -748,12 +759,50 @@ fn csr_mode(
     (mode, key)
 }
 
+/// Whether `--json` was given: errors and notices on stderr are then JSON as well.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+fn json_mode() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Prints a refusal or failure: `error: ...`, or with --json one object `{"error": ...}`.
+fn print_error(message: &str) {
+    if json_mode() {
+        eprintln!("{}", serde_json::json!({ "error": message }));
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// A clap error: help and version are printed as clap does; a usage error is clap's text,
+/// or with --json one object `{"error": ..., "usage": true}`; exit 2 either way.
+fn exit_clap(e: clap::Error) -> ! {
+    if json_mode() && e.use_stderr() {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        eprintln!(
+            "{}",
+            serde_json::json!({ "error": message, "usage": true, "details": text.trim_end() })
+        );
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before parsing: a usage error of a --json command is JSON too.
+    JSON.store(
+        std::env::args_os().skip(1).any(|a| a == "--json"),
+        Ordering::Relaxed,
+    );
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_clap(e));
+    JSON.store(cli.global.json, Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            print_error(&msg);
             ExitCode::from(1)
         }
     }
@@ -763,10 +812,35 @@ fn clock(g: &Global) -> ManualClock {
     ManualClock::new(g.now.unwrap_or_else(Timestamp::now_utc))
 }
 
+/// Opens the store for a command that changes the zone.
 fn open(g: &Global) -> Result<Service, String> {
-    let store = RedbStore::open(&g.store).map_err(|e| {
-        format!("{e} (create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at it)")
-    })?;
+    service(g, open_store(g, false)?)
+}
+
+/// Opens the store read-only, for a command that only reads it (`store dump`, `audit verify`,
+/// `plan`, `csr show`): it works on a read-only file and leaves the file untouched.
+fn open_read(g: &Global) -> Result<Service, String> {
+    service(g, open_store(g, true)?)
+}
+
+/// Opens the store for a command that shows the zone: read-only, after the work due at
+/// `--now` (activation, O8), so what it shows is the state at that time. Only when an
+/// activation is due is the store opened writable to record it.
+fn open_shown(g: &Global) -> Result<Service, String> {
+    let svc = open_read(g)?;
+    match svc.tick() {
+        Ok(_) => Ok(svc),
+        Err(zonepki::Error::Store(StoreError::ReadOnly { .. })) => {
+            drop(svc);
+            let svc = open(g)?;
+            svc.tick().map_err(msg)?;
+            Ok(svc)
+        }
+        Err(e) => Err(msg(e)),
+    }
+}
+
+fn service(g: &Global, store: RedbStore) -> Result<Service, String> {
     let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
     Ok(if g.no_bridge {
         svc.without_bridges()
@@ -775,11 +849,82 @@ fn open(g: &Global) -> Result<Service, String> {
     })
 }
 
-/// Runs scheduled work that is due at `--now` (activation, O8) before a command that shows
-/// the zone, so what it shows is the state at that time. Idempotent: commits only when an
-/// activation is due.
-fn tick(svc: &Service) -> CmdResult {
-    svc.tick().map(|_| ()).map_err(msg)
+/// Opens the store file, waiting up to `--wait` seconds (announced on stderr) while another
+/// process holds it. The library's error says what is wrong with the store; zonectl adds
+/// what to do about it on the command line.
+fn open_store(g: &Global, read_only: bool) -> Result<RedbStore, String> {
+    let open = |path: &Path| {
+        if read_only {
+            RedbStore::open_read_only(path)
+        } else {
+            RedbStore::open(path)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(g.wait);
+    let mut announced = false;
+    loop {
+        match open(&g.store) {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Busy { .. }) if Instant::now() < deadline => {
+                if !announced {
+                    announced = true;
+                    notice(&format!(
+                        "waiting for another zonectl holding {} (up to {}s)",
+                        g.store.display(),
+                        g.wait
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // A file left unclean by a crash needs a recovery, which is a write.
+            Err(StoreError::Backend { .. }) if read_only && writable(&g.store) => {
+                return open_store(g, false);
+            }
+            Err(e) => return Err(store_error(g, e)),
+        }
+    }
+}
+
+fn writable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.permissions().readonly())
+}
+
+/// A store error with zonectl's advice.
+fn store_error(g: &Global, e: StoreError) -> String {
+    match &e {
+        StoreError::NotFound { .. } => format!(
+            "{e}: create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at an \
+             existing store"
+        ),
+        StoreError::Busy { .. } => format!(
+            "{e}: another zonectl (or zoned) is using it{}; run the command again when it has \
+             finished, or give --wait SECONDS to wait longer",
+            if g.wait > 0 {
+                format!(" (waited {}s)", g.wait)
+            } else {
+                String::new()
+            }
+        ),
+        StoreError::Damaged { .. } => format!(
+            "{e} (zonectl does not repair a store; --store / $ZONECTL_STORE names the file it \
+             opened)"
+        ),
+        _ if !writable(&g.store) && g.store.exists() => format!(
+            "{e}: {} is read-only, and this command changes the zone; commands that only show \
+             it work on a read-only store",
+            g.store.display()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// A line for the administrator on stderr that is not an error (JSON with --json).
+fn notice(text: &str) {
+    if json_mode() {
+        eprintln!("{}", serde_json::json!({ "notice": text }));
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 fn msg(e: impl Display) -> String {
@@ -816,7 +961,7 @@ fn run(cli: Cli) -> CmdResult {
             at,
         }) => chain_verify(g, &trust, &untrusted, &leaf, at),
         Command::Audit(AuditCmd::Verify) => {
-            let svc = open(g)?;
+            let svc = open_read(g)?;
             let report = svc.verify_audit().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&report);
@@ -829,7 +974,7 @@ fn run(cli: Cli) -> CmdResult {
             Ok(())
         }
         Command::Store(StoreCmd::Dump) => {
-            let svc = open(g)?;
+            let svc = open_read(g)?;
             print_json(&svc.dump().map_err(|e| e.to_string())?);
             Ok(())
         }
@@ -968,7 +1113,10 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
         ServerCmd::Replace { fqdn, file } => return server_replace(g, &fqdn, file.as_deref()),
         other => other,
     };
-    let svc = open(g)?;
+    let svc = match cmd {
+        ServerCmd::Add { .. } => open(g)?,
+        _ => open_shown(g)?,
+    };
     match cmd {
         ServerCmd::Add {
             fqdn,
@@ -1000,7 +1148,6 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             }
         }
         ServerCmd::List => {
-            tick(&svc)?;
             let list = svc.servers().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&list);
@@ -1012,7 +1159,6 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            tick(&svc)?;
             let view = svc.server(&fqdn).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -1030,7 +1176,6 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            tick(&svc)?;
             let chain = if future {
                 // Unknown servers are refused as such, before "no future certificate".
                 svc.server(&fqdn).map_err(msg)?;
@@ -1069,7 +1214,10 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
 }
 
 fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
-    let svc = open(g)?;
+    let svc = match cmd {
+        DeviceCmd::Add { .. } => open(g)?,
+        DeviceCmd::List => open_shown(g)?,
+    };
     match cmd {
         DeviceCmd::Add {
             names,
@@ -1094,7 +1242,6 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
             }
         }
         DeviceCmd::List => {
-            tick(&svc)?;
             let list = svc.devices().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&list);
@@ -1124,10 +1271,12 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         CaCmd::Restore { file, to } => return ca_restore(g, &file, &to),
         other => other,
     };
-    let svc = open(g)?;
+    let svc = match cmd {
+        CaCmd::Show | CaCmd::Export { .. } => open_shown(g)?,
+        _ => open(g)?,
+    };
     match cmd {
         CaCmd::Show => {
-            tick(&svc)?;
             let view = svc.ca_view().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -1140,7 +1289,6 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
             }
         }
         CaCmd::Export { out, der } => {
-            tick(&svc)?;
             let ca = svc.ca_certificate().map_err(|e| e.to_string())?;
             let data = if der {
                 ca.der().as_bytes().to_vec()
@@ -1249,7 +1397,10 @@ fn csr_subject(csr: &CsrDer) -> String {
 }
 
 fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
-    let svc = open(g)?;
+    let svc = match cmd {
+        CsrCmd::Generate { .. } => open(g)?,
+        _ => open_read(g)?,
+    };
     match cmd {
         CsrCmd::Generate {
             servers,
@@ -1635,9 +1786,12 @@ fn server_replace(g: &Global, fqdn: &str, file: Option<&Path>) -> CmdResult {
 }
 
 fn op(g: &Global, cmd: OpCmd) -> CmdResult {
+    if let OpCmd::Show = cmd {
+        return op_show(g, &open_shown(g)?);
+    }
     let svc = open(g)?;
     let (view, done) = match cmd {
-        OpCmd::Show => return op_show(g, &svc),
+        OpCmd::Show => unreachable!("handled above"),
         OpCmd::AssignNow => (svc.assign_now(), "update assigned".to_string()),
         OpCmd::Cancel => (
             svc.cancel(),
@@ -1681,7 +1835,6 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
 }
 
 fn op_show(g: &Global, svc: &Service) -> CmdResult {
-    tick(svc)?;
     if svc.op().map_err(msg)?.is_none() {
         if g.json {
             print_json(&serde_json::json!({ "state": "none" }));
@@ -1746,7 +1899,7 @@ fn fleet_refresh(
 
 fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
     // A dry run: no tick, so asking about a time past activation activates nothing.
-    let svc = open(g)?;
+    let svc = open_read(g)?;
     let at = at.unwrap_or_else(|| svc.now());
     let plan = svc.plan(at).map_err(msg)?;
     if g.json {
@@ -1758,8 +1911,7 @@ fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
 }
 
 fn warnings(g: &Global, within_days: u32) -> CmdResult {
-    let svc = open(g)?;
-    tick(&svc)?;
+    let svc = open_shown(g)?;
     let window = if within_days == 90 {
         DEFAULT_WARNING_WINDOW
     } else {

@@ -141,6 +141,38 @@ pub enum StoreError {
         /// The path that was to be created.
         path: PathBuf,
     },
+    /// The store file is held by another handle, in another process (another frontend) or in
+    /// this one: an embedded store has one writer at a time. Nothing was read or written; the
+    /// same open succeeds once that handle is closed.
+    #[error(
+        "store {} is already open by another process or handle, which holds it until it \
+         finishes; retry once it has",
+        path.display()
+    )]
+    Busy {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+    /// The store file exists but is not a valid store: damaged, truncated, or another kind of
+    /// file. It was not changed; restore it from a copy or a backup.
+    #[error(
+        "store {} is damaged or is not a zonepki store ({reason}); it was left as it is: \
+         restore it from a copy or a backup",
+        path.display()
+    )]
+    Damaged {
+        /// The path that was opened.
+        path: PathBuf,
+        /// What the backend found wrong.
+        reason: String,
+    },
+    /// A write to a store opened read-only (for example a read-only file opened by a command
+    /// that only shows the zone). Nothing was written.
+    #[error("store {} is open read-only: it cannot be written", path.display())]
+    ReadOnly {
+        /// The path of the store.
+        path: PathBuf,
+    },
     /// The backend failed (I/O, database error); the reason includes the backend's text.
     #[error("store backend failed: {reason}")]
     Backend {

@@ -524,10 +524,12 @@ fn assert_open_fails_cleanly(path: &Path) {
     let before = std::fs::read(path).unwrap();
     let result = std::panic::catch_unwind(|| RedbStore::open(path));
     match result {
-        Ok(Err(StoreError::Backend { reason })) => {
-            assert!(reason.contains(&path.display().to_string()), "{reason}");
+        // A file that is not a store (or a damaged one) is named as such (issue 9 item 9).
+        Ok(Err(e @ StoreError::Damaged { .. })) => {
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            assert!(e.to_string().contains("damaged"), "{e}");
         }
-        Ok(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(other) => panic!("expected a damaged-store error, got {other:?}"),
         Err(_) => panic!("RedbStore::open panicked on {}", path.display()),
     }
     assert_eq!(
@@ -583,7 +585,12 @@ fn redb_damaged_file_never_panics() {
             store.scan("")
         });
         match result {
-            Ok(Ok(_)) | Ok(Err(StoreError::Backend { .. } | StoreError::Corrupt { .. })) => {}
+            Ok(Ok(_))
+            | Ok(Err(
+                StoreError::Backend { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::Damaged { .. },
+            )) => {}
             Ok(Err(e)) => panic!("unexpected error for damage at {offset}: {e:?}"),
             Err(_) => panic!("panicked on a file damaged at offset {offset}"),
         }

@@ -1,0 +1,161 @@
+//! zonectl as an administrator expects it (issue 9 item 9): a store held by another process,
+//! missing or damaged is named as such; reads work on a read-only store and leave it
+//! untouched; exit statuses for monitoring; outputs that never overwrite silently; device
+//! series, sorting and paging; JSON errors; completions and help.
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/cli.rs"]
+mod cli;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use cli::{PS1, Zone};
+use zonepki::store::RedbStore;
+
+const NOW: &str = "2027-01-01T00:00:00Z";
+
+fn zone() -> Zone {
+    let z = Zone::new();
+    z.init_acme(&[], NOW);
+    z
+}
+
+/// zonectl with `args`, on the zone's store, standard input closed, stderr piped.
+fn spawn(z: &Zone, args: &[&str]) -> std::process::Child {
+    Command::new(common::zonectl_bin())
+        .args(args)
+        .env("ZONECTL_STORE", z.path("zone.db"))
+        .env_remove("ZONECTL_WAIT")
+        .args(["--root", z.path("fleet").to_str().unwrap()])
+        .current_dir(z.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn busy_store_is_named_as_busy_not_missing() {
+    let z = zone();
+    // This test process holds the store, as a long-running zonectl would.
+    let held = RedbStore::open(z.path("zone.db")).unwrap();
+    for args in [
+        &["ca", "show", "--wait", "0"][..],
+        &["device", "add", "d1", "--wait", "0"],
+    ] {
+        let o = z.run(args);
+        assert_eq!(o.code, 1, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
+        assert!(o.stderr.contains("another zonectl"), "{}", o.stderr);
+        assert!(o.stderr.contains("--wait"), "{}", o.stderr);
+        assert!(!o.stderr.contains("zonectl init"), "{}", o.stderr);
+    }
+    // A bounded wait is announced, then refused with the same advice.
+    let o = z.run(&["ca", "show", "--wait", "1"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with("waiting for another zonectl holding "),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("(up to 1s)"), "{}", o.stderr);
+    assert!(o.stderr.contains("waited 1s"), "{}", o.stderr);
+    drop(held);
+    z.ok(&["device", "add", "d1"]);
+}
+
+#[test]
+fn waiting_command_runs_once_the_store_is_free() {
+    let z = zone();
+    let held = RedbStore::open(z.path("zone.db")).unwrap();
+    let mut child = spawn(&z, &["device", "add", "d1", "--wait", "600"]);
+    // The announcement comes before the wait: read it, then let the command go on.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("waiting for another zonectl holding "),
+        "{line}"
+    );
+    assert!(line.contains("zone.db (up to 600s)"), "{line}");
+    held.close().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(z.json(&["device", "list"])[0]["name"], "d1");
+}
+
+#[test]
+fn missing_and_damaged_stores_get_their_own_advice() {
+    let z = Zone::new();
+    let o = z.run(&["ca", "show"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("zonectl init"), "{}", o.stderr);
+    std::fs::write(z.path("zone.db"), vec![0x5a; 8192]).unwrap();
+    for args in [
+        &["ca", "show"][..],
+        &["device", "add", "x"],
+        &["store", "dump"],
+    ] {
+        let o = z.run(args);
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(o.stderr.contains("damaged"), "{}", o.stderr);
+        assert!(o.stderr.contains("restore"), "{}", o.stderr);
+        assert!(!o.stderr.contains("zonectl init"), "{}", o.stderr);
+    }
+    assert_eq!(std::fs::read(z.path("zone.db")).unwrap(), vec![0x5a; 8192]);
+}
+
+#[test]
+fn reads_work_on_a_read_only_store_and_leave_it_untouched() {
+    let z = zone();
+    z.ok(&["device", "add", "--count", "2"]);
+    z.ok(&[
+        "ca",
+        "remint",
+        "--activate-at",
+        "2027-03-01T00:00:00Z",
+        "--now",
+        NOW,
+    ]);
+    let path = z.path("zone.db");
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    // An old modification time, so any write shows.
+    let old = SystemTime::now() - Duration::from_secs(86_400);
+    file.set_modified(old).unwrap();
+    drop(file);
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&path, perms).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for args in [
+        &["ca", "show"][..],
+        &["op", "show"],
+        &["audit", "verify"],
+        &["store", "dump"],
+        &["server", "list"],
+        &["server", "show", PS1],
+        &["device", "list"],
+        &["warnings"],
+        &["plan"],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--now", NOW]);
+        z.ok(&a);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            old,
+            "{args:?} changed the store's modification time"
+        );
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // A change is refused as such where the file really is read-only (not for root).
+    if std::fs::File::options().write(true).open(&path).is_err() {
+        let o = z.run(&["device", "add", "x", "--now", NOW]);
+        assert_eq!(o.code, 1);
+        assert!(o.stderr.contains("read-only"), "{}", o.stderr);
+    }
+}
