@@ -1864,10 +1864,14 @@ fn fleet_refresh(
         fail: fail.into_iter().collect(),
         offline: offline.into_iter().collect(),
     };
-    // A progress bar for fleet-wide work, on stderr, only for a person at a terminal.
-    let bar = if all && std::io::stdout().is_terminal() {
-        let total =
-            svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len();
+    // Fleet-wide work reports progress on stderr: a bar for a person at a terminal, else a
+    // line per batch the library commits (with --json, JSON notices), so a log shows it.
+    let total = if all {
+        svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len()
+    } else {
+        0
+    };
+    let bar = if all && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
         if let Ok(style) =
             ProgressStyle::with_template("{spinner} refreshing {pos}/{len} [{bar:30}] {elapsed}")
@@ -1879,10 +1883,20 @@ fn fleet_refresh(
     } else {
         None
     };
+    let lines = all && bar.is_none();
+    let started = Instant::now();
+    if lines {
+        notice(&format!("refreshing {total} member(s)"));
+    }
     let result = svc.refresh(&names, &opts, |done, total| {
         if let Some(b) = &bar {
             b.set_length(total as u64);
             b.set_position(done as u64);
+        } else if lines {
+            notice(&format!(
+                "refreshed {done}/{total} member(s) ({}s)",
+                started.elapsed().as_secs()
+            ));
         }
     });
     if let Some(b) = &bar {

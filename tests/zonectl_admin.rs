@@ -159,3 +159,23 @@ fn reads_work_on_a_read_only_store_and_leave_it_untouched() {
         assert!(o.stderr.contains("read-only"), "{}", o.stderr);
     }
 }
+
+#[test]
+fn fleet_refresh_without_a_terminal_prints_progress_lines() {
+    let z = zone();
+    z.ok(&["device", "add", "--count", "3", "--now", NOW]);
+    // stderr is a pipe here: no bar, but lines a log keeps.
+    let o = z.run(&["fleet", "refresh", "--all", "--now", NOW]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines[0], "refreshing 4 member(s)", "{}", o.stderr);
+    assert!(
+        lines.last().unwrap().starts_with("refreshed 4/4 member(s) ("),
+        "{}",
+        o.stderr
+    );
+    // Named members are not fleet-wide work: no progress lines.
+    let o = z.run(&["fleet", "refresh", "dev-1", "--now", NOW]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.is_empty(), "{}", o.stderr);
+}
