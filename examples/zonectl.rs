@@ -149,10 +149,18 @@ enum Command {
     #[command(subcommand)]
     Ca(CaCmd),
     /// Certificates about to expire or expired (V3).
+    ///
+    /// Exit status 0 whatever is listed, unless --fail-on is given: then 3 when a listed
+    /// certificate matches it (the list is printed all the same), so a monitoring script can
+    /// alert on it. 1 and 2 keep their meanings (refused or failed; usage error).
     Warnings {
         /// Warning window in days.
         #[arg(long, default_value_t = 90)]
         within_days: u32,
+        /// Exit 3 when the CA or a server certificate has expired (`expired`), or when any
+        /// warning is listed, expired or expiring within the window (`expiring`).
+        #[arg(long, value_enum, value_name = "WHAT")]
+        fail_on: Option<FailOn>,
     },
     /// The staged operation (O1-O12): show it and act on it.
     #[command(subcommand)]
@@ -183,6 +191,18 @@ enum Command {
     #[command(subcommand)]
     Store(StoreCmd),
 }
+
+/// What makes `warnings` exit 3.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    /// A certificate has expired.
+    Expired,
+    /// A certificate has expired or expires within the window.
+    Expiring,
+}
+
+/// The exit status of `warnings --fail-on` when a warning matches.
+const EXIT_WARNING: i32 = 3;
 
 #[derive(Args)]
 struct InitArgs {
@@ -943,7 +963,10 @@ fn run(cli: Cli) -> CmdResult {
         Command::Server(cmd) => server(g, cmd),
         Command::Device(cmd) => device(g, cmd),
         Command::Ca(cmd) => ca(g, cmd),
-        Command::Warnings { within_days } => warnings(g, within_days),
+        Command::Warnings {
+            within_days,
+            fail_on,
+        } => warnings(g, within_days, fail_on),
         Command::Op(cmd) => op(g, cmd),
         Command::Csr(cmd) => csr(g, cmd),
         Command::Cert(CertCmd::Import { fqdn, file }) => cert_import(g, &fqdn, &file),
@@ -1924,7 +1947,7 @@ fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
     Ok(())
 }
 
-fn warnings(g: &Global, within_days: u32) -> CmdResult {
+fn warnings(g: &Global, within_days: u32, fail_on: Option<FailOn>) -> CmdResult {
     let svc = open_shown(g)?;
     let window = if within_days == 90 {
         DEFAULT_WARNING_WINDOW
@@ -1941,6 +1964,16 @@ fn warnings(g: &Global, within_days: u32) -> CmdResult {
         for w in &list {
             println!("  {}", w.message);
         }
+    }
+    let failing = match fail_on {
+        None => false,
+        Some(FailOn::Expired) => list.iter().any(|w| w.expired),
+        Some(FailOn::Expiring) => !list.is_empty(),
+    };
+    if failing {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(EXIT_WARNING);
     }
     Ok(())
 }

@@ -170,7 +170,10 @@ fn fleet_refresh_without_a_terminal_prints_progress_lines() {
     let lines: Vec<&str> = o.stderr.lines().collect();
     assert_eq!(lines[0], "refreshing 4 member(s)", "{}", o.stderr);
     assert!(
-        lines.last().unwrap().starts_with("refreshed 4/4 member(s) ("),
+        lines
+            .last()
+            .unwrap()
+            .starts_with("refreshed 4/4 member(s) ("),
         "{}",
         o.stderr
     );
@@ -178,4 +181,33 @@ fn fleet_refresh_without_a_terminal_prints_progress_lines() {
     let o = z.run(&["fleet", "refresh", "dev-1", "--now", NOW]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stderr.is_empty(), "{}", o.stderr);
+}
+
+#[test]
+fn warnings_fail_on_gives_monitoring_an_exit_status() {
+    let z = Zone::new();
+    z.init_acme(&["--valid-years", "1"], NOW);
+    let soon = "2027-12-01T00:00:00Z";
+    let late = "2029-01-01T00:00:00Z";
+    let code = |at: &str, extra: &[&str]| {
+        let mut a = vec!["warnings", "--now", at];
+        a.extend_from_slice(extra);
+        let o = z.run(&a);
+        (o.code, o.stdout)
+    };
+    assert_eq!(code(NOW, &["--fail-on", "expiring"]).0, 0);
+    assert_eq!(code(soon, &["--fail-on", "expired"]).0, 0);
+    let (c, out) = code(soon, &["--fail-on", "expiring"]);
+    assert_eq!(c, 3);
+    assert!(out.contains("Acme"), "the list is printed as well: {out}");
+    // Without the option, 0 even when the CA has expired (ZONECTL.md's exit 0).
+    assert_eq!(code(late, &[]).0, 0);
+    let (c, out) = code(late, &["--fail-on", "expired", "--json"]);
+    assert_eq!(c, 3);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["expired"], true);
+    // An unknown value is a usage error.
+    assert_eq!(code(late, &["--fail-on", "soon"]).0, 2);
+    let help = z.ok(&["warnings", "--help"]);
+    assert!(help.contains("Exit status") && help.contains("3"), "{help}");
 }

@@ -151,7 +151,11 @@ fn remint_ca_through_the_command_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(notices[0]["notice"], "refreshing 9 member(s)", "{}", o.stderr);
+    assert_eq!(
+        notices[0]["notice"], "refreshing 9 member(s)",
+        "{}",
+        o.stderr
+    );
     assert!(
         notices.last().unwrap()["notice"]
             .as_str()
@@ -925,6 +929,9 @@ fn progress_bar_only_on_a_terminal() {
         text.contains("refreshing"),
         "no progress bar on a terminal: {text}"
     );
-    assert!(!text.contains("refreshed "), "lines instead of a bar: {text}");
+    assert!(
+        !text.contains("refreshed "),
+        "lines instead of a bar: {text}"
+    );
     assert!(text.contains("trust-updated"), "{text}");
 }
