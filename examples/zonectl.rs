@@ -271,9 +271,12 @@ enum ServerCmd {
     Cert {
         /// FQDN.
         fqdn: String,
-        /// Output file.
-        #[arg(long)]
+        /// Output file; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// The future certificate staged by a running remint.
         #[arg(long)]
         future: bool,
@@ -422,9 +425,12 @@ enum CaCmd {
     Show,
     /// Write the CA certificate (PEM unless --der).
     Export {
-        /// Output file.
-        #[arg(long)]
+        /// Output file; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// DER instead of PEM.
         #[arg(long)]
         der: bool,
@@ -453,7 +459,7 @@ enum CaCmd {
     /// ca-key.p8.pem` decrypts it. The file is created with mode 0600 once the archive is made,
     /// and an existing file is never replaced.
     Backup {
-        /// The archive to create (it must not exist).
+        /// The archive to create (it must not exist); `-` is standard output.
         #[arg(long, value_name = "FILE.zip")]
         out: PathBuf,
     },
@@ -563,9 +569,12 @@ enum CsrCmd {
     /// Download CSRs (SR5): one zip with `<fqdn>.csr` (PEM) per server, for the named servers
     /// or every server that has a CSR.
     Export {
-        /// The zip file to write.
-        #[arg(long)]
+        /// The zip file to write; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         zip: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// The servers (default: every server with a CSR).
         servers: Vec<String>,
     },
@@ -573,9 +582,12 @@ enum CsrCmd {
     Show {
         /// The server.
         fqdn: String,
-        /// The file to write (default: standard output).
-        #[arg(long)]
+        /// The file to write (default, or `-`: standard output).
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -1136,8 +1148,12 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
         ServerCmd::Replace { fqdn, file } => return server_replace(g, &fqdn, file.as_deref()),
         other => other,
     };
-    let svc = match cmd {
+    let svc = match &cmd {
         ServerCmd::Add { .. } => open(g)?,
+        ServerCmd::Cert { out, force, .. } => {
+            check_output(out, *force)?;
+            open_shown(g)?
+        }
         _ => open_shown(g)?,
     };
     match cmd {
@@ -1166,6 +1182,23 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let view = svc.add_server(new).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
+            } else if view.sha256.is_none() && role != ServerRole::ContentSatellite {
+                // An external CA issues its certificate: say how, rather than show an empty
+                // certificate view.
+                println!(
+                    "{} added as {}; its certificate comes from the external CA:",
+                    view.fqdn, view.role
+                );
+                println!(
+                    "  1. zonectl csr generate {} --org O --ou OU --locality L --state ST \
+                     --country CC",
+                    view.fqdn
+                );
+                println!(
+                    "  2. zonectl csr show {} --out {}.csr, and have the external CA sign it",
+                    view.fqdn, view.fqdn
+                );
+                println!("  3. zonectl cert import {} --file CERTIFICATE", view.fqdn);
             } else {
                 print_server(&view, g.utc_offset);
             }
@@ -1195,6 +1228,7 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             out,
             future,
             der,
+            force,
         } => {
             let fqdn: Fqdn = fqdn
                 .parse()
@@ -1220,7 +1254,9 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             } else {
                 bundle::to_pem(&chain).into_bytes()
             };
-            std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
+            if write_output(&out, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if !g.json {
                 println!(
                     "wrote {} ({} certificate(s))",
@@ -1294,8 +1330,12 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         CaCmd::Restore { file, to } => return ca_restore(g, &file, &to),
         other => other,
     };
-    let svc = match cmd {
-        CaCmd::Show | CaCmd::Export { .. } => open_shown(g)?,
+    let svc = match &cmd {
+        CaCmd::Show => open_shown(g)?,
+        CaCmd::Export { out, force, .. } => {
+            check_output(out, *force)?;
+            open_shown(g)?
+        }
         _ => open(g)?,
     };
     match cmd {
@@ -1311,14 +1351,16 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                 print_details(&view.details, g.utc_offset);
             }
         }
-        CaCmd::Export { out, der } => {
+        CaCmd::Export { out, der, force } => {
             let ca = svc.ca_certificate().map_err(|e| e.to_string())?;
             let data = if der {
                 ca.der().as_bytes().to_vec()
             } else {
                 ca.der().to_pem().into_bytes()
             };
-            std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
+            if write_output(&out, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if g.json {
                 print_json(&serde_json::json!({ "out": out }));
             } else {
@@ -1385,8 +1427,57 @@ fn read_input(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn write_output(path: &Path, data: &[u8]) -> CmdResult {
-    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Where [`write_output`] put the data.
+#[derive(PartialEq, Eq)]
+enum Written {
+    File,
+    /// `-`: standard output, which then holds the data alone (no summary is printed).
+    Stdout,
+}
+
+/// Refuses an output file that exists unless `force` (checked before the store is opened, so
+/// the refusal changes nothing); `-` is standard output.
+fn check_output(path: &Path, force: bool) -> CmdResult {
+    if path != Path::new("-") && !force && path.symlink_metadata().is_ok() {
+        return Err(format!(
+            "{} exists: give --force to replace it, or choose another name",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes an output file: `-` is standard output; an existing file is replaced only with
+/// `force` (without it the file is created new, so a file made meanwhile is not replaced
+/// either).
+fn write_output(path: &Path, data: &[u8], force: bool) -> Result<Written, String> {
+    use std::io::Write as _;
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(data)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write standard output: {e}"))?;
+        return Ok(Written::Stdout);
+    }
+    check_output(path, force)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} exists: give --force to replace it, or choose another name",
+                path.display()
+            ),
+            _ => format!("cannot write {}: {e}", path.display()),
+        })?;
+    Ok(Written::File)
 }
 
 fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
@@ -1420,9 +1511,18 @@ fn csr_subject(csr: &CsrDer) -> String {
 }
 
 fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
-    let svc = match cmd {
+    let svc = match &cmd {
         CsrCmd::Generate { .. } => open(g)?,
-        _ => open_read(g)?,
+        CsrCmd::Export { zip, force, .. } => {
+            check_output(zip, *force)?;
+            open_read(g)?
+        }
+        CsrCmd::Show { out, force, .. } => {
+            if let Some(out) = out {
+                check_output(out, *force)?;
+            }
+            open_read(g)?
+        }
     };
     match cmd {
         CsrCmd::Generate {
@@ -1460,7 +1560,11 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 );
             }
         }
-        CsrCmd::Export { zip, servers } => {
+        CsrCmd::Export {
+            zip,
+            servers,
+            force,
+        } => {
             let fqdns = servers
                 .iter()
                 .map(|s| parse_fqdn(s))
@@ -1473,7 +1577,9 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 .map(|(f, _)| f.to_string())
                 .collect();
             let data = svc.csr_zip(&fqdns).map_err(msg)?;
-            write_output(&zip, &data)?;
+            if write_output(&zip, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if g.json {
                 print_json(&serde_json::json!({ "out": zip, "servers": names }));
             } else {
@@ -1485,16 +1591,21 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 );
             }
         }
-        CsrCmd::Show { fqdn, out: dest } => {
+        CsrCmd::Show {
+            fqdn,
+            out: dest,
+            force,
+        } => {
             let fqdn = parse_fqdn(&fqdn)?;
             let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(msg)?;
             let Some((_, csr)) = found.into_iter().next() else {
                 return Err(format!("{fqdn} has no CSR"));
             };
             let pem = csr.to_pem();
+            let dest = dest.filter(|d| d != Path::new("-"));
             match (&dest, g.json) {
                 (Some(path), json) => {
-                    write_output(path, pem.as_bytes())?;
+                    write_output(path, pem.as_bytes(), force)?;
                     if json {
                         print_json(&serde_json::json!({
                             "fqdn": fqdn.as_str(),
@@ -1687,14 +1798,22 @@ fn finish_secret(tmp: &Path, mut file: std::fs::File, path: &Path, data: &[u8]) 
 
 fn ca_backup(g: &Global, out: &Path) -> CmdResult {
     let svc = open(g)?;
-    if out.symlink_metadata().is_ok() {
+    if out != Path::new("-") && out.symlink_metadata().is_ok() {
         return Err(format!(
             "{} exists: a backup never replaces a file; choose another name, or move the old \
              file away first",
             out.display()
         ));
     }
+    // What needs no passphrase is checked before asking for it.
+    svc.check_backup_ca().map_err(msg)?;
     let passphrase = backup_passphrase()?;
+    if out == Path::new("-") {
+        // Standard output holds the (encrypted) archive alone.
+        let archive = svc.backup_ca(&passphrase).map_err(msg)?;
+        write_output(out, &archive, false)?;
+        return Ok(());
+    }
     // The file is created (empty, mode 0600) before the backup is made, so an unwritable
     // place is refused before the backup is recorded in the audit log.
     let (tmp, file) = create_secret_tmp(out)?;
@@ -1743,6 +1862,7 @@ fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     // What needs no passphrase is checked before asking for it.
     backup::inspect(&archive).map_err(|e| format!("{}: {e}", file.display()))?;
+    svc.check_restore_ca(&to).map_err(msg)?;
     let passphrase = restore_passphrase()?;
     let from = svc.ca_view().map_err(msg)?.certificate_server;
     let view = svc.restore_ca(&archive, &passphrase, &to).map_err(msg)?;
@@ -2051,6 +2171,14 @@ fn print_server(v: &ServerView, offset: Option<UtcOffset>) {
         println!("CA role:            certificate server");
     }
     println!("Issued to:          {}", opt(&v.issued_to));
+    println!(
+        "DNS names:          {}",
+        if v.dns_names.is_empty() {
+            "-".into()
+        } else {
+            v.dns_names.join(", ")
+        }
+    );
     println!("Subject:            {}", opt(&v.subject));
     println!("Issued by:          {}", opt(&v.issuer));
     println!("Valid from:         {}", time(v.not_before));

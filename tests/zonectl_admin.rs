@@ -211,3 +211,87 @@ fn warnings_fail_on_gives_monitoring_an_exit_status() {
     let help = z.ok(&["warnings", "--help"]);
     assert!(help.contains("Exit status") && help.contains("3"), "{help}");
 }
+
+#[test]
+fn external_zone_guides_the_administrator() {
+    let Some(_) = common::tool("openssl") else {
+        return;
+    };
+    let t = cli::Times::new();
+    let now = t.at(0, 1);
+    let z = Zone::new();
+    let ext = cli::ExternalCa::new(&z, "ext-", "Ext");
+    ext.server(&z, PS1, "ps1", 825);
+    let chain = ext.file("chain.pem");
+    z.ok(&[
+        "init",
+        "--zone",
+        "Acme",
+        "--first-server",
+        PS1,
+        "--external-chain",
+        &chain,
+        "--server-chain",
+        "ps1.pem",
+        "--server-key",
+        "ps1.key",
+        "--dns",
+        "alias.acme.example",
+        "--now",
+        &now,
+    ]);
+    // server show's table has the DNS names its JSON has.
+    let out = z.ok(&["server", "show", PS1, "--now", &now]);
+    assert!(out.contains("alias.acme.example"), "{out}");
+    // server add names the next steps instead of an empty certificate view.
+    let out = z.ok(&[
+        "server",
+        "add",
+        cli::PS2,
+        "--role",
+        "primary",
+        "--now",
+        &now,
+    ]);
+    assert!(
+        out.contains("zonectl csr generate ps2.acme.example"),
+        "{out}"
+    );
+    assert!(
+        out.contains("zonectl cert import ps2.acme.example"),
+        "{out}"
+    );
+    // ca backup refuses before it asks for a passphrase (none is given here: the refusal is
+    // about the CA, not the missing passphrase).
+    let e = z.refused(&["ca", "backup", "--out", "kb.zip", "--now", &now]);
+    assert!(e.contains("external"), "{e}");
+    assert!(!e.contains("passphrase"), "{e}");
+    assert!(!z.path("kb.zip").exists());
+}
+
+#[test]
+fn outputs_never_overwrite_without_force_and_dash_is_stdout() {
+    let z = zone();
+    std::fs::write(z.path("ca.pem"), "keep").unwrap();
+    std::fs::write(z.path("ps1.pem"), "keep").unwrap();
+    for args in [
+        &["ca", "export", "--out", "ca.pem"][..],
+        &["server", "cert", PS1, "--out", "ps1.pem"],
+    ] {
+        let e = z.refused(args);
+        assert!(e.contains("exists") && e.contains("--force"), "{e}");
+    }
+    assert_eq!(std::fs::read(z.path("ca.pem")).unwrap(), b"keep");
+    assert_eq!(std::fs::read(z.path("ps1.pem")).unwrap(), b"keep");
+    z.ok(&["ca", "export", "--out", "ca.pem", "--force"]);
+    z.ok(&["server", "cert", PS1, "--out", "ps1.pem", "--force"]);
+    let ca = std::fs::read_to_string(z.path("ca.pem")).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    // `-` is standard output, holding the data alone; no file named `-`.
+    assert_eq!(z.ok(&["ca", "export", "--out", "-"]), ca);
+    let chain = z.ok(&["server", "cert", PS1, "--out", "-"]);
+    assert_eq!(chain, std::fs::read_to_string(z.path("ps1.pem")).unwrap());
+    let der = z.ok(&["ca", "export", "--out", "-", "--der", "--json"]);
+    assert!(!der.starts_with('{'), "DER, not a JSON summary");
+    assert!(!z.path("-").exists());
+}
