@@ -68,14 +68,14 @@ use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::key::KeySpec;
-use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
+use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError};
 use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, InitExternal, InitInternal, NewServer, OpView, Plan,
     RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
-use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, ServerView, WARNING_HEADER};
+use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, WARNING_HEADER};
 use zonepki::zone::{Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
@@ -222,8 +222,8 @@ struct InitArgs {
     #[arg(long, value_parser = parse_key)]
     key: Option<KeySpec>,
     /// Internal CA validity, 1 to 10 years [default: 10]; not with --external-chain.
-    #[arg(long, value_name = "N")]
-    valid_years: Option<u32>,
+    #[arg(long, value_name = "N", value_parser = parse_years)]
+    valid_years: Option<u64>,
     /// The external CA (Z3): its trusted root, or the complete chain (intermediate(s) and
     /// root); PEM, DER or PKCS#7, whatever the file's name (CE1). Needs --server-chain and
     /// --server-key.
@@ -401,22 +401,37 @@ impl CsrSubjectArgs {
 
 #[derive(Subcommand)]
 enum DeviceCmd {
-    /// Add managed devices by name, or --count N of them named PREFIX-1 .. PREFIX-N.
+    /// Add managed devices by name, or --count N of them named PREFIX-K .. PREFIX-(K+N-1)
+    /// (K is --start, 1 by default; a later --start extends a series).
     Add {
         /// Device names.
         names: Vec<String>,
-        /// How many to add.
-        #[arg(long, conflicts_with = "names")]
-        count: Option<usize>,
+        /// How many to add (at least 1).
+        #[arg(long, conflicts_with = "names", value_parser = parse_count)]
+        count: Option<u64>,
         /// Name prefix for --count.
         #[arg(long, default_value = "dev", requires = "count")]
         prefix: String,
+        /// The number of the first device of --count.
+        #[arg(long, default_value_t = 1, requires = "count", value_name = "K")]
+        start: u64,
         /// Agent version.
         #[arg(long, default_value = "unknown")]
         agent_version: String,
     },
-    /// Managed devices.
-    List,
+    /// Managed devices, in natural name order (laptop-2 before laptop-10), optionally filtered
+    /// by update status and one page at a time: --limit N, then --after the last name shown.
+    List {
+        /// Only devices with this update status (e.g. none, assigned, applied, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most N devices; a table then says how to get the next page.
+        #[arg(long, value_name = "N", value_parser = parse_count)]
+        limit: Option<u64>,
+        /// Only devices after NAME in the list's order (the last name of the previous page).
+        #[arg(long, value_name = "NAME")]
+        after: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -512,8 +527,8 @@ struct ChangeInternalArgs {
     #[arg(long, value_parser = parse_key, default_value = "p256")]
     key: KeySpec,
     /// Validity of the new CA, 1 to 10 years.
-    #[arg(long, default_value_t = 10)]
-    valid_years: u32,
+    #[arg(long, default_value_t = 10, value_parser = parse_years)]
+    valid_years: u64,
     /// Put servers' additional DNS names into their new certificates' SANs.
     #[arg(long)]
     include_dns: bool,
@@ -618,8 +633,8 @@ struct CaRemintArgs {
     #[arg(long, value_parser = parse_key, default_value = "p256")]
     key: KeySpec,
     /// Validity of the new CA, 1 to 10 years.
-    #[arg(long, default_value_t = 10)]
-    valid_years: u32,
+    #[arg(long, default_value_t = 10, value_parser = parse_years)]
+    valid_years: u64,
     /// Put servers' additional DNS names into their new certificates' SANs.
     #[arg(long)]
     include_dns: bool,
@@ -725,6 +740,35 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
 fn parse_activation(s: &str) -> Result<ActivationRequest, String> {
     s.parse().map_err(|e: zonepki::clock::TimeError| {
         format!("{e} (give an RFC 3339 time, or `immediate`)")
+    })
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of at least 1: {e}")),
+    }
+}
+
+/// A CA validity in years: any number here; the library says which it accepts (1 to 10),
+/// also for a number too large for it.
+fn parse_years(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|e| format!("{s:?} is not a number of years (1 to 10): {e}"))
+}
+
+fn validity(years: u64) -> Result<ValidityYears, String> {
+    // A number beyond u32 is refused with the library's words and the number given.
+    let years32 = u32::try_from(years).unwrap_or(u32::MAX);
+    ValidityYears::try_from(years32).map_err(|e| {
+        if u64::from(years32) == years {
+            e.to_string()
+        } else {
+            e.to_string()
+                .replace(&u32::MAX.to_string(), &years.to_string())
+        }
     })
 }
 
@@ -963,6 +1007,20 @@ fn msg(e: impl Display) -> String {
     e.to_string()
 }
 
+/// A refusal of the staged operation's rules (O7, O10), with the zonectl command that is
+/// still possible: the library says what and why in its own words.
+fn op_error(e: zonepki::Error) -> String {
+    match &e {
+        zonepki::Error::Op(OpError::CancelCutoff { .. } | OpError::InsideCutoff { .. }) => {
+            format!("{e}; take members out of the update with `zonectl op ignore NAME...`")
+        }
+        zonepki::Error::Op(OpError::StrandedBaseline { .. }) => {
+            format!("{e} (`zonectl op baseline --force`)")
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
     s.parse()
         .map_err(|e: zonepki::zone::ZoneError| e.to_string())
@@ -1066,7 +1124,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
     first.agent_version = args.agent_version;
     let view = match external {
         None => {
-            let validity = ValidityYears::try_from(args.valid_years.unwrap_or(10)).map_err(msg)?;
+            let validity = validity(args.valid_years.unwrap_or(10))?;
             let init = InitInternal {
                 zone: args.zone,
                 ca_subject: None,
@@ -1275,17 +1333,23 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
 fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
     let svc = match cmd {
         DeviceCmd::Add { .. } => open(g)?,
-        DeviceCmd::List => open_shown(g)?,
+        DeviceCmd::List { .. } => open_shown(g)?,
     };
     match cmd {
         DeviceCmd::Add {
             names,
             count,
             prefix,
+            start,
             agent_version,
         } => {
             let names: Vec<String> = match count {
-                Some(n) => (1..=n).map(|i| format!("{prefix}-{i}")).collect(),
+                Some(n) => {
+                    let end = start.checked_add(n - 1).ok_or_else(|| {
+                        format!("--start {start} with --count {n} goes past {}", u64::MAX)
+                    })?;
+                    (start..=end).map(|i| format!("{prefix}-{i}")).collect()
+                }
                 None if names.is_empty() => {
                     return Err("name the devices to add, or give --count N".into());
                 }
@@ -1300,12 +1364,21 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                 println!("added {n} device(s)");
             }
         }
-        DeviceCmd::List => {
-            let list = svc.devices().map_err(|e| e.to_string())?;
+        DeviceCmd::List {
+            status,
+            limit,
+            after,
+        } => {
+            let mut query = DeviceQuery::all();
+            query.status = status;
+            query.after = after;
+            query.limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let page = svc.device_list(&query).map_err(msg)?;
             if g.json {
-                print_json(&list);
+                print_json(&page.devices);
             } else {
-                let rows: Vec<Vec<String>> = list
+                let rows: Vec<Vec<String>> = page
+                    .devices
                     .iter()
                     .map(|d| {
                         vec![
@@ -1316,6 +1389,9 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                     })
                     .collect();
                 print_table(&["NAME", "UPDATE", "AGENT"], &rows);
+                if let (true, Some(last)) = (page.more, page.devices.last()) {
+                    println!("(more devices: --after {})", last.name);
+                }
             }
         }
     }
@@ -1368,7 +1444,7 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
             }
         }
         CaCmd::Remint(args) => {
-            let validity = ValidityYears::try_from(args.valid_years).map_err(msg)?;
+            let validity = validity(args.valid_years)?;
             let view = svc
                 .start_remint_ca(RemintCaRequest {
                     common_name: args.cn,
@@ -1396,7 +1472,7 @@ fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
                 server: parse_fqdn(&a.server)?,
                 common_name: a.subject,
                 key: a.key,
-                validity: ValidityYears::try_from(a.valid_years).map_err(msg)?,
+                validity: validity(a.valid_years)?,
             },
             include_dns: a.include_dns,
             activation: a.activate_at,
@@ -1637,7 +1713,7 @@ fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
     let fqdn = parse_fqdn(fqdn)?;
     let bytes = read_input(file)?;
     let svc = open(g)?;
-    let chain = svc.import_certificate(&fqdn, &bytes).map_err(msg)?;
+    let chain = svc.import_certificate(&fqdn, &bytes).map_err(op_error)?;
     let subjects: Vec<String> = chain
         .iter()
         .map(|c| {
@@ -1967,7 +2043,7 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
             )
         }
     };
-    let view = view.map_err(msg)?;
+    let view = view.map_err(op_error)?;
     if g.json {
         print_json(&view);
     } else {

@@ -131,7 +131,7 @@ pub enum OpError {
     /// Baseline while devices are stranded (O10).
     #[error(
         "{count} member(s) are stranded ({first}, ...): baselining removes their recovery \
-             bundle; recover them first, or baseline with --force"
+             bundle; recover them first, or force the baseline"
     )]
     StrandedBaseline {
         /// How many.

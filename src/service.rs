@@ -35,7 +35,9 @@ use crate::error::{Error, Result};
 use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
 use crate::store::{Storage, Write};
 use crate::transport::{Transport, TransportError};
-use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
+use crate::view::{
+    CaView, DevicePage, DeviceQuery, DeviceView, ServerView, Warning, WarningSubject, natural_cmp,
+};
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
     ZoneRecord, check_device_name, check_zone_name, keys,
@@ -634,10 +636,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(chain)
     }
 
-    /// Managed devices, in name order.
+    /// Managed devices, in natural name order (`laptop-2` before `laptop-10`,
+    /// [`natural_cmp`](crate::view::natural_cmp)).
     pub fn devices(&self) -> Result<Vec<DeviceView>> {
+        Ok(self.device_list(&DeviceQuery::all())?.devices)
+    }
+
+    /// One page of managed devices (`device list`): those with the query's update status, in
+    /// natural name order, after its `after` name, at most `limit` of them; `more` says
+    /// whether another page follows.
+    pub fn device_list(&self, query: &DeviceQuery) -> Result<DevicePage> {
         let statuses = self.device_update_statuses()?;
-        Ok(self
+        let mut devices: Vec<DeviceView> = self
             .device_records()?
             .into_iter()
             .map(|d| DeviceView {
@@ -648,7 +658,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 name: d.name,
                 agent_version: d.agent_version,
             })
-            .collect())
+            .filter(|d| {
+                query.status.as_ref().is_none_or(|s| &d.update_status == s)
+                    && query
+                        .after
+                        .as_ref()
+                        .is_none_or(|a| natural_cmp(&d.name, a) == std::cmp::Ordering::Greater)
+            })
+            .collect();
+        devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        let more = query.limit.is_some_and(|n| devices.len() > n);
+        if let Some(n) = query.limit {
+            devices.truncate(n);
+        }
+        Ok(DevicePage { devices, more })
     }
 
     /// Expiry warnings (V3): the CA and every server certificate that expires within `window`

@@ -295,3 +295,98 @@ fn outputs_never_overwrite_without_force_and_dash_is_stdout() {
     assert!(!der.starts_with('{'), "DER, not a JSON summary");
     assert!(!z.path("-").exists());
 }
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn device_series_natural_order_filter_and_pages() {
+    let z = zone();
+    // --count 0 adds nothing and says so (usage error), instead of "added 0 device(s)".
+    let o = z.run(&["device", "add", "--count", "0"]);
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("at least 1"), "{}", o.stderr);
+    z.ok(&["device", "add", "--count", "2", "--prefix", "laptop"]);
+    // A series is extended with --start.
+    let v = z.json(&[
+        "device", "add", "--count", "9", "--prefix", "laptop", "--start", "3",
+    ]);
+    assert_eq!(v["added"], 9);
+    let all = names(&z.json(&["device", "list"]));
+    let expected: Vec<String> = (1..=11).map(|i| format!("laptop-{i}")).collect();
+    assert_eq!(all, expected, "natural order");
+    // Pages: --limit, then --after the last name shown.
+    let page = names(&z.json(&["device", "list", "--limit", "4"]));
+    assert_eq!(page, expected[..4]);
+    let page = names(&z.json(&["device", "list", "--limit", "4", "--after", "laptop-4"]));
+    assert_eq!(page, expected[4..8]);
+    let out = z.ok(&["device", "list", "--limit", "4", "--after", "laptop-4"]);
+    assert!(out.contains("--after laptop-8"), "{out}");
+    let out = z.ok(&["device", "list", "--after", "laptop-8"]);
+    assert!(!out.contains("--after"), "last page: {out}");
+    // A status filter.
+    z.ok(&[
+        "fleet", "refresh", "laptop-2", "--fail", "laptop-2", "--now", NOW,
+    ]);
+    z.ok(&[
+        "ca",
+        "remint",
+        "--activate-at",
+        "2027-03-01T00:00:00Z",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&["op", "assign-now", "--now", NOW]);
+    z.ok(&["fleet", "refresh", "laptop-3", "--now", NOW]);
+    let applied = names(&z.json(&["device", "list", "--status", "applied", "--now", NOW]));
+    assert_eq!(applied, ["laptop-3"]);
+    let assigned = z.json(&["device", "list", "--status", "assigned", "--now", NOW]);
+    assert_eq!(assigned.as_array().unwrap().len(), 10);
+    assert_eq!(
+        z.json(&["device", "list", "--status", "nonsense", "--now", NOW]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn valid_years_names_the_allowed_range() {
+    let z = Zone::new();
+    let e = z.init_refused(&[
+        "init",
+        "--zone",
+        "A",
+        "--first-server",
+        "ps1.a.example",
+        "--valid-years",
+        "99999999999",
+    ]);
+    assert!(e.contains("99999999999"), "{e}");
+    assert!(e.contains("1 to 10"), "{e}");
+    assert!(!e.contains("4294967295"), "{e}");
+}
+
+#[test]
+fn cut_off_refusal_names_the_zonectl_command() {
+    let z = zone();
+    z.ok(&["device", "add", "d1"]);
+    z.ok(&[
+        "ca",
+        "remint",
+        "--activate-at",
+        "2027-01-08T00:00:00Z",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&["op", "assign-now", "--now", NOW]);
+    for args in [&["op", "cancel"][..], &["op", "redeploy"]] {
+        let mut a = args.to_vec();
+        a.extend(["--now", "2027-01-07T23:55:00Z"]);
+        let e = z.refused(&a);
+        assert!(e.contains("`zonectl op ignore NAME...`"), "{e}");
+    }
+}
