@@ -70,8 +70,9 @@ use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::key::KeySpec;
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitExternal, InitInternal, NewServer, OpView, Plan,
-    RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
+    Plan, RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest,
+    ZoneService,
 };
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
@@ -1068,8 +1069,21 @@ fn run(cli: Cli) -> CmdResult {
         }
         Command::Store(StoreCmd::Dump) => {
             let svc = open_read(g)?;
-            print_json(&svc.dump().map_err(|e| e.to_string())?);
-            Ok(())
+            // Streamed as the store is read: a large zone's dump is never held in memory.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = svc.dump_to(&mut stdout).and_then(|()| {
+                use std::io::Write as _;
+                stdout
+                    .write_all(b"\n")
+                    .and_then(|()| stdout.flush())
+                    .map_err(DumpError::Write)
+            });
+            match written {
+                Err(DumpError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    std::process::exit(0)
+                }
+                other => other.map_err(msg),
+            }
         }
     }
 }

@@ -23,6 +23,7 @@
 //! commit failures in crash tests.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -216,6 +217,23 @@ pub trait Storage: Send + Sync {
     /// Every record whose key starts with `prefix`, in key order (`""` = everything).
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError>;
 
+    /// Calls `f` with every record whose key starts with `prefix`, in key order, from one
+    /// consistent snapshot, until `f` returns [`ControlFlow::Break`]. The default goes through
+    /// [`scan`](Storage::scan); a backend overrides it to hold one record at a time, so a walk
+    /// over a large store (a dump) needs memory for one record, not for all.
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        for (key, rec) in self.scan(prefix)? {
+            if f(key, rec).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies all writes atomically, or none (every precondition is checked before anything
     /// is written).
     ///
@@ -233,6 +251,13 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
     }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
+    }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
     }
@@ -245,6 +270,13 @@ impl<T: Storage + ?Sized> Storage for &T {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
     }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
+    }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
     }
@@ -256,6 +288,13 @@ impl<T: Storage + ?Sized> Storage for Box<T> {
     }
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
+    }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
     }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
@@ -388,6 +427,14 @@ impl<S: Storage> Storage for FaultyStore<S> {
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         self.inner.scan(prefix)
+    }
+
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_each(prefix, f)
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

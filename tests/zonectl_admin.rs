@@ -390,3 +390,31 @@ fn cut_off_refusal_names_the_zonectl_command() {
         assert!(e.contains("`zonectl op ignore NAME...`"), "{e}");
     }
 }
+
+#[test]
+fn json_errors_are_one_json_object_with_the_same_exit_codes() {
+    let z = zone();
+    // A refusal: exit 1, one JSON object on stderr, nothing on stdout.
+    let o = z.run(&["server", "show", "nosuch.acme.example", "--json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+    let e: serde_json::Value = serde_json::from_str(&o.stderr).unwrap();
+    assert!(e["error"].as_str().unwrap().contains("nosuch"), "{e}");
+    // A usage error (clap's, and one found after parsing): exit 2, JSON too.
+    for args in [
+        &["warnings", "--json", "--within-days", "x"][..],
+        &["--json", "server", "show"],
+        &["device", "add", "--count", "0", "--json"],
+        &["fleet", "refresh", "--json", "--now", NOW],
+    ] {
+        let o = z.run(args);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        let e: serde_json::Value = serde_json::from_str(&o.stderr)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}: {}", o.stderr));
+        assert!(!e["error"].as_str().unwrap().is_empty(), "{e}");
+        assert_eq!(e["usage"], true);
+    }
+    // Without --json, errors stay text.
+    let o = z.run(&["server", "show", "nosuch.acme.example"]);
+    assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
+}

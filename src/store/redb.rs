@@ -27,6 +27,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use ::redb::{
@@ -280,6 +281,39 @@ impl Storage for RedbStore {
             out.push((key.to_owned(), decode(key, value.value())?));
         }
         Ok(out)
+    }
+
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        // One read transaction: a consistent snapshot, one record in memory at a time.
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend(path, "cannot read", e))?;
+        let table = match txn.open_table(RECORDS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        };
+        for entry in table
+            .range(prefix..)
+            .map_err(|e| backend(path, "cannot read", e))?
+        {
+            let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rec = decode(key, value.value())?;
+            if f(key.to_owned(), rec).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
