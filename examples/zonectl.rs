@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use std::io::Read as _;
 
 use clap::error::ErrorKind;
-use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use time::UtcOffset;
 use zeroize::Zeroizing;
@@ -191,6 +191,100 @@ enum Command {
     /// The store.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Print a shell completion script: `zonectl completions bash > /etc/bash_completion.d/zonectl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The EXAMPLES section of each command's help, by command path (kept apart from the
+/// options so each command's help ends with what an administrator types).
+const EXAMPLES: &[(&[&str], &str)] = &[
+    (&["init"], "zonectl init --zone Acme --first-server ps1.acme.example --dns zone.acme.example
+zonectl init --zone Acme --first-server ps1.acme.example --external-chain root.pem \\
+  --server-chain ps1.pem --server-key ps1.key"),
+    (&["server", "add"], "zonectl server add ps2.acme.example --role primary
+zonectl server add sat1.acme.example --role auth-satellite --parent ps2.acme.example
+zonectl server add content1.acme.example --role content-satellite"),
+    (&["server", "list"], "zonectl server list
+zonectl server list --json --utc-offset +02:00"),
+    (&["server", "show"], "zonectl server show ps1.acme.example"),
+    (&["server", "cert"], "zonectl server cert ps1.acme.example --out ps1.pem
+zonectl server cert ps1.acme.example --future --out - | openssl x509 -noout -text"),
+    (&["server", "remint"], "zonectl server remint sat1.acme.example --update-name sat-2027 \\
+  --activate-at 2027-06-01T02:00:00Z"),
+    (&["server", "replace"], "zonectl server replace sat1.acme.example
+zonectl server replace sat1.acme.example --file sat1-new.pem   # external CA"),
+    (&["device", "add"], "zonectl device add laptop-a laptop-b
+zonectl device add --count 100 --prefix laptop
+zonectl device add --count 50 --prefix laptop --start 101   # laptop-101 .. laptop-150"),
+    (&["device", "list"], "zonectl device list --limit 50
+zonectl device list --limit 50 --after laptop-50
+zonectl device list --status failed --json"),
+    (&["ca", "show"], "zonectl ca show
+zonectl ca show --json | jq -r .sha256"),
+    (&["ca", "export"], "zonectl ca export --out ca.pem
+zonectl ca export --der --out - > ca.der"),
+    (&["ca", "remint"], "zonectl ca remint --activate-at 2027-06-01T02:00:00Z
+zonectl ca remint --activate-at immediate   # only once the CA has expired"),
+    (&["ca", "change", "internal"], "zonectl ca change internal --server ps2.acme.example \\
+  --activate-at 2027-06-01T02:00:00Z"),
+    (&["ca", "change", "external"], "zonectl ca change external --chain corp-root.pem \\
+  --activate-at 2027-06-01T02:00:00Z --csr auto --org Acme --country US
+zonectl ca change external --chain corp.p7b --activate-at 2027-06-01T02:00:00Z --csr manual"),
+    (&["ca", "move"], "zonectl ca move --to ps2.acme.example"),
+    (&["ca", "backup"], "ZONECTL_PASSPHRASE=... ZONECTL_PASSPHRASE_CONFIRM=... zonectl ca backup --out ca-2027.zip
+zonectl ca backup --out ca-2027.zip   # on a terminal: prompts twice"),
+    (&["ca", "restore"], "zonectl ca restore --file ca-2027.zip --to ps2.acme.example
+zonectl ca restore --file ca-2027.zip --to ps2.acme.example --yes   # no confirmation"),
+    (&["warnings"], "zonectl warnings --within-days 120
+zonectl warnings --fail-on expired || alert 'zone certificate expired'"),
+    (&["op", "show"], "zonectl op show
+zonectl op show --json | jq '.devices[] | select(.status == \"failed\")'"),
+    (&["op", "assign-now"], "zonectl op assign-now"),
+    (&["op", "cancel"], "zonectl op cancel"),
+    (&["op", "redeploy"], "zonectl op redeploy
+zonectl op redeploy laptop-7 laptop-9"),
+    (&["op", "ignore"], "zonectl op ignore laptop-7"),
+    (&["op", "baseline"], "zonectl op baseline
+zonectl op baseline --force --yes   # stranded members lose their recovery bundle"),
+    (&["op", "replicate"], "zonectl op replicate content1.acme.example"),
+    (&["csr", "generate"], "zonectl csr generate sat1.acme.example --org Acme --ou IT --locality Provo \\
+  --state UT --country US"),
+    (&["csr", "export"], "zonectl csr export --zip csrs.zip
+zonectl csr export --zip csrs.zip sat1.acme.example"),
+    (&["csr", "show"], "zonectl csr show sat1.acme.example
+zonectl csr show sat1.acme.example --out sat1.csr"),
+    (&["cert", "import"], "zonectl cert import sat1.acme.example --file sat1.p7b"),
+    (&["fleet", "refresh"], "zonectl fleet refresh --all
+zonectl fleet refresh laptop-7 laptop-9 --offline laptop-9
+zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
+    (&["plan"], "zonectl plan --at 2027-06-01T02:00:00Z"),
+    (&["chain", "verify"], "zonectl chain verify --trust ca.pem --leaf ps1.pem
+zonectl chain verify --trust root.pem --untrusted int.pem --leaf server.p7b --at 2027-06-01T00:00:00Z"),
+    (&["audit", "verify"], "zonectl audit verify"),
+    (&["store", "dump"], "zonectl store dump > before.json"),
+    (&["completions"], "zonectl completions bash > /etc/bash_completion.d/zonectl
+zonectl completions zsh > \"${fpath[1]}/_zonectl\"
+zonectl completions fish > ~/.config/fish/completions/zonectl.fish"),
+];
+
+/// zonectl's command line: the derived parser with each command's EXAMPLES section.
+fn command() -> clap::Command {
+    fn with_examples(cmd: clap::Command, path: &[&str], text: &'static str) -> clap::Command {
+        match path.split_first() {
+            None => cmd.after_help(format!("Examples:\n{}", indent(text))),
+            Some((first, rest)) => cmd.mut_subcommand(*first, |sub| with_examples(sub, rest, text)),
+        }
+    }
+    fn indent(text: &str) -> String {
+        text.lines().map(|l| format!("  {l}\n")).collect()
+    }
+    EXAMPLES.iter().fold(Cli::command(), |cmd, (path, text)| {
+        with_examples(cmd, path, text)
+    })
 }
 
 /// What makes `warnings` exit 3.
@@ -493,6 +587,9 @@ enum CaCmd {
         /// The Primary Server that receives the CA key and holds the CA role.
         #[arg(long, value_name = "FQDN")]
         to: String,
+        /// Do not ask for confirmation on a terminal (without a terminal nothing is asked).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -665,9 +762,13 @@ enum OpCmd {
     },
     /// Finish the update (O10); refused while members are stranded unless --force.
     Baseline {
-        /// Baseline although members are stranded (their recovery bundle goes away).
+        /// Baseline although members are stranded (their recovery bundle goes away); asks
+        /// for confirmation on a terminal.
         #[arg(long)]
         force: bool,
+        /// Do not ask for confirmation on a terminal (without a terminal nothing is asked).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Record that the update's content reached these Primary Servers or Content Satellites
     /// (O3); the update is assigned once every one has it (O4).
@@ -788,7 +889,7 @@ fn parse_offset(s: &str) -> Result<UtcOffset, String> {
 /// A usage error found after parsing (options that cannot go together): clap's message and
 /// usage for the subcommand at `path`, exit 2. Called before the store is opened.
 fn usage_error(path: &[&str], message: impl Display) -> ! {
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     cmd.build();
     for name in path {
         match cmd.find_subcommand(name) {
@@ -874,7 +975,10 @@ fn main() -> ExitCode {
         std::env::args_os().skip(1).any(|a| a == "--json"),
         Ordering::Relaxed,
     );
-    let cli = Cli::try_parse().unwrap_or_else(|e| exit_clap(e));
+    let cli = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| exit_clap(e));
     JSON.store(cli.global.json, Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -1065,6 +1169,13 @@ fn run(cli: Cli) -> CmdResult {
                     report.entries, report.head
                 );
             }
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            // Made in memory (clap_complete panics on a write error), then printed.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "zonectl", &mut script);
+            out(format_args!("{}", String::from_utf8_lossy(&script)));
             Ok(())
         }
         Command::Store(StoreCmd::Dump) => {
@@ -1417,7 +1528,7 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         CaCmd::Change(cmd) => return ca_change(g, cmd),
         CaCmd::Move { to } => return ca_move(g, &to),
         CaCmd::Backup { out } => return ca_backup(g, &out),
-        CaCmd::Restore { file, to } => return ca_restore(g, &file, &to),
+        CaCmd::Restore { file, to, yes } => return ca_restore(g, &file, &to, yes),
         other => other,
     };
     let svc = match &cmd {
@@ -1747,6 +1858,23 @@ fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
     Ok(())
 }
 
+/// On a terminal, asks before an action that cannot be undone (`op baseline --force`, `ca
+/// restore`); with --yes, or without a terminal (scripts, ZONECTL.md), goes on at once.
+fn confirm(question: &str, yes: bool) -> CmdResult {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err("not confirmed; nothing was changed (--yes confirms without asking)".into()),
+    }
+}
+
 /// The environment variable holding the backup passphrase (BK1, BK2).
 const PASSPHRASE_ENV: &str = "ZONECTL_PASSPHRASE";
 /// The environment variable holding the backup passphrase a second time (BK1: typed twice).
@@ -1938,7 +2066,7 @@ fn ca_backup(g: &Global, out: &Path) -> CmdResult {
     Ok(())
 }
 
-fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
+fn ca_restore(g: &Global, file: &Path, to: &str, yes: bool) -> CmdResult {
     let to = parse_fqdn(to)?;
     let svc = open(g)?;
     // Read at most one byte more than the library accepts, so a huge file is refused as too
@@ -1953,6 +2081,13 @@ fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
     // What needs no passphrase is checked before asking for it.
     backup::inspect(&archive).map_err(|e| format!("{}: {e}", file.display()))?;
     svc.check_restore_ca(&to).map_err(msg)?;
+    confirm(
+        &format!(
+            "Restore the CA from {} onto {to}, which then holds the CA role?",
+            file.display()
+        ),
+        yes,
+    )?;
     let passphrase = restore_passphrase()?;
     let from = svc.ca_view().map_err(msg)?.certificate_server;
     let view = svc.restore_ca(&archive, &passphrase, &to).map_err(msg)?;
@@ -2042,8 +2177,17 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
             svc.ignore(&names),
             format!("taken out of the update: {}", names.join(", ")),
         ),
-        OpCmd::Baseline { force } => (
-            svc.baseline(force),
+        OpCmd::Baseline { force, yes } => (
+            {
+                if force {
+                    confirm(
+                        "Baseline even if members are stranded? Their recovery bundle goes \
+                         away and they must be re-enrolled.",
+                        yes,
+                    )?;
+                }
+                svc.baseline(force)
+            },
             "baselined: the update is finished and the recovery bundle is gone".to_string(),
         ),
         OpCmd::Replicate { servers } => {

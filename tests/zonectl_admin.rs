@@ -418,3 +418,199 @@ fn json_errors_are_one_json_object_with_the_same_exit_codes() {
     let o = z.run(&["server", "show", "nosuch.acme.example"]);
     assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
 }
+
+#[test]
+fn completions_for_the_usual_shells() {
+    let z = Zone::new();
+    for (shell, mark) in [
+        ("bash", "complete -F _zonectl"),
+        ("zsh", "#compdef zonectl"),
+        ("fish", "complete -c zonectl"),
+    ] {
+        let out = z.ok(&["completions", shell]);
+        assert!(out.contains(mark), "{shell}: {out}");
+        assert!(out.contains("remint"), "{shell} completes subcommands");
+    }
+    assert!(!z.path("zone.db").exists(), "completions need no store");
+}
+
+/// The subcommands listed under "Commands:" in a help text.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_has_an_examples_section() {
+    let z = Zone::new();
+    let mut todo: Vec<Vec<String>> = subcommands(&z.ok(&["--help"]))
+        .into_iter()
+        .map(|c| vec![c])
+        .collect();
+    let mut leaves = 0;
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = z.ok(&args);
+        let subs = subcommands(&help);
+        if subs.is_empty() {
+            leaves += 1;
+            let section = help
+                .split("Examples:\n")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path:?} has no Examples section:\n{help}"));
+            assert!(
+                section.contains(&format!("zonectl {}", path.join(" "))),
+                "{path:?}'s examples do not show it: {section}"
+            );
+        } else {
+            todo.extend(subs.into_iter().map(|s| {
+                let mut p = path.clone();
+                p.push(s);
+                p
+            }));
+        }
+    }
+    assert!(leaves >= 35, "{leaves} commands");
+}
+
+/// Runs `zonectl ARGS` on a pseudo-terminal (util-linux `script`) with `input` on its
+/// standard input; None when `script` is missing outside CI.
+fn on_terminal(
+    z: &Zone,
+    args: &[&str],
+    input: &str,
+    env: &[(&str, &str)],
+) -> Option<(i32, String)> {
+    common::tool("script")?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = vec![
+        quote(common::zonectl_bin().to_str().unwrap()),
+        "--store".into(),
+        quote(z.path("zone.db").to_str().unwrap()),
+        "--root".into(),
+        quote(z.path("fleet").to_str().unwrap()),
+    ];
+    line.extend(args.iter().map(|a| quote(a)));
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line.join(" "), "/dev/null"])
+        .current_dir(z.dir.path())
+        .env_remove(cli::PASS_ENV)
+        .env_remove(cli::CONFIRM_ENV)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Some((out.status.code().unwrap_or(-1), text))
+}
+
+#[test]
+fn irreversible_commands_ask_on_a_terminal_only() {
+    let z = zone();
+    z.ok(&["device", "add", "d1"]);
+    // ca restore asks (after the checks that need no passphrase); "no" changes nothing.
+    let pass = [
+        (cli::PASS_ENV, "correct horse battery"),
+        (cli::CONFIRM_ENV, "correct horse battery"),
+    ];
+    z.ok_env(&["ca", "backup", "--out", "kb.zip", "--now", NOW], &pass);
+    let before = z.ok(&["store", "dump"]);
+    let Some((code, text)) = on_terminal(
+        &z,
+        &[
+            "ca", "restore", "--file", "kb.zip", "--to", PS1, "--now", NOW,
+        ],
+        "no\n",
+        &pass[..1],
+    ) else {
+        return;
+    };
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("Restore the CA from kb.zip onto"), "{text}");
+    assert!(text.contains("not confirmed"), "{text}");
+    assert_eq!(z.ok(&["store", "dump"]), before);
+
+    // op baseline --force asks; "n" changes nothing.
+    z.ok(&[
+        "ca",
+        "remint",
+        "--activate-at",
+        "2027-01-08T00:00:00Z",
+        "--now",
+        NOW,
+    ]);
+    let later = "2027-01-09T00:00:00Z";
+    let state = || z.json(&["op", "show", "--now", later])["state"].clone();
+    let before = z.ok(&["store", "dump"]);
+    let (code, text) = on_terminal(
+        &z,
+        &["op", "baseline", "--force", "--now", later],
+        "n\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("[y/N]") && text.contains("not confirmed"),
+        "{text}"
+    );
+    assert_eq!(
+        z.ok(&["store", "dump"]),
+        before,
+        "a refusal changed the store"
+    );
+
+    // "y" goes on; so does --yes without asking.
+    let (code, text) = on_terminal(
+        &z,
+        &["op", "baseline", "--force", "--now", later],
+        "y\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(state(), "baselined");
+    z.ok(&[
+        "ca",
+        "remint",
+        "--activate-at",
+        "2027-01-20T00:00:00Z",
+        "--now",
+        later,
+    ]);
+    let (code, text) = on_terminal(
+        &z,
+        &[
+            "op",
+            "baseline",
+            "--force",
+            "--yes",
+            "--now",
+            "2027-01-21T00:00:00Z",
+        ],
+        "",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("[y/N]"), "{text}");
+}
