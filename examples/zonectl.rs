@@ -2,7 +2,21 @@
 //! `../shared/ZONECTL.md`). It parses arguments and prints; every rule lives in the library.
 //!
 //! Exit status: 0 done; 1 refused or failed (`error: ...` on stderr, store unchanged);
-//! 2 usage error.
+//! 2 usage error; 3 only from `warnings --fail-on expired|expiring` when a certificate matches
+//! (for monitoring scripts). With `--json`, an error is one JSON object on stderr,
+//! `{"error": "..."}` (usage errors add `"usage": true`), with the same exit status.
+//!
+//! The store: a second zonectl waits for one that holds the store, up to `--wait SECONDS`
+//! (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying so. A missing
+//! store is told to `init`, a damaged one is named damaged. Commands that only show the zone
+//! open the store read-only (a read-only file works, and its modification time stays), and
+//! write only when an activation is due.
+//!
+//! Output files (`--out`, `--zip`) are never replaced without `--force`; `-` is standard
+//! output, which then holds the data alone. `op baseline --force` and `ca restore` ask for
+//! confirmation when standard input is a terminal (`--yes` does not ask; scripts without a
+//! terminal are never asked). `zonectl completions bash|zsh|fish` prints a completion script;
+//! every command's help ends with examples.
 //!
 //! Commands that show the zone (`server list/show/cert`, `device list`, `ca show/export`,
 //! `warnings`, `op show`) first run the work due at `--now` (activation, O8), as the
