@@ -637,7 +637,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// Managed devices, in natural name order (`laptop-2` before `laptop-10`,
-    /// [`natural_cmp`](crate::view::natural_cmp)).
+    /// [`natural_cmp`]).
     pub fn devices(&self) -> Result<Vec<DeviceView>> {
         Ok(self.device_list(&DeviceQuery::all())?.devices)
     }
