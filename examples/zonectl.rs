@@ -2,7 +2,21 @@
 //! `../shared/ZONECTL.md`). It parses arguments and prints; every rule lives in the library.
 //!
 //! Exit status: 0 done; 1 refused or failed (`error: ...` on stderr, store unchanged);
-//! 2 usage error.
+//! 2 usage error; 3 only from `warnings --fail-on expired|expiring` when a certificate matches
+//! (for monitoring scripts). With `--json`, an error is one JSON object on stderr,
+//! `{"error": "..."}` (usage errors add `"usage": true`), with the same exit status.
+//!
+//! The store: a second zonectl waits for one that holds the store, up to `--wait SECONDS`
+//! (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying so. A missing
+//! store is told to `init`, a damaged one is named damaged. Commands that only show the zone
+//! open the store read-only (a read-only file works, and its modification time stays), and
+//! write only when an activation is due.
+//!
+//! Output files (`--out`, `--zip`) are never replaced without `--force`; `-` is standard
+//! output, which then holds the data alone. `op baseline --force` and `ca restore` ask for
+//! confirmation when standard input is a terminal (`--yes` does not ask; scripts without a
+//! terminal are never asked). `zonectl completions bash|zsh|fish` prints a completion script;
+//! every command's help ends with examples.
 //!
 //! Commands that show the zone (`server list/show/cert`, `device list`, `ca show/export`,
 //! `warnings`, `op show`) first run the work due at `--now` (activation, O8), as the
@@ -44,16 +58,17 @@ fn out(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: cannot write output: {e}");
+        print_error(&format!("cannot write output: {e}"));
         std::process::exit(1);
     }
 }
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
-use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use time::UtcOffset;
 use zeroize::Zeroizing;
@@ -66,14 +81,15 @@ use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::fsio;
 use zonepki::key::KeySpec;
-use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
+use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitExternal, InitInternal, NewServer, OpView, Plan,
-    RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
+    Plan, RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest,
+    ZoneService,
 };
-use zonepki::store::RedbStore;
+use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
-use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, ServerView, WARNING_HEADER};
+use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, WARNING_HEADER};
 use zonepki::zone::{Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
@@ -118,6 +134,16 @@ struct Global {
     /// as the manuals describe, instead of validating the servers through the bridge.
     #[arg(long, global = true)]
     no_bridge: bool,
+    /// While another zonectl (or zoned) holds the store, wait up to SECONDS for it, then give
+    /// up (exit 1); 0 gives up at once.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONECTL_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    wait: u64,
 }
 
 #[derive(Subcommand)]
@@ -137,10 +163,18 @@ enum Command {
     #[command(subcommand)]
     Ca(CaCmd),
     /// Certificates about to expire or expired (V3).
+    ///
+    /// Exit status 0 whatever is listed, unless --fail-on is given: then 3 when a listed
+    /// certificate matches it (the list is printed all the same), so a monitoring script can
+    /// alert on it. 1 and 2 keep their meanings (refused or failed; usage error).
     Warnings {
         /// Warning window in days.
         #[arg(long, default_value_t = 90)]
         within_days: u32,
+        /// Exit 3 when the CA or a server certificate has expired (`expired`), or when any
+        /// warning is listed, expired or expiring within the window (`expiring`).
+        #[arg(long, value_enum, value_name = "WHAT")]
+        fail_on: Option<FailOn>,
     },
     /// The staged operation (O1-O12): show it and act on it.
     #[command(subcommand)]
@@ -170,7 +204,113 @@ enum Command {
     /// The store.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Print a shell completion script: `zonectl completions bash > /etc/bash_completion.d/zonectl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+/// The EXAMPLES section of each command's help, by command path (kept apart from the
+/// options so each command's help ends with what an administrator types).
+const EXAMPLES: &[(&[&str], &str)] = &[
+    (&["init"], "zonectl init --zone Acme --first-server ps1.acme.example --dns zone.acme.example
+zonectl init --zone Acme --first-server ps1.acme.example --external-chain root.pem \\
+  --server-chain ps1.pem --server-key ps1.key"),
+    (&["server", "add"], "zonectl server add ps2.acme.example --role primary
+zonectl server add sat1.acme.example --role auth-satellite --parent ps2.acme.example
+zonectl server add content1.acme.example --role content-satellite"),
+    (&["server", "list"], "zonectl server list
+zonectl server list --json --utc-offset +02:00"),
+    (&["server", "show"], "zonectl server show ps1.acme.example"),
+    (&["server", "cert"], "zonectl server cert ps1.acme.example --out ps1.pem
+zonectl server cert ps1.acme.example --future --out - | openssl x509 -noout -text"),
+    (&["server", "remint"], "zonectl server remint sat1.acme.example --update-name sat-2027 \\
+  --activate-at 2027-06-01T02:00:00Z"),
+    (&["server", "replace"], "zonectl server replace sat1.acme.example
+zonectl server replace sat1.acme.example --file sat1-new.pem   # external CA"),
+    (&["device", "add"], "zonectl device add laptop-a laptop-b
+zonectl device add --count 100 --prefix laptop
+zonectl device add --count 50 --prefix laptop --start 101   # laptop-101 .. laptop-150"),
+    (&["device", "list"], "zonectl device list --limit 50
+zonectl device list --limit 50 --after laptop-50
+zonectl device list --status failed --json"),
+    (&["ca", "show"], "zonectl ca show
+zonectl ca show --json | jq -r .sha256"),
+    (&["ca", "export"], "zonectl ca export --out ca.pem
+zonectl ca export --der --out - > ca.der"),
+    (&["ca", "remint"], "zonectl ca remint --activate-at 2027-06-01T02:00:00Z
+zonectl ca remint --activate-at immediate   # only once the CA has expired"),
+    (&["ca", "change", "internal"], "zonectl ca change internal --server ps2.acme.example \\
+  --activate-at 2027-06-01T02:00:00Z"),
+    (&["ca", "change", "external"], "zonectl ca change external --chain corp-root.pem \\
+  --activate-at 2027-06-01T02:00:00Z --csr auto --org Acme --country US
+zonectl ca change external --chain corp.p7b --activate-at 2027-06-01T02:00:00Z --csr manual"),
+    (&["ca", "move"], "zonectl ca move --to ps2.acme.example"),
+    (&["ca", "backup"], "ZONECTL_PASSPHRASE=... ZONECTL_PASSPHRASE_CONFIRM=... zonectl ca backup --out ca-2027.zip
+zonectl ca backup --out ca-2027.zip   # on a terminal: prompts twice"),
+    (&["ca", "restore"], "zonectl ca restore --file ca-2027.zip --to ps2.acme.example
+zonectl ca restore --file ca-2027.zip --to ps2.acme.example --yes   # no confirmation"),
+    (&["warnings"], "zonectl warnings --within-days 120
+zonectl warnings --fail-on expired || alert 'zone certificate expired'"),
+    (&["op", "show"], "zonectl op show
+zonectl op show --json | jq '.devices[] | select(.status == \"failed\")'"),
+    (&["op", "assign-now"], "zonectl op assign-now"),
+    (&["op", "cancel"], "zonectl op cancel"),
+    (&["op", "redeploy"], "zonectl op redeploy
+zonectl op redeploy laptop-7 laptop-9"),
+    (&["op", "ignore"], "zonectl op ignore laptop-7"),
+    (&["op", "baseline"], "zonectl op baseline
+zonectl op baseline --force --yes   # stranded members lose their recovery bundle"),
+    (&["op", "replicate"], "zonectl op replicate content1.acme.example"),
+    (&["csr", "generate"], "zonectl csr generate sat1.acme.example --org Acme --ou IT --locality Provo \\
+  --state UT --country US"),
+    (&["csr", "export"], "zonectl csr export --zip csrs.zip
+zonectl csr export --zip csrs.zip sat1.acme.example"),
+    (&["csr", "show"], "zonectl csr show sat1.acme.example
+zonectl csr show sat1.acme.example --out sat1.csr"),
+    (&["cert", "import"], "zonectl cert import sat1.acme.example --file sat1.p7b"),
+    (&["fleet", "refresh"], "zonectl fleet refresh --all
+zonectl fleet refresh laptop-7 laptop-9 --offline laptop-9
+zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
+    (&["plan"], "zonectl plan --at 2027-06-01T02:00:00Z"),
+    (&["chain", "verify"], "zonectl chain verify --trust ca.pem --leaf ps1.pem
+zonectl chain verify --trust root.pem --untrusted int.pem --leaf server.p7b --at 2027-06-01T00:00:00Z"),
+    (&["audit", "verify"], "zonectl audit verify"),
+    (&["store", "dump"], "zonectl store dump > before.json"),
+    (&["completions"], "zonectl completions bash > /etc/bash_completion.d/zonectl
+zonectl completions zsh > \"${fpath[1]}/_zonectl\"
+zonectl completions fish > ~/.config/fish/completions/zonectl.fish"),
+];
+
+/// zonectl's command line: the derived parser with each command's EXAMPLES section.
+fn command() -> clap::Command {
+    fn with_examples(cmd: clap::Command, path: &[&str], text: &'static str) -> clap::Command {
+        match path.split_first() {
+            None => cmd.after_help(format!("Examples:\n{}", indent(text))),
+            Some((first, rest)) => cmd.mut_subcommand(*first, |sub| with_examples(sub, rest, text)),
+        }
+    }
+    fn indent(text: &str) -> String {
+        text.lines().map(|l| format!("  {l}\n")).collect()
+    }
+    EXAMPLES.iter().fold(Cli::command(), |cmd, (path, text)| {
+        with_examples(cmd, path, text)
+    })
+}
+
+/// What makes `warnings` exit 3.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    /// A certificate has expired.
+    Expired,
+    /// A certificate has expired or expires within the window.
+    Expiring,
+}
+
+/// The exit status of `warnings --fail-on` when a warning matches.
+const EXIT_WARNING: i32 = 3;
 
 #[derive(Args)]
 struct InitArgs {
@@ -190,8 +330,8 @@ struct InitArgs {
     #[arg(long, value_parser = parse_key)]
     key: Option<KeySpec>,
     /// Internal CA validity, 1 to 10 years [default: 10]; not with --external-chain.
-    #[arg(long, value_name = "N")]
-    valid_years: Option<u32>,
+    #[arg(long, value_name = "N", value_parser = parse_years)]
+    valid_years: Option<u64>,
     /// The external CA (Z3): its trusted root, or the complete chain (intermediate(s) and
     /// root); PEM, DER or PKCS#7, whatever the file's name (CE1). Needs --server-chain and
     /// --server-key.
@@ -239,9 +379,12 @@ enum ServerCmd {
     Cert {
         /// FQDN.
         fqdn: String,
-        /// Output file.
-        #[arg(long)]
+        /// Output file; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// The future certificate staged by a running remint.
         #[arg(long)]
         future: bool,
@@ -366,22 +509,37 @@ impl CsrSubjectArgs {
 
 #[derive(Subcommand)]
 enum DeviceCmd {
-    /// Add managed devices by name, or --count N of them named PREFIX-1 .. PREFIX-N.
+    /// Add managed devices by name, or --count N of them named PREFIX-K .. PREFIX-(K+N-1)
+    /// (K is --start, 1 by default; a later --start extends a series).
     Add {
         /// Device names.
         names: Vec<String>,
-        /// How many to add.
-        #[arg(long, conflicts_with = "names")]
-        count: Option<usize>,
+        /// How many to add (at least 1).
+        #[arg(long, conflicts_with = "names", value_parser = parse_count)]
+        count: Option<u64>,
         /// Name prefix for --count.
         #[arg(long, default_value = "dev", requires = "count")]
         prefix: String,
+        /// The number of the first device of --count.
+        #[arg(long, default_value_t = 1, requires = "count", value_name = "K")]
+        start: u64,
         /// Agent version.
         #[arg(long, default_value = "unknown")]
         agent_version: String,
     },
-    /// Managed devices.
-    List,
+    /// Managed devices, in natural name order (laptop-2 before laptop-10), optionally filtered
+    /// by update status and one page at a time: --limit N, then --after the last name shown.
+    List {
+        /// Only devices with this update status (e.g. none, assigned, applied, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most N devices; a table then says how to get the next page.
+        #[arg(long, value_name = "N", value_parser = parse_count)]
+        limit: Option<u64>,
+        /// Only devices after NAME in the list's order (the last name of the previous page).
+        #[arg(long, value_name = "NAME")]
+        after: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -390,9 +548,12 @@ enum CaCmd {
     Show,
     /// Write the CA certificate (PEM unless --der).
     Export {
-        /// Output file.
-        #[arg(long)]
+        /// Output file; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// DER instead of PEM.
         #[arg(long)]
         der: bool,
@@ -421,7 +582,7 @@ enum CaCmd {
     /// ca-key.p8.pem` decrypts it. The file is created with mode 0600 once the archive is made,
     /// and an existing file is never replaced.
     Backup {
-        /// The archive to create (it must not exist).
+        /// The archive to create (it must not exist); `-` is standard output.
         #[arg(long, value_name = "FILE.zip")]
         out: PathBuf,
     },
@@ -439,6 +600,9 @@ enum CaCmd {
         /// The Primary Server that receives the CA key and holds the CA role.
         #[arg(long, value_name = "FQDN")]
         to: String,
+        /// Do not ask for confirmation on a terminal (without a terminal nothing is asked).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -474,8 +638,8 @@ struct ChangeInternalArgs {
     #[arg(long, value_parser = parse_key, default_value = "p256")]
     key: KeySpec,
     /// Validity of the new CA, 1 to 10 years.
-    #[arg(long, default_value_t = 10)]
-    valid_years: u32,
+    #[arg(long, default_value_t = 10, value_parser = parse_years)]
+    valid_years: u64,
     /// Put servers' additional DNS names into their new certificates' SANs.
     #[arg(long)]
     include_dns: bool,
@@ -531,9 +695,12 @@ enum CsrCmd {
     /// Download CSRs (SR5): one zip with `<fqdn>.csr` (PEM) per server, for the named servers
     /// or every server that has a CSR.
     Export {
-        /// The zip file to write.
-        #[arg(long)]
+        /// The zip file to write; `-` is standard output.
+        #[arg(long, value_name = "FILE")]
         zip: PathBuf,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
         /// The servers (default: every server with a CSR).
         servers: Vec<String>,
     },
@@ -541,9 +708,12 @@ enum CsrCmd {
     Show {
         /// The server.
         fqdn: String,
-        /// The file to write (default: standard output).
-        #[arg(long)]
+        /// The file to write (default, or `-`: standard output).
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Replace FILE if it exists (without it an existing file is refused).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -574,8 +744,8 @@ struct CaRemintArgs {
     #[arg(long, value_parser = parse_key, default_value = "p256")]
     key: KeySpec,
     /// Validity of the new CA, 1 to 10 years.
-    #[arg(long, default_value_t = 10)]
-    valid_years: u32,
+    #[arg(long, default_value_t = 10, value_parser = parse_years)]
+    valid_years: u64,
     /// Put servers' additional DNS names into their new certificates' SANs.
     #[arg(long)]
     include_dns: bool,
@@ -605,9 +775,13 @@ enum OpCmd {
     },
     /// Finish the update (O10); refused while members are stranded unless --force.
     Baseline {
-        /// Baseline although members are stranded (their recovery bundle goes away).
+        /// Baseline although members are stranded (their recovery bundle goes away); asks
+        /// for confirmation on a terminal.
         #[arg(long)]
         force: bool,
+        /// Do not ask for confirmation on a terminal (without a terminal nothing is asked).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Record that the update's content reached these Primary Servers or Content Satellites
     /// (O3); the update is assigned once every one has it (O4).
@@ -684,6 +858,35 @@ fn parse_activation(s: &str) -> Result<ActivationRequest, String> {
     })
 }
 
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of at least 1: {e}")),
+    }
+}
+
+/// A CA validity in years: any number here; the library says which it accepts (1 to 10),
+/// also for a number too large for it.
+fn parse_years(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|e| format!("{s:?} is not a number of years (1 to 10): {e}"))
+}
+
+fn validity(years: u64) -> Result<ValidityYears, String> {
+    // A number beyond u32 is refused with the library's words and the number given.
+    let years32 = u32::try_from(years).unwrap_or(u32::MAX);
+    ValidityYears::try_from(years32).map_err(|e| {
+        if u64::from(years32) == years {
+            e.to_string()
+        } else {
+            e.to_string()
+                .replace(&u32::MAX.to_string(), &years.to_string())
+        }
+    })
+}
+
 fn parse_key(s: &str) -> Result<KeySpec, String> {
     s.parse().map_err(|e: zonepki::key::KeyError| e.to_string())
 }
@@ -699,7 +902,7 @@ fn parse_offset(s: &str) -> Result<UtcOffset, String> {
 /// A usage error found after parsing (options that cannot go together): clap's message and
 /// usage for the subcommand at `path`, exit 2. Called before the store is opened.
 fn usage_error(path: &[&str], message: impl Display) -> ! {
-    let mut cmd = Cli::command();
+    let mut cmd = command();
     cmd.build();
     for name in path {
         match cmd.find_subcommand(name) {
@@ -707,7 +910,7 @@ fn usage_error(path: &[&str], message: impl Display) -> ! {
             None => break,
         }
     }
-    cmd.error(ErrorKind::ArgumentConflict, message).exit()
+    exit_clap(cmd.error(ErrorKind::ArgumentConflict, message))
 }
 
 /// `--csr` with its subject and key options as the library's CSR mode: subject options need
@@ -747,12 +950,53 @@ fn csr_mode(
     (mode, key)
 }
 
+/// Whether `--json` was given: errors and notices on stderr are then JSON as well.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+fn json_mode() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Prints a refusal or failure: `error: ...`, or with --json one object `{"error": ...}`.
+fn print_error(message: &str) {
+    if json_mode() {
+        eprintln!("{}", serde_json::json!({ "error": message }));
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// A clap error: help and version are printed as clap does; a usage error is clap's text,
+/// or with --json one object `{"error": ..., "usage": true}`; exit 2 either way.
+fn exit_clap(e: clap::Error) -> ! {
+    if json_mode() && e.use_stderr() {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        eprintln!(
+            "{}",
+            serde_json::json!({ "error": message, "usage": true, "details": text.trim_end() })
+        );
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before parsing: a usage error of a --json command is JSON too.
+    JSON.store(
+        std::env::args_os().skip(1).any(|a| a == "--json"),
+        Ordering::Relaxed,
+    );
+    let cli = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .unwrap_or_else(|e| exit_clap(e));
+    JSON.store(cli.global.json, Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            print_error(&msg);
             ExitCode::from(1)
         }
     }
@@ -762,10 +1006,35 @@ fn clock(g: &Global) -> ManualClock {
     ManualClock::new(g.now.unwrap_or_else(Timestamp::now_utc))
 }
 
+/// Opens the store for a command that changes the zone.
 fn open(g: &Global) -> Result<Service, String> {
-    let store = RedbStore::open(&g.store).map_err(|e| {
-        format!("{e} (create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at it)")
-    })?;
+    service(g, open_store(g, false)?)
+}
+
+/// Opens the store read-only, for a command that only reads it (`store dump`, `audit verify`,
+/// `plan`, `csr show`): it works on a read-only file and leaves the file untouched.
+fn open_read(g: &Global) -> Result<Service, String> {
+    service(g, open_store(g, true)?)
+}
+
+/// Opens the store for a command that shows the zone: read-only, after the work due at
+/// `--now` (activation, O8), so what it shows is the state at that time. Only when an
+/// activation is due is the store opened writable to record it.
+fn open_shown(g: &Global) -> Result<Service, String> {
+    let svc = open_read(g)?;
+    match svc.tick() {
+        Ok(_) => Ok(svc),
+        Err(zonepki::Error::Store(StoreError::ReadOnly { .. })) => {
+            drop(svc);
+            let svc = open(g)?;
+            svc.tick().map_err(msg)?;
+            Ok(svc)
+        }
+        Err(e) => Err(msg(e)),
+    }
+}
+
+fn service(g: &Global, store: RedbStore) -> Result<Service, String> {
     let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
     Ok(if g.no_bridge {
         svc.without_bridges()
@@ -774,15 +1043,100 @@ fn open(g: &Global) -> Result<Service, String> {
     })
 }
 
-/// Runs scheduled work that is due at `--now` (activation, O8) before a command that shows
-/// the zone, so what it shows is the state at that time. Idempotent: commits only when an
-/// activation is due.
-fn tick(svc: &Service) -> CmdResult {
-    svc.tick().map(|_| ()).map_err(msg)
+/// Opens the store file, waiting up to `--wait` seconds (announced on stderr) while another
+/// process holds it. The library's error says what is wrong with the store; zonectl adds
+/// what to do about it on the command line.
+fn open_store(g: &Global, read_only: bool) -> Result<RedbStore, String> {
+    let open = |path: &Path| {
+        if read_only {
+            RedbStore::open_read_only(path)
+        } else {
+            RedbStore::open(path)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(g.wait);
+    let mut announced = false;
+    loop {
+        match open(&g.store) {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Busy { .. }) if Instant::now() < deadline => {
+                if !announced {
+                    announced = true;
+                    notice(&format!(
+                        "waiting for another zonectl holding {} (up to {}s)",
+                        g.store.display(),
+                        g.wait
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // A file left unclean by a crash needs a recovery, which is a write.
+            Err(StoreError::Backend { .. }) if read_only && writable(&g.store) => {
+                return open_store(g, false);
+            }
+            Err(e) => return Err(store_error(g, e)),
+        }
+    }
+}
+
+fn writable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.permissions().readonly())
+}
+
+/// A store error with zonectl's advice.
+fn store_error(g: &Global, e: StoreError) -> String {
+    match &e {
+        StoreError::NotFound { .. } => format!(
+            "{e}: create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at an \
+             existing store"
+        ),
+        StoreError::Busy { .. } => format!(
+            "{e}: another zonectl (or zoned) is using it{}; run the command again when it has \
+             finished, or give --wait SECONDS to wait longer",
+            if g.wait > 0 {
+                format!(" (waited {}s)", g.wait)
+            } else {
+                String::new()
+            }
+        ),
+        StoreError::Damaged { .. } => format!(
+            "{e} (zonectl does not repair a store; --store / $ZONECTL_STORE names the file it \
+             opened)"
+        ),
+        _ if !writable(&g.store) && g.store.exists() => format!(
+            "{e}: {} is read-only, and this command changes the zone; commands that only show \
+             it work on a read-only store",
+            g.store.display()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// A line for the administrator on stderr that is not an error (JSON with --json).
+fn notice(text: &str) {
+    if json_mode() {
+        eprintln!("{}", serde_json::json!({ "notice": text }));
+    } else {
+        eprintln!("{text}");
+    }
 }
 
 fn msg(e: impl Display) -> String {
     e.to_string()
+}
+
+/// A refusal of the staged operation's rules (O7, O10), with the zonectl command that is
+/// still possible: the library says what and why in its own words.
+fn op_error(e: zonepki::Error) -> String {
+    match &e {
+        zonepki::Error::Op(OpError::CancelCutoff { .. } | OpError::InsideCutoff { .. }) => {
+            format!("{e}; take members out of the update with `zonectl op ignore NAME...`")
+        }
+        zonepki::Error::Op(OpError::StrandedBaseline { .. }) => {
+            format!("{e} (`zonectl op baseline --force`)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
@@ -797,7 +1151,10 @@ fn run(cli: Cli) -> CmdResult {
         Command::Server(cmd) => server(g, cmd),
         Command::Device(cmd) => device(g, cmd),
         Command::Ca(cmd) => ca(g, cmd),
-        Command::Warnings { within_days } => warnings(g, within_days),
+        Command::Warnings {
+            within_days,
+            fail_on,
+        } => warnings(g, within_days, fail_on),
         Command::Op(cmd) => op(g, cmd),
         Command::Csr(cmd) => csr(g, cmd),
         Command::Cert(CertCmd::Import { fqdn, file }) => cert_import(g, &fqdn, &file),
@@ -815,7 +1172,7 @@ fn run(cli: Cli) -> CmdResult {
             at,
         }) => chain_verify(g, &trust, &untrusted, &leaf, at),
         Command::Audit(AuditCmd::Verify) => {
-            let svc = open(g)?;
+            let svc = open_read(g)?;
             let report = svc.verify_audit().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&report);
@@ -827,10 +1184,30 @@ fn run(cli: Cli) -> CmdResult {
             }
             Ok(())
         }
-        Command::Store(StoreCmd::Dump) => {
-            let svc = open(g)?;
-            print_json(&svc.dump().map_err(|e| e.to_string())?);
+        Command::Completions { shell } => {
+            // Made in memory (clap_complete panics on a write error), then printed.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "zonectl", &mut script);
+            out(format_args!("{}", String::from_utf8_lossy(&script)));
             Ok(())
+        }
+        Command::Store(StoreCmd::Dump) => {
+            let svc = open_read(g)?;
+            // Streamed as the store is read: a large zone's dump is never held in memory.
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = svc.dump_to(&mut stdout).and_then(|()| {
+                use std::io::Write as _;
+                stdout
+                    .write_all(b"\n")
+                    .and_then(|()| stdout.flush())
+                    .map_err(DumpError::Write)
+            });
+            match written {
+                Err(DumpError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    std::process::exit(0)
+                }
+                other => other.map_err(msg),
+            }
         }
     }
 }
@@ -885,7 +1262,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
     first.agent_version = args.agent_version;
     let view = match external {
         None => {
-            let validity = ValidityYears::try_from(args.valid_years.unwrap_or(10)).map_err(msg)?;
+            let validity = validity(args.valid_years.unwrap_or(10))?;
             let init = InitInternal {
                 zone: args.zone,
                 ca_subject: None,
@@ -1004,7 +1381,14 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
         ServerCmd::Replace { fqdn, file } => return server_replace(g, &fqdn, file.as_deref()),
         other => other,
     };
-    let svc = open(g)?;
+    let svc = match &cmd {
+        ServerCmd::Add { .. } => open(g)?,
+        ServerCmd::Cert { out, force, .. } => {
+            check_output(out, *force)?;
+            open_shown(g)?
+        }
+        _ => open_shown(g)?,
+    };
     match cmd {
         ServerCmd::Add {
             fqdn,
@@ -1031,12 +1415,28 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let view = svc.add_server(new).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
+            } else if view.sha256.is_none() && role != ServerRole::ContentSatellite {
+                // An external CA issues its certificate: say how, rather than show an empty
+                // certificate view.
+                println!(
+                    "{} added as {}; its certificate comes from the external CA:",
+                    view.fqdn, view.role
+                );
+                println!(
+                    "  1. zonectl csr generate {} --org O --ou OU --locality L --state ST \
+                     --country CC",
+                    view.fqdn
+                );
+                println!(
+                    "  2. zonectl csr show {} --out {}.csr, and have the external CA sign it",
+                    view.fqdn, view.fqdn
+                );
+                println!("  3. zonectl cert import {} --file CERTIFICATE", view.fqdn);
             } else {
                 print_server(&view, g.utc_offset);
             }
         }
         ServerCmd::List => {
-            tick(&svc)?;
             let list = svc.servers().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&list);
@@ -1048,7 +1448,6 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            tick(&svc)?;
             let view = svc.server(&fqdn).map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -1062,11 +1461,11 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             out,
             future,
             der,
+            force,
         } => {
             let fqdn: Fqdn = fqdn
                 .parse()
                 .map_err(|e: zonepki::zone::ZoneError| e.to_string())?;
-            tick(&svc)?;
             let chain = if future {
                 // Unknown servers are refused as such, before "no future certificate".
                 svc.server(&fqdn).map_err(msg)?;
@@ -1088,7 +1487,9 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             } else {
                 bundle::to_pem(&chain).into_bytes()
             };
-            std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
+            if write_output(&out, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if !g.json {
                 println!(
                     "wrote {} ({} certificate(s))",
@@ -1105,16 +1506,25 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
 }
 
 fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
-    let svc = open(g)?;
+    let svc = match cmd {
+        DeviceCmd::Add { .. } => open(g)?,
+        DeviceCmd::List { .. } => open_shown(g)?,
+    };
     match cmd {
         DeviceCmd::Add {
             names,
             count,
             prefix,
+            start,
             agent_version,
         } => {
             let names: Vec<String> = match count {
-                Some(n) => (1..=n).map(|i| format!("{prefix}-{i}")).collect(),
+                Some(n) => {
+                    let end = start.checked_add(n - 1).ok_or_else(|| {
+                        format!("--start {start} with --count {n} goes past {}", u64::MAX)
+                    })?;
+                    (start..=end).map(|i| format!("{prefix}-{i}")).collect()
+                }
                 None if names.is_empty() => {
                     return Err("name the devices to add, or give --count N".into());
                 }
@@ -1129,13 +1539,21 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                 println!("added {n} device(s)");
             }
         }
-        DeviceCmd::List => {
-            tick(&svc)?;
-            let list = svc.devices().map_err(|e| e.to_string())?;
+        DeviceCmd::List {
+            status,
+            limit,
+            after,
+        } => {
+            let mut query = DeviceQuery::all();
+            query.status = status;
+            query.after = after;
+            query.limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            let page = svc.device_list(&query).map_err(msg)?;
             if g.json {
-                print_json(&list);
+                print_json(&page.devices);
             } else {
-                let rows: Vec<Vec<String>> = list
+                let rows: Vec<Vec<String>> = page
+                    .devices
                     .iter()
                     .map(|d| {
                         vec![
@@ -1146,6 +1564,9 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                     })
                     .collect();
                 print_table(&["NAME", "UPDATE", "AGENT"], &rows);
+                if let (true, Some(last)) = (page.more, page.devices.last()) {
+                    println!("(more devices: --after {})", last.name);
+                }
             }
         }
     }
@@ -1157,13 +1578,19 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         CaCmd::Change(cmd) => return ca_change(g, cmd),
         CaCmd::Move { to } => return ca_move(g, &to),
         CaCmd::Backup { out } => return ca_backup(g, &out),
-        CaCmd::Restore { file, to } => return ca_restore(g, &file, &to),
+        CaCmd::Restore { file, to, yes } => return ca_restore(g, &file, &to, yes),
         other => other,
     };
-    let svc = open(g)?;
+    let svc = match &cmd {
+        CaCmd::Show => open_shown(g)?,
+        CaCmd::Export { out, force, .. } => {
+            check_output(out, *force)?;
+            open_shown(g)?
+        }
+        _ => open(g)?,
+    };
     match cmd {
         CaCmd::Show => {
-            tick(&svc)?;
             let view = svc.ca_view().map_err(|e| e.to_string())?;
             if g.json {
                 print_json(&view);
@@ -1175,15 +1602,16 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                 print_details(&view.details, g.utc_offset);
             }
         }
-        CaCmd::Export { out, der } => {
-            tick(&svc)?;
+        CaCmd::Export { out, der, force } => {
             let ca = svc.ca_certificate().map_err(|e| e.to_string())?;
             let data = if der {
                 ca.der().as_bytes().to_vec()
             } else {
                 ca.der().to_pem().into_bytes()
             };
-            std::fs::write(&out, data).map_err(|e| format!("{}: {e}", out.display()))?;
+            if write_output(&out, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if g.json {
                 print_json(&serde_json::json!({ "out": out }));
             } else {
@@ -1191,7 +1619,7 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
             }
         }
         CaCmd::Remint(args) => {
-            let validity = ValidityYears::try_from(args.valid_years).map_err(msg)?;
+            let validity = validity(args.valid_years)?;
             let view = svc
                 .start_remint_ca(RemintCaRequest {
                     common_name: args.cn,
@@ -1219,7 +1647,7 @@ fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
                 server: parse_fqdn(&a.server)?,
                 common_name: a.subject,
                 key: a.key,
-                validity: ValidityYears::try_from(a.valid_years).map_err(msg)?,
+                validity: validity(a.valid_years)?,
             },
             include_dns: a.include_dns,
             activation: a.activate_at,
@@ -1256,8 +1684,57 @@ fn read_key_input(path: &Path) -> Result<Vec<u8>, String> {
     fsio::read(path, fsio::MAX_KEY_FILE_BYTES, "a key file").map_err(msg)
 }
 
-fn write_output(path: &Path, data: &[u8]) -> CmdResult {
-    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Where [`write_output`] put the data.
+#[derive(PartialEq, Eq)]
+enum Written {
+    File,
+    /// `-`: standard output, which then holds the data alone (no summary is printed).
+    Stdout,
+}
+
+/// Refuses an output file that exists unless `force` (checked before the store is opened, so
+/// the refusal changes nothing); `-` is standard output.
+fn check_output(path: &Path, force: bool) -> CmdResult {
+    if path != Path::new("-") && !force && path.symlink_metadata().is_ok() {
+        return Err(format!(
+            "{} exists: give --force to replace it, or choose another name",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes an output file: `-` is standard output; an existing file is replaced only with
+/// `force` (without it the file is created new, so a file made meanwhile is not replaced
+/// either).
+fn write_output(path: &Path, data: &[u8], force: bool) -> Result<Written, String> {
+    use std::io::Write as _;
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(data)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write standard output: {e}"))?;
+        return Ok(Written::Stdout);
+    }
+    check_output(path, force)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(data))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} exists: give --force to replace it, or choose another name",
+                path.display()
+            ),
+            _ => format!("cannot write {}: {e}", path.display()),
+        })?;
+    Ok(Written::File)
 }
 
 fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
@@ -1291,7 +1768,19 @@ fn csr_subject(csr: &CsrDer) -> String {
 }
 
 fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
-    let svc = open(g)?;
+    let svc = match &cmd {
+        CsrCmd::Generate { .. } => open(g)?,
+        CsrCmd::Export { zip, force, .. } => {
+            check_output(zip, *force)?;
+            open_read(g)?
+        }
+        CsrCmd::Show { out, force, .. } => {
+            if let Some(out) = out {
+                check_output(out, *force)?;
+            }
+            open_read(g)?
+        }
+    };
     match cmd {
         CsrCmd::Generate {
             servers,
@@ -1328,7 +1817,11 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 );
             }
         }
-        CsrCmd::Export { zip, servers } => {
+        CsrCmd::Export {
+            zip,
+            servers,
+            force,
+        } => {
             let fqdns = servers
                 .iter()
                 .map(|s| parse_fqdn(s))
@@ -1341,7 +1834,9 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 .map(|(f, _)| f.to_string())
                 .collect();
             let data = svc.csr_zip(&fqdns).map_err(msg)?;
-            write_output(&zip, &data)?;
+            if write_output(&zip, &data, force)? == Written::Stdout {
+                return Ok(());
+            }
             if g.json {
                 print_json(&serde_json::json!({ "out": zip, "servers": names }));
             } else {
@@ -1353,16 +1848,21 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
                 );
             }
         }
-        CsrCmd::Show { fqdn, out: dest } => {
+        CsrCmd::Show {
+            fqdn,
+            out: dest,
+            force,
+        } => {
             let fqdn = parse_fqdn(&fqdn)?;
             let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(msg)?;
             let Some((_, csr)) = found.into_iter().next() else {
                 return Err(format!("{fqdn} has no CSR"));
             };
             let pem = csr.to_pem();
+            let dest = dest.filter(|d| d != Path::new("-"));
             match (&dest, g.json) {
                 (Some(path), json) => {
-                    write_output(path, pem.as_bytes())?;
+                    write_output(path, pem.as_bytes(), force)?;
                     if json {
                         print_json(&serde_json::json!({
                             "fqdn": fqdn.as_str(),
@@ -1394,7 +1894,7 @@ fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
     let fqdn = parse_fqdn(fqdn)?;
     let bytes = read_input(file)?;
     let svc = open(g)?;
-    let chain = svc.import_certificate(&fqdn, &bytes).map_err(msg)?;
+    let chain = svc.import_certificate(&fqdn, &bytes).map_err(op_error)?;
     let subjects: Vec<String> = chain
         .iter()
         .map(|c| {
@@ -1412,6 +1912,23 @@ fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// On a terminal, asks before an action that cannot be undone (`op baseline --force`, `ca
+/// restore`); with --yes, or without a terminal (scripts, ZONECTL.md), goes on at once.
+fn confirm(question: &str, yes: bool) -> CmdResult {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err("not confirmed; nothing was changed (--yes confirms without asking)".into()),
+    }
 }
 
 /// The environment variable holding the backup passphrase (BK1, BK2).
@@ -1552,14 +2069,22 @@ fn finish_secret(tmp: &Path, mut file: std::fs::File, path: &Path, data: &[u8]) 
 
 fn ca_backup(g: &Global, out: &Path) -> CmdResult {
     let svc = open(g)?;
-    if out.symlink_metadata().is_ok() {
+    if out != Path::new("-") && out.symlink_metadata().is_ok() {
         return Err(format!(
             "{} exists: a backup never replaces a file; choose another name, or move the old \
              file away first",
             out.display()
         ));
     }
+    // What needs no passphrase is checked before asking for it.
+    svc.check_backup_ca().map_err(msg)?;
     let passphrase = backup_passphrase()?;
+    if out == Path::new("-") {
+        // Standard output holds the (encrypted) archive alone.
+        let archive = svc.backup_ca(&passphrase).map_err(msg)?;
+        write_output(out, &archive, false)?;
+        return Ok(());
+    }
     // The file is created (empty, mode 0600) before the backup is made, so an unwritable
     // place is refused before the backup is recorded in the audit log.
     let (tmp, file) = create_secret_tmp(out)?;
@@ -1594,7 +2119,7 @@ fn ca_backup(g: &Global, out: &Path) -> CmdResult {
     Ok(())
 }
 
-fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
+fn ca_restore(g: &Global, file: &Path, to: &str, yes: bool) -> CmdResult {
     let to = parse_fqdn(to)?;
     let svc = open(g)?;
     // Read at most one byte more than the library accepts, so a huge or endless file is
@@ -1607,6 +2132,14 @@ fn ca_restore(g: &Global, file: &Path, to: &str) -> CmdResult {
     .map_err(msg)?;
     // What needs no passphrase is checked before asking for it.
     backup::inspect(&archive).map_err(|e| format!("{}: {e}", file.display()))?;
+    svc.check_restore_ca(&to).map_err(msg)?;
+    confirm(
+        &format!(
+            "Restore the CA from {} onto {to}, which then holds the CA role?",
+            file.display()
+        ),
+        yes,
+    )?;
     let passphrase = restore_passphrase()?;
     let from = svc.ca_view().map_err(msg)?.certificate_server;
     let view = svc.restore_ca(&archive, &passphrase, &to).map_err(msg)?;
@@ -1673,9 +2206,12 @@ fn server_replace(g: &Global, fqdn: &str, file: Option<&Path>) -> CmdResult {
 }
 
 fn op(g: &Global, cmd: OpCmd) -> CmdResult {
+    if let OpCmd::Show = cmd {
+        return op_show(g, &open_shown(g)?);
+    }
     let svc = open(g)?;
     let (view, done) = match cmd {
-        OpCmd::Show => return op_show(g, &svc),
+        OpCmd::Show => unreachable!("handled above"),
         OpCmd::AssignNow => (svc.assign_now(), "update assigned".to_string()),
         OpCmd::Cancel => (
             svc.cancel(),
@@ -1693,8 +2229,17 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
             svc.ignore(&names),
             format!("taken out of the update: {}", names.join(", ")),
         ),
-        OpCmd::Baseline { force } => (
-            svc.baseline(force),
+        OpCmd::Baseline { force, yes } => (
+            {
+                if force {
+                    confirm(
+                        "Baseline even if members are stranded? Their recovery bundle goes \
+                         away and they must be re-enrolled.",
+                        yes,
+                    )?;
+                }
+                svc.baseline(force)
+            },
             "baselined: the update is finished and the recovery bundle is gone".to_string(),
         ),
         OpCmd::Replicate { servers } => {
@@ -1708,7 +2253,7 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
             )
         }
     };
-    let view = view.map_err(msg)?;
+    let view = view.map_err(op_error)?;
     if g.json {
         print_json(&view);
     } else {
@@ -1719,7 +2264,6 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
 }
 
 fn op_show(g: &Global, svc: &Service) -> CmdResult {
-    tick(svc)?;
     if svc.op().map_err(msg)?.is_none() {
         if g.json {
             print_json(&serde_json::json!({ "state": "none" }));
@@ -1749,10 +2293,14 @@ fn fleet_refresh(
         fail: fail.into_iter().collect(),
         offline: offline.into_iter().collect(),
     };
-    // A progress bar for fleet-wide work, on stderr, only for a person at a terminal.
-    let bar = if all && std::io::stdout().is_terminal() {
-        let total =
-            svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len();
+    // Fleet-wide work reports progress on stderr: a bar for a person at a terminal, else a
+    // line per batch the library commits (with --json, JSON notices), so a log shows it.
+    let total = if all {
+        svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len()
+    } else {
+        0
+    };
+    let bar = if all && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
         if let Ok(style) =
             ProgressStyle::with_template("{spinner} refreshing {pos}/{len} [{bar:30}] {elapsed}")
@@ -1764,10 +2312,20 @@ fn fleet_refresh(
     } else {
         None
     };
+    let lines = all && bar.is_none();
+    let started = Instant::now();
+    if lines {
+        notice(&format!("refreshing {total} member(s)"));
+    }
     let result = svc.refresh(&names, &opts, |done, total| {
         if let Some(b) = &bar {
             b.set_length(total as u64);
             b.set_position(done as u64);
+        } else if lines {
+            notice(&format!(
+                "refreshed {done}/{total} member(s) ({}s)",
+                started.elapsed().as_secs()
+            ));
         }
     });
     if let Some(b) = &bar {
@@ -1784,7 +2342,7 @@ fn fleet_refresh(
 
 fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
     // A dry run: no tick, so asking about a time past activation activates nothing.
-    let svc = open(g)?;
+    let svc = open_read(g)?;
     let at = at.unwrap_or_else(|| svc.now());
     let plan = svc.plan(at).map_err(msg)?;
     if g.json {
@@ -1795,9 +2353,8 @@ fn plan(g: &Global, at: Option<Timestamp>) -> CmdResult {
     Ok(())
 }
 
-fn warnings(g: &Global, within_days: u32) -> CmdResult {
-    let svc = open(g)?;
-    tick(&svc)?;
+fn warnings(g: &Global, within_days: u32, fail_on: Option<FailOn>) -> CmdResult {
+    let svc = open_shown(g)?;
     let window = if within_days == 90 {
         DEFAULT_WARNING_WINDOW
     } else {
@@ -1813,6 +2370,16 @@ fn warnings(g: &Global, within_days: u32) -> CmdResult {
         for w in &list {
             println!("  {}", w.message);
         }
+    }
+    let failing = match fail_on {
+        None => false,
+        Some(FailOn::Expired) => list.iter().any(|w| w.expired),
+        Some(FailOn::Expiring) => !list.is_empty(),
+    };
+    if failing {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(EXIT_WARNING);
     }
     Ok(())
 }
@@ -1890,6 +2457,14 @@ fn print_server(v: &ServerView, offset: Option<UtcOffset>) {
         println!("CA role:            certificate server");
     }
     println!("Issued to:          {}", opt(&v.issued_to));
+    println!(
+        "DNS names:          {}",
+        if v.dns_names.is_empty() {
+            "-".into()
+        } else {
+            v.dns_names.join(", ")
+        }
+    );
     println!("Subject:            {}", opt(&v.subject));
     println!("Issued by:          {}", opt(&v.issuer));
     println!("Valid from:         {}", time(v.not_before));

@@ -131,7 +131,7 @@ pub enum OpError {
     /// Baseline while devices are stranded (O10).
     #[error(
         "{count} member(s) are stranded ({first}, ...): baselining removes their recovery \
-             bundle; recover them first, or baseline with --force"
+             bundle; recover them first, or force the baseline"
     )]
     StrandedBaseline {
         /// How many.
@@ -920,7 +920,8 @@ mod tests {
         o.handle_timeout(now, 1);
         let stranded = vec!["dev-1".to_string()];
         let e = o.baseline(now, &stranded, false).unwrap_err();
-        assert!(e.to_string().contains("--force"), "{e}");
+        // Library words, no command-line flag (issue 9 item 9).
+        assert!(e.to_string().contains("force the baseline"), "{e}");
         o.baseline(now, &stranded, true).unwrap();
         assert!(matches!(
             o.state,

@@ -35,7 +35,9 @@ use crate::error::{Error, Result};
 use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
 use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
-use crate::view::{CaView, DeviceView, ServerView, Warning, WarningSubject};
+use crate::view::{
+    CaView, DevicePage, DeviceQuery, DeviceView, ServerView, Warning, WarningSubject, natural_cmp,
+};
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
     ZoneRecord, check_zone_name, device_name, keys,
@@ -670,10 +672,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(chain)
     }
 
-    /// Managed devices, in name order.
+    /// Managed devices, in natural name order (`laptop-2` before `laptop-10`,
+    /// [`natural_cmp`]).
     pub fn devices(&self) -> Result<Vec<DeviceView>> {
+        Ok(self.device_list(&DeviceQuery::all())?.devices)
+    }
+
+    /// One page of managed devices (`device list`): those with the query's update status, in
+    /// natural name order, after its `after` name, at most `limit` of them; `more` says
+    /// whether another page follows.
+    pub fn device_list(&self, query: &DeviceQuery) -> Result<DevicePage> {
         let statuses = self.device_update_statuses()?;
-        Ok(self
+        let mut devices: Vec<DeviceView> = self
             .device_records()?
             .into_iter()
             .map(|d| DeviceView {
@@ -684,7 +694,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 name: d.name,
                 agent_version: d.agent_version,
             })
-            .collect())
+            .filter(|d| {
+                query.status.as_ref().is_none_or(|s| &d.update_status == s)
+                    && query
+                        .after
+                        .as_ref()
+                        .is_none_or(|a| natural_cmp(&d.name, a) == std::cmp::Ordering::Greater)
+            })
+            .collect();
+        devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        let more = query.limit.is_some_and(|n| devices.len() > n);
+        if let Some(n) = query.limit {
+            devices.truncate(n);
+        }
+        Ok(DevicePage { devices, more })
     }
 
     /// Expiry warnings (V3): the CA and every server certificate that expires within `window`
@@ -732,6 +755,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn dump(&self) -> Result<serde_json::Value> {
         dump(&self.store)
     }
+
+    /// [`dump`](Self::dump) written to `out` as the store is read (`store dump` of a large
+    /// zone), see [`dump_to`].
+    pub fn dump_to(&self, out: &mut dyn std::io::Write) -> Result<(), DumpError> {
+        dump_to(&self.store, out)
+    }
 }
 
 /// Every record of `store` as one JSON object `{key: {"version": n, "value": record}}` in key
@@ -739,14 +768,70 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
     let mut map = serde_json::Map::new();
     for (key, rec) in store.scan("")? {
-        let value = serde_json::from_slice(&rec.value)
-            .unwrap_or_else(|_| serde_json::Value::String(colon_hex(&rec.value)));
-        map.insert(
-            key,
-            serde_json::json!({ "version": rec.version, "value": value }),
-        );
+        map.insert(key, dump_entry(&rec));
     }
     Ok(serde_json::Value::Object(map))
+}
+
+/// One record as the dump shows it: its version, and its value as JSON (a record that is not
+/// JSON as colon-separated hex).
+fn dump_entry(rec: &crate::store::Record) -> serde_json::Value {
+    let value = serde_json::from_slice(&rec.value)
+        .unwrap_or_else(|_| serde_json::Value::String(colon_hex(&rec.value)));
+    serde_json::json!({ "version": rec.version, "value": value })
+}
+
+/// Why [`dump_to`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DumpError {
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// Writing the dump failed (the output was closed, the disk is full).
+    #[error("cannot write the dump: {0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// [`dump`] written to `out` as it is read, one record at a time: the same text as
+/// `serde_json::to_string_pretty(&dump(store)?)`, without holding the store in memory.
+pub fn dump_to(store: &dyn Storage, out: &mut dyn std::io::Write) -> Result<(), DumpError> {
+    use std::ops::ControlFlow;
+    let mut first = true;
+    let mut failed = None;
+    let mut entry = Vec::new();
+    let mut write = |key: String, rec: crate::store::Record| -> std::io::Result<()> {
+        // `{"key": entry}` pretty-printed at the top level is `"key": ` followed by the
+        // entry pretty-printed one level deeper: its lines indented by two spaces. JSON
+        // strings escape newlines, so every newline in the entry is a line break.
+        entry.clear();
+        serde_json::to_writer_pretty(&mut entry, &dump_entry(&rec))?;
+        out.write_all(if first { b"{\n  " } else { b",\n  " })?;
+        first = false;
+        serde_json::to_writer(&mut *out, &key)?;
+        out.write_all(b": ")?;
+        for (i, line) in entry.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                out.write_all(b"\n  ")?;
+            }
+            out.write_all(line)?;
+        }
+        Ok(())
+    };
+    store
+        .scan_each("", &mut |key, rec| match write(key, rec) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        })
+        .map_err(|e| DumpError::Store(e.into()))?;
+    if let Some(e) = failed {
+        return Err(DumpError::Write(e));
+    }
+    out.write_all(if first { b"{}" } else { b"\n}" })
+        .map_err(DumpError::Write)
 }
 
 pub(super) fn server_record(

@@ -35,6 +35,7 @@
 //! commit failures in crash tests.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -153,6 +154,38 @@ pub enum StoreError {
         /// The path that was to be created.
         path: PathBuf,
     },
+    /// The store file is held by another handle, in another process (another frontend) or in
+    /// this one: an embedded store has one writer at a time. Nothing was read or written; the
+    /// same open succeeds once that handle is closed.
+    #[error(
+        "store {} is already open by another process or handle, which holds it until it \
+         finishes; retry once it has",
+        path.display()
+    )]
+    Busy {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+    /// The store file exists but is not a valid store: damaged, truncated, or another kind of
+    /// file. It was not changed; restore it from a copy or a backup.
+    #[error(
+        "store {} is damaged or is not a zonepki store ({reason}); it was left as it is: \
+         restore it from a copy or a backup",
+        path.display()
+    )]
+    Damaged {
+        /// The path that was opened.
+        path: PathBuf,
+        /// What the backend found wrong.
+        reason: String,
+    },
+    /// A write to a store opened read-only (for example a read-only file opened by a command
+    /// that only shows the zone). Nothing was written.
+    #[error("store {} is open read-only: it cannot be written", path.display())]
+    ReadOnly {
+        /// The path of the store.
+        path: PathBuf,
+    },
     /// The backend failed (I/O, database error); the reason includes the backend's text.
     #[error("store backend failed: {reason}")]
     Backend {
@@ -196,6 +229,23 @@ pub trait Storage: Send + Sync {
     /// Every record whose key starts with `prefix`, in key order (`""` = everything).
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError>;
 
+    /// Calls `f` with every record whose key starts with `prefix`, in key order, from one
+    /// consistent snapshot, until `f` returns [`ControlFlow::Break`]. The default goes through
+    /// [`scan`](Storage::scan); a backend overrides it to hold one record at a time, so a walk
+    /// over a large store (a dump) needs memory for one record, not for all.
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        for (key, rec) in self.scan(prefix)? {
+            if f(key, rec).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies all writes atomically, or none (every precondition is checked before anything
     /// is written).
     ///
@@ -213,6 +263,13 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
     }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
+    }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
     }
@@ -225,6 +282,13 @@ impl<T: Storage + ?Sized> Storage for &T {
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
     }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
+    }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
     }
@@ -236,6 +300,13 @@ impl<T: Storage + ?Sized> Storage for Box<T> {
     }
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         (**self).scan(prefix)
+    }
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        (**self).scan_each(prefix, f)
     }
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
@@ -368,6 +439,14 @@ impl<S: Storage> Storage for FaultyStore<S> {
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
         self.inner.scan(prefix)
+    }
+
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_each(prefix, f)
     }
 
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! What administrators see (V1, V2, V3): plain data, ready to print or serialise.
 
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -99,6 +100,76 @@ pub struct DeviceView {
     pub agent_version: String,
 }
 
+/// Which devices [`ZoneService::device_list`](crate::service::ZoneService::device_list)
+/// returns: a filter and one page of the natural order ([`natural_cmp`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeviceQuery {
+    /// Only devices whose update status is this (`none` when no operation runs, else the
+    /// running operation's member status such as `assigned`, `applied`, `failed`).
+    pub status: Option<String>,
+    /// Only devices after this name in natural order: the last name of the previous page.
+    /// The name need not be a device's.
+    pub after: Option<String>,
+    /// At most this many devices.
+    pub limit: Option<usize>,
+}
+
+impl DeviceQuery {
+    /// Every device.
+    pub fn all() -> Self {
+        DeviceQuery::default()
+    }
+}
+
+/// One page of devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DevicePage {
+    /// The devices of the page, in natural order.
+    pub devices: Vec<DeviceView>,
+    /// Whether more devices match after the last one of this page.
+    pub more: bool,
+}
+
+/// Natural order of member names, as people sort them: runs of ASCII digits compare as
+/// numbers (`laptop-2` before `laptop-10`), everything else byte by byte. Names equal as
+/// numbers (`dev-01`, `dev-1`) fall back to byte order, so the order is total and agrees with
+/// equality.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let (dx, ex) = digit_run(x, i);
+            let (dy, ey) = digit_run(y, j);
+            // Without leading zeros, the longer number is the larger; equal lengths compare
+            // digit by digit.
+            let ord = dx.len().cmp(&dy.len()).then_with(|| dx.cmp(dy));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+            (i, j) = (ex, ey);
+        } else {
+            match x[i].cmp(&y[j]) {
+                Ordering::Equal => (i, j) = (i + 1, j + 1),
+                ord => return ord,
+            }
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| x.cmp(y))
+}
+
+/// The run of ASCII digits of `s` from `k`, without leading zeros, and where it ends.
+fn digit_run(s: &[u8], k: usize) -> (&[u8], usize) {
+    let end = s[k..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .map_or(s.len(), |n| k + n);
+    let digits = &s[k..end];
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    (&digits[zeros..], end)
+}
+
 /// What kind of certificate a warning is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -157,5 +228,49 @@ impl Warning {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod natural_tests {
+    use super::natural_cmp;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn numbers_sort_as_numbers_and_the_order_is_total() {
+        let mut names = vec![
+            "laptop-10",
+            "laptop-2",
+            "laptop-1",
+            "dev-01",
+            "dev-1",
+            "a",
+            "laptop-",
+            "b2",
+            "b10a",
+            "b10",
+            "x99999999999999999999999",
+            "x100000000000000000000000",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "a",
+                "b2",
+                "b10",
+                "b10a",
+                "dev-01",
+                "dev-1",
+                "laptop-",
+                "laptop-1",
+                "laptop-2",
+                "laptop-10",
+                "x99999999999999999999999",
+                "x100000000000000000000000",
+            ]
+        );
+        assert_eq!(natural_cmp("dev-1", "dev-1"), Ordering::Equal);
+        assert_ne!(natural_cmp("dev-01", "dev-1"), Ordering::Equal);
     }
 }

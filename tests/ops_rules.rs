@@ -644,7 +644,9 @@ fn o10_baseline_needs_force_while_stranded_and_then_the_bundle_is_gone() {
         matches!(e, Error::Op(OpError::StrandedBaseline { count: 1, .. })),
         "{e}"
     );
-    assert!(e.to_string().contains("--force"), "{e}");
+    // Library words: the fact and the way out, no command-line flag (issue 9 item 9).
+    assert!(e.to_string().contains("force the baseline"), "{e}");
+    assert!(!e.to_string().contains("--"), "{e}");
     assert_eq!(dump(&sim), before);
     let v = sim.svc.baseline(true).unwrap();
     assert_eq!(v.state, "baselined");

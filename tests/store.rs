@@ -524,10 +524,12 @@ fn assert_open_fails_cleanly(path: &Path) {
     let before = std::fs::read(path).unwrap();
     let result = std::panic::catch_unwind(|| RedbStore::open(path));
     match result {
-        Ok(Err(StoreError::Backend { reason })) => {
-            assert!(reason.contains(&path.display().to_string()), "{reason}");
+        // A file that is not a store (or a damaged one) is named as such (issue 9 item 9).
+        Ok(Err(e @ StoreError::Damaged { .. })) => {
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            assert!(e.to_string().contains("damaged"), "{e}");
         }
-        Ok(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(other) => panic!("expected a damaged-store error, got {other:?}"),
         Err(_) => panic!("RedbStore::open panicked on {}", path.display()),
     }
     assert_eq!(
@@ -583,7 +585,12 @@ fn redb_damaged_file_never_panics() {
             store.scan("")
         });
         match result {
-            Ok(Ok(_)) | Ok(Err(StoreError::Backend { .. } | StoreError::Corrupt { .. })) => {}
+            Ok(Ok(_))
+            | Ok(Err(
+                StoreError::Backend { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::Damaged { .. },
+            )) => {}
             Ok(Err(e)) => panic!("unexpected error for damage at {offset}: {e:?}"),
             Err(_) => panic!("panicked on a file damaged at offset {offset}"),
         }
@@ -688,4 +695,47 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamed dump (issue 9 item 9): the same text as the whole dump, one record at a time.
+
+#[test]
+fn streamed_dump_is_the_pretty_dump_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let redb = RedbStore::create(dir.path().join("d.redb")).unwrap();
+    let memory = MemoryStore::new();
+    for store in [&redb as &dyn Storage, &memory] {
+        let text = |s: &dyn Storage| {
+            let mut out = Vec::new();
+            zonepki::service::dump_to(s, &mut out).unwrap();
+            let whole = serde_json::to_string_pretty(&zonepki::service::dump(s).unwrap()).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), whole);
+        };
+        text(store);
+        store
+            .commit(&[
+                Write::create(
+                    "a",
+                    br#"{"z": [1, {"b": "x\ny"}], "a": {}, "e": []}"#.to_vec(),
+                ),
+                Write::create("b\"q", b"\x00\xffnot json".to_vec()),
+                Write::create("c", b"7".to_vec()),
+                Write::create("d", br#""text""#.to_vec()),
+            ])
+            .unwrap();
+        text(store);
+    }
+    // Each record is visited in key order, and a stop is honoured.
+    let mut seen = Vec::new();
+    redb.scan_each("", &mut |k, _| {
+        seen.push(k);
+        if seen.len() == 2 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(seen, ["a", "b\"q"]);
 }

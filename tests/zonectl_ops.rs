@@ -144,9 +144,24 @@ fn remint_ca_through_the_command_line() {
     // assigned (O4), and the members after them in the round apply it (A1).
     let o = z.run(&["fleet", "refresh", "--all", "--json", "--now", H2]);
     assert_eq!(o.code, 0, "{}", o.stderr);
+    // No bar without a terminal, but progress lines (JSON notices with --json), issue 9
+    // item 9: the first names the count, the last says all are done.
+    let notices: Vec<Value> = o
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        notices[0]["notice"], "refreshing 9 member(s)",
+        "{}",
+        o.stderr
+    );
     assert!(
-        o.stderr.is_empty(),
-        "no progress bar without a terminal: {}",
+        notices.last().unwrap()["notice"]
+            .as_str()
+            .unwrap()
+            .starts_with("refreshed 9/9 member(s)"),
+        "{}",
         o.stderr
     );
     let out: Value = serde_json::from_str(&o.stdout).unwrap();
@@ -913,6 +928,10 @@ fn progress_bar_only_on_a_terminal() {
     assert!(
         text.contains("refreshing"),
         "no progress bar on a terminal: {text}"
+    );
+    assert!(
+        !text.contains("refreshed "),
+        "lines instead of a bar: {text}"
     );
     assert!(text.contains("trust-updated"), "{text}");
 }

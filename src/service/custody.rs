@@ -178,6 +178,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(archive)
     }
 
+    /// The checks [`backup_ca`](Self::backup_ca) makes before it needs the passphrase: the
+    /// zone's CA is internal (an external CA's key is not held by the zone). A frontend calls
+    /// it before asking for a passphrase that could not be used. Changes nothing.
+    pub fn check_backup_ca(&self) -> Result<()> {
+        Self::certificate_server_for(&self.zone()?, "CA backup").map(|_| ())
+    }
+
+    /// The checks [`restore_ca`](Self::restore_ca) makes before it needs the archive's
+    /// passphrase: the zone's CA is internal, no staged operation runs, and `to` is a Primary
+    /// Server. Changes nothing.
+    pub fn check_restore_ca(&self, to: &Fqdn) -> Result<()> {
+        Self::certificate_server_for(&self.zone()?, "CA restore")?;
+        self.ensure_idle("CA restore")?;
+        self.check_primary(to)
+    }
+
     /// BK2: restores the CA from an archive onto `to`, which takes the CA role if it did not
     /// hold it. A wrong passphrase, a damaged or tampered archive, or another zone's CA is
     /// refused by the target's agent before anything changes.

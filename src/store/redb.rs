@@ -11,19 +11,28 @@
 //! # One handle per file
 //!
 //! redb locks the file while a [`Database`] has it open. A second [`RedbStore::open`] of the
-//! same file, from this process or another one, fails with [`StoreError::Backend`] ("already
-//! open") until the first handle is dropped or [closed](RedbStore::close). Frontends that
-//! share a store in one process therefore share one `RedbStore`, for example through an
-//! `Arc<RedbStore>` (which is itself a [`Storage`]).
+//! same file, from this process or another one, fails with [`StoreError::Busy`] until the
+//! first handle is dropped or [closed](RedbStore::close). Frontends that share a store in one
+//! process therefore share one `RedbStore`, for example through an `Arc<RedbStore>` (which is
+//! itself a [`Storage`]).
+//!
+//! # Read-only handles
+//!
+//! [`RedbStore::open_read_only`] opens the file for reading only: it works on a file without
+//! write permission, never changes the file (not even its modification time), and several
+//! read-only handles may be open at once. A writable handle and a read-only one exclude each
+//! other ([`StoreError::Busy`]), so a reader never sees a half-written file. A commit through a
+//! read-only handle fails with [`StoreError::ReadOnly`].
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use ::redb::{
-    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError,
-    TableDefinition, TableError, WriteTransaction,
+    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, StorageError, TableDefinition, TableError, TransactionError, WriteTransaction,
 };
 
 use super::{Expect, Record, Storage, StoreError, Write, check, next_version, validate};
@@ -39,8 +48,23 @@ const HEADER: usize = 8;
 /// See the [module documentation](self) for the file layout and for why a file can be open
 /// through only one `RedbStore` at a time.
 pub struct RedbStore {
-    db: Database,
+    db: Db,
     path: PathBuf,
+}
+
+/// The open database: writable, or read-only ([`RedbStore::open_read_only`]).
+enum Db {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        match self {
+            Db::Write(db) => db.begin_read(),
+            Db::Read(db) => db.begin_read(),
+        }
+    }
 }
 
 impl fmt::Debug for RedbStore {
@@ -68,7 +92,10 @@ impl RedbStore {
             Err(e) => return Err(backend(&path, "cannot create", e)),
         }
         match Self::initialize(&path) {
-            Ok(db) => Ok(RedbStore { db, path }),
+            Ok(db) => Ok(RedbStore {
+                db: Db::Write(db),
+                path,
+            }),
             Err(e) => {
                 // Best effort: the file is ours and holds nothing yet.
                 let _ = fs::remove_file(&path);
@@ -93,22 +120,47 @@ impl RedbStore {
 
     /// Opens an existing store file. Never creates one.
     ///
-    /// Fails with [`StoreError::NotFound`] if `path` does not exist, and with
-    /// [`StoreError::Backend`] if it is not a redb database, is corrupt, or is already open
-    /// (see the [module documentation](self)). The whole file is checksummed on open, so a file
-    /// damaged outside redb is reported as an error rather than trusted.
+    /// Fails with [`StoreError::NotFound`] if `path` does not exist, with [`StoreError::Busy`]
+    /// if it is already open (see the [module documentation](self)), with
+    /// [`StoreError::Damaged`] if it is not a redb database or is corrupt, and with
+    /// [`StoreError::Backend`] for other I/O errors (such as a file without write permission).
+    /// The whole file is checksummed on open, so a file damaged outside redb is reported as an
+    /// error rather than trusted.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        match path.try_exists() {
-            Ok(true) => {}
-            Ok(false) => return Err(StoreError::NotFound { path }),
-            Err(e) => return Err(backend(&path, "cannot open", e)),
-        }
+        check_exists(&path)?;
         let db = Builder::new()
             .set_check_integrity_on_open(true)
             .open(&path)
             .map_err(|e| database_error(&path, "cannot open", e))?;
-        Ok(RedbStore { db, path })
+        Ok(RedbStore {
+            db: Db::Write(db),
+            path,
+        })
+    }
+
+    /// Opens an existing store file for reading only. Never creates or changes one.
+    ///
+    /// Reads work as through [`open`](Self::open); [`commit`](Storage::commit) fails with
+    /// [`StoreError::ReadOnly`]. Needs only read permission, leaves the file's contents and
+    /// modification time as they are, and may be open beside other read-only handles. Fails as
+    /// [`open`](Self::open) does, and with [`StoreError::Backend`] for a file that was not
+    /// closed cleanly (recovering it is a write: open it writable once).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        check_exists(&path)?;
+        let db = Builder::new()
+            .open_read_only(&path)
+            .map_err(|e| database_error(&path, "cannot open", e))?;
+        Ok(RedbStore {
+            db: Db::Read(db),
+            path,
+        })
+    }
+
+    /// Whether this handle was opened with [`open_read_only`](Self::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.db, Db::Read(_))
     }
 
     /// The path of the store file.
@@ -119,8 +171,11 @@ impl RedbStore {
     /// Closes the store, reporting an error that dropping it would ignore.
     pub fn close(self) -> Result<(), StoreError> {
         let RedbStore { db, path } = self;
-        db.close()
-            .map_err(|e| database_error(&path, "cannot close", e))
+        match db {
+            Db::Write(db) => db.close(),
+            Db::Read(db) => db.close(),
+        }
+        .map_err(|e| database_error(&path, "cannot close", e))
     }
 
     /// Applies `writes` in order inside `txn`, checking each precondition as it goes. The
@@ -228,14 +283,51 @@ impl Storage for RedbStore {
         Ok(out)
     }
 
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        // One read transaction: a consistent snapshot, one record in memory at a time.
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend(path, "cannot read", e))?;
+        let table = match txn.open_table(RECORDS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        };
+        for entry in table
+            .range(prefix..)
+            .map_err(|e| backend(path, "cannot read", e))?
+        {
+            let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let rec = decode(key, value.value())?;
+            if f(key.to_owned(), rec).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         validate(writes)?;
         if writes.is_empty() {
             return Ok(());
         }
         let path = self.path.as_path();
-        let txn = self
-            .db
+        let Db::Write(db) = &self.db else {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+            });
+        };
+        let txn = db
             .begin_write()
             .map_err(|e| backend(path, "cannot write", e))?;
         match self.apply(&txn, writes) {
@@ -299,22 +391,52 @@ fn backend(path: &Path, what: &str, e: impl fmt::Display) -> StoreError {
     }
 }
 
+fn check_exists(path: &Path) -> Result<(), StoreError> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::NotFound {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(backend(path, "cannot open", e)),
+    }
+}
+
 fn database_error(path: &Path, what: &str, e: DatabaseError) -> StoreError {
     match e {
-        DatabaseError::DatabaseAlreadyOpen => backend(
-            path,
-            what,
-            "it is already open (by this process or another one); share one open store instead",
-        ),
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Busy {
+                path: path.to_owned(),
+            }
+        }
         DatabaseError::Storage(StorageError::Io(io)) if io.kind() == io::ErrorKind::NotFound => {
             StoreError::NotFound {
                 path: path.to_owned(),
             }
         }
-        DatabaseError::Storage(StorageError::Corrupted(reason)) => backend(
+        // redb reports a wrong magic number or a short header as invalid data.
+        DatabaseError::Storage(StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                reason: io.to_string(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Corrupted(reason)) => StoreError::Damaged {
+            path: path.to_owned(),
+            reason,
+        },
+        DatabaseError::UpgradeRequired(v) => StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("redb file format {v}, not the one this build reads"),
+        },
+        DatabaseError::RepairAborted => backend(
             path,
             what,
-            format!("it is not a valid store or it is damaged ({reason})"),
+            "it was not closed cleanly and needs a recovery, which only a writable open does",
         ),
         e => backend(path, what, e),
     }
@@ -364,8 +486,10 @@ mod tests {
         let dir = temp()?;
         let store = RedbStore::create(dir.path().join("s.redb"))?;
         // Write a malformed value behind the store's back.
-        let txn = store
-            .db
+        let Db::Write(db) = &store.db else {
+            panic!("created writable")
+        };
+        let txn = db
             .begin_write()
             .map_err(|e| backend(store.path(), "w", e))?;
         {
@@ -393,15 +517,71 @@ mod tests {
         let store = RedbStore::create(&path)?;
         store.commit(&[Write::create("k", *b"v")])?;
         match RedbStore::open(&path) {
-            Err(StoreError::Backend { reason }) => {
-                assert!(reason.contains("already open"), "{reason}");
-                assert!(reason.contains("s.redb"), "{reason}");
+            Err(e @ StoreError::Busy { .. }) => {
+                assert!(e.to_string().contains("already open"), "{e}");
+                assert!(e.to_string().contains("s.redb"), "{e}");
             }
             other => panic!("expected already-open error, got {other:?}"),
         }
+        // A reader is refused beside the writer as well.
+        assert!(matches!(
+            RedbStore::open_read_only(&path),
+            Err(StoreError::Busy { .. })
+        ));
         store.close()?;
         let store = RedbStore::open(&path)?;
         assert_eq!(store.get("k")?.map(|r| r.version), Some(1));
+        Ok(())
+    }
+
+    #[test]
+    fn read_only_handle_reads_and_never_writes() -> Result<(), StoreError> {
+        let dir = temp()?;
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::create(&path)?;
+        store.commit(&[Write::create("k", *b"v")])?;
+        store.close()?;
+        let mtime = || fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let before = mtime();
+        let reader = RedbStore::open_read_only(&path)?;
+        assert!(reader.is_read_only());
+        // Readers share the file with each other, and exclude a writer.
+        let second = RedbStore::open_read_only(&path)?;
+        assert!(matches!(
+            RedbStore::open(&path),
+            Err(StoreError::Busy { .. })
+        ));
+        assert_eq!(second.get("k")?.map(|r| r.value), Some(b"v".to_vec()));
+        assert_eq!(reader.scan("")?.len(), 1);
+        assert!(matches!(
+            reader.commit(&[Write::create("x", *b"1")]),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        reader.close()?;
+        second.close()?;
+        assert_eq!(before, mtime(), "a read-only handle changed the file");
+        let store = RedbStore::open(&path)?;
+        assert!(store.get("x")?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_and_missing_files_are_named_as_such() -> Result<(), StoreError> {
+        let dir = temp()?;
+        let path = dir.path().join("s.redb");
+        assert!(matches!(
+            RedbStore::open(&path),
+            Err(StoreError::NotFound { .. })
+        ));
+        fs::write(&path, vec![0x5a; 8192]).map_err(|e| backend(&path, "w", e))?;
+        for result in [RedbStore::open(&path), RedbStore::open_read_only(&path)] {
+            match result {
+                Err(e @ StoreError::Damaged { .. }) => {
+                    assert!(e.to_string().contains("damaged"), "{e}")
+                }
+                other => panic!("expected a damaged store, got {other:?}"),
+            }
+        }
         Ok(())
     }
 
