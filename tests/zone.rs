@@ -348,7 +348,7 @@ fn two_frontends_on_one_store_cannot_both_commit_from_the_same_view() {
     );
     let e = a.add_devices(&["dev-a".into()], "1").unwrap_err();
     assert!(
-        matches!(e, Error::Store(StoreError::Conflict { .. })),
+        matches!(e, Error::ZoneChanged { .. }) && e.is_retryable(),
         "{e}"
     );
     let names: Vec<String> = ZoneService::new(
