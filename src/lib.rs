@@ -79,6 +79,7 @@ pub mod clock;
 pub mod csr;
 pub mod error;
 pub mod key;
+pub mod lint;
 pub mod ops;
 pub mod service;
 pub mod store;
