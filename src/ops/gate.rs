@@ -278,7 +278,8 @@ pub struct Postponement {
 /// A gate and what it has done, persisted in the operation record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateState {
-    /// The settings.
+    /// The settings (`settings` in the record and in `op show`).
+    #[serde(rename = "settings")]
     pub gate: Gate,
     /// Never postponed past this (the current CA's expiry minus the margin).
     pub deadline: Timestamp,
