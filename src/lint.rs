@@ -765,4 +765,92 @@ mod tests {
         assert_eq!(err.findings.len(), 1, "errors cannot be acknowledged away");
         assert_eq!(err.findings[0].rule, Rule::OutlivesIssuer);
     }
+
+    /// DER length octets (short form, or long form with two octets).
+    fn der_len(n: usize) -> Vec<u8> {
+        match n {
+            0..=0x7f => vec![n as u8],
+            0x80..=0xff => vec![0x81, n as u8],
+            _ => vec![0x82, (n >> 8) as u8, n as u8],
+        }
+    }
+
+    /// A crate-made CA certificate re-encoded with its notAfter (2032, a UTCTime) as a
+    /// GeneralizedTime, and signed again with its key: what x509-cert's RFC 5280 profile
+    /// never encodes, so it is built by hand.
+    fn generalized_time_before_2050() -> Certificate {
+        use crate::ca::{CaParams, Serial, self_signed_ca};
+        use crate::key::{KeySpec, PrivateKey, Signer};
+        use der::Encode;
+        let key = PrivateKey::generate(KeySpec::P256).unwrap();
+        let params = CaParams {
+            common_name: "Wrong Time".into(),
+            validity: 5.try_into().unwrap(),
+        };
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let good = self_signed_ca(&key, &params, &Serial::random().unwrap(), now).unwrap();
+        let tbs = good.tbs_der();
+        let utc = [&[0x17u8, 0x0d][..], b"320101000000Z"].concat();
+        let generalized = [&[0x18u8, 0x0f][..], b"20320101000000Z"].concat();
+        let at = tbs.windows(utc.len()).position(|w| w == utc).unwrap();
+        // Validity is SEQUENCE { notBefore (15 octets), notAfter }: its header is just before.
+        let validity_at = at - 15 - 2;
+        assert_eq!(tbs[validity_at..validity_at + 2], [0x30, 30]);
+        let mut body = tbs[tbs.len() - tbs_body_len(tbs)..].to_vec();
+        let offset = tbs.len() - body.len();
+        let (v, a) = (validity_at - offset, at - offset);
+        body.splice(a..a + utc.len(), generalized);
+        body[v + 1] = 32;
+        let mut new_tbs = vec![0x30];
+        new_tbs.extend(der_len(body.len()));
+        new_tbs.extend(body);
+        let sig = key.sign(&new_tbs).unwrap();
+        let mut cert_body = new_tbs;
+        cert_body.extend(good.signature_algorithm().to_der().unwrap());
+        cert_body.extend(
+            der::asn1::BitString::from_bytes(&sig)
+                .unwrap()
+                .to_der()
+                .unwrap(),
+        );
+        let mut der = vec![0x30];
+        der.extend(der_len(cert_body.len()));
+        der.extend(cert_body);
+        Certificate::from_der(&der).unwrap()
+    }
+
+    /// The length of a DER SEQUENCE's contents.
+    fn tbs_body_len(seq: &[u8]) -> usize {
+        match seq[1] {
+            n if n < 0x80 => n as usize,
+            0x81 => seq[2] as usize,
+            _ => (usize::from(seq[2]) << 8) | usize::from(seq[3]),
+        }
+    }
+
+    #[test]
+    fn generalized_time_before_2050_is_an_error_rfc5280_4_1_2_5() {
+        let cert = generalized_time_before_2050();
+        assert!(matches!(
+            cert.x509().tbs_certificate().validity().not_after,
+            x509_cert::time::Time::GeneralTime(_)
+        ));
+        assert!(cert.is_self_signed(), "signed again with its key");
+        let ctx = Context {
+            role: CertRole::Ca,
+            issuer: Some(&cert),
+            fqdn: None,
+            external: true,
+        };
+        let found = lint_certificate(&cert, ctx);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].rule, Rule::ValidityEncoding);
+        assert!(
+            found[0]
+                .detail
+                .contains("notAfter (2032) is encoded as GeneralizedTime"),
+            "{}",
+            found[0]
+        );
+    }
 }

@@ -1088,6 +1088,29 @@ mod tests {
     }
 
     #[test]
+    fn records_without_a_gate_read_and_write_as_before_b2() {
+        let o = op("2027-02-01T00:00:00Z");
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(
+            !json.contains("gate") && !json.contains("acknowledged"),
+            "{json}"
+        );
+        let read: Operation = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.gate, None);
+        let mut gated = o.clone();
+        let gate = Gate {
+            min_devices_percent: 50,
+            servers: ServerQuota::All,
+            step_secs: 3600,
+            deadline_margin_secs: 0,
+            at_deadline: AtDeadline::Activate,
+        };
+        gated.set_gate(gate, t("2030-01-01T00:00:00Z")).unwrap();
+        let json = serde_json::to_string(&gated).unwrap();
+        assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), gated);
+    }
+
+    #[test]
     fn record_round_trips_with_version_first() {
         let o = op("2027-02-01T00:00:00Z");
         let json = serde_json::to_string(&o).unwrap();

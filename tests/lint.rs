@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{run, tool, write};
+use der::Encode;
 use sim::{PS1, PS2, SAT1, Sim, Spec, remint_ca};
 use zonepki::ca::{
     CaParams, Serial, ServerProfile, cross_certify, issue_server_certificate, self_signed_ca,
@@ -22,7 +23,7 @@ use zonepki::ca::{
 use zonepki::cert::{Certificate, CertificateDer, bundle};
 use zonepki::clock::{Clock, Timestamp};
 use zonepki::csr::VerifiedCsr;
-use zonepki::key::{KeySpec, PrivateKey};
+use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::lint::{CertRole, Context, Finding, Rule, Severity, lint_certificate, lint_chain};
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{ChangeCaRequest, ChangeCaTarget, RefreshOptions};
@@ -760,6 +761,94 @@ fn the_crates_lint_and_pkilint_agree_on_a_bad_set_b4() {
     }
     // The table the report shows (`cargo test --test lint -- --nocapture`).
     println!("{}", table.join("\n"));
+}
+
+/// DER length octets (short form, or long form with two octets).
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+/// A crate-made CA certificate re-encoded with its notAfter (2032, a UTCTime) as a
+/// GeneralizedTime, and signed again with its key: what x509-cert's RFC 5280 profile
+/// never encodes, so it is built by hand.
+fn generalized_time_before_2050() -> Certificate {
+    let key = PrivateKey::generate(KeySpec::P256).unwrap();
+    let params = CaParams {
+        common_name: "Wrong Time".into(),
+        validity: 5.try_into().unwrap(),
+    };
+    let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let good = self_signed_ca(&key, &params, &Serial::random().unwrap(), now).unwrap();
+    let tbs = good.tbs_der();
+    let utc = [&[0x17u8, 0x0d][..], b"320101000000Z"].concat();
+    let generalized = [&[0x18u8, 0x0f][..], b"20320101000000Z"].concat();
+    let at = tbs.windows(utc.len()).position(|w| w == utc).unwrap();
+    // Validity is SEQUENCE { notBefore (15 octets), notAfter }: its header is just before.
+    let validity_at = at - 15 - 2;
+    assert_eq!(tbs[validity_at..validity_at + 2], [0x30, 30]);
+    let mut body = tbs[tbs.len() - tbs_body_len(tbs)..].to_vec();
+    let offset = tbs.len() - body.len();
+    let (v, a) = (validity_at - offset, at - offset);
+    body.splice(a..a + utc.len(), generalized);
+    body[v + 1] = 32;
+    let mut new_tbs = vec![0x30];
+    new_tbs.extend(der_len(body.len()));
+    new_tbs.extend(body);
+    let sig = key.sign(&new_tbs).unwrap();
+    let mut cert_body = new_tbs;
+    cert_body.extend(good.signature_algorithm().to_der().unwrap());
+    cert_body.extend(
+        der::asn1::BitString::from_bytes(&sig)
+            .unwrap()
+            .to_der()
+            .unwrap(),
+    );
+    let mut der = vec![0x30];
+    der.extend(der_len(cert_body.len()));
+    der.extend(cert_body);
+    Certificate::from_der(&der).unwrap()
+}
+
+/// The length of a DER SEQUENCE's contents.
+fn tbs_body_len(seq: &[u8]) -> usize {
+    match seq[1] {
+        n if n < 0x80 => n as usize,
+        0x81 => seq[2] as usize,
+        _ => (usize::from(seq[2]) << 8) | usize::from(seq[3]),
+    }
+}
+
+/// RFC 5280 4.1.2.5: a notAfter before 2050 encoded as GeneralizedTime (x509-cert's RFC 5280
+/// profile never encodes one, so it is built by hand and signed again). Both linters catch it.
+#[test]
+fn a_generalized_time_before_2050_is_caught_by_both_linters_b4() {
+    let cert = generalized_time_before_2050();
+    let found = lint_certificate(
+        &cert,
+        Context {
+            role: CertRole::Ca,
+            issuer: Some(&cert),
+            fqdn: None,
+            external: true,
+        },
+    );
+    assert_eq!(
+        found.iter().map(|f| f.rule).collect::<Vec<_>>(),
+        [Rule::ValidityEncoding]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(theirs) = pkilint(dir.path(), "gt", &[cert.der()]) {
+        assert!(
+            theirs
+                .iter()
+                .any(|f| f.starts_with("pkix.wrong_time_useful_type")),
+            "pkilint must catch it too: {theirs:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
