@@ -53,7 +53,8 @@ pub enum Rule {
     /// A server certificate whose keyUsage lacks digitalSignature or allows certificate or CRL
     /// signing.
     LeafKeyUsage,
-    /// A server certificate without keyUsage (legal: any use; risky, so a warning).
+    /// A server certificate without keyUsage (legal, RFC 5280 4.2.1.3, and common from
+    /// external CAs: a notice).
     LeafKeyUsageAbsent,
     /// A server certificate whose extendedKeyUsage lacks serverAuth or clientAuth (the zone's
     /// servers are TLS servers and clients, S4).
@@ -184,6 +185,8 @@ impl std::str::FromStr for Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Worth knowing, never refuses (reported by [`lint_certificate`] and `zonectl lint`).
+    Notice,
     /// Legal but risky: refuses until the administrator acknowledges the rule.
     Warning,
     /// Refuses.
@@ -193,6 +196,7 @@ pub enum Severity {
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Severity::Notice => "notice",
             Severity::Warning => "warning",
             Severity::Error => "error",
         })
@@ -287,11 +291,16 @@ fn advice(findings: &[Finding]) -> String {
     out
 }
 
-/// Refuses when `findings` hold an error, or a warning whose rule is not in `acknowledged`.
+/// Refuses when `findings` hold an error, or a warning whose rule is not in `acknowledged`;
+/// notices never refuse.
 pub fn enforce(findings: Vec<Finding>, acknowledged: &[Rule]) -> Result<(), LintError> {
     let mut refused: Vec<Finding> = findings
         .into_iter()
-        .filter(|f| f.severity == Severity::Error || !acknowledged.contains(&f.rule))
+        .filter(|f| match f.severity {
+            Severity::Error => true,
+            Severity::Warning => !acknowledged.contains(&f.rule),
+            Severity::Notice => false,
+        })
         .collect();
     if refused.is_empty() {
         return Ok(());
@@ -505,7 +514,7 @@ fn key_usage(out: &mut Out<'_>, role: CertRole) {
         ),
         (CertRole::ServerLeaf, None) => out.push(
             Rule::LeafKeyUsageAbsent,
-            Severity::Warning,
+            Severity::Notice,
             "no keyUsage: the key may be used for anything",
         ),
         (CertRole::ServerLeaf, Some(ku)) => {
@@ -752,6 +761,8 @@ mod tests {
             sha256: "AA".into(),
             detail: "d".into(),
         };
+        let n = f(Rule::LeafKeyUsageAbsent, Severity::Notice);
+        assert!(enforce(vec![n], &[]).is_ok(), "notices never refuse");
         let w = f(Rule::SanWildcard, Severity::Warning);
         let e = f(Rule::OutlivesIssuer, Severity::Error);
         assert!(enforce(vec![], &[]).is_ok());
