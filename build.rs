@@ -1,6 +1,7 @@
 //! Finds the external tools that the interoperability tests drive (OpenSSL, GnuTLS `certtool`,
-//! Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
-//! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pycryptography`.
+//! pkilint, Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
+//! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pkilint`,
+//! `zonepki_has_pycryptography`.
 //!
 //! A test that needs a missing tool is then marked *ignored* with the reason (`cargo test`
 //! lists it as `ignored, needs ...`), never passed silently. With `CI` set every `cfg` is on,
@@ -10,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const TOOLS: [(&str, &str); 2] = [
+const TOOLS: [(&str, &str); 3] = [
     ("openssl", "zonepki_has_openssl"),
     ("certtool", "zonepki_has_certtool"),
+    ("lint_pkix_cert", "zonepki_has_pkilint"),
 ];
 const PY_CFG: &str = "zonepki_has_pycryptography";
 
@@ -28,12 +30,10 @@ fn main() {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    // An install into a PATH directory (apt-get install gnutls-bin) changes that directory, so
-    // cargo runs this script again and the tests stop being ignored.
+    // An install into a PATH directory (apt-get install gnutls-bin, pip install pkilint)
+    // changes that directory, so cargo runs this script again and the tests stop being ignored.
     for dir in dirs.iter().filter(|d| d.is_dir()) {
-        if dir.starts_with("/usr") || dir.starts_with("/bin") {
-            println!("cargo::rerun-if-changed={}", dir.display());
-        }
+        println!("cargo::rerun-if-changed={}", dir.display());
     }
     for (tool, cfg) in TOOLS {
         if ci || dirs.iter().any(|d| is_executable(&d.join(tool))) {

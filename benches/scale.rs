@@ -763,6 +763,8 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
             include_dns: true,
             activation: ActivationRequest::At(activation),
             update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
         })
         .unwrap()
     });
@@ -1147,6 +1149,8 @@ fn server_remint(n: usize, workers: Option<NonZeroUsize>, report: &mut Report) -
                 include_dns: false,
                 activation: ActivationRequest::At(activation),
                 csr: None,
+                gate: None,
+                acknowledge: Vec::new(),
             })
             .unwrap()
         },

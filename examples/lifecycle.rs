@@ -236,6 +236,8 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
         include_dns: true,
         activation: ActivationRequest::At(activation),
         update_name: Some("Remint CA 2027".into()),
+        gate: None,
+        acknowledge: Vec::new(),
     })?;
     println!(
         "   started: update {:?}, activation {}, cancel until {}",
@@ -262,6 +264,8 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
         include_dns: false,
         activation: ActivationRequest::At(activation),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     });
     if let Err(e) = second {
         println!("   a second operation is refused (O1): {e}");

@@ -81,7 +81,9 @@ use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, VerifiedCsr};
 use zonepki::fsio;
 use zonepki::key::KeySpec;
+use zonepki::lint::{Rule, lint_chain};
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError};
+use zonepki::ops::{AtDeadline, Gate, ServerQuota};
 use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
     Plan, RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest,
@@ -210,6 +212,10 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Pre-flight lint (B4) of certificates or chains (PEM, DER or PKCS#7): the checks every
+    /// certificate the zone makes or imports passes. One line per finding; exit 0 when clean,
+    /// 1 with findings.
+    Lint(LintArgs),
 }
 
 /// The EXAMPLES section of each command's help, by command path (kept apart from the
@@ -344,6 +350,10 @@ struct InitArgs {
     /// The first server's private key (PKCS#8, PEM or DER), matching its certificate.
     #[arg(long, value_name = "FILE", help_heading = "External CA (Z3)")]
     server_key: Option<PathBuf>,
+    /// Accept a lint warning (B4) for the external certificates, by rule name; repeat for
+    /// several.
+    #[arg(long, value_name = "RULE", value_parser = parse_rule, help_heading = "External CA (Z3)")]
+    accept_lint_warning: Vec<Rule>,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +455,8 @@ struct ServerRemintArgs {
     csr: Option<CsrModeArg>,
     #[command(flatten)]
     subject: CsrSubjectArgs,
+    #[command(flatten)]
+    gate: GateArgs,
 }
 
 /// How server certificates are requested from an external CA (CE2).
@@ -646,6 +658,8 @@ struct ChangeInternalArgs {
     /// The system update's name (default: "Change CA").
     #[arg(long)]
     update_name: Option<String>,
+    #[command(flatten)]
+    gate: GateArgs,
 }
 
 #[derive(Args)]
@@ -672,6 +686,8 @@ struct ChangeExternalArgs {
     update_name: Option<String>,
     #[command(flatten)]
     subject: CsrSubjectArgs,
+    #[command(flatten)]
+    gate: GateArgs,
 }
 
 #[derive(Subcommand)]
@@ -728,6 +744,10 @@ enum CertCmd {
         /// The certificate file.
         #[arg(long)]
         file: PathBuf,
+        /// Accept a lint warning (B4) for this certificate, by rule name (e.g.
+        /// san_wildcard); repeat for several.
+        #[arg(long, value_name = "RULE", value_parser = parse_rule)]
+        accept_lint_warning: Vec<Rule>,
     },
 }
 
@@ -752,6 +772,8 @@ struct CaRemintArgs {
     /// The system update's name (default: "Remint CA").
     #[arg(long)]
     update_name: Option<String>,
+    #[command(flatten)]
+    gate: GateArgs,
 }
 
 #[derive(Subcommand)]
@@ -1157,7 +1179,11 @@ fn run(cli: Cli) -> CmdResult {
         } => warnings(g, within_days, fail_on),
         Command::Op(cmd) => op(g, cmd),
         Command::Csr(cmd) => csr(g, cmd),
-        Command::Cert(CertCmd::Import { fqdn, file }) => cert_import(g, &fqdn, &file),
+        Command::Cert(CertCmd::Import {
+            fqdn,
+            file,
+            accept_lint_warning,
+        }) => cert_import(g, &fqdn, &file, &accept_lint_warning),
         Command::Fleet(FleetCmd::Refresh {
             names,
             all,
@@ -1184,6 +1210,7 @@ fn run(cli: Cli) -> CmdResult {
             }
             Ok(())
         }
+        Command::Lint(args) => lint_files(g, &args),
         Command::Completions { shell } => {
             // Made in memory (clap_complete panics on a write error), then printed.
             let mut script = Vec::new();
@@ -1279,6 +1306,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
                 external_chain: read_input(&chain)?,
                 server_chain: read_input(&server_chain)?,
                 server_key: Zeroizing::new(read_key_input(&server_key)?),
+                acknowledge: args.accept_lint_warning,
             };
             create_zone(g, |svc| svc.init_external(init).map(|_| ()).map_err(msg))?
         }
@@ -1628,6 +1656,8 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
                     include_dns: args.include_dns,
                     activation: args.activate_at,
                     update_name: args.update_name,
+                    gate: args.gate.gate()?,
+                    acknowledge: args.gate.accept_lint_warning,
                 })
                 .map_err(msg)?;
             print_started(g, &view);
@@ -1652,6 +1682,8 @@ fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
             include_dns: a.include_dns,
             activation: a.activate_at,
             update_name: a.update_name,
+            gate: a.gate.gate()?,
+            acknowledge: a.gate.accept_lint_warning,
         },
         CaChangeCmd::External(a) => {
             let (mode, _) = csr_mode(&["ca", "change", "external"], Some(a.csr), a.subject, a.key);
@@ -1664,6 +1696,8 @@ fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
                 include_dns: a.include_dns,
                 activation: a.activate_at,
                 update_name: a.update_name,
+                gate: a.gate.gate()?,
+                acknowledge: a.gate.accept_lint_warning,
             }
         }
     };
@@ -1738,6 +1772,8 @@ fn write_output(path: &Path, data: &[u8], force: bool) -> Result<Written, String
 }
 
 fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
+    let gate = args.gate.gate()?;
+    let acknowledge = args.gate.accept_lint_warning;
     let (csr, key) = csr_mode(&["server", "remint"], args.csr, args.subject, args.key);
     let servers = args
         .servers
@@ -1754,6 +1790,8 @@ fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
             include_dns: args.include_dns,
             activation: args.activate_at,
             csr,
+            gate,
+            acknowledge,
         })
         .map_err(msg)?;
     print_started(g, &view);
@@ -1890,11 +1928,13 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
     Ok(())
 }
 
-fn cert_import(g: &Global, fqdn: &str, file: &Path) -> CmdResult {
+fn cert_import(g: &Global, fqdn: &str, file: &Path, acknowledge: &[Rule]) -> CmdResult {
     let fqdn = parse_fqdn(fqdn)?;
     let bytes = read_input(file)?;
     let svc = open(g)?;
-    let chain = svc.import_certificate(&fqdn, &bytes).map_err(op_error)?;
+    let chain = svc
+        .import_certificate_acknowledging(&fqdn, &bytes, acknowledge)
+        .map_err(op_error)?;
     let subjects: Vec<String> = chain
         .iter()
         .map(|c| {
@@ -2631,6 +2671,7 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
     if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
         println!("Cancel before:      {}", show_time(deadline, offset));
     }
+    print_gate(v, offset);
     println!("Started:            {}", show_time(v.started_at, offset));
     println!("Recovery bundle on: {}", list(&v.recovery_available_on));
     println!("Stranded:           {}", list(&v.stranded));
@@ -2759,11 +2800,210 @@ fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
             ]
         })
         .collect();
+    print_plan_gate(p, offset);
     print_table(&["MEMBER", "STATUS", "COMMUNICATES", "REASON"], &rows);
     if rows.len() < p.members.len() {
         println!(
             "({} members that will communicate not listed; --json lists every member)",
             p.members.len() - rows.len()
         );
+    }
+}
+
+// ---- B2 coverage gate and B4 lint (issue 14): kept together for easy merging ----
+
+/// B2: the coverage gate of an operation, and B4's acknowledged lint warnings.
+#[derive(Args)]
+struct GateArgs {
+    /// Coverage gate (B2): activate only once at least PCT% of the devices (managed devices
+    /// and Content Satellites) have applied the update; otherwise postpone by --gate-step.
+    #[arg(long, value_name = "PCT", help_heading = "Coverage gate (B2)")]
+    gate_devices: Option<u8>,
+    /// With the gate: the Primary Servers and Authentication Satellites that must have
+    /// applied: `all`, or `PRIMARY,AUTH` counts (e.g. `2,1`).
+    #[arg(
+        long,
+        value_name = "all|P,A",
+        default_value = "all",
+        help_heading = "Coverage gate (B2)"
+    )]
+    gate_servers: String,
+    /// How far an unmet gate moves activation: e.g. 30m, 1h, 2d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, help_heading = "Coverage gate (B2)")]
+    gate_step: u64,
+    /// The gate never postpones past the current CA's expiry minus this margin.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration, help_heading = "Coverage gate (B2)")]
+    gate_deadline_margin: u64,
+    /// At the deadline with the gate unmet: `activate` (report who is stranded) or `hold`
+    /// (stay put and raise an alarm).
+    #[arg(
+        long,
+        value_name = "activate|hold",
+        default_value = "activate",
+        help_heading = "Coverage gate (B2)"
+    )]
+    gate_at_deadline: String,
+    /// Accept a lint warning (B4) for this operation's certificates, by rule name
+    /// (e.g. san_wildcard); repeat for several.
+    #[arg(long, value_name = "RULE", value_parser = parse_rule)]
+    accept_lint_warning: Vec<Rule>,
+}
+
+impl GateArgs {
+    fn gate(&self) -> Result<Option<Gate>, String> {
+        let Some(min_devices_percent) = self.gate_devices else {
+            return Ok(None);
+        };
+        let servers = match self.gate_servers.trim() {
+            "all" => ServerQuota::All,
+            counts => {
+                let parsed = counts
+                    .split_once(',')
+                    .and_then(|(p, a)| Some((p.trim().parse().ok()?, a.trim().parse().ok()?)));
+                let Some((primary, auth_satellite)) = parsed else {
+                    return Err(format!(
+                        "--gate-servers {counts:?}: give `all`, or the counts of Primary Servers \
+                         and Authentication Satellites as P,A (e.g. 2,1)"
+                    ));
+                };
+                ServerQuota::AtLeast {
+                    primary,
+                    auth_satellite,
+                }
+            }
+        };
+        let at_deadline: AtDeadline = self
+            .gate_at_deadline
+            .parse()
+            .map_err(|e| format!("--gate-at-deadline: {e}"))?;
+        Ok(Some(Gate {
+            min_devices_percent,
+            servers,
+            step_secs: self.gate_step,
+            deadline_margin_secs: self.gate_deadline_margin,
+            at_deadline,
+        }))
+    }
+}
+
+/// `90s`, `30m`, `1h`, `7d` (or plain seconds) as seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 90s, 30m, 1h, 7d"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    s.parse()
+        .map_err(|e: zonepki::lint::UnknownRule| e.to_string())
+}
+
+#[derive(Args)]
+struct LintArgs {
+    /// Certificate or chain files (leaf first in a chain).
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// The server's FQDN, which a server certificate's SAN must hold.
+    #[arg(long)]
+    fqdn: Option<String>,
+    /// The certificates come from an external CA (a wildcard SAN is then a warning, CE4).
+    #[arg(long)]
+    external: bool,
+}
+
+fn lint_files(g: &Global, args: &LintArgs) -> CmdResult {
+    let mut all = Vec::new();
+    for f in &args.files {
+        let certs = bundle::read_file(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for finding in lint_chain(&certs, args.fqdn.as_deref(), args.external) {
+            all.push((f.display().to_string(), finding));
+        }
+    }
+    if g.json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|(file, f)| serde_json::json!({ "file": file, "finding": f }))
+            .collect();
+        print_json(&list);
+    } else if all.is_empty() {
+        println!("no findings");
+    } else {
+        for (file, f) in &all {
+            println!("{file}: {f}");
+        }
+    }
+    if all.is_empty() {
+        Ok(())
+    } else {
+        // Exit 1 with findings: the lines above are the report.
+        std::process::exit(1)
+    }
+}
+
+fn print_gate(v: &OpView, offset: Option<UtcOffset>) {
+    let Some(g) = &v.gate else { return };
+    let settings = &g.state.gate;
+    let servers = match settings.servers {
+        ServerQuota::All => "every Primary Server and Authentication Satellite".to_string(),
+        ServerQuota::AtLeast {
+            primary,
+            auth_satellite,
+        } => format!("{primary} Primary Server(s), {auth_satellite} Authentication Satellite(s)"),
+    };
+    println!(
+        "Gate:               {}% of devices and {servers}; step {}s; deadline {} ({})",
+        settings.min_devices_percent,
+        settings.step_secs,
+        show_time(g.state.deadline, offset),
+        match settings.at_deadline {
+            AtDeadline::Activate => "then activate",
+            AtDeadline::Hold => "then hold",
+        }
+    );
+    println!("Gate now:           {}", g.verdict_now);
+    if g.state.activation_moved() {
+        println!(
+            "Requested:          {} (postponed {} time(s))",
+            show_time(g.state.requested_activation, offset),
+            g.state.postponements.len()
+        );
+    }
+    if let Some(p) = g.state.postponements.last() {
+        println!(
+            "Last postponed:     at {}: {}",
+            show_time(p.at, offset),
+            p.verdict
+        );
+    }
+    if let Some(at) = g.state.held_since {
+        println!(
+            "ALARM:              held at the deadline since {}: cancel, ignore members, or \
+             wait for them",
+            show_time(at, offset)
+        );
+    }
+}
+
+fn print_plan_gate(p: &Plan, offset: Option<UtcOffset>) {
+    let Some(g) = &p.gate else { return };
+    match g.postponed_to {
+        Some(to) => println!(
+            "Gate: {} (to {}): {}",
+            g.outcome,
+            show_time(to, offset),
+            g.verdict
+        ),
+        None => println!("Gate: {}: {}", g.outcome, g.verdict),
     }
 }

@@ -117,6 +117,8 @@ pub enum AgentRequest {
         anchor: CertificateDer,
         /// Subordinate CAs uploaded with that CA.
         intermediates: Vec<CertificateDer>,
+        /// Lint warnings the administrator acknowledged for this operation (B4).
+        acknowledged: Vec<crate::lint::Rule>,
     },
     /// BK1, MV1: hand out the CA certificate and key as an encrypted backup archive (the key
     /// never leaves in clear, S1, S5).
@@ -247,6 +249,9 @@ pub enum AgentError {
     /// CE2 manual mode: the remint repository lacks or garbles a piece.
     #[error("remint repository: {0}")]
     Manual(#[from] ManualError),
+    /// The offered certificates fail the pre-flight lint (B4).
+    #[error(transparent)]
+    Lint(#[from] crate::lint::LintError),
     /// A simulated failure (tests, `zonectl fleet refresh --fail`).
     #[error("the agent reported a failure: {reason}")]
     Failed {
@@ -638,6 +643,7 @@ impl Agent {
                 bridge,
                 anchor,
                 intermediates,
+                acknowledged,
             } => {
                 let chain = self.stage_manual(
                     op_id,
@@ -648,6 +654,7 @@ impl Agent {
                     bridge,
                     anchor,
                     intermediates,
+                    &acknowledged,
                 )?;
                 Ok(AgentResponse::Staged(chain))
             }
@@ -794,6 +801,7 @@ impl Agent {
         bridge: Option<CertificateDer>,
         anchor: CertificateDer,
         intermediates: Vec<CertificateDer>,
+        acknowledged: &[crate::lint::Rule],
     ) -> Result<Vec<CertificateDer>, AgentError> {
         let material = match self.manual.take() {
             // Staged already for this operation and nothing new placed: the reply was lost
@@ -841,6 +849,11 @@ impl Agent {
             }
             let path = verify_chain(leaf, &subs, std::slice::from_ref(&anchor_cert), now)
                 .map_err(|e| AgentError::Chain(Box::new(e)))?;
+            // B4: the administrator's chain passes the pre-flight lint before it is staged.
+            crate::lint::enforce(
+                crate::lint::lint_chain(path.path(), Some(&self.name), true),
+                acknowledged,
+            )?;
             let path: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
             Ok(crate::ops::with_bridge(
                 path,

@@ -26,6 +26,7 @@ use crate::cert::{CertError, Certificate, ext_oid};
 use crate::clock::{TimeError, Timestamp};
 use crate::csr::{CsrError, CsrSubject, VerifiedCsr, check_dns_name};
 use crate::key::{KeyAlgorithm, KeyError, Signer, build_signed};
+use crate::lint::CertRole;
 
 /// id-kp-serverAuth and id-kp-clientAuth (RFC 5280 4.2.1.12).
 const KP_SERVER_AUTH: der::asn1::ObjectIdentifier =
@@ -83,6 +84,10 @@ pub enum CaError {
     /// The issuer certificate could not be read.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// What was built fails the pre-flight lint (B4): the crate never stores or stages a
+    /// certificate its own lint flags.
+    #[error(transparent)]
+    Lint(#[from] crate::lint::LintError),
     /// Encoding the certificate failed.
     #[error("cannot build the certificate: {reason}")]
     Build {
@@ -110,6 +115,31 @@ fn sign_certificate(
         .map_err(build_err)?;
     let cert = build_signed(builder, signer)?;
     Ok(Certificate::from_der(&cert.to_der().map_err(build_err)?)?)
+}
+
+/// B4: what the crate makes passes its own lint without a single finding, notices and
+/// warnings included (no administrator can acknowledge a risk the crate chose), before anyone
+/// stores or stages it.
+fn lint_made(
+    cert: &Certificate,
+    role: CertRole,
+    issuer: Option<&Certificate>,
+    fqdn: Option<&str>,
+) -> Result<(), CaError> {
+    let findings = crate::lint::lint_certificate(
+        cert,
+        crate::lint::Context {
+            role,
+            issuer,
+            fqdn,
+            external: false,
+        },
+    );
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::lint::LintError { findings }.into())
+    }
 }
 
 /// A certificate validity in whole years, 1 to 10 (CI1, RC1).
@@ -324,7 +354,9 @@ pub fn self_signed_ca(
         issuer: None,
         extensions,
     };
-    sign_certificate(profile, serial, validity, signer.public_key_info(), signer)
+    let cert = sign_certificate(profile, serial, validity, signer.public_key_info(), signer)?;
+    lint_made(&cert, CertRole::Ca, Some(&cert), None)?;
+    Ok(cert)
 }
 
 /// What every issuance checks of its issuer: a CA certificate, whose key `signer` holds, valid
@@ -384,13 +416,15 @@ pub fn cross_certify(
         issuer: Some(issuer.subject_name().clone()),
         extensions,
     };
-    sign_certificate(
+    let cert = sign_certificate(
         profile,
         serial,
         validity,
         subject_ca.public_key().clone(),
         signer,
-    )
+    )?;
+    lint_made(&cert, CertRole::Ca, Some(issuer), None)?;
+    Ok(cert)
 }
 
 /// How a server certificate is named (SR2).
@@ -450,6 +484,7 @@ pub fn issue_server_certificate(
     for n in &san {
         check_dns_name(n)?;
     }
+    let fqdn = profile.fqdn.clone();
     let subject = CsrSubject::cn(profile.subject_common_name()).to_name()?;
     let not_after = profile
         .not_after
@@ -463,7 +498,9 @@ pub fn issue_server_certificate(
         issuer: Some(issuer.subject_name().clone()),
         extensions,
     };
-    sign_certificate(profile, serial, validity, csr.public_key().clone(), signer)
+    let cert = sign_certificate(profile, serial, validity, csr.public_key().clone(), signer)?;
+    lint_made(&cert, CertRole::ServerLeaf, Some(issuer), Some(&fqdn))?;
+    Ok(cert)
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub enum Error {
     /// Staged operations.
     #[error(transparent)]
     Op(#[from] crate::ops::OpError),
+    /// The pre-flight lint (B4).
+    #[error(transparent)]
+    Lint(#[from] crate::lint::LintError),
     /// CA backup archives.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),

@@ -81,6 +81,7 @@ pub mod csr;
 pub mod error;
 pub mod fsio;
 pub mod key;
+pub mod lint;
 pub mod ops;
 pub mod service;
 pub mod store;

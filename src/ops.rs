@@ -10,6 +10,7 @@
 //! Per-member progress lives beside the operation in [`update::MemberUpdate`] records, one per
 //! member, so a zone of 100,000 devices reports in batches without rewriting one huge record.
 
+pub mod gate;
 pub mod update;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crate::clock::Timestamp;
 use crate::key::KeySpec;
 use crate::zone::{Fqdn, RECORD_VERSION};
 
+pub use gate::{AtDeadline, Coverage, Gate, GateState, ServerQuota, TimeoutOutcome, Verdict};
 pub use update::{MemberStatus, MemberUpdate, ServerCertStatus};
 
 /// How long before activation a cancel is still allowed (O7): the manual's ten minutes.
@@ -148,6 +150,20 @@ pub enum OpError {
     /// A server selection that breaks SR1/SR2.
     #[error("{0}")]
     Selection(String),
+    /// A coverage gate that cannot work (B2).
+    #[error("{0}")]
+    Gate(String),
+    /// The gate's deadline is not after the activation time (B2).
+    #[error(
+        "the gate's deadline {deadline} (the current CA's expiry minus the margin) is not \
+         after activation at {activation}: choose a smaller margin or an earlier activation"
+    )]
+    GateDeadline {
+        /// The deadline.
+        deadline: Timestamp,
+        /// Activation.
+        activation: Timestamp,
+    },
     /// The update name is missing (SR2).
     #[error("a server remint needs an update name (--update-name)")]
     MissingUpdateName,
@@ -535,6 +551,36 @@ pub enum Notice {
         /// When it was reached.
         at: Timestamp,
     },
+    /// B2: the coverage gate was not met at the activation time: activation moved.
+    ActivationPostponed {
+        /// When the gate was judged.
+        at: Timestamp,
+        /// The activation time it moved from.
+        from: Timestamp,
+        /// The new activation time.
+        to: Timestamp,
+        /// Why (which members are missing, by status).
+        reason: String,
+    },
+    /// B2: the gate's deadline came with the gate unmet and the policy activated anyway.
+    ActivatedAtDeadline {
+        /// When.
+        at: Timestamp,
+        /// Members stranded by it.
+        stranded: u64,
+        /// Why the gate was not met.
+        reason: String,
+    },
+    /// B2: an alarm: the gate's deadline came with the gate unmet and the policy is to hold;
+    /// the operation waits for the administrator (or for the gate to be met).
+    GateAlarm {
+        /// When.
+        at: Timestamp,
+        /// The deadline.
+        deadline: Timestamp,
+        /// Why the gate was not met.
+        reason: String,
+    },
 }
 
 /// A staged operation: the persisted record `op/current` (and `op/history/<id>` once
@@ -564,6 +610,12 @@ pub struct Operation {
     /// B1: whether servers present the bridge after activation (when there is one).
     #[serde(default)]
     pub serve_bridge: bool,
+    /// B2: the coverage gate, if the operation has one, and what it has done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateState>,
+    /// Lint warnings the administrator acknowledged for this operation's certificates (B4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<crate::lint::Rule>,
     /// Where the state machine is.
     pub state: OpState,
 }
@@ -596,6 +648,8 @@ impl Operation {
             targets,
             notices: Vec::new(),
             serve_bridge: false,
+            acknowledged: Vec::new(),
+            gate: None,
             state: OpState::Replicating(Replicating {}),
         }
     }
@@ -674,7 +728,9 @@ impl Operation {
     /// Checks that redeploy is allowed now (O5, O7).
     pub fn check_redeploy(&self, now: Timestamp) -> Result<(), OpError> {
         match self.state {
-            OpState::Assigned(_) if self.inside_cutoff(now) && !self.activation.immediate => {
+            OpState::Assigned(_)
+                if self.inside_cutoff(now) && !self.activation.immediate && !self.held() =>
+            {
                 Err(OpError::InsideCutoff {
                     event: "redeploy",
                     activation: self.activation.at,
@@ -697,7 +753,11 @@ impl Operation {
     pub fn check_cancel(&self, now: Timestamp) -> Result<(), OpError> {
         match self.state {
             OpState::Replicating(_) | OpState::Assigned(_) => {
-                if self.inside_cutoff(now) {
+                // B2: an operation held at its gate's deadline waits for the administrator,
+                // who may cancel it.
+                if self.held() {
+                    Ok(())
+                } else if self.inside_cutoff(now) {
                     Err(OpError::CancelCutoff {
                         deadline: self.cancel_deadline(),
                         activation: self.activation.at,
@@ -735,6 +795,104 @@ impl Operation {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Whether the operation is held at its gate's deadline (B2).
+    pub fn held(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.held_since.is_some())
+    }
+
+    /// Sets a gate (B2) for a current CA expiring at `ca_not_after`: refused when the
+    /// settings cannot work or the deadline is not after the activation time.
+    pub fn set_gate(&mut self, gate: Gate, ca_not_after: Timestamp) -> Result<(), OpError> {
+        let deadline = gate.check_for(&self.activation, ca_not_after)?;
+        self.gate = Some(GateState {
+            gate,
+            deadline,
+            requested_activation: self.activation.at,
+            postponements: Vec::new(),
+            held_since: None,
+            activated_at_deadline: false,
+        });
+        Ok(())
+    }
+
+    /// [`Self::handle_timeout`] with the coverage gate (B2): `verdict` is the gate's judgement
+    /// of the coverage now (ignored without a gate). When activation is due and the gate is
+    /// not met, activation moves by the gate's step (whole steps from the current activation
+    /// time, to the first one after `now`), never past the deadline; the cancel cut-off (O7)
+    /// moves with it. At the deadline the policy activates (reporting the stranded) or holds
+    /// and raises an alarm. Each postponement and the alarm are recorded with a notice. A
+    /// spurious call changes nothing.
+    pub fn handle_timeout_gated(
+        &mut self,
+        now: Timestamp,
+        verdict: Option<&Verdict>,
+        stranded: u64,
+    ) -> TimeoutOutcome {
+        let due = self.poll_timeout().is_some_and(|at| now >= at);
+        if !due {
+            return TimeoutOutcome::Idle;
+        }
+        let unmet = match (&self.gate, verdict) {
+            (Some(_), Some(v)) if !v.met => Some(v.clone()),
+            _ => None,
+        };
+        let Some(verdict) = unmet else {
+            self.handle_timeout(now, stranded);
+            return TimeoutOutcome::Activated;
+        };
+        let from = self.activation.at;
+        let Some(gate) = self.gate.as_mut() else {
+            return TimeoutOutcome::Idle;
+        };
+        let reason = verdict.to_string();
+        if now >= gate.deadline {
+            match gate.gate.at_deadline {
+                AtDeadline::Activate => {
+                    gate.activated_at_deadline = true;
+                    self.notices.push(Notice::ActivatedAtDeadline {
+                        at: now,
+                        stranded,
+                        reason,
+                    });
+                    self.handle_timeout(now, stranded);
+                    TimeoutOutcome::Activated
+                }
+                AtDeadline::Hold if gate.held_since.is_some() => TimeoutOutcome::Idle,
+                AtDeadline::Hold => {
+                    gate.held_since = Some(now);
+                    let deadline = gate.deadline;
+                    self.notices.push(Notice::GateAlarm {
+                        at: now,
+                        deadline,
+                        reason,
+                    });
+                    TimeoutOutcome::Held
+                }
+            }
+        } else {
+            let step = gate.gate.step_secs.max(1);
+            let late = u64::try_from(now.unix() - from.unix()).unwrap_or(0);
+            let steps = late / step + 1;
+            let to = from
+                .plus(Duration::from_secs(steps.saturating_mul(step)))
+                .min(gate.deadline);
+            gate.postponements.push(gate::Postponement {
+                at: now,
+                from,
+                to,
+                verdict,
+            });
+            self.activation.at = to;
+            self.notices.push(Notice::ActivationPostponed {
+                at: now,
+                from,
+                to,
+                reason,
+            });
+            TimeoutOutcome::Postponed(to)
         }
     }
 
@@ -928,6 +1086,29 @@ mod tests {
             OpState::Baselined(Baselined { forced: true, .. })
         ));
         assert!(!o.state.is_running());
+    }
+
+    #[test]
+    fn records_without_a_gate_read_and_write_as_before_b2() {
+        let o = op("2027-02-01T00:00:00Z");
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(
+            !json.contains("gate") && !json.contains("acknowledged"),
+            "{json}"
+        );
+        let read: Operation = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.gate, None);
+        let mut gated = o.clone();
+        let gate = Gate {
+            min_devices_percent: 50,
+            servers: ServerQuota::All,
+            step_secs: 3600,
+            deadline_margin_secs: 0,
+            at_deadline: AtDeadline::Activate,
+        };
+        gated.set_gate(gate, t("2030-01-01T00:00:00Z")).unwrap();
+        let json = serde_json::to_string(&gated).unwrap();
+        assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), gated);
     }
 
     #[test]

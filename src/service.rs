@@ -14,8 +14,8 @@ mod operations;
 pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use operations::{
-    MemberView, OpView, Plan, PlanEntry, RefreshOptions, RefreshOutcome, RemintCaRequest,
-    ReplicationView, ServerCertView, ServerRemintRequest,
+    GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RefreshOptions, RefreshOutcome,
+    RemintCaRequest, ReplicationView, ServerCertView, ServerRemintRequest,
 };
 
 use std::collections::BTreeSet;

@@ -129,6 +129,8 @@ fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
                 include_dns: false,
                 activation: ActivationRequest::At(later),
                 update_name: None,
+                gate: None,
+                acknowledge: Vec::new(),
             })
             .map(|_| ()),
         Cmd::ServerRemint => {
@@ -149,6 +151,8 @@ fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
                 include_dns: false,
                 activation: ActivationRequest::At(later),
                 csr: None,
+                gate: None,
+                acknowledge: Vec::new(),
             })
             .map(|_| ())
         }

@@ -91,6 +91,8 @@ fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
             include_dns: false,
             activation: ActivationRequest::At(t(ACT)),
             update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
         })
         .unwrap();
     for _ in 0..3 {
@@ -169,6 +171,8 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
                 include_dns: false,
                 activation: ActivationRequest::At(t(ACT)),
                 csr: None,
+                gate: None,
+                acknowledge: Vec::new(),
             });
             *b_result.lock().unwrap() = Some(r.map(|_| ()).map_err(|e| e.to_string()));
         }))),

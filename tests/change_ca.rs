@@ -146,6 +146,8 @@ fn change_ca_internal_to_another_primary_server() {
             include_dns: false,
             activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
             update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
         })
         .unwrap();
     assert_eq!(v.kind, "change_ca_internal");
@@ -204,6 +206,8 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
             include_dns: false,
             activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
             update_name: Some("To external".into()),
+            gate: None,
+            acknowledge: Vec::new(),
         })
         .unwrap();
     assert_eq!(v.kind, "change_ca_external");
@@ -287,6 +291,8 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
         include_dns: false,
         activation: ActivationRequest::At(t("2027-02-01T00:00:00Z")),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     })
     .unwrap();
     let op = svc.op().unwrap().unwrap();

@@ -161,6 +161,8 @@ fn remint_everything(workers: usize) -> (Seen, Arc<Recording>) {
         include_dns: false,
         activation: ActivationRequest::At(activation),
         csr: None,
+        gate: None,
+        acknowledge: Vec::new(),
     })
     .unwrap();
     let mut seen = Seen {

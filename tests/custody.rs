@@ -246,6 +246,7 @@ fn init_external(ext: &External, key: &PrivateKey, server_chain: Vec<u8>) -> Ini
         external_chain: ext.chain_pem(),
         server_chain,
         server_key: zeroize::Zeroizing::new(key.to_pkcs8_der().to_vec()),
+        acknowledge: Vec::new(),
     }
 }
 
@@ -466,6 +467,8 @@ fn mv1_refusals_name_the_reason_and_change_nothing() {
         include_dns: false,
         activation: ActivationRequest::At(clock.now().plus(30 * DAY)),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     })
     .unwrap();
     let during = snapshot(&svc, &names);
@@ -1027,6 +1030,8 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
         include_dns: false,
         activation: ActivationRequest::At(activation),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     })
     .unwrap();
     // Refused while the operation runs, naming it.
@@ -1075,6 +1080,8 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
             include_dns: false,
             activation: ActivationRequest::At(clock.now().plus(DAY)),
             csr: None,
+            gate: None,
+            acknowledge: Vec::new(),
         })
         .unwrap_err()
         .to_string();

@@ -140,6 +140,8 @@ fn change_to_external(svc: &Svc, chain: Vec<u8>, activation: Timestamp) -> OpVie
         include_dns: false,
         activation: ActivationRequest::At(activation),
         update_name: Some("To the external CA".into()),
+        gate: None,
+        acknowledge: Vec::new(),
     })
     .unwrap()
 }
@@ -759,6 +761,8 @@ fn openssl_ca_change_ca_imports_refusals_bridge_and_external_server_remint() {
         include_dns: false,
         activation: ActivationRequest::At(at),
         csr: Some(auto()),
+        gate: None,
+        acknowledge: Vec::new(),
     };
     let late = sat_leaf.not_after().plus(DAY);
     assert!(late < ps2_leaf.not_after());

@@ -25,6 +25,7 @@ use zonepki::chain::{NO_ISSUER_MESSAGE, verify_chain};
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrRequest, VerifiedCsr, build_csr};
 use zonepki::key::{KeySpec, PrivateKey, Signer};
+use zonepki::lint::Rule;
 use zonepki::ops::{ActivationRequest, CsrMode};
 use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, InitInternal, MemberView, NewServer, OpView, RefreshOptions,
@@ -105,6 +106,11 @@ impl<S: Storage> Zone<S> {
     /// Change CA to the external CA whose root (and maybe intermediates) `upload` holds, in
     /// CE2 manual mode; refreshed once, so the update is replicated and assigned.
     fn start_manual(&self, upload: Vec<u8>) {
+        self.start_manual_acknowledging(upload, Vec::new());
+    }
+
+    /// [`Self::start_manual`], accepting these lint warnings (B4).
+    fn start_manual_acknowledging(&self, upload: Vec<u8>, acknowledge: Vec<Rule>) {
         let v = self
             .svc
             .start_change_ca(ChangeCaRequest {
@@ -115,6 +121,8 @@ impl<S: Storage> Zone<S> {
                 include_dns: false,
                 activation: ActivationRequest::At(self.activation()),
                 update_name: Some("To the external CA".into()),
+                gate: None,
+                acknowledge,
             })
             .unwrap();
         assert_eq!(v.kind, "change_ca_external");
@@ -807,7 +815,10 @@ fn manual_mode_crt_cer_cert_and_a_wildcard_certificate() {
     let z = zone();
     let work = z.tmp.path().join("work");
     let ext = ExtCa::new(&work, "Initech");
-    z.start_manual(ext.root_upload());
+    // B4: a wildcard is legal from an external CA (CE4) but risky: the administrator accepts
+    // the lint's warning for this operation (without it, see
+    // `manual_mode_wildcard_needs_the_lint_warning_acknowledged`).
+    z.start_manual_acknowledging(ext.root_upload(), vec![Rule::SanWildcard]);
 
     let k1 = ServerKey::new(&work, "ps1", PS1);
     let c1 = ext.sign(&k1.csr, By::Int, &Leaf::for_host(PS1), "ps1.pem");
@@ -835,6 +846,26 @@ fn manual_mode_crt_cer_cert_and_a_wildcard_certificate() {
 
     z.assert_applied(&SERVERS, &ext);
     z.activate_and_verify(&ext, &[(PS1, c1), (PS2, cw.clone()), (SAT, cw)]);
+}
+
+/// B4: without the acknowledgement, the wildcard (legal, CE4, but risky) is refused by the
+/// pre-flight lint with a warning that names the rule; nothing is staged.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn manual_mode_wildcard_needs_the_lint_warning_acknowledged() {
+    common::require("openssl");
+    let z = zone();
+    let work = z.tmp.path().join("work");
+    let ext = ExtCa::new(&work, "Initech");
+    z.start_manual(ext.root_upload());
+    let kw = ServerKey::new(&work, "wildcard", "*.acme.example");
+    let cw = ext.sign(&kw.csr, By::Int, &Leaf::for_host("*.acme.example"), "w.pem");
+    let chain = concat(&[&cw, &ext.int_pem()]);
+    z.place(PS2, &[("server.crt", &chain), ("key.der", &kw.der())]);
+    z.assert_refused(PS2, &["pre-flight lint", "san_wildcard", "*.acme.example"]);
 }
 
 /// Every broken repository gives a clear reason and the member stays not applied; then the

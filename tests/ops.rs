@@ -145,6 +145,8 @@ fn remint_ca(at: &str) -> RemintCaRequest {
         include_dns: true,
         activation: ActivationRequest::At(t(at)),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     }
 }
 
@@ -301,6 +303,8 @@ fn internal_server_remint() {
         include_dns: false,
         activation: ActivationRequest::At(t("2027-01-05T00:00:00Z")),
         csr: None,
+        gate: None,
+        acknowledge: Vec::new(),
     };
     let v = sim.svc.start_server_remint(req).unwrap();
     assert_eq!(

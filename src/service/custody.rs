@@ -39,6 +39,8 @@ pub struct InitExternal {
     pub server_chain: Vec<u8>,
     /// The first server's key (PKCS#8, DER or PEM), zeroized when dropped.
     pub server_key: Zeroizing<Vec<u8>>,
+    /// B4: lint warnings the administrator accepts for these certificates.
+    pub acknowledge: Vec<crate::lint::Rule>,
 }
 
 /// What an emergency replacement did (SR6).
@@ -270,7 +272,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let now = self.clock.now();
         let (root, intermediates) =
-            super::external::split_external_chain(&init.external_chain, now)?;
+            super::external::split_external_chain(&init.external_chain, now, &init.acknowledge)?;
         let key = PrivateKey::from_pkcs8(&init.server_key)?;
         let mut certs = bundle::read_certificates(&init.server_chain)?;
         let spki = crate::key::Signer::public_key_info(&key);
@@ -314,6 +316,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 other => other.into(),
             }
         })?;
+        // B4: the server's chain passes the pre-flight lint before it is stored.
+        crate::lint::enforce(
+            crate::lint::lint_chain(path.path(), Some(server.fqdn.as_str()), true),
+            &init.acknowledge,
+        )?;
         let chain: Vec<CertificateDer> = path.path().iter().map(|c| c.der().clone()).collect();
         let zone = ZoneRecord {
             v: RECORD_VERSION,
@@ -442,8 +449,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     certs,
                     &zone.ca_certificate,
                     &zone.ca_intermediates,
-                    now,
-                    now,
+                    (now, now),
+                    &[],
                 )?;
                 server.csr = None;
                 (chain, Vec::new())

@@ -55,6 +55,11 @@ pub struct ChangeCaRequest {
     pub activation: ActivationRequest,
     /// The system update's name (default "Change CA").
     pub update_name: Option<String>,
+    /// B2: activate only once the update has reached enough members.
+    pub gate: Option<crate::ops::Gate>,
+    /// B4: lint warnings the administrator accepts for this operation's certificates (an
+    /// external chain's, and the server certificates imported for it).
+    pub acknowledge: Vec<crate::lint::Rule>,
 }
 
 /// CE1: the root of an uploaded chain, and the subordinate CAs that lead to it. Server
@@ -62,6 +67,7 @@ pub struct ChangeCaRequest {
 pub(super) fn split_external_chain(
     bytes: &[u8],
     now: Timestamp,
+    acknowledged: &[crate::lint::Rule],
 ) -> Result<(Certificate, Vec<Certificate>)> {
     let certs = bundle::read_certificates(bytes)?;
     let (roots, rest): (Vec<Certificate>, Vec<Certificate>) =
@@ -96,6 +102,28 @@ pub(super) fn split_external_chain(
         verify_chain(i, &intermediates, std::slice::from_ref(&root), now)?;
     }
     verify_chain(&root, &[], std::slice::from_ref(&root), now)?;
+    // B4: every CA certificate of the upload passes the pre-flight lint before it is stored.
+    let mut findings = Vec::new();
+    for c in intermediates.iter().chain(std::iter::once(&root)) {
+        let issuer = if c == &root {
+            Some(&root)
+        } else {
+            intermediates
+                .iter()
+                .chain(std::iter::once(&root))
+                .find(|i| i.subject_name() == c.issuer_name() && *i != c)
+        };
+        findings.extend(crate::lint::lint_certificate(
+            c,
+            crate::lint::Context {
+                role: crate::lint::CertRole::Ca,
+                issuer,
+                fqdn: None,
+                external: true,
+            },
+        ));
+    }
+    crate::lint::enforce(findings, acknowledged)?;
     Ok((root, intermediates))
 }
 
@@ -111,6 +139,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let current = Certificate::try_from(&zone.ca_certificate)?;
         let activation =
             crate::ops::check_activation(req.activation, now, current.not_after(), None)?;
+        if let Some(g) = &req.gate {
+            // B2: checked before the agent makes anything.
+            g.check_for(&activation, current.not_after())?;
+        }
         let servers = self.server_records()?;
         let initiating = match &zone.ca {
             CaKind::Internal { certificate_server } => certificate_server.clone(),
@@ -185,7 +217,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     }
                     .to_name()?;
                 }
-                let (root, intermediates) = split_external_chain(&chain, now)?;
+                let (root, intermediates) = split_external_chain(&chain, now, &req.acknowledge)?;
                 if root.not_after() <= activation.at {
                     return Err(OpError::Selection(format!(
                         "the external root expires at {}, before activation",
@@ -230,6 +262,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             self.content_servers()?,
             members,
         );
+        let op = Self::with_gate(op, req.gate, req.acknowledge, current.not_after())?;
         self.start(&mut epoch, op, writes)
     }
 
@@ -486,6 +519,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// manual's message. Outside an operation it installs at once on a server of an
     /// external-CA zone that has a CSR.
     pub fn import_certificate(&self, fqdn: &Fqdn, bytes: &[u8]) -> Result<Vec<CertificateDer>> {
+        self.import_certificate_acknowledging(fqdn, bytes, &[])
+    }
+
+    /// [`Self::import_certificate`], accepting the lint warnings of `acknowledge` (B4) on top
+    /// of those acknowledged for the running operation (a wildcard certificate, CE4, is one).
+    pub fn import_certificate_acknowledging(
+        &self,
+        fqdn: &Fqdn,
+        bytes: &[u8],
+        acknowledge: &[crate::lint::Rule],
+    ) -> Result<Vec<CertificateDer>> {
         let mut epoch = self.begin()?;
         let now = self.clock.now();
         let certs = bundle::read_certificates(bytes)?;
@@ -510,8 +554,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     _ => zone.ca_intermediates.clone(),
                 };
                 extra.retain(|c| c != &anchor);
-                let chain =
-                    check_import(fqdn, &csr, certs, &anchor, &extra, now, op.activation.at)?;
+                let mut acknowledged = op.acknowledged.clone();
+                acknowledged.extend_from_slice(acknowledge);
+                let chain = check_import(
+                    fqdn,
+                    &csr,
+                    certs,
+                    &anchor,
+                    &extra,
+                    (now, op.activation.at),
+                    &acknowledged,
+                )?;
                 // B1: served with the bridge in place of the future root.
                 let chain = crate::ops::with_bridge(chain, Some(&anchor), op.served_bridge());
                 u.future_chain = chain.clone();
@@ -545,8 +598,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     certs,
                     &zone.ca_certificate,
                     &zone.ca_intermediates,
-                    now,
-                    now,
+                    (now, now),
+                    acknowledge,
                 )?;
                 let trust = zone.trust_bundle(now);
                 self.transport.call(
@@ -591,8 +644,8 @@ pub(super) fn check_import(
     certs: Vec<Certificate>,
     anchor: &CertificateDer,
     extra_intermediates: &[CertificateDer],
-    now: Timestamp,
-    activation: Timestamp,
+    (now, activation): (Timestamp, Timestamp),
+    acknowledged: &[crate::lint::Rule],
 ) -> Result<Vec<CertificateDer>> {
     let csr = VerifiedCsr::from_der(csr.as_bytes())?;
     let Some(pos) = certs
@@ -646,5 +699,10 @@ pub(super) fn check_import(
         ))
         .into());
     }
+    // B4: the imported chain passes the pre-flight lint before it is stored or staged.
+    crate::lint::enforce(
+        crate::lint::lint_chain(path.path(), Some(fqdn.as_str()), true),
+        acknowledged,
+    )?;
     Ok(path.path().iter().map(|c| c.der().clone()).collect())
 }

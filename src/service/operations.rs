@@ -14,10 +14,11 @@ use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
 use crate::cert::{Certificate, CertificateDer, Fingerprint};
 use crate::clock::{Clock, Timestamp};
 use crate::key::KeySpec;
+use crate::lint::{Finding, Rule};
 use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
 use crate::ops::{
-    ActivationRequest, CsrFields, CsrMode, NewCa, Notice, OpError, OpKind, OpState, Operation,
-    Replication, check_activation,
+    ActivationRequest, Coverage, CsrFields, CsrMode, Gate, GateState, NewCa, Notice, OpError,
+    OpKind, OpState, Operation, Replication, TimeoutOutcome, Verdict, check_activation,
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::{Transport, TransportError};
@@ -51,6 +52,10 @@ pub struct RemintCaRequest {
     pub activation: ActivationRequest,
     /// The system update's name (default: "Remint CA").
     pub update_name: Option<String>,
+    /// B2: activate only once the update has reached enough members.
+    pub gate: Option<Gate>,
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub acknowledge: Vec<Rule>,
 }
 
 /// Internal Server Remint's inputs (SR1, SR2).
@@ -70,6 +75,10 @@ pub struct ServerRemintRequest {
     pub activation: ActivationRequest,
     /// External CA only: how certificates are requested (SR3).
     pub csr: Option<CsrMode>,
+    /// B2: activate only once the update has reached enough members.
+    pub gate: Option<Gate>,
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub acknowledge: Vec<Rule>,
 }
 
 /// What `fleet refresh` simulates for some members.
@@ -153,8 +162,32 @@ pub struct OpView {
     pub recovery_available_on: Vec<String>,
     /// Members stranded by activation and not yet recovered (O8).
     pub stranded: Vec<String>,
-    /// Events for the embedding application (O11, O12).
+    /// Events for the embedding application (O11, O12, B2).
     pub notices: Vec<Notice>,
+    /// B2: the coverage gate, what it has done, and its verdict now.
+    pub gate: Option<GateView>,
+}
+
+/// B2: a gate as `op show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateView {
+    /// Settings, deadline, postponements, hold.
+    #[serde(flatten)]
+    pub state: GateState,
+    /// The gate's verdict on the coverage now.
+    pub verdict_now: Verdict,
+}
+
+/// B3 with B2: what the gate would do at the plan's time, with the coverage as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanGate {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
+    /// deadline`, or `held` (already).
+    pub outcome: String,
+    /// The activation time after a postponement.
+    pub postponed_to: Option<Timestamp>,
 }
 
 /// B3: what happens to one member if activation happened at a given time.
@@ -179,6 +212,8 @@ pub struct Plan {
     pub activated_by_then: bool,
     /// Members that would be stranded.
     pub stranded: u64,
+    /// B2: the gate's verdict for that time, when the operation has a gate.
+    pub gate: Option<PlanGate>,
     /// Every member.
     pub members: Vec<PlanEntry>,
 }
@@ -270,8 +305,56 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// activation, so a refused command changes nothing, not even by activating.
     fn preview(&self) -> Result<Operation> {
         let (_, mut op) = self.running_op()?;
-        op.handle_timeout(self.clock.now(), 0);
+        let now = self.clock.now();
+        if op.poll_timeout().is_some_and(|at| now >= at) {
+            // B2: a gate that is not met postpones rather than activates.
+            let verdict = self.gate_verdict(&op, &self.member_updates(&op)?)?;
+            op.handle_timeout_gated(now, verdict.as_ref(), 0);
+        }
         Ok(op)
+    }
+
+    /// B2: how far the update has reached, counted the way the gate counts: ignored members
+    /// are out of the update; the others are Primary Servers, Authentication Satellites, or
+    /// devices (managed devices and Content Satellites).
+    fn coverage(
+        &self,
+        op: &Operation,
+        updates: &BTreeMap<String, (u64, MemberUpdate)>,
+    ) -> Result<Coverage> {
+        let now = self.clock.now();
+        let mut c = Coverage::default();
+        for m in self.members()?.iter().filter(|m| Self::targeted(op, m)) {
+            let u = updates.get(&m.name).map(|(_, u)| u);
+            let status = u.map_or(MemberStatus::Assigned, |u| u.status);
+            if status == MemberStatus::Ignored {
+                continue;
+            }
+            let count = match m.server.as_ref().map(|s| s.role) {
+                Some(ServerRole::Primary) => &mut c.primary,
+                Some(ServerRole::AuthSatellite) => &mut c.auth_satellite,
+                _ => &mut c.devices,
+            };
+            count.total += 1;
+            if status == MemberStatus::Applied {
+                count.applied += 1;
+            } else {
+                c.note_missing(member_status_text(op, u, now), &m.name);
+            }
+        }
+        Ok(c)
+    }
+
+    /// B2: the gate's verdict on the coverage now (`None` without a gate).
+    fn gate_verdict(
+        &self,
+        op: &Operation,
+        updates: &BTreeMap<String, (u64, MemberUpdate)>,
+    ) -> Result<Option<Verdict>> {
+        match &op.gate {
+            Some(g) => Ok(Some(g.gate.verdict(&self.coverage(op, updates)?))),
+            None => Ok(None),
+        }
     }
 
     /// The last finished operation, if any.
@@ -343,6 +426,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let current = Certificate::try_from(&zone.ca_certificate)?;
         let activation = check_activation(req.activation, now, current.not_after(), None)?;
+        if let Some(g) = &req.gate {
+            // B2: checked before the agent makes anything.
+            g.check_for(&activation, current.not_after())?;
+        }
         let common_name = req.common_name.unwrap_or_else(|| zone.name.clone());
         crate::zone::check_zone_name(&common_name)?;
         let update_name = req.update_name.unwrap_or_else(|| "Remint CA".into());
@@ -410,7 +497,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             self.content_servers()?,
             members,
         );
+        let op = Self::with_gate(op, req.gate, req.acknowledge, current.not_after())?;
         self.start(&mut epoch, op, writes)
+    }
+
+    /// Sets the operation's gate (B2) and acknowledged lint warnings (B4).
+    pub(super) fn with_gate(
+        mut op: Operation,
+        gate: Option<Gate>,
+        acknowledge: Vec<Rule>,
+        ca_not_after: Timestamp,
+    ) -> Result<Operation> {
+        if let Some(gate) = gate {
+            op.set_gate(gate, ca_not_after)?;
+        }
+        op.acknowledged = acknowledge;
+        Ok(op)
     }
 
     /// Starts a Server Remint (SR1-SR3): issued by the certificate server with an internal CA,
@@ -531,6 +633,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Self::content_servers_of(&all),
             selected.len() as u64,
         );
+        let op = Self::with_gate(op, req.gate, req.acknowledge, current.not_after())?;
         self.start(&mut epoch, op, Vec::new())
     }
 
@@ -542,6 +645,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     ) -> Result<OpView> {
         let now = self.clock.now();
         op.serve_bridge = self.bridges && op.kind.bridge().is_some();
+        // B4: before the operation exists, and so before it can be assigned (O4).
+        self.preflight(&op)?;
         // A zone without content servers has nothing to replicate: assigned at once (O4).
         if op.replication.is_empty() {
             op.state = OpState::Assigned(crate::ops::Assigned {
@@ -557,6 +662,120 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.commit(epoch, writes, "op.start", detail)?;
         self.tick_with(epoch)?;
         self.op_show()
+    }
+
+    /// B4: builds and checks, for the activation time, the chains the fleet will meet that
+    /// exist before any new server certificate: the future CA (and its subordinates) as the
+    /// new trust, the future CA through the bridge with the trust members hold now, and every
+    /// server's current certificate that is still valid then, with the trust members hold
+    /// after activation (the old CA stays until its certificates are gone, B7). The new
+    /// server certificates are checked the same way as each is issued
+    /// ([`Self::check_new_leaf`]). Every failure is an error.
+    fn preflight(&self, op: &Operation) -> Result<()> {
+        let zone = self.zone()?;
+        let at = op.activation.at;
+        let now = self.clock.now();
+        let current = Certificate::try_from(&zone.ca_certificate)?;
+        let mut findings: Vec<Finding> = Vec::new();
+        if let Some(future) = op.kind.future_ca() {
+            let future = Certificate::try_from(future)?;
+            let subs = match &op.kind {
+                OpKind::ChangeCa { intermediates, .. } => intermediates
+                    .iter()
+                    .map(Certificate::try_from)
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => Vec::new(),
+            };
+            let anchors = std::slice::from_ref(&future);
+            findings.extend(crate::lint::check_path(
+                "the future CA, as the new trust",
+                &future,
+                &[],
+                anchors,
+                at,
+            ));
+            for sub in &subs {
+                findings.extend(crate::lint::check_path(
+                    "a subordinate CA of the new CA, with the new trust",
+                    sub,
+                    &subs,
+                    anchors,
+                    at,
+                ));
+            }
+            if let Some(bridge) = op.kind.bridge() {
+                let bridge = Certificate::try_from(bridge)?;
+                findings.extend(crate::lint::check_path(
+                    "the bridge (the future CA certified by the current CA), with the trust \
+                     members hold now",
+                    &bridge,
+                    &[],
+                    std::slice::from_ref(&current),
+                    at,
+                ));
+            }
+        }
+        let (_, trust_after) = Self::trust_sets(op, &zone, now);
+        let anchors = trust_after
+            .iter()
+            .map(Certificate::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        for s in self.server_records()? {
+            let Some((leaf, rest)) = s.certificate.split_first() else {
+                continue;
+            };
+            let leaf = Certificate::try_from(leaf)?;
+            // A certificate that has expired by then is the expiry warnings' business (V3),
+            // and not what the trust after activation decides.
+            if leaf.status_at(at) != crate::cert::CertStatus::Valid {
+                continue;
+            }
+            let mut subs = rest
+                .iter()
+                .map(Certificate::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            for d in &zone.ca_intermediates {
+                subs.push(Certificate::try_from(d)?);
+            }
+            let what = format!(
+                "{}'s current certificate, with the trust members hold after activation",
+                s.fqdn
+            );
+            findings.extend(crate::lint::check_path(&what, &leaf, &subs, &anchors, at));
+        }
+        Ok(crate::lint::enforce(findings, &op.acknowledged)?)
+    }
+
+    /// B4: a new server certificate, before it is staged: it validates at activation with the
+    /// new trust, and, when servers present the bridge, through the bridge with the trust
+    /// members that miss the update still hold.
+    fn check_new_leaf(
+        op: &Operation,
+        zone: &ZoneRecord,
+        leaf: &Certificate,
+        issuer: &Certificate,
+    ) -> Result<()> {
+        let at = op.activation.at;
+        let mut findings: Vec<Finding> = Vec::new();
+        findings.extend(crate::lint::check_path(
+            "the new server certificate, with the new trust",
+            leaf,
+            &[],
+            std::slice::from_ref(issuer),
+            at,
+        ));
+        if let Some(bridge) = op.served_bridge() {
+            let bridge = Certificate::try_from(bridge)?;
+            let old = Certificate::try_from(&zone.ca_certificate)?;
+            findings.extend(crate::lint::check_path(
+                "the new server certificate through the bridge, with the old trust",
+                leaf,
+                std::slice::from_ref(&bridge),
+                std::slice::from_ref(&old),
+                at,
+            ));
+        }
+        Ok(crate::lint::enforce(findings, &op.acknowledged)?)
     }
 
     /// Every member of the zone, servers first in the order activation uses (O8): the
@@ -674,8 +893,30 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let updates = self.member_updates(&op)?;
         let stranded = self.stranded_with(&op, &updates)?;
-        if !op.handle_timeout(now, stranded.len() as u64) {
-            return Ok(false);
+        let verdict = self.gate_verdict(&op, &updates)?;
+        let from = op.activation.at;
+        match op.handle_timeout_gated(now, verdict.as_ref(), stranded.len() as u64) {
+            TimeoutOutcome::Idle => return Ok(false),
+            TimeoutOutcome::Activated => {}
+            outcome @ (TimeoutOutcome::Postponed(_) | TimeoutOutcome::Held) => {
+                // B2: the gate is not met: record the postponement (or the alarm) and its
+                // notice; the cancel cut-off moves with the activation time (O7).
+                let (action, to) = match outcome {
+                    TimeoutOutcome::Postponed(to) => ("op.postpone", Some(to)),
+                    _ => ("op.hold", None),
+                };
+                let detail = serde_json::json!({
+                    "id": op.id, "from": from, "to": to,
+                    "reason": verdict.map(|v| v.to_string()),
+                });
+                self.commit(
+                    epoch,
+                    vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
+                    action,
+                    detail,
+                )?;
+                return Ok(false);
+            }
         }
         let mut zone = self.zone()?;
         let zone_version = self.store.get(keys::ZONE)?.map_or(0, |r| r.version);
@@ -1055,6 +1296,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Vec::new()
             },
             notices: op.notices.clone(),
+            gate: match (&op.gate, self.gate_verdict(&op, &updates)?) {
+                (Some(state), Some(verdict_now)) => Some(GateView {
+                    state: state.clone(),
+                    verdict_now,
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -1101,10 +1349,40 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 reason,
             });
         }
+        // B2: what the gate does at `at`, judged on the coverage now.
+        let mut activated_by_then = at >= op.activation.at;
+        let gate = match self.gate_verdict(&op, &updates)? {
+            Some(verdict) => {
+                let mut then = op.clone();
+                let outcome = then.handle_timeout_gated(at, Some(&verdict), stranded);
+                let held_already = op.held();
+                activated_by_then = outcome == TimeoutOutcome::Activated
+                    || matches!(op.state, OpState::Activated(_));
+                let (outcome, postponed_to) = match outcome {
+                    TimeoutOutcome::Idle if held_already => ("held", None),
+                    TimeoutOutcome::Idle => ("not due", None),
+                    TimeoutOutcome::Activated
+                        if then.gate.as_ref().is_some_and(|g| g.activated_at_deadline) =>
+                    {
+                        ("activates at the deadline", None)
+                    }
+                    TimeoutOutcome::Activated => ("activates", None),
+                    TimeoutOutcome::Postponed(to) => ("postponed", Some(to)),
+                    TimeoutOutcome::Held => ("held at the deadline", None),
+                };
+                Some(PlanGate {
+                    verdict,
+                    outcome: outcome.into(),
+                    postponed_to,
+                })
+            }
+            None => None,
+        };
         Ok(Plan {
             at,
-            activated_by_then: at >= op.activation.at,
+            activated_by_then,
             stranded,
+            gate,
             members,
         })
     }
@@ -1691,8 +1969,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                         let issuer = Certificate::try_from(&issuer_der)?;
                         let profile = Self::server_profile(op, s);
                         let key = Self::key_spec(op, s);
-                        match self.issue_for_member(&m.name, &issuer, &issuing, key, &profile, now)
-                        {
+                        let issued = self
+                            .issue_for_member(&m.name, &issuer, &issuing, key, &profile, now)
+                            .and_then(|(leaf, w)| {
+                                Self::check_new_leaf(op, zone, &leaf, &issuer)?;
+                                Ok((leaf, w))
+                            });
+                        match issued {
                             Ok((leaf, w)) => {
                                 writes.push(w);
                                 u.future_chain = crate::ops::with_bridge(
@@ -1749,6 +2032,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                                 OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
                                 _ => zone.ca_intermediates.clone(),
                             },
+                            acknowledged: op.acknowledged.clone(),
                         };
                         return match self.transport.call(&m.name, request) {
                             Ok(AgentResponse::Staged(chain)) => {

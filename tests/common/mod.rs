@@ -26,6 +26,19 @@ pub fn require(name: &str) {
     );
 }
 
+/// For a test whose last part needs the tool `name` (its first part checks the crate alone):
+/// whether that part runs. `found` is the tool's `cfg!(zonepki_has_...)`, which build.rs sets
+/// when it found the tool and always under CI; then the tool must be there ([`require`]).
+/// Otherwise the test says on stderr that the part was not run.
+pub fn tool_part(name: &str, found: bool) -> bool {
+    if found {
+        require(name);
+    } else {
+        eprintln!("notice: {name} was not found at build time: the part that needs it is not run");
+    }
+    found
+}
+
 /// A [`Command`] for the external tool `name`, after [`require`].
 pub fn tool(name: &str) -> Command {
     require(name);

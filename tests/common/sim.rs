@@ -257,6 +257,8 @@ pub fn remint_ca(at: &str) -> RemintCaRequest {
         include_dns: true,
         activation: ActivationRequest::At(t(at)),
         update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
     }
 }
 
@@ -269,5 +271,7 @@ pub fn server_remint(servers: &[&str], at: &str) -> ServerRemintRequest {
         include_dns: false,
         activation: ActivationRequest::At(t(at)),
         csr: None,
+        gate: None,
+        acknowledge: Vec::new(),
     }
 }
