@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentRequest, AgentResponse, certificate_names};
-use crate::backup::Passphrase;
+use crate::backup::{Passphrase, TransferKey};
 use crate::ca::ServerProfile;
 use crate::cert::{Certificate, CertificateDer, bundle};
 use crate::chain::{ChainError, verify_chain};
@@ -53,16 +53,6 @@ pub struct Replacement {
     /// Members that must re-establish trust with it: every managed device and every server
     /// that talks to it (its satellites, or its parent).
     pub must_reestablish: Vec<String>,
-}
-
-/// A one-time passphrase for moving the CA key between two agents of this process.
-fn transfer_passphrase() -> Result<Passphrase> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| crate::key::KeyError::Generation {
-        reason: e.to_string(),
-    })?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(Passphrase::new(&hex)?)
 }
 
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
@@ -111,11 +101,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Err(OpError::Selection(format!("{to} already holds the CA role")).into());
         }
         let now = self.clock.now();
-        let passphrase = transfer_passphrase()?;
+        // A random 256-bit key for this move only: the archive needs no passphrase
+        // stretching (S5 is for backups an administrator keeps; see crate::backup).
+        let key = TransferKey::generate()?;
         let response = self.transport.call(
             from.as_str(),
-            AgentRequest::ExportCa {
-                passphrase: passphrase.clone(),
+            AgentRequest::TransferCa {
+                key: key.clone(),
                 now,
             },
         )?;
@@ -124,9 +116,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         };
         self.transport.call(
             to.as_str(),
-            AgentRequest::ImportCa {
+            AgentRequest::AcceptCa {
                 archive,
-                passphrase,
+                key,
                 expected_ca: zone.ca_certificate.clone(),
             },
         )?;
