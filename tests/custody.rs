@@ -316,17 +316,11 @@ fn rename_raw(zip: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    base16ct::lower::decode_vec(s).unwrap()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    base16ct::lower::encode_string(&sha2::Sha256::digest(data))
 }
 
 /// The `manifest.mac` entry for `manifest` under `passphrase`, as the format describes it.
@@ -338,12 +332,7 @@ fn mac_over(manifest: &[u8], passphrase: &str) -> Vec<u8> {
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(passphrase.as_bytes(), &salt, iterations, &mut key);
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
     mac.update(manifest);
-    let mut hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let mut hex = base16ct::lower::encode_string(&mac.finalize().into_bytes());
     hex.push('\n');
     hex.into_bytes()
 }
