@@ -92,7 +92,7 @@ use zeroize::Zeroizing;
 
 use crate::cert::{CertError, Certificate, Fingerprint};
 use crate::clock::Timestamp;
-use crate::key::{PrivateKey, Signer};
+use crate::key::{KeyAlgorithm, KeyError, PrivateKey, Signer};
 
 /// The shortest passphrase accepted, in characters (BK1).
 pub const MIN_PASSPHRASE_CHARS: usize = 10;
@@ -254,6 +254,9 @@ pub enum BackupError {
          certificate and key"
     )]
     KeyMismatch,
+    /// The archive's CA has a key this build cannot use (RSA without the `rsa` feature).
+    #[error("the backup's CA cannot be restored by this build: {0}")]
+    UnsupportedKey(#[source] KeyError),
     /// `ca.pem` is not a usable certificate.
     #[error("the backup's ca.pem is not a usable certificate ({0}): use another copy")]
     BadCertificate(#[source] CertError),
@@ -1040,6 +1043,12 @@ fn check_contents(parsed: &Parsed) -> Result<Contents, BackupError> {
         }));
     }
     let certificate = Certificate::from_der(&der).map_err(BackupError::BadCertificate)?;
+    // An RSA CA in a build without the `rsa` feature: say so before any KDF runs, rather than
+    // fail on the decrypted key (and advise another copy, which would fail the same way).
+    if let Err(e @ KeyError::RsaNotEnabled { .. }) = KeyAlgorithm::of_spki(certificate.public_key())
+    {
+        return Err(BackupError::UnsupportedKey(e));
+    }
     if Fingerprint::sha256(&der).to_string() != m.ca_sha256 {
         return Err(bad_manifest(
             "ca_sha256 is not the SHA-256 of ca.pem's certificate",
