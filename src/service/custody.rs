@@ -91,7 +91,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// MV1: moves the CA role to another Primary Server. Refused for an external CA and while
-    /// an operation runs (naming it).
+    /// an operation runs (naming it). The key travels only inside a one-time transfer archive
+    /// under a fresh random [`TransferKey`] (see [`crate::backup`], "One-time transfers"),
+    /// which no passphrase restore accepts.
     pub fn move_ca(&self, to: &Fqdn) -> Result<super::super::view::CaView> {
         let (version, mut zone) = self.zone_versioned()?;
         let from = Self::certificate_server_for(&zone, "Move CA role")?;
