@@ -81,7 +81,12 @@ fn main() -> Result<(), Error> {
 
     println!("\n== 2. Servers join; each agent makes its own key and CSR (S1)");
     let mut ps2 = NewServer::new(fqdn("ps2.acme.example")?, ServerRole::Primary);
-    ps2.key = KeySpec::Rsa2048;
+    // RSA for interoperability (S2), in a build with the `rsa` feature (the default).
+    ps2.key = if cfg!(feature = "rsa") {
+        KeySpec::Rsa2048
+    } else {
+        KeySpec::P256
+    };
     ps2.agent_version = "24.4".into();
     zone.add_server(ps2)?;
     let mut sat = NewServer::new(fqdn("sat1.branch.acme.example")?, ServerRole::AuthSatellite);

@@ -138,6 +138,27 @@ pub enum AgentRequest {
         /// The zone CA the archive must hold.
         expected_ca: CertificateDer,
     },
+    /// MV1: hand out the CA certificate and key as a one-time transfer archive under `key`
+    /// (the key never leaves in clear, S1). Unlike a backup, the archive is sealed under a
+    /// random 256-bit key and runs no 600,000-iteration key derivation (see
+    /// [`crate::backup`]'s "One-time transfers"); no passphrase opens it.
+    TransferCa {
+        /// The move's one-time key.
+        key: crate::backup::TransferKey,
+        /// The archive's creation time.
+        now: Timestamp,
+    },
+    /// MV1: take the CA role from the transfer archive of a [`AgentRequest::TransferCa`].
+    /// Refused, changing nothing, unless it opens with `key` and holds `expected_ca`; a
+    /// backup archive is refused (a restore is [`AgentRequest::ImportCa`]).
+    AcceptCa {
+        /// The transfer archive.
+        archive: Vec<u8>,
+        /// The move's one-time key.
+        key: crate::backup::TransferKey,
+        /// The zone CA the archive must hold.
+        expected_ca: CertificateDer,
+    },
     /// MV1, BK2: give up the CA role (the key is erased).
     DropCa,
     /// Z3: install a chain and the key the administrator generated for it (a zone created
@@ -188,7 +209,7 @@ pub enum AgentResponse {
     Activated(bool),
     /// Answer to `StageManual`: the validated chain, leaf first, ending at the anchor.
     Staged(Vec<CertificateDer>),
-    /// Answer to `ExportCa`: the encrypted archive.
+    /// Answer to `ExportCa` and `TransferCa`: the encrypted archive.
     Archive(Vec<u8>),
 }
 
@@ -676,19 +697,24 @@ impl Agent {
                 expected_ca,
             } => {
                 let restored = crate::backup::open(&archive, &passphrase)?;
-                if restored.certificate.der() != &expected_ca {
-                    let expected = Certificate::try_from(&expected_ca)?;
-                    let describe = |c: &Certificate| {
-                        format!("{} (SHA-256 {})", c.subject(), c.fingerprints().sha256)
-                    };
-                    return Err(AgentError::WrongCa {
-                        found: describe(&restored.certificate),
-                        expected: describe(&expected),
-                    });
-                }
-                self.ca_cert = Some(restored.certificate.der().clone());
-                self.ca_key = Some(restored.key);
-                Ok(AgentResponse::Done)
+                self.take_ca(restored, &expected_ca)
+            }
+            AgentRequest::TransferCa { key: secret, now } => {
+                let (Some(key), Some(cert)) = (&self.ca_key, &self.ca_cert) else {
+                    return Err(AgentError::NotCaServer);
+                };
+                let cert = Certificate::try_from(cert)?;
+                Ok(AgentResponse::Archive(crate::backup::create_transfer(
+                    &cert, key, &secret, now,
+                )?))
+            }
+            AgentRequest::AcceptCa {
+                archive,
+                key,
+                expected_ca,
+            } => {
+                let restored = crate::backup::open_transfer(&archive, &key)?;
+                self.take_ca(restored, &expected_ca)
             }
             AgentRequest::DropCa => {
                 self.ca_key = None;
@@ -961,6 +987,27 @@ impl Agent {
         self.trust = trust_after;
         self.staged = None;
         Ok(())
+    }
+
+    /// BK2, MV1: takes the CA role from an opened archive if it holds `expected_ca`;
+    /// otherwise changes nothing.
+    fn take_ca(
+        &mut self,
+        restored: crate::backup::Restored,
+        expected_ca: &CertificateDer,
+    ) -> Result<AgentResponse, AgentError> {
+        if restored.certificate.der() != expected_ca {
+            let expected = Certificate::try_from(expected_ca)?;
+            let describe =
+                |c: &Certificate| format!("{} (SHA-256 {})", c.subject(), c.fingerprints().sha256);
+            return Err(AgentError::WrongCa {
+                found: describe(&restored.certificate),
+                expected: describe(&expected),
+            });
+        }
+        self.ca_cert = Some(restored.certificate.der().clone());
+        self.ca_key = Some(restored.key);
+        Ok(AgentResponse::Done)
     }
 
     fn install(

@@ -79,7 +79,7 @@ fn hash_body(body: &Body) -> String {
     let mut h = Sha256::new();
     h.update(body.prev.as_bytes());
     h.update(&json);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(&h.finalize())
 }
 
 fn entry_key(seq: u64) -> String {

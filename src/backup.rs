@@ -58,6 +58,21 @@
 //! 6. Decrypting the key; a failure after a good MAC means the archive is corrupt.
 //! 7. The certificate parses, matches `ca_sha256`, and its public key is the key's.
 //!
+//! # One-time transfers (MV1)
+//!
+//! Moving the CA role between two agents ([`crate::service::ZoneService::move_ca`]) uses the
+//! same archive with three differences: its `format` is [`TRANSFER_FORMAT`], its secret is a
+//! [`TransferKey`] (256 random bits made for that one move, never shown, never stored) in
+//! place of a passphrase, and its PBKDF2 runs [`TRANSFER_ITERATIONS`] iteration. Stretching
+//! guards a guessable passphrase against offline guessing; a uniformly random 256-bit key
+//! cannot be guessed, and one PBKDF2-HMAC-SHA256 iteration keyed by it is a PRF, as sound a
+//! key derivation as 600,000. The floor follows the secret: [`open`] and [`inspect`] (a
+//! passphrase) refuse a transfer archive and any count below [`PBKDF2_ITERATIONS`], and only
+//! the crate-internal transfer path, whose key only [`TransferKey::generate`] makes, accepts
+//! fewer. So no archive a user can restore is ever protected by fewer than
+//! [`PBKDF2_ITERATIONS`] iterations, whatever a manifest claims (a changed `format` or
+//! iteration count also breaks the MAC).
+//!
 //! Cost: [`create`] and [`open`] each run PBKDF2 twice (key encryption and MAC key), that is
 //! 1.2 million HMAC-SHA256 iterations; that is the point of S5's iteration count. Measured
 //! on a 2-core Xeon server in a release build: 0.16 to 0.23 s per `create` or `open` (idle
@@ -77,7 +92,7 @@ use zeroize::Zeroizing;
 
 use crate::cert::{CertError, Certificate, Fingerprint};
 use crate::clock::Timestamp;
-use crate::key::{PrivateKey, Signer};
+use crate::key::{KeyAlgorithm, KeyError, PrivateKey, Signer};
 
 /// The shortest passphrase accepted, in characters (BK1).
 pub const MIN_PASSPHRASE_CHARS: usize = 10;
@@ -92,6 +107,14 @@ pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 
 /// The `format` field of `manifest.json`.
 pub const FORMAT: &str = "zonepki-ca-backup";
+
+/// The `format` field of a one-time transfer archive of Move CA role (MV1): never a backup,
+/// refused by [`open`] and [`inspect`].
+pub const TRANSFER_FORMAT: &str = "zonepki-ca-transfer";
+
+/// PBKDF2 iterations of a transfer archive: its secret is a random 256-bit [`TransferKey`],
+/// which needs no stretching (see the module docs).
+pub const TRANSFER_ITERATIONS: u32 = 1;
 
 /// The `version` field of `manifest.json` this module writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -231,6 +254,9 @@ pub enum BackupError {
          certificate and key"
     )]
     KeyMismatch,
+    /// The archive's CA has a key this build cannot use (RSA without the `rsa` feature).
+    #[error("the backup's CA cannot be restored by this build: {0}")]
+    UnsupportedKey(#[source] KeyError),
     /// `ca.pem` is not a usable certificate.
     #[error("the backup's ca.pem is not a usable certificate ({0}): use another copy")]
     BadCertificate(#[source] CertError),
@@ -309,6 +335,43 @@ pub fn confirm(first: &str, second: &str) -> Result<Passphrase, BackupError> {
     Passphrase::new(first)
 }
 
+/// The secret of one Move CA role (MV1): 256 bits from the operating system's CSPRNG, made
+/// only by [`TransferKey::generate`], so no user-chosen secret can ever protect an archive at
+/// [`TRANSFER_ITERATIONS`]. Zeroized on drop; `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct TransferKey(Zeroizing<[u8; 32]>);
+
+impl TransferKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, BackupError> {
+        Ok(TransferKey(Zeroizing::new(random()?)))
+    }
+}
+
+impl fmt::Debug for TransferKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TransferKey([secret elided])")
+    }
+}
+
+/// What an archive is for: its `format` and the iteration counts its secret calls for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A backup under a passphrase (BK1, S5).
+    Backup,
+    /// A one-time transfer under a [`TransferKey`] (MV1).
+    Transfer,
+}
+
+impl Kind {
+    fn format(self) -> &'static str {
+        match self {
+            Kind::Backup => FORMAT,
+            Kind::Transfer => TRANSFER_FORMAT,
+        }
+    }
+}
+
 /// What [`open`] gives back: the CA certificate and key, checked to belong together.
 #[non_exhaustive]
 pub struct Restored {
@@ -383,7 +446,11 @@ pub fn open(archive: &[u8], passphrase: &Passphrase) -> Result<Restored, BackupE
 /// preview. Every check of [`open`] that needs no passphrase is made (sizes, zip structure,
 /// names, manifest, entry hashes, certificate, the key's encryption parameters); no KDF runs.
 pub fn inspect(archive: &[u8]) -> Result<BackupInfo, BackupError> {
-    let parsed = read_archive(archive, PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS)?;
+    let parsed = read_archive(
+        archive,
+        Kind::Backup,
+        PBKDF2_ITERATIONS..=MAX_PBKDF2_ITERATIONS,
+    )?;
     let contents = check_contents(&parsed)?;
     Ok(BackupInfo {
         version: parsed.manifest.version,
@@ -403,6 +470,54 @@ pub(crate) fn create_with(
     now: Timestamp,
     iterations: u32,
 ) -> Result<Vec<u8>, BackupError> {
+    seal(
+        ca_cert,
+        ca_key,
+        passphrase.as_bytes(),
+        Kind::Backup,
+        now,
+        iterations,
+    )
+}
+
+/// MV1: a one-time transfer archive of the CA under `key`, at [`TRANSFER_ITERATIONS`].
+pub(crate) fn create_transfer(
+    ca_cert: &Certificate,
+    ca_key: &PrivateKey,
+    key: &TransferKey,
+    now: Timestamp,
+) -> Result<Vec<u8>, BackupError> {
+    seal(
+        ca_cert,
+        ca_key,
+        key.0.as_slice(),
+        Kind::Transfer,
+        now,
+        TRANSFER_ITERATIONS,
+    )
+}
+
+/// MV1: opens a transfer archive made by [`create_transfer`] under `key`; refuses a backup.
+/// Any count from [`TRANSFER_ITERATIONS`] up is accepted (the key is random, see the module
+/// docs); the upper bound is [`open`]'s.
+pub(crate) fn open_transfer(archive: &[u8], key: &TransferKey) -> Result<Restored, BackupError> {
+    unseal(
+        archive,
+        key.0.as_slice(),
+        Kind::Transfer,
+        TRANSFER_ITERATIONS..=MAX_PBKDF2_ITERATIONS,
+    )
+}
+
+/// Makes an archive of `kind` under `secret` (a passphrase's UTF-8 bytes or a transfer key).
+fn seal(
+    ca_cert: &Certificate,
+    ca_key: &PrivateKey,
+    secret: &[u8],
+    kind: Kind,
+    now: Timestamp,
+    iterations: u32,
+) -> Result<Vec<u8>, BackupError> {
     if &ca_key.public_key_info() != ca_cert.public_key() {
         return Err(BackupError::KeyMismatch);
     }
@@ -410,10 +525,10 @@ pub(crate) fn create_with(
     let iv: [u8; 16] = random()?;
     let mac_salt: [u8; SALT_LEN] = random()?;
 
-    let key_pem = encrypt_key(ca_key, passphrase, iterations, &key_salt, iv)?;
+    let key_pem = encrypt_key(ca_key, secret, iterations, &key_salt, iv)?;
     let cert_pem = ca_cert.der().to_pem();
     let manifest = Manifest {
-        format: FORMAT.to_string(),
+        format: kind.format().to_string(),
         version: FORMAT_VERSION,
         created_at: now,
         ca_subject: ca_cert.subject(),
@@ -432,7 +547,7 @@ pub(crate) fn create_with(
     };
     let mut manifest_json = serde_json::to_vec_pretty(&manifest).map_err(crypto_err)?;
     manifest_json.push(b'\n');
-    let mac_key = derive_mac_key(passphrase, &mac_salt, iterations);
+    let mac_key = derive_mac_key(secret, &mac_salt, iterations);
     let mut mac = new_mac(&mac_key)?;
     mac.update(&manifest_json);
     let mut mac_hex = hex(&mac.finalize().into_bytes());
@@ -455,11 +570,21 @@ pub(crate) fn open_with(
     passphrase: &Passphrase,
     iterations: RangeInclusive<u32>,
 ) -> Result<Restored, BackupError> {
-    let parsed = read_archive(archive, iterations)?;
+    unseal(archive, passphrase.as_bytes(), Kind::Backup, iterations)
+}
+
+/// Opens an archive of `kind` under `secret`, accepting the iteration counts in `iterations`.
+fn unseal(
+    archive: &[u8],
+    secret: &[u8],
+    kind: Kind,
+    iterations: RangeInclusive<u32>,
+) -> Result<Restored, BackupError> {
+    let parsed = read_archive(archive, kind, iterations)?;
 
     // The MAC first: nothing the archive says beyond the KDF parameters is used before it
     // verifies.
-    let mac_key = derive_mac_key(passphrase, &parsed.mac_salt, parsed.manifest.kdf.iterations);
+    let mac_key = derive_mac_key(secret, &parsed.mac_salt, parsed.manifest.kdf.iterations);
     let mut mac = new_mac(&mac_key)?;
     mac.update(&parsed.manifest_json);
     mac.verify_slice(&parsed.mac)
@@ -468,7 +593,7 @@ pub(crate) fn open_with(
     let contents = check_contents(&parsed)?;
     let clear = contents
         .encrypted_key
-        .decrypt(passphrase.as_bytes())
+        .decrypt(secret)
         .map_err(|_| BackupError::Tampered {
             entry: KEY_ENTRY.to_string(),
             reason: "it cannot be decrypted although the archive's integrity check passed, so \
@@ -570,38 +695,24 @@ fn random<const N: usize>() -> Result<[u8; N], BackupError> {
     Ok(b)
 }
 
+/// Lower-case hex, as the manifest writes digests, salts and the MAC.
 fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
+    base16ct::lower::encode_string(bytes)
 }
 
+/// Hex of either case (constant-time decoding: the MAC is compared after this).
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let hi = char::from(*pair.first()?).to_digit(16)?;
-            let lo = char::from(*pair.get(1)?).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
+    base16ct::mixed::decode_vec(s).ok()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// The MAC key: PBKDF2-HMAC-SHA256(passphrase, mac_salt, iterations), 32 bytes.
-fn derive_mac_key(passphrase: &Passphrase, salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
+/// The MAC key: PBKDF2-HMAC-SHA256(secret, mac_salt, iterations), 32 bytes.
+fn derive_mac_key(secret: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
     let mut key = Zeroizing::new([0u8; 32]);
-    pbkdf2::pbkdf2_hmac::<Sha256>(passphrase.as_bytes(), salt, iterations, key.as_mut());
+    pbkdf2::pbkdf2_hmac::<Sha256>(secret, salt, iterations, key.as_mut());
     key
 }
 
@@ -612,7 +723,7 @@ fn new_mac(key: &[u8; 32]) -> Result<Hmac<Sha256>, BackupError> {
 /// PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) encrypted PKCS#8 PEM of `key` (S5).
 fn encrypt_key(
     key: &PrivateKey,
-    passphrase: &Passphrase,
+    secret: &[u8],
     iterations: u32,
     salt: &[u8],
     iv: [u8; 16],
@@ -622,7 +733,7 @@ fn encrypt_key(
     let clear = key.to_pkcs8_der();
     let info = pkcs8::PrivateKeyInfoRef::from_der(&clear).map_err(crypto_err)?;
     let encrypted = info
-        .encrypt_with_params(params, passphrase.as_bytes())
+        .encrypt_with_params(params, secret)
         .map_err(crypto_err)?;
     pem_rfc7468::encode_string(
         KEY_PEM_LABEL,
@@ -777,7 +888,11 @@ fn read_entry(
 }
 
 /// Steps 1 to 3 of the module docs: sizes, zip structure, names, manifest.
-fn read_archive(archive: &[u8], iterations: RangeInclusive<u32>) -> Result<Parsed, BackupError> {
+fn read_archive(
+    archive: &[u8],
+    kind: Kind,
+    iterations: RangeInclusive<u32>,
+) -> Result<Parsed, BackupError> {
     if archive.is_empty() {
         return Err(BackupError::NotAZip {
             reason: "the input is empty".into(),
@@ -828,7 +943,20 @@ fn read_archive(archive: &[u8], iterations: RangeInclusive<u32>) -> Result<Parse
 
     let head: ManifestHead = serde_json::from_slice(&manifest_json)
         .map_err(|e| bad_manifest(format!("not the JSON of a zonepki backup manifest: {e}")))?;
-    if head.format != FORMAT {
+    if kind == Kind::Backup && head.format == TRANSFER_FORMAT {
+        return Err(bad_manifest(format!(
+            "its format is {TRANSFER_FORMAT:?}: this is the one-time transfer of a Move CA \
+             role, not a backup, and no passphrase opens it; restore from a CA backup"
+        )));
+    }
+    if kind == Kind::Transfer && head.format != TRANSFER_FORMAT {
+        return Err(bad_manifest(format!(
+            "its format is {:?}, not {TRANSFER_FORMAT:?}: a Move CA role takes only the \
+             transfer archive made for it",
+            head.format.chars().take(100).collect::<String>()
+        )));
+    }
+    if head.format != kind.format() {
         return Err(bad_manifest(format!(
             "its format is {:?}, not {FORMAT:?}: this is not a zonepki CA backup",
             head.format.chars().take(100).collect::<String>()
@@ -915,6 +1043,12 @@ fn check_contents(parsed: &Parsed) -> Result<Contents, BackupError> {
         }));
     }
     let certificate = Certificate::from_der(&der).map_err(BackupError::BadCertificate)?;
+    // An RSA CA in a build without the `rsa` feature: say so before any KDF runs, rather than
+    // fail on the decrypted key (and advise another copy, which would fail the same way).
+    if let Err(e @ KeyError::RsaNotEnabled { .. }) = KeyAlgorithm::of_spki(certificate.public_key())
+    {
+        return Err(BackupError::UnsupportedKey(e));
+    }
     if Fingerprint::sha256(&der).to_string() != m.ca_sha256 {
         return Err(bad_manifest(
             "ca_sha256 is not the SHA-256 of ca.pem's certificate",
@@ -1036,6 +1170,92 @@ mod tests {
         assert!(matches!(e, BackupError::BadManifest { .. }), "{e:?}");
         let e = inspect(&zip).unwrap_err();
         assert!(matches!(e, BackupError::BadManifest { .. }), "{e:?}");
+    }
+
+    /// The four entries of `zip`, by name, in [`ENTRY_NAMES`] order.
+    fn entries(zip: &[u8]) -> [Vec<u8>; 4] {
+        let parsed = read_archive(zip, Kind::Transfer, 1..=MAX_PBKDF2_ITERATIONS)
+            .or_else(|_| read_archive(zip, Kind::Backup, 1..=MAX_PBKDF2_ITERATIONS))
+            .unwrap();
+        let mut mac = hex(&parsed.mac);
+        mac.push('\n');
+        [
+            parsed.manifest_json,
+            mac.into_bytes(),
+            parsed.cert_pem,
+            parsed.key_pem,
+        ]
+    }
+
+    #[test]
+    fn mv1_transfer_runs_one_iteration_and_opens_only_with_its_key() {
+        let (cert, key) = ca(KeySpec::P256);
+        let tk = TransferKey::generate().unwrap();
+        let zip = create_transfer(&cert, &key, &tk, now()).unwrap();
+        let parsed = read_archive(&zip, Kind::Transfer, 1..=1).unwrap();
+        assert_eq!(parsed.manifest.format, TRANSFER_FORMAT);
+        assert_eq!(parsed.manifest.kdf.iterations, TRANSFER_ITERATIONS);
+        assert_eq!(TRANSFER_ITERATIONS, 1);
+        let r = open_transfer(&zip, &tk).unwrap();
+        assert_eq!(r.certificate, cert);
+        assert_eq!(r.key.to_pkcs8_der(), key.to_pkcs8_der());
+        // Another key: the MAC fails, as a wrong passphrase does.
+        let other = TransferKey::generate().unwrap();
+        assert_eq!(
+            open_transfer(&zip, &other).unwrap_err(),
+            BackupError::WrongPassphrase
+        );
+        // Never a backup: open and inspect refuse it by its format, before any KDF.
+        for e in [open(&zip, &pp()).unwrap_err(), inspect(&zip).unwrap_err()] {
+            assert!(matches!(e, BackupError::BadManifest { .. }), "{e:?}");
+            assert!(e.to_string().contains("one-time transfer"), "{e}");
+        }
+        // The key never shows in Debug.
+        assert_eq!(format!("{tk:?}"), "TransferKey([secret elided])");
+    }
+
+    #[test]
+    fn mv1_a_backup_is_not_a_transfer() {
+        let (_, _, zip) = fast_archive();
+        let e = open_transfer(&zip, &TransferKey::generate().unwrap()).unwrap_err();
+        assert!(matches!(e, BackupError::BadManifest { .. }), "{e:?}");
+        assert!(e.to_string().contains(TRANSFER_FORMAT), "{e}");
+    }
+
+    /// S5 downgrade: relabelling a one-iteration transfer archive as a backup does not make
+    /// it restorable as one. `open` refuses its iteration count before any KDF, and at any
+    /// accepted count the relabelled manifest fails the MAC.
+    #[test]
+    fn s5_a_transfer_relabelled_as_a_backup_is_refused() {
+        let (cert, key) = ca(KeySpec::P256);
+        let tk = TransferKey::generate().unwrap();
+        let zip = create_transfer(&cert, &key, &tk, now()).unwrap();
+        let [manifest, mac, cert_pem, key_pem] = entries(&zip);
+        let relabelled_manifest = String::from_utf8(manifest)
+            .unwrap()
+            .replace(TRANSFER_FORMAT, FORMAT);
+        let relabelled = write_zip(
+            now(),
+            [
+                (MANIFEST_ENTRY, relabelled_manifest.as_bytes()),
+                (MAC_ENTRY, &mac),
+                (CERT_ENTRY, &cert_pem),
+                (KEY_ENTRY, &key_pem),
+            ],
+        )
+        .unwrap();
+        for e in [
+            open(&relabelled, &pp()).unwrap_err(),
+            inspect(&relabelled).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("kdf.iterations is 1;"), "{e}");
+        }
+        // Even a reader that accepted one iteration would need the MAC, which the relabelling
+        // broke (the key is not a passphrase anyone knows, and the format is authenticated).
+        assert_eq!(
+            unseal(&relabelled, tk.0.as_slice(), Kind::Backup, 1..=1).unwrap_err(),
+            BackupError::WrongPassphrase
+        );
     }
 
     #[test]

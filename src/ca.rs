@@ -198,7 +198,7 @@ impl Serial {
     }
     /// Lower-case hex, no separators (used in store keys).
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        base16ct::lower::encode_string(&self.0)
     }
     fn to_x509(&self) -> Result<SerialNumber, CaError> {
         SerialNumber::new(&self.0).map_err(build_err)

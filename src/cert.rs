@@ -235,14 +235,13 @@ impl Fingerprint {
 
 /// Colon-separated upper-case hex: `AB:CD:...`.
 pub(crate) fn colon_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let hex = base16ct::upper::encode_string(bytes);
     let mut s = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
         if i > 0 {
             s.push(':');
         }
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
+        s.extend(pair.iter().map(|&c| char::from(c)));
     }
     s
 }

@@ -3,8 +3,20 @@
 //! [`verify_signature`], the one place signatures are checked.
 //!
 //! P-256 is the default key type. RSA is offered for interoperability; the `rsa` crate carries
-//! advisory RUSTSEC-2023-0071 (timing side channel in private-key operations), which is one more
-//! reason to keep P-256.
+//! advisory RUSTSEC-2023-0071 (timing side channel in private-key operations, no fixed
+//! release), which is one more reason to keep P-256.
+//!
+//! # The `rsa` feature
+//!
+//! RSA needs the cargo feature `rsa`, on by default. A build without it (`default-features =
+//! false`) contains no `rsa` crate and handles P-256 (and verifies P-384) only. The types stay
+//! the same in both builds ([`KeySpec`] keeps its RSA variants, so records naming them still
+//! read), and every place RSA would be needed refuses it with [`KeyError::RsaNotEnabled`],
+//! which names the feature:
+//! - parsing a key type (`"rsa2048".parse::<KeySpec>()`) and [`PrivateKey::generate`];
+//! - [`PrivateKey::from_pkcs8`] of an RSA key (a backup of an RSA CA, an imported key);
+//! - [`KeyAlgorithm::of_spki`] of an RSA public key, and so [`verify_signature`] by one: an
+//!   imported certificate, chain or CSR with an RSA key or an RSA signature is refused.
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,6 +49,9 @@ pub(crate) mod oid {
 }
 
 /// The key types a zone may generate (S2): ECDSA P-256 (the default) and RSA 2048/3072/4096.
+///
+/// The RSA variants exist in every build; without the `rsa` feature they are refused when
+/// parsed from text and when a key is generated (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum KeySpec {
@@ -70,6 +85,12 @@ impl KeySpec {
         }
     }
 
+    /// Whether this build can make keys of this spec: P-256 always, RSA with the `rsa`
+    /// feature.
+    pub fn is_available(self) -> bool {
+        cfg!(feature = "rsa") || self == KeySpec::P256
+    }
+
     /// The algorithm and size of keys of this spec.
     pub fn algorithm(self) -> KeyAlgorithm {
         match self {
@@ -87,9 +108,9 @@ impl fmt::Display for KeySpec {
     }
 }
 
-impl FromStr for KeySpec {
-    type Err = KeyError;
-    fn from_str(s: &str) -> Result<Self, KeyError> {
+impl KeySpec {
+    /// The spec named `s` (any case), whether or not this build can make it.
+    fn by_name(s: &str) -> Result<Self, KeyError> {
         let lower = s.trim().to_ascii_lowercase();
         KeySpec::ALL
             .into_iter()
@@ -100,16 +121,31 @@ impl FromStr for KeySpec {
     }
 }
 
+/// A key type asked for (a command line, a request): one this build can make, or an error that
+/// says why not ([`KeyError::RsaNotEnabled`] for RSA without the `rsa` feature).
+impl FromStr for KeySpec {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let spec = KeySpec::by_name(s)?;
+        if !spec.is_available() {
+            return Err(KeyError::RsaNotEnabled { what: "keys" });
+        }
+        Ok(spec)
+    }
+}
+
 impl From<KeySpec> for String {
     fn from(k: KeySpec) -> String {
         k.name().to_string()
     }
 }
 
+/// Records (serde): any spec name reads, so a record naming RSA stays readable in a build
+/// without the `rsa` feature; using it is refused where a key is made.
 impl TryFrom<String> for KeySpec {
     type Error = KeyError;
     fn try_from(s: String) -> Result<Self, KeyError> {
-        s.parse()
+        KeySpec::by_name(&s)
     }
 }
 
@@ -168,9 +204,16 @@ impl KeyAlgorithm {
                 })
             }
         } else if alg == oid::RSA_ENCRYPTION {
-            let key = rsa_public_key(spki)?;
-            let bits = rsa::traits::PublicKeyParts::n(&key).bits();
-            Ok(KeyAlgorithm::Rsa { bits })
+            #[cfg(feature = "rsa")]
+            {
+                let key = rsa_public_key(spki)?;
+                let bits = rsa::traits::PublicKeyParts::n(&key).bits();
+                Ok(KeyAlgorithm::Rsa { bits })
+            }
+            #[cfg(not(feature = "rsa"))]
+            Err(KeyError::RsaNotEnabled {
+                what: "public keys (in certificates, chains and CSRs)",
+            })
         } else {
             Err(KeyError::UnsupportedPublicKey {
                 what: format!("algorithm {alg}"),
@@ -190,9 +233,7 @@ impl fmt::Display for KeyAlgorithm {
 #[non_exhaustive]
 pub enum KeyError {
     /// A key type outside S2's list.
-    #[error(
-        "unsupported key type {given:?}: choose one of p256 (default), rsa2048, rsa3072, rsa4096"
-    )]
+    #[error("unsupported key type {given:?}: choose one of {}", spec_choices())]
     UnsupportedSpec {
         /// What was asked for.
         given: String,
@@ -203,15 +244,29 @@ pub enum KeyError {
         /// The modulus length found.
         bits: u32,
     },
+    /// RSA is needed and this build was made without the `rsa` feature.
+    #[error(
+        "RSA {what} are not supported: this zonepki was built without its `rsa` feature \
+         (RSA is optional because of advisory RUSTSEC-2023-0071); use P-256, or a zonepki \
+         built with the `rsa` feature"
+    )]
+    RsaNotEnabled {
+        /// What needed RSA (`keys`, `private keys`, `public keys ...`).
+        what: &'static str,
+    },
     /// A public key of a kind the zone does not use.
-    #[error("unsupported public key: {what} (supported: ECDSA P-256/P-384, RSA >= 2048 bits)")]
+    #[error(
+        "unsupported public key: {what} (supported: {})",
+        SUPPORTED_PUBLIC_KEYS
+    )]
     UnsupportedPublicKey {
         /// What was found.
         what: String,
     },
     /// A private key that is not PKCS#8 of a supported type.
     #[error(
-        "cannot read private key: {reason} (expected unencrypted PKCS#8, PEM or DER, of a P-256 or RSA key)"
+        "cannot read private key: {reason} (expected unencrypted PKCS#8, PEM or DER, of a {} key)",
+        SUPPORTED_PRIVATE_KEYS
     )]
     BadPrivateKey {
         /// Why (never any key material).
@@ -230,6 +285,28 @@ pub enum KeyError {
         reason: String,
     },
 }
+
+/// The key types [`KeySpec`]'s parse error offers.
+fn spec_choices() -> String {
+    KeySpec::ALL
+        .into_iter()
+        .filter(|k| k.is_available())
+        .map(|k| match k == KeySpec::default() {
+            true => format!("{k} (default)"),
+            false => k.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(feature = "rsa")]
+const SUPPORTED_PUBLIC_KEYS: &str = "ECDSA P-256/P-384, RSA >= 2048 bits";
+#[cfg(not(feature = "rsa"))]
+const SUPPORTED_PUBLIC_KEYS: &str = "ECDSA P-256/P-384; RSA needs the `rsa` feature";
+#[cfg(feature = "rsa")]
+const SUPPORTED_PRIVATE_KEYS: &str = "P-256 or RSA";
+#[cfg(not(feature = "rsa"))]
+const SUPPORTED_PRIVATE_KEYS: &str = "P-256";
 
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -284,6 +361,7 @@ pub trait Signer {
 // `Option<PrivateKey>`s (100,000 device agents in one process under loopback).
 enum Inner {
     P256(Box<p256::ecdsa::SigningKey>),
+    #[cfg(feature = "rsa")]
     Rsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>, u32),
 }
 
@@ -299,7 +377,8 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-/// The operating system's CSPRNG as a `rand_core` RNG.
+/// The operating system's CSPRNG as a `rand_core` RNG (for RSA's prime search).
+#[cfg(feature = "rsa")]
 pub(crate) fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
     rand_core::UnwrapErr(getrandom::SysRng)
 }
@@ -316,6 +395,11 @@ impl PrivateKey {
                     })?;
                 Ok(PrivateKey(Inner::P256(Box::new(key))))
             }
+            #[cfg(not(feature = "rsa"))]
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                Err(KeyError::RsaNotEnabled { what: "keys" })
+            }
+            #[cfg(feature = "rsa")]
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 let bits = spec.algorithm().bits();
                 let key = rsa::RsaPrivateKey::new(&mut rng(), bits as usize).map_err(|e| {
@@ -335,6 +419,7 @@ impl PrivateKey {
     pub fn algorithm(&self) -> KeyAlgorithm {
         match &self.0 {
             Inner::P256(_) => KeyAlgorithm::EcdsaP256,
+            #[cfg(feature = "rsa")]
             Inner::Rsa(_, bits) => KeyAlgorithm::Rsa { bits: *bits },
         }
     }
@@ -377,18 +462,26 @@ impl PrivateKey {
             })?;
             Ok(PrivateKey(Inner::P256(Box::new(key))))
         } else if alg == oid::RSA_ENCRYPTION {
-            let key =
-                rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| KeyError::BadPrivateKey {
-                    reason: format!("bad RSA key: {e}"),
+            #[cfg(feature = "rsa")]
+            {
+                let key = rsa::RsaPrivateKey::from_pkcs8_der(&der).map_err(|e| {
+                    KeyError::BadPrivateKey {
+                        reason: format!("bad RSA key: {e}"),
+                    }
                 })?;
-            let bits = rsa::traits::PublicKeyParts::n(&key).bits();
-            if bits < 2048 {
-                return Err(KeyError::RsaTooSmall { bits });
+                let bits = rsa::traits::PublicKeyParts::n(&key).bits();
+                if bits < 2048 {
+                    return Err(KeyError::RsaTooSmall { bits });
+                }
+                Ok(PrivateKey(Inner::Rsa(
+                    Box::new(rsa::pkcs1v15::SigningKey::new(key)),
+                    bits,
+                )))
             }
-            Ok(PrivateKey(Inner::Rsa(
-                Box::new(rsa::pkcs1v15::SigningKey::new(key)),
-                bits,
-            )))
+            #[cfg(not(feature = "rsa"))]
+            Err(KeyError::RsaNotEnabled {
+                what: "private keys",
+            })
         } else {
             Err(KeyError::BadPrivateKey {
                 reason: format!("unsupported key algorithm {alg}"),
@@ -400,6 +493,7 @@ impl PrivateKey {
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
         let doc = match &self.0 {
             Inner::P256(k) => k.to_pkcs8_der(),
+            #[cfg(feature = "rsa")]
             Inner::Rsa(k, _) => k.to_pkcs8_der(),
         }
         .expect("encoding a valid in-memory key as PKCS#8 cannot fail");
@@ -447,6 +541,7 @@ impl Signer for PrivateKey {
     fn public_key_info(&self) -> SubjectPublicKeyInfoOwned {
         let doc = match &self.0 {
             Inner::P256(k) => k.verifying_key().to_public_key_der(),
+            #[cfg(feature = "rsa")]
             Inner::Rsa(k, _) => signature::Keypair::verifying_key(k.as_ref()).to_public_key_der(),
         }
         .expect("encoding a valid public key cannot fail");
@@ -463,6 +558,7 @@ impl Signer for PrivateKey {
                     })?;
                 Ok(sig.to_bytes().to_vec())
             }
+            #[cfg(feature = "rsa")]
             Inner::Rsa(k, _) => {
                 use signature::SignatureEncoding;
                 let sig = signature::Signer::try_sign(k.as_ref(), message).map_err(|e| {
@@ -476,6 +572,7 @@ impl Signer for PrivateKey {
     }
 }
 
+#[cfg(feature = "rsa")]
 fn rsa_public_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::RsaPublicKey, KeyError> {
     let bytes = spki
         .subject_public_key
@@ -493,7 +590,8 @@ fn rsa_public_key(spki: &SubjectPublicKeyInfoOwned) -> Result<rsa::RsaPublicKey,
 ///
 /// Accepted (S7): ECDSA with SHA-256/384/512 on P-256 and P-384 (parameters absent, RFC 5758
 /// 3.2), RSA PKCS#1 v1.5 with SHA-256/384/512 (parameters NULL or absent, RFC 4055 5) and keys of
-/// at least 2048 bits. SHA-1 and MD5 are refused outright.
+/// at least 2048 bits. SHA-1 and MD5 are refused outright. Without the `rsa` feature an RSA
+/// key is refused with [`KeyError::RsaNotEnabled`] (inside [`SignatureError::Key`]).
 pub fn verify_signature(
     spki: &SubjectPublicKeyInfoOwned,
     alg: &AlgorithmIdentifierOwned,
@@ -571,21 +669,43 @@ pub fn verify_signature(
         if bits < 2048 {
             return Err(KeyError::RsaTooSmall { bits }.into());
         }
-        let key = rsa_public_key(spki)?;
-        let sig =
-            rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
-        let result = match hash {
-            Hash::Sha256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key)
-                .verify_prehash(&hash.digest(message), &sig),
-            Hash::Sha384 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(key)
-                .verify_prehash(&hash.digest(message), &sig),
-            Hash::Sha512 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(key)
-                .verify_prehash(&hash.digest(message), &sig),
-        };
-        result.map_err(|_| SignatureError::Invalid)
+        verify_rsa(spki, hash, message, signature)
     } else {
         Err(SignatureError::UnsupportedAlgorithm { oid: sig_oid })
     }
+}
+
+/// RSA PKCS#1 v1.5 verification, once the algorithm and key size are checked.
+#[cfg(feature = "rsa")]
+fn verify_rsa(
+    spki: &SubjectPublicKeyInfoOwned,
+    hash: Hash,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    let key = rsa_public_key(spki)?;
+    let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
+    let result = match hash {
+        Hash::Sha256 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key)
+            .verify_prehash(&hash.digest(message), &sig),
+        Hash::Sha384 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(key)
+            .verify_prehash(&hash.digest(message), &sig),
+        Hash::Sha512 => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(key)
+            .verify_prehash(&hash.digest(message), &sig),
+    };
+    result.map_err(|_| SignatureError::Invalid)
+}
+
+/// Without the `rsa` feature no RSA key gets this far ([`KeyAlgorithm::of_spki`] refuses it);
+/// refuse all the same rather than rely on that.
+#[cfg(not(feature = "rsa"))]
+fn verify_rsa(
+    _spki: &SubjectPublicKeyInfoOwned,
+    _hash: Hash,
+    _message: &[u8],
+    _signature: &[u8],
+) -> Result<(), SignatureError> {
+    Err(KeyError::RsaNotEnabled { what: "signatures" }.into())
 }
 
 #[derive(Clone, Copy)]
@@ -618,12 +738,20 @@ mod tests {
     #[test]
     fn key_spec_parses_allowed_and_refuses_rest() {
         assert_eq!("p256".parse::<KeySpec>().unwrap(), KeySpec::P256);
-        assert_eq!("RSA3072".parse::<KeySpec>().unwrap(), KeySpec::Rsa3072);
         let err = "rsa1024".parse::<KeySpec>().unwrap_err().to_string();
         assert!(
-            err.contains("rsa1024") && err.contains("p256") && err.contains("rsa4096"),
+            err.contains("rsa1024") && err.contains("p256 (default)"),
             "{err}"
         );
+        #[cfg(feature = "rsa")]
+        {
+            assert_eq!("RSA3072".parse::<KeySpec>().unwrap(), KeySpec::Rsa3072);
+            assert_eq!(
+                err,
+                "unsupported key type \"rsa1024\": choose one of p256 (default), rsa2048, \
+                 rsa3072, rsa4096"
+            );
+        }
         assert!("".parse::<KeySpec>().is_err());
         assert_eq!(KeySpec::default(), KeySpec::P256);
     }
@@ -650,6 +778,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rsa")]
     fn rsa_sign_verify() {
         let k = PrivateKey::generate(KeySpec::Rsa2048).unwrap();
         assert_eq!(k.algorithm(), KeyAlgorithm::Rsa { bits: 2048 });

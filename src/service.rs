@@ -862,7 +862,7 @@ fn serial_write(
 ) -> Result<Write> {
     let issuer_id = issuer
         .subject_key_id()?
-        .map(|k| k.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .map(|k| base16ct::lower::encode_string(&k))
         .unwrap_or_else(|| crate::cert::Fingerprint::sha256(issuer.der().as_bytes()).to_string());
     let rec = SerialRecord {
         v: RECORD_VERSION,

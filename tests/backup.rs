@@ -139,23 +139,17 @@ fn mac_over(manifest: &[u8], passphrase: &str) -> Vec<u8> {
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
     mac.update(manifest);
     let tag = mac.finalize().into_bytes();
-    let mut hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    let mut hex = base16ct::lower::encode_string(&tag);
     hex.push('\n');
     hex.into_bytes()
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    base16ct::lower::decode_vec(s).unwrap()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    base16ct::lower::encode_string(&sha2::Sha256::digest(data))
 }
 
 fn assert_same_ca(r: &backup::Restored, f: &Fixture) {
@@ -196,6 +190,7 @@ fn round_trip_p256() {
 }
 
 #[test]
+#[cfg(feature = "rsa")]
 fn round_trip_rsa2048() {
     round_trip(KeySpec::Rsa2048);
 }
@@ -561,6 +556,9 @@ fn a_validly_signed_archive_whose_key_is_not_the_certificates_is_refused() {
 #[test]
 fn the_archive_never_contains_the_key_in_clear() {
     for spec in [KeySpec::P256, KeySpec::Rsa2048] {
+        if !spec.is_available() {
+            continue; // RSA needs the `rsa` feature
+        }
         let f = fixture(spec);
         let der = f.key.to_pkcs8_der();
         let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);

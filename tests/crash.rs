@@ -156,7 +156,7 @@ fn view_end(v: &OpView) -> End {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    base16ct::lower::encode_string(bytes)
 }
 
 /// The end state, after checking what holds in every run: agents agree with the store, every

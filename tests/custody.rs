@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use sha2::Digest;
+use zonepki::agent::{AgentRequest, AgentResponse};
 use zonepki::backup::{self, BackupError, Passphrase};
 use zonepki::ca::{
     CaParams, Serial, ServerProfile, cross_certify, issue_server_certificate, self_signed_ca,
@@ -26,7 +27,7 @@ use zonepki::service::{
     InitExternal, InitInternal, NewServer, RefreshOptions, RemintCaRequest, ZoneService,
 };
 use zonepki::store::MemoryStore;
-use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{CaKind, Fqdn, ServerRole};
 
 const PP: &str = "correct horse battery staple";
@@ -316,17 +317,11 @@ fn rename_raw(zip: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    base16ct::lower::decode_vec(s).unwrap()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    base16ct::lower::encode_string(&sha2::Sha256::digest(data))
 }
 
 /// The `manifest.mac` entry for `manifest` under `passphrase`, as the format describes it.
@@ -338,12 +333,7 @@ fn mac_over(manifest: &[u8], passphrase: &str) -> Vec<u8> {
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(passphrase.as_bytes(), &salt, iterations, &mut key);
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
     mac.update(manifest);
-    let mut hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let mut hex = base16ct::lower::encode_string(&mac.finalize().into_bytes());
     hex.push('\n');
     hex.into_bytes()
 }
@@ -415,6 +405,68 @@ fn mv1_move_ca_to_another_primary_server_moves_the_key_and_the_issuing() {
     verifies(&chain_of(&svc, PS3), &ca_before, clock.now());
     let leaf = Certificate::try_from(&svc.server_chain(&fq(PS3)).unwrap()[0]).unwrap();
     verifies(&[leaf], &ca_before, clock.now());
+}
+
+/// A loopback transport that keeps a copy of every archive an agent hands out.
+#[derive(Default)]
+struct Recording {
+    inner: LoopbackTransport,
+    archives: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Transport for Recording {
+    fn call(&self, member: &str, request: AgentRequest) -> Result<AgentResponse, TransportError> {
+        let response = self.inner.call(member, request)?;
+        if let AgentResponse::Archive(a) = &response {
+            self.archives.lock().unwrap().push(a.clone());
+        }
+        Ok(response)
+    }
+}
+
+/// MV1 (issue 9 item 7): the move's archive is a one-time transfer under a random 256-bit key
+/// at one PBKDF2 iteration, not a 600,000-iteration backup; it cannot be restored as a backup.
+#[test]
+fn mv1_move_ca_hands_over_a_one_time_transfer_not_a_backup() {
+    let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(t(T0))));
+    let svc = ZoneService::new(MemoryStore::new(), Recording::default(), clock);
+    svc.init_internal(InitInternal {
+        zone: "Acme".into(),
+        ca_subject: None,
+        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
+        ca_key: KeySpec::P256,
+        validity: 5.try_into().unwrap(),
+    })
+    .unwrap();
+    svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
+        .unwrap();
+    svc.move_ca(&fq(PS2)).unwrap();
+    assert_eq!(
+        svc.ca_view().unwrap().certificate_server.as_deref(),
+        Some(PS2)
+    );
+
+    let archives = svc.transport().archives.lock().unwrap().clone();
+    assert_eq!(archives.len(), 1, "one archive, from the old holder");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&entry(&archives[0], "manifest.json")).unwrap();
+    assert_eq!(manifest["format"], backup::TRANSFER_FORMAT);
+    assert_eq!(manifest["kdf"]["iterations"], backup::TRANSFER_ITERATIONS);
+    assert_eq!(manifest["kdf"]["iterations"], 1);
+
+    // Not a backup: refused by inspect and by a restore, which changes nothing.
+    let e = backup::inspect(&archives[0]).unwrap_err();
+    assert!(e.to_string().contains("one-time transfer"), "{e}");
+    let before = svc.dump().unwrap();
+    let e = svc
+        .restore_ca(&archives[0], &pp(), &fq(PS1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("one-time transfer") && e.contains("not a backup"),
+        "{e}"
+    );
+    assert_eq!(svc.dump().unwrap(), before);
 }
 
 #[test]

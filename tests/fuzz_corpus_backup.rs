@@ -77,7 +77,13 @@ fn backup_seeds_say_what_their_names_say() {
     for path in corpus() {
         let data = std::fs::read(&path).unwrap();
         let n = name(&path);
-        if n.starts_with("ok-") {
+        if n.starts_with("ok-rsa") && !cfg!(feature = "rsa") {
+            // A build without the `rsa` feature refuses an RSA CA's backup before any KDF,
+            // naming the feature (issue 9 item 7).
+            let e = backup::inspect(&data).expect_err(n);
+            assert!(matches!(e, BackupError::UnsupportedKey(_)), "{n}: {e:?}");
+            ok += 1;
+        } else if n.starts_with("ok-") {
             let info = backup::inspect(&data).unwrap_or_else(|e| panic!("{n}: {e}"));
             let restored = backup::open(&data, &passphrase).unwrap_or_else(|e| panic!("{n}: {e}"));
             assert_eq!(restored.certificate, info.certificate, "{n}");

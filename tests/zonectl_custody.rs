@@ -547,6 +547,9 @@ fn init_with_an_external_ca_and_its_refusals() {
         &["--valid-years", "5"],
         &["--key", "p256", "--valid-years", "10"],
     ] {
+        if !cfg!(feature = "rsa") && extra.contains(&"rsa2048") {
+            continue; // refused as a key type this build lacks (tests/without_rsa.rs)
+        }
         let e = z.init_usage(&strs(&args(extra, "ext-chain.pem", "ps1.pem", "ps1.key")));
         assert!(e.contains("--external-chain"), "{e}");
     }

@@ -535,6 +535,7 @@ fn replication_recorded_by_hand_then_assign_now() {
 }
 
 #[test]
+#[cfg(feature = "rsa")]
 fn server_remint_through_the_command_line() {
     let z = zone();
     let remint = |extra: &[&str]| {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentRequest, AgentResponse, certificate_names};
-use crate::backup::Passphrase;
+use crate::backup::{Passphrase, TransferKey};
 use crate::ca::ServerProfile;
 use crate::cert::{Certificate, CertificateDer, bundle};
 use crate::chain::{ChainError, verify_chain};
@@ -57,16 +57,6 @@ pub struct Replacement {
     pub must_reestablish: Vec<String>,
 }
 
-/// A one-time passphrase for moving the CA key between two agents of this process.
-fn transfer_passphrase() -> Result<Passphrase> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| crate::key::KeyError::Generation {
-        reason: e.to_string(),
-    })?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(Passphrase::new(&hex)?)
-}
-
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     fn zone_versioned(&self) -> Result<(u64, ZoneRecord)> {
         let rec = self.store.get(keys::ZONE)?.ok_or(ZoneError::NoZone)?;
@@ -103,7 +93,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// MV1: moves the CA role to another Primary Server. Refused for an external CA and while
-    /// an operation runs (naming it).
+    /// an operation runs (naming it). The key travels only inside a one-time transfer archive
+    /// under a fresh random [`TransferKey`] (see [`crate::backup`], "One-time transfers"),
+    /// which no passphrase restore accepts.
     pub fn move_ca(&self, to: &Fqdn) -> Result<super::super::view::CaView> {
         // B6: "no operation runs" (MV1) is read here; an operation started meanwhile makes the
         // commit fail, and the target gives the role back.
@@ -116,11 +108,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             return Err(OpError::Selection(format!("{to} already holds the CA role")).into());
         }
         let now = self.clock.now();
-        let passphrase = transfer_passphrase()?;
+        // A random 256-bit key for this move only: the archive needs no passphrase
+        // stretching (S5 is for backups an administrator keeps; see crate::backup).
+        let key = TransferKey::generate()?;
         let response = self.transport.call(
             from.as_str(),
-            AgentRequest::ExportCa {
-                passphrase: passphrase.clone(),
+            AgentRequest::TransferCa {
+                key: key.clone(),
                 now,
             },
         )?;
@@ -129,9 +123,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         };
         self.transport.call(
             to.as_str(),
-            AgentRequest::ImportCa {
+            AgentRequest::AcceptCa {
                 archive,
-                passphrase,
+                key,
                 expected_ca: zone.ca_certificate.clone(),
             },
         )?;
