@@ -285,6 +285,9 @@ zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
 zonectl chain verify --trust root.pem --untrusted int.pem --leaf server.p7b --at 2027-06-01T00:00:00Z"),
     (&["audit", "verify"], "zonectl audit verify"),
     (&["store", "dump"], "zonectl store dump > before.json"),
+    (&["lint"], "zonectl lint ca.pem
+zonectl lint server.p7b --fqdn ps1.acme.example --external
+zonectl lint --json chain.pem"),
     (&["completions"], "zonectl completions bash > /etc/bash_completion.d/zonectl
 zonectl completions zsh > \"${fpath[1]}/_zonectl\"
 zonectl completions fish > ~/.config/fish/completions/zonectl.fish"),

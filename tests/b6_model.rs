@@ -47,19 +47,21 @@ enum Cmd {
     Baseline,
 }
 
+/// Commands, weighted towards those whose races matter (operation starts, Move CA, server
+/// adds, activation).
 fn cmd() -> impl Strategy<Value = Cmd> {
     prop_oneof![
-        (3u8..6).prop_map(Cmd::AddPrimary),
-        (1u8..3).prop_map(Cmd::AddSatellite),
-        (1u8..4).prop_map(Cmd::AddDevice),
-        Just(Cmd::RemintCa),
-        Just(Cmd::ServerRemint),
-        (1u8..4).prop_map(Cmd::MoveCa),
-        Just(Cmd::AssignNow),
-        Just(Cmd::Refresh),
-        Just(Cmd::Cancel),
-        Just(Cmd::Activate),
-        Just(Cmd::Baseline),
+        2 => (3u8..6).prop_map(Cmd::AddPrimary),
+        1 => (1u8..3).prop_map(Cmd::AddSatellite),
+        1 => (1u8..4).prop_map(Cmd::AddDevice),
+        3 => Just(Cmd::RemintCa),
+        3 => Just(Cmd::ServerRemint),
+        3 => (2u8..4).prop_map(Cmd::MoveCa),
+        1 => Just(Cmd::AssignNow),
+        2 => Just(Cmd::Refresh),
+        2 => Just(Cmd::Cancel),
+        2 => Just(Cmd::Activate),
+        1 => Just(Cmd::Baseline),
     ]
 }
 
@@ -72,7 +74,8 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    (cmd(), proptest::option::of(cmd())).prop_map(|(outer, inner)| Step { outer, inner })
+    let inner = prop_oneof![1 => Just(None), 3 => cmd().prop_map(Some)];
+    (cmd(), inner).prop_map(|(outer, inner)| Step { outer, inner })
 }
 
 type Hook<'a> = Box<dyn FnOnce() + Send + 'a>;
@@ -104,7 +107,12 @@ fn fq(s: &str) -> Fqdn {
     s.parse().unwrap()
 }
 
-fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
+/// Runs `c`. `nested` is set for the command that runs inside another one: it may run
+/// scheduled work that is due, but it does not move the clock. Real time cannot jump within
+/// one command, and a jump past an activation time inside a Cancel (which must start at least
+/// ten minutes before it, O7) would let the activation make current the future CA key that the
+/// cancel is discarding: a case that needs more than the epoch (issue 10 note).
+fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock, nested: bool) {
     let now = clock.now();
     let later = Timestamp::from_unix(now.unix() + WEEK).unwrap();
     // Every outcome is allowed: refusals by the rules, and `ZoneChanged` for a lost race.
@@ -164,6 +172,7 @@ fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
         Cmd::Cancel => svc.cancel().map(|_| ()),
         Cmd::Activate => {
             if let Ok(Some(op)) = svc.op()
+                && !nested
                 && op.activation.at > clock.now()
             {
                 clock.set(op.activation.at);
@@ -243,7 +252,7 @@ fn check(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn two_frontends_never_break_the_zone(steps in proptest::collection::vec(step(), 1..10)) {
@@ -267,11 +276,11 @@ proptest! {
                 inner: &transport,
                 hook: Mutex::new(s.inner.map(|c| -> Hook<'_> {
                     let (b, clock) = (&b, &clock);
-                    Box::new(move || run(b, c, clock))
+                    Box::new(move || run(b, c, clock, true))
                 })),
             };
             let a = ZoneService::new(&store, &racing, &clock);
-            run(&a, s.outer, &clock);
+            run(&a, s.outer, &clock, false);
             racing.fire(); // B's command, if A called no agent
             let after = a_plain.zone().unwrap().ca_certificate;
             if after != before {

@@ -155,13 +155,13 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
     let admin = zone(&store, &transport, &clock);
 
     // Administrator B starts a Server Remint of both servers while administrator A's Move CA
-    // is exporting the key from ps1 (A read "no operation runs" before).
+    // is taking the key from ps1 (A read "no operation runs" before).
     let b = ZoneService::new(&store, &transport, &clock);
     let b_result = Mutex::new(None);
     let racing = Interleave {
         inner: &transport,
         member: PS1,
-        on: |r| matches!(r, AgentRequest::ExportCa { .. }),
+        on: |r| matches!(r, AgentRequest::TransferCa { .. }),
         hook: Mutex::new(Some(Box::new(|| {
             let r = b.start_server_remint(ServerRemintRequest {
                 servers: vec![fq(PS1), fq(PS2)],

@@ -67,7 +67,9 @@ impl Zone {
             "--now",
             now,
         ]);
-        z.ok(&["device", "add", "--count", devices, "--now", now]);
+        if devices != "0" {
+            z.ok(&["device", "add", "--count", devices, "--now", now]);
+        }
         z.ok(&["fleet", "refresh", "--all", "--now", now]);
         z
     }
