@@ -61,6 +61,10 @@ pub enum AgentRequest {
         /// Keep it as the future CA instead of the current one.
         future: bool,
     },
+    /// Whether the agent answers: changes nothing. A command asks it before committing a
+    /// change whose agent side must follow the commit (O7's cancel discards the future CA key
+    /// only once the cancel is committed, B6).
+    Ping,
     /// Drop the future CA with this certificate (a cancelled Remint CA).
     DiscardFutureCa {
         /// The future CA certificate whose key goes.
@@ -630,6 +634,7 @@ impl Agent {
                 }
                 Ok(AgentResponse::CaCertificate(cert.der().clone()))
             }
+            AgentRequest::Ping => Ok(AgentResponse::Done),
             AgentRequest::DiscardFutureCa { certificate } => {
                 self.future_cas.retain(|(_, c)| c != &certificate);
                 Ok(AgentResponse::Done)

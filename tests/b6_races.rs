@@ -219,3 +219,51 @@ fn store_keys(store: &MemoryStore) -> Vec<String> {
         .map(|(k, _)| k)
         .collect()
 }
+
+#[test]
+fn a_cancel_that_loses_a_race_keeps_the_future_ca_key() {
+    // Found by tests/b6_model.rs: the cancel discarded the future CA key before its commit,
+    // so a commit that lost the race left a running operation, which may still activate,
+    // without its CA key.
+    let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
+    let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
+    let admin = zone(&store, &transport, &clock);
+    admin
+        .start_remint_ca(RemintCaRequest {
+            common_name: None,
+            key: KeySpec::P256,
+            validity: 5.try_into().unwrap(),
+            include_dns: false,
+            activation: ActivationRequest::At(t(ACT)),
+            update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        })
+        .unwrap();
+    let future = || {
+        transport
+            .with_agent(PS1, |a| a.future_ca_certificate().cloned())
+            .unwrap()
+    };
+    assert!(future().is_some());
+    let b = ZoneService::new(&store, &transport, &clock);
+    let racing = Interleave {
+        inner: &transport,
+        member: PS1,
+        on: |_| true,
+        hook: Mutex::new(Some(Box::new(|| {
+            b.add_devices(&["dev-1".into()], "24.4").unwrap();
+        }))),
+    };
+    let a = ZoneService::new(&store, &racing, &clock);
+    let err = a.cancel().unwrap_err();
+    assert!(
+        matches!(err, Error::ZoneChanged { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    assert_eq!(admin.op_show().unwrap().state, "replicating");
+    assert!(future().is_some(), "the running operation keeps its CA key");
+    // The retry cancels, and only then is the key discarded.
+    assert_eq!(a.cancel().unwrap().state, "cancelled");
+    assert!(future().is_none());
+}

@@ -1039,17 +1039,21 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
         op.check_cancel(now)?;
-        if let OpKind::RemintCa { future_ca, .. } = &op.kind {
-            let certificate = future_ca.clone();
-            self.transport
-                .call(
-                    op.ca_server.as_str(),
-                    AgentRequest::DiscardFutureCa { certificate },
-                )
-                .map_err(|e| {
-                    OpError::Selection(format!("cancel failed, nothing changed; retry: {e}"))
-                })?;
-        }
+        // The future CA key is discarded only after the cancel is committed: discarded first,
+        // a commit that then lost a race (B6) would leave a running operation, which may still
+        // activate, without its CA key. The certificate server must answer first, so a cancel
+        // it cannot take part in fails and changes nothing (O7: it can be retried).
+        let discard = match &op.kind {
+            OpKind::RemintCa { future_ca, .. } => {
+                self.transport
+                    .call(op.ca_server.as_str(), AgentRequest::Ping)
+                    .map_err(|e| {
+                        OpError::Selection(format!("cancel failed, nothing changed; retry: {e}"))
+                    })?;
+                Some(future_ca.clone())
+            }
+            _ => None,
+        };
         op.cancelled(now);
         let writes = vec![
             Write::delete(CURRENT, Expect::Version(version)),
@@ -1061,6 +1065,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "op.cancel",
             serde_json::json!({ "id": op.id }),
         )?;
+        if let Some(certificate) = discard {
+            // Best effort: had the server gone away in the moment since it answered, the key
+            // of a cancelled operation, which no member is asked to trust again, stays on it.
+            let _ = self.transport.call(
+                op.ca_server.as_str(),
+                AgentRequest::DiscardFutureCa { certificate },
+            );
+        }
         self.op_show()
     }
 
