@@ -58,6 +58,20 @@ impl Transport for Interleave<'_> {
     }
 }
 
+/// A Remint CA activating at [`ACT`].
+fn remint_ca() -> RemintCaRequest {
+    RemintCaRequest {
+        common_name: None,
+        key: KeySpec::P256,
+        validity: 5.try_into().unwrap(),
+        include_dns: false,
+        activation: ActivationRequest::At(t(ACT)),
+        update_name: None,
+        gate: None,
+        acknowledge: Vec::new(),
+    }
+}
+
 /// ps1 (the CA server) and ps2, both enrolled.
 fn zone<'a>(
     store: &'a MemoryStore,
@@ -83,18 +97,7 @@ fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
     let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
     let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
     let admin = zone(&store, &transport, &clock);
-    admin
-        .start_remint_ca(RemintCaRequest {
-            common_name: None,
-            key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-            include_dns: false,
-            activation: ActivationRequest::At(t(ACT)),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
-        .unwrap();
+    admin.start_remint_ca(remint_ca()).unwrap();
     for _ in 0..3 {
         admin
             .refresh(&[], &RefreshOptions::default(), |_, _| {})
@@ -228,18 +231,7 @@ fn a_cancel_that_loses_a_race_keeps_the_future_ca_key() {
     let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
     let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
     let admin = zone(&store, &transport, &clock);
-    admin
-        .start_remint_ca(RemintCaRequest {
-            common_name: None,
-            key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-            include_dns: false,
-            activation: ActivationRequest::At(t(ACT)),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
-        .unwrap();
+    admin.start_remint_ca(remint_ca()).unwrap();
     let future = || {
         transport
             .with_agent(PS1, |a| a.future_ca_certificate().cloned())
