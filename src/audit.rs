@@ -105,7 +105,7 @@ impl Epoch {
 
     /// The epoch after this command's own commit (which moved the head by one).
     pub(crate) fn next(self) -> Epoch {
-        Epoch(Some(self.0.map_or(1, |v| v + 1)))
+        Epoch(Some(self.0.map_or(1, |v| v.saturating_add(1))))
     }
 
     fn expect(self) -> Expect {
