@@ -859,9 +859,21 @@ fn a_generalized_time_before_2050_is_caught_by_both_linters_b4() {
             external: true,
         },
     );
+    assert!(matches!(
+        cert.x509().tbs_certificate().validity().not_after,
+        x509_cert::time::Time::GeneralTime(_)
+    ));
+    assert!(cert.is_self_signed(), "signed again with its key");
     assert_eq!(
         found.iter().map(|f| f.rule).collect::<Vec<_>>(),
         [Rule::ValidityEncoding]
+    );
+    assert!(
+        found[0]
+            .detail
+            .contains("notAfter (2032) is encoded as GeneralizedTime"),
+        "{}",
+        found[0]
     );
     let dir = tempfile::tempdir().unwrap();
     if let Some(theirs) = pkilint(dir.path(), "gt", &[cert.der()]) {
