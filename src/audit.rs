@@ -140,7 +140,17 @@ pub(crate) fn append(
                     key: HEAD.into(),
                     reason: e.to_string(),
                 })?;
-            (Expect::Version(rec.version), head.seq + 1, head.hash)
+            // A damaged head may name the last possible entry (issue 9 item 8: this addition
+            // used to overflow).
+            let seq = head.seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                key: HEAD.into(),
+                reason: format!(
+                    "it names entry {}, after which no entry can follow; the log is damaged \
+                     (check it with an audit verification)",
+                    head.seq
+                ),
+            })?;
+            (Expect::Version(rec.version), seq, head.hash)
         }
         None => (Expect::Absent, 1, GENESIS.to_string()),
     };
@@ -316,6 +326,22 @@ mod tests {
                 .to_string()
                 .contains("removed from the end")
         );
+    }
+
+    /// Issue 9 item 8: a damaged head naming entry u64::MAX is an error, not an overflow.
+    #[test]
+    fn append_after_the_last_possible_entry_is_refused() {
+        let s = MemoryStore::new();
+        let head = serde_json::json!({ "v": 1, "seq": u64::MAX, "hash": "00" });
+        s.commit(&[Write::create(HEAD, serde_json::to_vec(&head).unwrap())])
+            .unwrap();
+        let epoch = Epoch::read(&s).unwrap();
+        let err = append(&s, epoch, t(), "a", serde_json::Value::Null).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { key, .. } if key == HEAD),
+            "{err}"
+        );
+        assert!(err.to_string().contains("18446744073709551615"), "{err}");
     }
 
     #[test]

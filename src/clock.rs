@@ -32,14 +32,26 @@ impl Timestamp {
     /// The Unix epoch, 1970-01-01T00:00:00Z.
     pub const UNIX_EPOCH: Timestamp = Timestamp(OffsetDateTime::UNIX_EPOCH);
 
-    /// From seconds since the Unix epoch.
+    /// From seconds since the Unix epoch; the year must be 0000 to 9999 (RFC 3339's range).
     pub fn from_unix(secs: i64) -> Result<Self, TimeError> {
         OffsetDateTime::from_unix_timestamp(secs)
-            .map(Timestamp)
-            .map_err(|e| TimeError {
+            .map_err(|e| e.to_string())
+            .and_then(Timestamp::in_range)
+            .map_err(|reason| TimeError {
                 input: secs.to_string(),
-                reason: e.to_string(),
+                reason,
             })
+    }
+
+    /// `t` (in UTC) if its year is one RFC 3339 can write: 0000 to 9999. Anything read from a
+    /// string or a record goes through here, so that formatting a `Timestamp` never fails
+    /// (issue 9 item 8: `9999-12-31T23:30:00-01:00` or `0000-01-01T00:00:00+01:00` in a
+    /// damaged record used to panic).
+    fn in_range(t: OffsetDateTime) -> Result<Self, String> {
+        match t.checked_to_offset(UtcOffset::UTC) {
+            Some(utc) if (0..=9999).contains(&utc.year()) => Ok(Timestamp::from_offset(utc)),
+            _ => Err("the time in UTC is outside the years 0000 to 9999".into()),
+        }
     }
 
     /// Seconds since the Unix epoch.
@@ -152,10 +164,11 @@ impl FromStr for Timestamp {
     type Err = TimeError;
     fn from_str(s: &str) -> Result<Self, TimeError> {
         OffsetDateTime::parse(s.trim(), &Rfc3339)
-            .map(Timestamp::from_offset)
-            .map_err(|e| TimeError {
+            .map_err(|e| e.to_string())
+            .and_then(Timestamp::in_range)
+            .map_err(|reason| TimeError {
                 input: s.to_string(),
-                reason: e.to_string(),
+                reason,
             })
     }
 }
@@ -243,6 +256,25 @@ mod tests {
         let err = "yesterday".parse::<Timestamp>().unwrap_err().to_string();
         assert!(err.contains("RFC 3339"), "{err}");
         assert!("".parse::<Timestamp>().is_err());
+    }
+
+    /// Issue 9 item 8: a time whose UTC year leaves 0000..=9999 is refused when read, so a
+    /// damaged record is an error and formatting never fails (both used to panic).
+    #[test]
+    fn times_beyond_rfc3339_years_are_refused() {
+        for s in ["9999-12-31T23:30:00-01:00", "0000-01-01T00:00:00+01:00"] {
+            let err = s.parse::<Timestamp>().unwrap_err().to_string();
+            assert!(err.contains("0000 to 9999"), "{s}: {err}");
+        }
+        for s in ["9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z"] {
+            assert_eq!(s.parse::<Timestamp>().unwrap().to_string(), s);
+        }
+        assert!(Timestamp::from_unix(-62_167_219_201).is_err());
+        assert!(Timestamp::from_unix(253_402_300_800).is_err());
+        assert_eq!(
+            Timestamp::from_unix(-62_167_219_200).unwrap().to_string(),
+            "0000-01-01T00:00:00Z"
+        );
     }
 
     #[test]

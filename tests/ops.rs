@@ -566,3 +566,47 @@ fn server_list_and_op_show_agree_on_an_assigned_server() {
             .any(|s| s.update_status == "assigned")
     );
 }
+
+/// Issue 9 item 8: a damaged history record holding the last possible operation id makes the
+/// next operation's start an error naming the record, not an overflow, and changes nothing.
+#[test]
+fn last_possible_history_id_is_an_error() {
+    use zonepki::store::{Expect, Storage, Write};
+    let sim = Sim::new(0);
+    sim.svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap();
+    sim.svc.cancel().unwrap();
+    let store = sim.svc.store();
+    let history = store.scan("op/history/").unwrap();
+    assert_eq!(
+        history.len(),
+        1,
+        "the cancelled operation is in the history"
+    );
+    let (key, rec) = &history[0];
+    let mut op: serde_json::Value = serde_json::from_slice(&rec.value).unwrap();
+    op["id"] = serde_json::json!(u64::MAX);
+    store
+        .commit(&[Write::put(
+            key.as_str(),
+            Expect::Any,
+            serde_json::to_vec(&op).unwrap(),
+        )])
+        .unwrap();
+    let before = sim.svc.dump().unwrap();
+    let err = sim
+        .svc
+        .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("op/history/") && err.contains("18446744073709551615"),
+        "{err}"
+    );
+    assert_eq!(
+        sim.svc.dump().unwrap(),
+        before,
+        "a refused start changes nothing"
+    );
+}

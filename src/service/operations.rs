@@ -366,7 +366,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     pub(super) fn next_op_id(&self) -> Result<u64> {
-        Ok(self.last_finished_op()?.map_or(1, |o| o.id + 1))
+        match self.last_finished_op()? {
+            None => Ok(1),
+            // A damaged history record may hold the last possible id (issue 9 item 8).
+            Some(o) => o.id.checked_add(1).ok_or_else(|| {
+                ZoneError::BadRecord {
+                    key: HISTORY.to_string(),
+                    reason: format!("the last operation's id {} leaves no next id", o.id),
+                }
+                .into()
+            }),
+        }
     }
 
     /// O1: refuses when an operation runs.
@@ -1780,7 +1790,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             u.updated_at = now;
             writes.push(Write::put(update::key(op.id, &m.name), version, encode(&u)));
             let next = match version {
-                Expect::Version(n) => n + 1,
+                // Saturating: a damaged version is refused by the commit (issue 9 item 8).
+                Expect::Version(n) => n.saturating_add(1),
                 _ => 1,
             };
             written = Some((m.name.clone(), (next, u)));
