@@ -258,28 +258,11 @@ impl Storage for RedbStore {
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        let path = self.path.as_path();
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend(path, "cannot read", e))?;
-        let table = match txn.open_table(RECORDS) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(path, "cannot open table of", e)),
-        };
         let mut out = Vec::new();
-        for entry in table
-            .range(prefix..)
-            .map_err(|e| backend(path, "cannot read", e))?
-        {
-            let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            out.push((key.to_owned(), decode(key, value.value())?));
-        }
+        self.scan_each(prefix, &mut |key, rec| {
+            out.push((key, rec));
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
