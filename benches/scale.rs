@@ -41,10 +41,10 @@ use zonepki::csr::{CsrDer, CsrRequest, VerifiedCsr, build_csr};
 use zonepki::key::{KeySpec, PrivateKey};
 use zonepki::ops::ActivationRequest;
 use zonepki::service::{
-    InitInternal, NewServer, RefreshOptions, RefreshOutcome, RemintCaRequest, ServerRemintRequest,
-    ZoneService,
+    InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::{Record, RedbStore, Storage, StoreError, Write};
+use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{Fqdn, ServerRole};
 

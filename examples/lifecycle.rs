@@ -22,11 +22,10 @@ use zonepki::chain::verify_chain;
 use zonepki::clock::{Clock, ManualClock, Timestamp};
 use zonepki::key::KeySpec;
 use zonepki::ops::ActivationRequest;
-use zonepki::service::{
-    InitInternal, NewServer, OpView, RefreshOptions, RemintCaRequest, ZoneService,
-};
+use zonepki::service::{InitInternal, NewServer, OpView, RemintCaRequest, ZoneService};
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::view::WARNING_HEADER;
 use zonepki::zone::{Fqdn, ServerRole};
 
@@ -277,10 +276,7 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     }
 
     clock.set(now.plus(Duration::from_secs(3600)));
-    let offline = RefreshOptions {
-        offline: ["laptop-007".to_string()].into(),
-        ..Default::default()
-    };
+    let offline = RefreshOptions::new().offline(["laptop-007"]);
     let mut flaky = offline.clone();
     flaky.fail.insert("laptop-013".into());
     let v = drive(zone, &flaky)?;

@@ -86,11 +86,11 @@ use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError};
 use zonepki::ops::{AtDeadline, Gate, ServerQuota};
 use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
-    Plan, RefreshOptions, RefreshOutcome, RemintCaRequest, Replacement, ServerRemintRequest,
-    ZoneService,
+    Plan, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
 use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, WARNING_HEADER};
 use zonepki::zone::{Fqdn, ServerRole};
 
@@ -2332,10 +2332,7 @@ fn fleet_refresh(
     offline: Vec<String>,
 ) -> CmdResult {
     let svc = open(g)?;
-    let opts = RefreshOptions {
-        fail: fail.into_iter().collect(),
-        offline: offline.into_iter().collect(),
-    };
+    let opts = RefreshOptions::new().failing(fail).offline(offline);
     // Fleet-wide work reports progress on stderr: a bar for a person at a terminal, else a
     // line per batch the library commits (with --json, JSON notices), so a log shows it.
     let total = if all {
@@ -2753,14 +2750,14 @@ fn print_outcomes(outcomes: &[RefreshOutcome]) {
     let notable = ["failed", "stranded", "offline"];
     let shown: Vec<_> = outcomes
         .iter()
-        .filter(|o| outcomes.len() <= TABLE_LIMIT || notable.contains(&o.outcome.as_str()))
+        .filter(|o| outcomes.len() <= TABLE_LIMIT || notable.contains(&o.outcome.name()))
         .collect();
     let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|o| {
             vec![
                 o.name.clone(),
-                o.outcome.clone(),
+                o.outcome.to_string(),
                 o.detail.clone().unwrap_or_default(),
             ]
         })
@@ -2775,7 +2772,7 @@ fn print_outcomes(outcomes: &[RefreshOutcome]) {
     println!(
         "Refreshed {} member(s): {}",
         outcomes.len(),
-        status_counts(outcomes.iter().map(|o| o.outcome.as_str()))
+        status_counts(outcomes.iter().map(|o| o.outcome.name()))
     );
 }
 

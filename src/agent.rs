@@ -18,6 +18,7 @@ use crate::chain::{ChainError, verify_chain};
 use crate::clock::Timestamp;
 use crate::csr::{CsrDer, CsrError, CsrRequest, build_csr};
 use crate::key::{KeyError, KeySpec, PrivateKey, Signer};
+use crate::protocol::{AgentMessage, AgentState, Instruction, Report, StagedState, sha256_hex};
 
 /// What the zone (the service) asks of a member's agent.
 #[derive(Debug, Clone)]
@@ -40,11 +41,6 @@ pub enum AgentRequest {
         trust: Vec<CertificateDer>,
         /// The time to check the chain at.
         now: Timestamp,
-    },
-    /// Replace the set of trust anchors (devices have nothing else).
-    Trust {
-        /// Trust anchors.
-        trust: Vec<CertificateDer>,
     },
     /// Generate a CA key and a self-signed zone CA certificate: this member becomes the
     /// certificate server (Z2). With `future`, the new CA waits beside the current one until
@@ -69,60 +65,6 @@ pub enum AgentRequest {
     DiscardFutureCa {
         /// The future CA certificate whose key goes.
         certificate: CertificateDer,
-    },
-    /// Stage an update (A1): trust `trust_now` at once (current and future anchors), and keep
-    /// `chain` (for servers: issued for the pending key) and `trust_after` until activation.
-    Stage {
-        /// The operation.
-        op_id: u64,
-        /// When to switch.
-        activation: Timestamp,
-        /// Anchors to trust from now on.
-        trust_now: Vec<CertificateDer>,
-        /// Anchors to trust after activation.
-        trust_after: Vec<CertificateDer>,
-        /// The future chain, leaf first (empty for devices).
-        chain: Vec<CertificateDer>,
-        /// The time to check the chain at.
-        now: Timestamp,
-    },
-    /// Switch to the staged material (A2), at or after its activation time.
-    Activate {
-        /// The operation.
-        op_id: u64,
-        /// Now.
-        now: Timestamp,
-    },
-    /// Drop what was staged for `op_id` (a cancel) and trust `trust` again.
-    Unstage {
-        /// The operation.
-        op_id: u64,
-        /// Anchors to trust.
-        trust: Vec<CertificateDer>,
-    },
-    /// CE2 manual mode (A1): stage the administrator's chain and key from this member's remint
-    /// repository (`server.<ext>`, `key.der`), after checking that the key matches the
-    /// certificate, that the certificate names this server (a wildcard from the external CA
-    /// is accepted, CE4) and that the chain leads to an anchor of `trust_after` (CE3).
-    StageManual {
-        /// The operation.
-        op_id: u64,
-        /// When to switch.
-        activation: Timestamp,
-        /// Anchors to trust from now on.
-        trust_now: Vec<CertificateDer>,
-        /// Anchors to trust after activation.
-        trust_after: Vec<CertificateDer>,
-        /// The time to check the chain at.
-        now: Timestamp,
-        /// B1: the bridge to serve in place of the future CA (see [`crate::ops::with_bridge`]).
-        bridge: Option<CertificateDer>,
-        /// The CA the certificate must chain to (the future zone CA, or the zone CA).
-        anchor: CertificateDer,
-        /// Subordinate CAs uploaded with that CA.
-        intermediates: Vec<CertificateDer>,
-        /// Lint warnings the administrator acknowledged for this operation (B4).
-        acknowledged: Vec<crate::lint::Rule>,
     },
     /// BK1, MV1: hand out the CA certificate and key as an encrypted backup archive (the key
     /// never leaves in clear, S1, S5).
@@ -177,18 +119,6 @@ pub enum AgentRequest {
         /// Now.
         now: Timestamp,
     },
-    /// Recovery (O6, O8): a member that missed the update checks the bundle with the trust it
-    /// has, then trusts `trust_after`.
-    Recover {
-        /// The new CA certificate.
-        new_ca: CertificateDer,
-        /// The new CA's key certified by an anchor the member trusts (B1).
-        cross_certificate: CertificateDer,
-        /// Anchors to trust from now on (must contain `new_ca`).
-        trust_after: Vec<CertificateDer>,
-        /// Now.
-        now: Timestamp,
-    },
     /// Sign a DER `TBSCertificate` with the CA key. Refused unless its issuer is this
     /// agent's CA, so the CA key signs nothing but certificates of its own CA.
     SignCertificate {
@@ -209,10 +139,6 @@ pub enum AgentResponse {
     CaCertificate(CertificateDer),
     /// Answer to `SignCertificate`.
     Signature(Vec<u8>),
-    /// Answer to `Activate`: whether the member switched now (false: it had already).
-    Activated(bool),
-    /// Answer to `StageManual`: the validated chain, leaf first, ending at the anchor.
-    Staged(Vec<CertificateDer>),
     /// Answer to `ExportCa` and `TransferCa`: the encrypted archive.
     Archive(Vec<u8>),
 }
@@ -277,12 +203,6 @@ pub enum AgentError {
     /// The offered certificates fail the pre-flight lint (B4).
     #[error(transparent)]
     Lint(#[from] crate::lint::LintError),
-    /// A simulated failure (tests, `zonectl fleet refresh --fail`).
-    #[error("the agent reported a failure: {reason}")]
-    Failed {
-        /// Why.
-        reason: String,
-    },
     /// The offered chain does not validate against the offered anchors.
     #[error("the offered certificate chain does not validate: {0}")]
     Chain(Box<ChainError>),
@@ -511,6 +431,9 @@ pub struct Agent {
     staged: Option<Staged>,
     /// CE2 manual mode: what the remint repository holds (read by [`files::MemberDir`]).
     manual: Option<Result<ManualMaterial, ManualError>>,
+    /// The report of the agent's own switch at the activation time (N5), sent with its next
+    /// message. Not persisted: the zone also reads a switch from the state the agent reports.
+    outbox: Option<Report>,
 }
 
 impl fmt::Debug for Agent {
@@ -596,6 +519,7 @@ impl Agent {
             future_cas: p.future_cas,
             staged: p.staged,
             manual: p.manual,
+            outbox: None,
         }
     }
 
@@ -610,11 +534,6 @@ impl Agent {
             }
             AgentRequest::Install { chain, trust, now } => {
                 self.install(chain, trust, now)?;
-                Ok(AgentResponse::Done)
-            }
-            AgentRequest::Trust { trust } => {
-                self.check_new_anchors(&trust)?;
-                self.trust = trust;
                 Ok(AgentResponse::Done)
             }
             AgentRequest::CreateCa {
@@ -640,50 +559,6 @@ impl Agent {
                 Ok(AgentResponse::Done)
             }
             AgentRequest::SignCertificate { tbs } => self.sign_certificate(&tbs),
-            AgentRequest::Stage {
-                op_id,
-                activation,
-                trust_now,
-                trust_after,
-                chain,
-                now,
-            } => {
-                self.stage(op_id, activation, trust_now, trust_after, chain, now)?;
-                Ok(AgentResponse::Done)
-            }
-            AgentRequest::Activate { op_id, now } => self.activate(op_id, now),
-            AgentRequest::Unstage { op_id, trust } => {
-                if self.staged.as_ref().is_some_and(|s| s.op_id == op_id) {
-                    self.staged = None;
-                }
-                self.pending = None;
-                self.trust = trust;
-                Ok(AgentResponse::Done)
-            }
-            AgentRequest::StageManual {
-                op_id,
-                activation,
-                trust_now,
-                trust_after,
-                now,
-                bridge,
-                anchor,
-                intermediates,
-                acknowledged,
-            } => {
-                let chain = self.stage_manual(
-                    op_id,
-                    activation,
-                    trust_now,
-                    trust_after,
-                    now,
-                    bridge,
-                    anchor,
-                    intermediates,
-                    &acknowledged,
-                )?;
-                Ok(AgentResponse::Staged(chain))
-            }
             AgentRequest::ExportCa { passphrase, now } => {
                 let (Some(key), Some(cert)) = (&self.ca_key, &self.ca_cert) else {
                     return Err(AgentError::NotCaServer);
@@ -740,14 +615,150 @@ impl Agent {
                 }
                 Ok(AgentResponse::Done)
             }
-            AgentRequest::Recover {
+        }
+    }
+
+    /// What the agent holds, as it reports it in every message (N1).
+    pub fn state(&self) -> AgentState {
+        AgentState {
+            trust: self
+                .trust
+                .iter()
+                .map(|c| sha256_hex(c.as_bytes()))
+                .collect(),
+            certificate: self.chain.first().map(|c| sha256_hex(c.as_bytes())),
+            pending_key: self.pending.is_some(),
+            staged: self.staged.as_ref().map(|s| StagedState {
+                op_id: s.op_id,
+                activation: s.activation,
+                certificate: s.chain.first().map(|c| sha256_hex(c.as_bytes())),
+            }),
+        }
+    }
+
+    /// The agent's next message: its state, with the report of its own switch if one waits
+    /// (N5). A poll sends this; after an instruction, [`Agent::follow`] builds the message.
+    pub fn poll(&mut self, now: Timestamp) -> AgentMessage {
+        let report = self.outbox.take();
+        AgentMessage::new(self.name.clone(), now, self.state()).with_report(report)
+    }
+
+    /// Carries out the zone's instruction and returns the message that reports its result,
+    /// or `None` when the instruction was [`Instruction::Nothing`] (the conversation ends).
+    pub fn follow(&mut self, instruction: Instruction, now: Timestamp) -> Option<AgentMessage> {
+        let report = self.carry_out(instruction, now)?;
+        Some(AgentMessage::new(self.name.clone(), now, self.state()).with_report(Some(report)))
+    }
+
+    /// Carries out one instruction; its result as a report (`None` for nothing to do).
+    pub fn carry_out(&mut self, instruction: Instruction, now: Timestamp) -> Option<Report> {
+        let op_id = instruction.op_id();
+        let result = match instruction {
+            Instruction::Nothing => return None,
+            Instruction::Trust { trust } => self.check_new_anchors(&trust).map(|()| {
+                self.trust = trust;
+                Report::Done
+            }),
+            Instruction::MakeKey {
+                op_id,
+                key,
+                request,
+            } => PrivateKey::generate(key)
+                .map_err(AgentError::from)
+                .and_then(|k| {
+                    let csr = build_csr(&request, &k)?;
+                    self.pending = Some(k);
+                    Ok(Report::Csr { op_id, csr })
+                }),
+            Instruction::Stage {
+                op_id,
+                activation,
+                trust_now,
+                trust_after,
+                chain,
+            } => self
+                .stage(op_id, activation, trust_now, trust_after, chain, now)
+                .map(|()| Report::Staged {
+                    op_id,
+                    chain: Vec::new(),
+                }),
+            Instruction::StageManual {
+                op_id,
+                activation,
+                trust_now,
+                trust_after,
+                bridge,
+                anchor,
+                intermediates,
+                acknowledged,
+            } => self
+                .stage_manual(
+                    op_id,
+                    activation,
+                    trust_now,
+                    trust_after,
+                    now,
+                    bridge,
+                    anchor,
+                    intermediates,
+                    &acknowledged,
+                )
+                .map(|chain| Report::Staged { op_id, chain }),
+            Instruction::Unstage { op_id, trust } => {
+                if self.staged.as_ref().is_some_and(|s| s.op_id == op_id) {
+                    self.staged = None;
+                }
+                self.pending = None;
+                self.trust = trust;
+                Ok(Report::Done)
+            }
+            Instruction::Recover {
+                op_id,
                 new_ca,
                 cross_certificate,
                 trust_after,
-                now,
-            } => {
-                self.recover(&new_ca, &cross_certificate, trust_after, now)?;
-                Ok(AgentResponse::Done)
+            } => self
+                .recover(&new_ca, &cross_certificate, trust_after, now)
+                .map(|()| Report::Recovered { op_id }),
+            Instruction::Install { chain, trust, .. } => {
+                self.install(chain, trust, now).map(|()| Report::Done)
+            }
+        };
+        Some(result.unwrap_or_else(|e| Report::Failed {
+            op_id,
+            reason: e.to_string(),
+        }))
+    }
+
+    /// When the agent next wants to run by its own clock: the activation time of what it
+    /// has staged (A2, N5).
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.staged.as_ref().map(|s| s.activation)
+    }
+
+    /// Runs the agent's scheduled work at `now` by its own clock: at or after the activation
+    /// time it switches to what it staged, whether or not a server answers, and keeps the
+    /// report for its next message (A2, N5). A spurious call changes nothing. Returns whether
+    /// it switched.
+    pub fn handle_timeout(&mut self, now: Timestamp) -> bool {
+        let Some(staged) = &self.staged else {
+            return false;
+        };
+        if now < staged.activation {
+            return false;
+        }
+        let op_id = staged.op_id;
+        match self.activate(op_id, now) {
+            Ok(()) => {
+                self.outbox = Some(Report::Activated { op_id, at: now });
+                true
+            }
+            Err(e) => {
+                self.outbox = Some(Report::Failed {
+                    op_id: Some(op_id),
+                    reason: e.to_string(),
+                });
+                false
             }
         }
     }
@@ -837,8 +848,10 @@ impl Agent {
         let material = match self.manual.take() {
             // Staged already for this operation and nothing new placed: the reply was lost
             // (a failed commit); answer the same again (B5).
-            None => match &self.staged {
+            None => match &mut self.staged {
                 Some(st) if st.op_id == op_id && st.key.is_some() && !st.chain.is_empty() => {
+                    // The same again, for the activation time the operation has now (B2).
+                    st.activation = activation;
                     return Ok(st.chain.clone());
                 }
                 _ => return Err(ManualError::NothingPlaced.into()),
@@ -911,7 +924,7 @@ impl Agent {
         }
     }
 
-    fn activate(&mut self, op_id: u64, now: Timestamp) -> Result<AgentResponse, AgentError> {
+    fn activate(&mut self, op_id: u64, now: Timestamp) -> Result<(), AgentError> {
         let Some(staged) = self.staged.take_if(|s| s.op_id == op_id) else {
             return Err(AgentError::NotStaged { op_id });
         };
@@ -936,7 +949,7 @@ impl Agent {
             self.promote_future_ca(&c);
         }
         self.trust = staged.trust_after;
-        Ok(AgentResponse::Activated(true))
+        Ok(())
     }
 
     /// Makes the future CA `cert` this agent's CA, and drops every other future CA (strays of

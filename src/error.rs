@@ -63,6 +63,9 @@ pub enum Error {
     /// CA backup archives.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// An agent protocol message was refused ([`crate::protocol`]).
+    #[error(transparent)]
+    Protocol(#[from] crate::protocol::ProtocolError),
     /// Reading or writing a file ([`crate::fsio`]).
     #[error(transparent)]
     File(#[from] crate::fsio::FileError),

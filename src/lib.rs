@@ -83,6 +83,7 @@ pub mod fsio;
 pub mod key;
 pub mod lint;
 pub mod ops;
+pub mod protocol;
 pub mod service;
 pub mod store;
 pub mod transport;

@@ -9,13 +9,15 @@
 
 mod custody;
 mod external;
+mod inbound;
 mod operations;
 
 pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
+pub use inbound::InboundError;
 pub use operations::{
-    GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RefreshOptions, RefreshOutcome,
-    RemintCaRequest, ReplicationView, ServerCertView, ServerRemintRequest,
+    GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RemintCaRequest, ReplicationView,
+    ServerCertView, ServerRemintRequest,
 };
 
 use std::collections::BTreeSet;

@@ -4,7 +4,9 @@
 
 pub mod loopback;
 
-pub use loopback::LoopbackTransport;
+pub use loopback::{
+    Fleet, InProcessFleet, LoopbackTransport, Outcome, RefreshOptions, RefreshOutcome,
+};
 
 use crate::agent::{AgentError, AgentRequest, AgentResponse};
 

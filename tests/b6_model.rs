@@ -25,9 +25,10 @@ use zonepki::key::KeySpec;
 use zonepki::key::Signer;
 use zonepki::ops::{ActivationRequest, OpKind};
 use zonepki::service::{
-    InitInternal, NewServer, RefreshOptions, RemintCaRequest, ServerRemintRequest, ZoneService,
+    InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::MemoryStore;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{CaKind, Fqdn, ServerRole};
 
@@ -103,6 +104,12 @@ impl Transport for Interleave<'_> {
     }
 }
 
+impl zonepki::transport::InProcessFleet for Interleave<'_> {
+    fn fleet(&self) -> &LoopbackTransport {
+        self.inner
+    }
+}
+
 type Svc<'a, T> = ZoneService<&'a MemoryStore, T, &'a ManualClock>;
 
 fn fq(s: &str) -> Fqdn {
@@ -110,7 +117,11 @@ fn fq(s: &str) -> Fqdn {
 }
 
 /// Runs `c` on `svc`; every outcome is allowed.
-fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
+fn run<T: Transport + zonepki::transport::InProcessFleet>(
+    svc: &Svc<'_, T>,
+    c: Cmd,
+    clock: &ManualClock,
+) {
     let now = clock.now();
     let later = Timestamp::from_unix(now.unix() + WEEK).unwrap();
     // Every outcome is allowed: refusals by the rules, and `ZoneChanged` for a lost race.

@@ -16,9 +16,10 @@ use zonepki::error::Error;
 use zonepki::key::KeySpec;
 use zonepki::ops::ActivationRequest;
 use zonepki::service::{
-    InitInternal, NewServer, RefreshOptions, RemintCaRequest, ServerRemintRequest, ZoneService,
+    InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::MemoryStore;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{Fqdn, ServerRole};
 

@@ -12,10 +12,11 @@ use zonepki::csr::VerifiedCsr;
 use zonepki::key::{KeySpec, PrivateKey};
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, RefreshOptions, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, ZoneService,
 };
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::zone::{Fqdn, ServerRole};
 
 fn t(s: &str) -> Timestamp {

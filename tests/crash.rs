@@ -16,9 +16,10 @@ use zonepki::cert::{Certificate, CertificateDer};
 use zonepki::chain::verify_chain;
 use zonepki::error::Result;
 use zonepki::ops::OpKind;
-use zonepki::service::{OpView, RefreshOptions, ZoneService};
+use zonepki::service::{OpView, ZoneService};
 use zonepki::store::{FaultyStore, MemoryStore, Storage};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::RefreshOptions;
 
 type Store = Arc<FaultyStore<MemoryStore>>;
 type Step = fn(&Svc<Store>, &Sim<Store>) -> Result<()>;

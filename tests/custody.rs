@@ -23,10 +23,9 @@ use zonepki::clock::{Clock, ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, CsrRequest, VerifiedCsr, build_csr};
 use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::ops::{ActivationRequest, CsrFields};
-use zonepki::service::{
-    InitExternal, InitInternal, NewServer, RefreshOptions, RemintCaRequest, ZoneService,
-};
+use zonepki::service::{InitExternal, InitInternal, NewServer, RemintCaRequest, ZoneService};
 use zonepki::store::MemoryStore;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{CaKind, Fqdn, ServerRole};
 

@@ -546,7 +546,18 @@ fn stale_temporary_files_are_removed_by_the_next_run() {
     ] {
         std::fs::write(dev.join(f), "left by a killed run").unwrap();
     }
-    z.ok(&["fleet", "refresh", "dev-1", "--now", T0]);
+    // The next save: dev-1 stages a Remint CA (a refresh with nothing to do saves nothing).
+    z.ok(&[
+        "--no-bridge",
+        "ca",
+        "remint",
+        "--activate-at",
+        ACT,
+        "--now",
+        H1,
+    ]);
+    z.ok(&["fleet", "refresh", "--all", "--now", H1]);
+    assert!(dev.join("remint-repo/ca.cert").exists(), "dev-1 staged");
     for f in ["pending", "ca", "remint-repo"] {
         let names: Vec<_> = std::fs::read_dir(dev.join(f))
             .unwrap()

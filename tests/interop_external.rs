@@ -24,11 +24,12 @@ use zonepki::csr::CsrDer;
 use zonepki::key::KeySpec;
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode, OpError, OpKind};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, RefreshOptions,
-    ServerRemintRequest, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, ServerRemintRequest,
+    ZoneService,
 };
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::zone::{Fqdn, ServerRole};
 
 const PS1: &str = "ps1.acme.example";

@@ -26,9 +26,10 @@ use zonepki::csr::VerifiedCsr;
 use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::lint::{CertRole, Context, Finding, Rule, Severity, lint_certificate, lint_chain};
 use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
-use zonepki::service::{ChangeCaRequest, ChangeCaTarget, RefreshOptions};
+use zonepki::service::{ChangeCaRequest, ChangeCaTarget};
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::RefreshOptions;
 
 /// pkilint's findings of level WARNING or above for one certificate (or an issuer/subject
 /// pair), as `code (LEVEL)` strings; `None` when pkilint is not installed outside CI.

@@ -28,11 +28,11 @@ use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::lint::Rule;
 use zonepki::ops::{ActivationRequest, CsrMode};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, MemberView, NewServer, OpView, RefreshOptions,
-    RefreshOutcome, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, MemberView, NewServer, OpView, ZoneService,
 };
 use zonepki::store::{FaultyStore, MemoryStore, Storage};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
 use zonepki::zone::{Fqdn, ServerRole};
 
 const PS1: &str = "ps1.acme.example";
@@ -758,7 +758,7 @@ fn manual_mode_pem_p7b_and_der_from_an_external_ca() {
         } else {
             // Devices may already have applied in the refresh that assigned the update.
             assert!(
-                ["applied", "up-to-date"].contains(&o.outcome.as_str()),
+                ["applied", "up-to-date"].contains(&o.outcome.name()),
                 "{o:?}"
             );
         }

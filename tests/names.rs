@@ -8,9 +8,10 @@ use zonepki::chain::verify_chain;
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::error::Error;
 use zonepki::key::KeySpec;
-use zonepki::service::{InitInternal, NewServer, RefreshOptions, ZoneService};
+use zonepki::service::{InitInternal, NewServer, ZoneService};
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::zone::{Fqdn, ServerRole, ZoneError};
 
 type Svc = ZoneService<MemoryStore, LoopbackTransport, ManualClock>;

@@ -8,11 +8,11 @@ use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::key::KeySpec;
 use zonepki::ops::ActivationRequest;
 use zonepki::service::{
-    InitInternal, NewServer, OpView, RefreshOptions, RemintCaRequest, ServerRemintRequest,
-    ZoneService,
+    InitInternal, NewServer, OpView, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::zone::{Fqdn, ServerRole};
 
 fn t(s: &str) -> Timestamp {
@@ -239,10 +239,7 @@ fn offline_device_is_stranded_then_recovered_by_the_bundle() {
     sim.svc
         .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
         .unwrap();
-    let offline = RefreshOptions {
-        offline: ["dev-2".to_string()].into(),
-        ..Default::default()
-    };
+    let offline = RefreshOptions::new().offline(["dev-2"]);
     sim.drive(&offline);
     sim.clock.set(t("2027-01-09T00:00:00Z"));
     let v = sim.drive(&offline);
@@ -267,10 +264,7 @@ fn failed_devices_are_redeployed() {
     sim.svc
         .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
         .unwrap();
-    let fail = RefreshOptions {
-        fail: ["dev-1".to_string()].into(),
-        ..Default::default()
-    };
+    let fail = RefreshOptions::new().failing(["dev-1"]);
     let v = sim.drive(&fail);
     assert_eq!(sim.status(&v, "dev-1"), "failed");
     assert!(
@@ -373,10 +367,7 @@ fn a_refused_command_does_not_even_commit_a_due_activation() {
     assert!(sim.svc.assign_now().is_err());
     assert!(sim.svc.redeploy(&["dev-1".into()]).is_err());
     assert!(sim.svc.ignore(&["nobody".into()]).is_err());
-    let opts = RefreshOptions {
-        offline: ["dev-99".to_string()].into(),
-        ..Default::default()
-    };
+    let opts = RefreshOptions::new().offline(["dev-99"]);
     assert!(
         sim.svc.refresh(&[], &opts, |_, _| {}).is_err(),
         "unknown --offline name"
@@ -517,10 +508,7 @@ fn with_the_bridge_a_device_offline_through_activation_still_communicates() {
     sim.svc
         .start_remint_ca(remint_ca("2027-01-08T00:00:00Z"))
         .unwrap();
-    let offline = RefreshOptions {
-        offline: ["dev-2".to_string()].into(),
-        ..Default::default()
-    };
+    let offline = RefreshOptions::new().offline(["dev-2"]);
     sim.drive(&offline);
     sim.clock.set(t("2027-01-09T00:00:00Z"));
     let v = sim.drive(&offline);

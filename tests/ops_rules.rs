@@ -17,9 +17,10 @@ use zonepki::cert::{Certificate, Fingerprint};
 use zonepki::chain::verify_chain;
 use zonepki::clock::ManualClock;
 use zonepki::ops::{ActivationRequest, Baselined, Notice, OpError, OpState};
-use zonepki::service::{OpView, RefreshOptions, ZoneService};
+use zonepki::service::{OpView, ZoneService};
 use zonepki::store::{MemoryStore, Record, Storage, StoreError, Write};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::RefreshOptions;
 use zonepki::zone::ZoneError;
 
 /// The activation time most tests use: a week after the zone's epoch.
@@ -365,10 +366,7 @@ fn o5_member_statuses_redeploy_and_ignore() {
     sim.svc.start_remint_ca(remint_ca(ACT)).unwrap();
     let v = sim.svc.assign_now().unwrap();
     assert!(v.devices.iter().all(|d| d.status == "assigned"));
-    let opts = RefreshOptions {
-        fail: ["dev-1".to_string()].into(),
-        offline: ["dev-3".to_string()].into(),
-    };
+    let opts = RefreshOptions::new().failing(["dev-1"]).offline(["dev-3"]);
     let v = sim.drive(&opts);
     assert_eq!(sim.status(&v, "dev-1"), "failed");
     assert!(

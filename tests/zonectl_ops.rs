@@ -850,14 +850,15 @@ fn a_zone_without_operations_and_usage_errors() {
         z.usage(args);
     }
 
-    // Without an operation a refresh only brings trust up to date.
+    // Without an operation a refresh only brings trust up to date: the members got it when
+    // they were added, so there is nothing to do.
     let out = z.json(&["fleet", "refresh", "--all", "--now", T0]);
     assert_eq!(out.as_array().unwrap().len(), 3);
     assert!(
         out.as_array()
             .unwrap()
             .iter()
-            .all(|o| o["outcome"] == "trust-updated")
+            .all(|o| o["outcome"] == "up-to-date")
     );
     let e = z.refused(&["fleet", "refresh", "nosuch", "--now", T0]);
     assert!(e.contains("nosuch"), "{e}");
@@ -934,5 +935,5 @@ fn progress_bar_only_on_a_terminal() {
         !text.contains("refreshed "),
         "lines instead of a bar: {text}"
     );
-    assert!(text.contains("trust-updated"), "{text}");
+    assert!(text.contains("up-to-date"), "{text}");
 }

@@ -8,30 +8,27 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
-use crate::agent::{AgentError, AgentRequest, AgentResponse};
+use crate::agent::{AgentRequest, AgentResponse};
 use crate::audit::Epoch;
 use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
 use crate::cert::{Certificate, CertificateDer, Fingerprint};
 use crate::clock::{Clock, Timestamp};
 use crate::key::KeySpec;
 use crate::lint::{Finding, Rule};
-use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
+use crate::ops::update::{self, MemberStatus, MemberUpdate};
 use crate::ops::{
     ActivationRequest, Coverage, CsrFields, CsrMode, Gate, GateState, NewCa, Notice, OpError,
     OpKind, OpState, Operation, Replication, TimeoutOutcome, Verdict, check_activation,
 };
 use crate::store::{Expect, Storage, Write};
-use crate::transport::{Transport, TransportError};
+use crate::transport::Transport;
 use crate::zone::{
     CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
     member_lookup_name,
 };
 
-const CURRENT: &str = "op/current";
+pub(super) const CURRENT: &str = "op/current";
 const HISTORY: &str = "op/history/";
-/// Members per transaction when a refresh reports for many (the batch that keeps 100,000
-/// reports within a few transactions without one huge one).
-const BATCH: usize = 5_000;
 
 fn history_key(id: u64) -> String {
     format!("{HISTORY}{id:06}")
@@ -79,27 +76,6 @@ pub struct ServerRemintRequest {
     pub gate: Option<Gate>,
     /// B4: lint warnings the administrator accepts for this operation's certificates.
     pub acknowledge: Vec<Rule>,
-}
-
-/// What `fleet refresh` simulates for some members.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RefreshOptions {
-    /// These members report a failure.
-    pub fail: BTreeSet<String>,
-    /// These members are not reached at all.
-    pub offline: BTreeSet<String>,
-}
-
-/// What happened to one member in a refresh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RefreshOutcome {
-    /// The member.
-    pub name: String,
-    /// `offline`, `up-to-date`, `replicated`, `applied`, `failed`, `activated`, `recovered`,
-    /// `stranded`, `unstaged`, `trust-updated`, `waiting`.
-    pub outcome: String,
-    /// Details (a failure's reason).
-    pub detail: Option<String>,
 }
 
 /// One replication row of `op show` (O3).
@@ -245,50 +221,15 @@ pub(crate) fn member_status_text(
 }
 
 /// A member as the operation sees it.
-struct Member {
-    name: String,
+pub(super) struct Member {
+    pub(super) name: String,
     /// Boxed: 100,000 devices have none, and a `Member` stays small.
-    server: Option<Box<ServerRecord>>,
-}
-
-/// What a refresh knows for every member of a batch.
-#[derive(Clone, Copy)]
-struct RefreshCtx<'a> {
-    zone: &'a ZoneRecord,
-    updates: &'a BTreeMap<String, (u64, MemberUpdate)>,
-    cancelled: Option<u64>,
-    opts: &'a RefreshOptions,
-    now: Timestamp,
-}
-
-/// A member's work in a refresh, after the operation's own changes.
-#[derive(Clone, Copy)]
-struct Work {
-    /// The member is a content server that has just pulled the update's content (O3).
-    replicated: bool,
-}
-
-/// One member's result in a refresh: its outcome, and what to commit for it.
-struct MemberDone {
-    outcome: RefreshOutcome,
-    writes: Vec<Write>,
-    /// Its `MemberUpdate`, with the version the commit gives it.
-    written: Option<(String, (u64, MemberUpdate))>,
-}
-
-impl MemberDone {
-    fn outcome(outcome: RefreshOutcome) -> Self {
-        MemberDone {
-            outcome,
-            writes: Vec::new(),
-            written: None,
-        }
-    }
+    pub(super) server: Option<Box<ServerRecord>>,
 }
 
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The running operation and its store version, if one runs.
-    fn current_op(&self) -> Result<Option<(u64, Operation)>> {
+    pub(super) fn current_op(&self) -> Result<Option<(u64, Operation)>> {
         match self.store.get(CURRENT)? {
             Some(rec) => Ok(Some((rec.version, decode(CURRENT, &rec.value)?))),
             None => Ok(None),
@@ -358,7 +299,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// The last finished operation, if any.
-    fn last_finished_op(&self) -> Result<Option<Operation>> {
+    pub(super) fn last_finished_op(&self) -> Result<Option<Operation>> {
         match self.store.scan(HISTORY)?.pop() {
             Some((k, rec)) => Ok(Some(decode(&k, &rec.value)?)),
             None => Ok(None),
@@ -759,7 +700,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// B4: a new server certificate, before it is staged: it validates at activation with the
     /// new trust, and, when servers present the bridge, through the bridge with the trust
     /// members that miss the update still hold.
-    fn check_new_leaf(
+    pub(super) fn check_new_leaf(
         op: &Operation,
         zone: &ZoneRecord,
         leaf: &Certificate,
@@ -790,7 +731,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// Every member of the zone, servers first in the order activation uses (O8): the
     /// certificate server, other Primary Servers, then everything else.
-    fn members(&self) -> Result<Vec<Member>> {
+    pub(super) fn members(&self) -> Result<Vec<Member>> {
         let zone = self.zone()?;
         let ca_server = match &zone.ca {
             CaKind::Internal { certificate_server } => Some(certificate_server.clone()),
@@ -828,7 +769,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// Whether `member` is in the operation's update.
-    fn targeted(op: &Operation, member: &Member) -> bool {
+    pub(super) fn targeted(op: &Operation, member: &Member) -> bool {
         match &op.kind {
             OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => true,
             OpKind::ServerRemint { servers, .. } => member
@@ -839,7 +780,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// Whether `member` needs a new certificate from this operation.
-    fn needs_certificate(op: &Operation, member: &Member) -> bool {
+    pub(super) fn needs_certificate(op: &Operation, member: &Member) -> bool {
         match &op.kind {
             OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => member
                 .server
@@ -1207,7 +1148,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O10: members left stranded by a Remint CA baselined with `force`. They trust only the
     /// old CA, so they can no longer reach the zone, and the recovery bundle is gone.
-    fn cut_off_members(&self) -> Result<BTreeSet<String>> {
+    pub(super) fn cut_off_members(&self) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
         for (k, rec) in self.store.scan(HISTORY)? {
             let op: Operation = decode(&k, &rec.value)?;
@@ -1227,7 +1168,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// O6: the servers that offer the recovery bundle now.
-    fn recovery_available_on(&self, op: &Operation) -> Result<Vec<String>> {
+    pub(super) fn recovery_available_on(&self, op: &Operation) -> Result<Vec<String>> {
         if !op.state.is_running() {
             return Ok(Vec::new());
         }
@@ -1471,374 +1412,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(Some((op, u)))
     }
 
-    /// `fleet refresh`: each member (all when `names` is empty) refreshes as its agent would
-    /// (A1, A2, O8, O9): content servers pull the update's content (O3), assigned members
-    /// fetch and stage it (servers get their future key and certificate, S1), and once
-    /// activation has come members switch, in O8's order, or, if they missed it, recover with
-    /// the bundle (O6). Progress is committed in batches.
-    pub fn refresh(
-        &self,
-        names: &[String],
-        opts: &RefreshOptions,
-        mut progress: impl FnMut(usize, usize),
-    ) -> Result<Vec<RefreshOutcome>> {
-        let names = &fold_names(names);
-        let opts = &RefreshOptions {
-            fail: opts.fail.iter().map(|n| member_lookup_name(n)).collect(),
-            offline: opts.offline.iter().map(|n| member_lookup_name(n)).collect(),
-        };
-        let all = self.members()?;
-        for name in opts.fail.iter().chain(&opts.offline) {
-            if !all.iter().any(|m| &m.name == name) {
-                return Err(ZoneError::UnknownMember { name: name.clone() }.into());
-            }
-        }
-        let members: Vec<&Member> = if names.is_empty() {
-            all.iter().collect()
-        } else {
-            let mut v = Vec::new();
-            for n in names {
-                v.push(
-                    all.iter()
-                        .find(|m| &m.name == n)
-                        .ok_or_else(|| ZoneError::UnknownMember { name: n.clone() })?,
-                );
-            }
-            // O8's order, whatever order they were named in.
-            v.sort_by_key(|m| all.iter().position(|a| a.name == m.name));
-            v
-        };
-        // Every check above runs before anything is committed, activation included.
-        let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let now = self.clock.now();
-        let zone = self.zone()?;
-        let mut outcomes = Vec::with_capacity(members.len());
-        let total = members.len();
-        // Loaded once and kept current as batches commit (a rescan per batch would cost
-        // O(members^2 / BATCH) at 100,000 devices).
-        let mut updates = match self.current_op()? {
-            Some((_, op)) => self.member_updates(&op)?,
-            None => BTreeMap::new(),
-        };
-        let mut updates_of = self.current_op()?.map(|(_, op)| op.id);
-        let cancelled = self
-            .last_finished_op()?
-            .filter(|o| matches!(o.state, OpState::Cancelled(_)))
-            .map(|o| o.id);
-        let cut_off = self.cut_off_members()?;
-        for (i, chunk) in members.chunks(BATCH).enumerate() {
-            let current = self.current_op()?;
-            if current.as_ref().map(|(_, o)| o.id) != updates_of {
-                updates = match &current {
-                    Some((_, op)) => self.member_updates(op)?,
-                    None => BTreeMap::new(),
-                };
-                updates_of = current.as_ref().map(|(_, o)| o.id);
-            }
-            let mut op_state = current.clone();
-            let mut writes = Vec::new();
-            // The member records this batch writes, with the versions they will have.
-            let mut written = Vec::new();
-            let mut results: Vec<Option<MemberDone>> = (0..chunk.len()).map(|_| None).collect();
-            // Members whose work waits for the operation to stop changing: a run of them is
-            // done together (on worker threads), with the operation as it is for all of them.
-            let mut pending: Vec<(usize, Work)> = Vec::new();
-            let ctx = RefreshCtx {
-                zone: &zone,
-                updates: &updates,
-                cancelled,
-                opts,
-                now,
-            };
-            for (j, m) in chunk.iter().enumerate() {
-                if cut_off.contains(&m.name) && !opts.offline.contains(&m.name) {
-                    results[j] = Some(MemberDone::outcome(RefreshOutcome {
-                        name: m.name.clone(),
-                        outcome: "stranded".into(),
-                        detail: Some(
-                            "missed a CA change whose recovery bundle was baselined away: \
-                             install the zone CA on it by hand"
-                                .into(),
-                        ),
-                    }));
-                    continue;
-                }
-                // O3: a content server that refreshes pulls the update's content. That
-                // changes the operation (the last one assigns it, O4), so the members before
-                // it are done first, with the operation as they saw it.
-                let replicates = !opts.offline.contains(&m.name)
-                    && op_state.as_ref().is_some_and(|(_, op)| {
-                        op.state.is_running()
-                            && !matches!(op.state, OpState::Activated(_))
-                            && m.server.as_ref().is_some_and(|s| {
-                                op.replication.get(&s.fqdn) == Some(&Replication::Pending)
-                            })
-                    });
-                if replicates {
-                    self.run_pending(
-                        chunk,
-                        &mut pending,
-                        op_state.as_ref().map(|(_, o)| o),
-                        &ctx,
-                        &mut results,
-                    )?;
-                    if let (Some((_, op)), Some(s)) = (op_state.as_mut(), &m.server) {
-                        op.on_replicated(&s.fqdn, now)?;
-                    }
-                }
-                pending.push((
-                    j,
-                    Work {
-                        replicated: replicates,
-                    },
-                ));
-            }
-            self.run_pending(
-                chunk,
-                &mut pending,
-                op_state.as_ref().map(|(_, o)| o),
-                &ctx,
-                &mut results,
-            )?;
-            for done in results.into_iter().flatten() {
-                outcomes.push(done.outcome);
-                writes.extend(done.writes);
-                written.extend(done.written);
-            }
-            if let (Some((version, before)), Some((_, after))) = (&current, &op_state) {
-                let mut after = after.clone();
-                // O12: every Primary Server's future certificate exists.
-                if matches!(after.kind, OpKind::RemintCa { .. }) && after.is_assigned() {
-                    let created = |name: &str| {
-                        written
-                            .iter()
-                            .rev()
-                            .find(|(n, _)| n == name)
-                            .map(|(_, (_, u))| u)
-                            .or_else(|| updates.get(name).map(|(_, u)| u))
-                            .is_some_and(|u| u.cert_status == Some(ServerCertStatus::Created))
-                    };
-                    let all_created = all
-                        .iter()
-                        .filter(|m| {
-                            m.server
-                                .as_ref()
-                                .is_some_and(|s| s.role == ServerRole::Primary)
-                        })
-                        .all(|p| created(&p.name));
-                    if all_created {
-                        after.note_legacy_point(now);
-                    }
-                }
-                if &after != before {
-                    writes.push(Write::put(
-                        CURRENT,
-                        Expect::Version(*version),
-                        encode(&after),
-                    ));
-                }
-            }
-            if !writes.is_empty() {
-                let start = i * BATCH;
-                let detail = serde_json::json!({
-                    "members": chunk.len(), "first": chunk.first().map(|m| &m.name),
-                    "batch": format!("{}..{}", start + 1, start + chunk.len()),
-                });
-                self.commit(&mut epoch, writes, "fleet.refresh", detail)?;
-                updates.extend(written);
-            }
-            progress(outcomes.len(), total);
-            // Activation may be due between batches of a long refresh.
-            if self.tick_with(&mut epoch)? {
-                updates_of = None;
-            }
-        }
-        Ok(outcomes)
-    }
-
-    /// Does the work of the members in `pending` (all of them see `op` as it is now) and
-    /// puts each result in its slot.
-    ///
-    /// Servers that get a new certificate (their agents make a key and a CSR, the service
-    /// checks the CSR, the CA signs, the agent checks its new chain) are served side by side
-    /// by up to [`ZoneService::with_concurrency`] workers, as agents on their own hosts would
-    /// be; the light work of everyone else stays on the calling thread, where threads would
-    /// cost more than they save. Results and writes stay in member order, so the commit is
-    /// the same as a one-by-one run's. Activation is always one by one, in O8's order.
-    fn run_pending(
-        &self,
-        chunk: &[&Member],
-        pending: &mut Vec<(usize, Work)>,
-        op: Option<&Operation>,
-        ctx: &RefreshCtx<'_>,
-        results: &mut [Option<MemberDone>],
-    ) -> Result<()> {
-        let work = std::mem::take(pending);
-        let heavy = |j: usize| {
-            op.is_some_and(|o| {
-                matches!(o.state, OpState::Assigned(_))
-                    && Self::targeted(o, chunk[j])
-                    && Self::needs_certificate(o, chunk[j])
-            })
-        };
-        let (heavy, light): (Vec<_>, Vec<_>) = work.into_iter().partition(|&(j, _)| heavy(j));
-        let workers = self.concurrency.get().min(heavy.len());
-        if workers <= 1 {
-            let mut all = heavy;
-            all.extend(light);
-            all.sort_unstable_by_key(|&(j, _)| j);
-            for (j, w) in all {
-                results[j] = Some(self.member_work(chunk[j], w, op, ctx)?);
-            }
-            return Ok(());
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let serve_heavy = || {
-            let mut mine = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(j, w)) = heavy.get(i) else { break };
-                mine.push((j, self.member_work(chunk[j], w, op, ctx)));
-            }
-            mine
-        };
-        let mut all: Vec<(usize, Result<MemberDone>)> = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(serve_heavy)).collect();
-            let mut mine: Vec<_> = light
-                .iter()
-                .map(|&(j, w)| (j, self.member_work(chunk[j], w, op, ctx)))
-                .collect();
-            mine.extend(serve_heavy());
-            for h in helpers {
-                mine.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            mine
-        });
-        all.sort_unstable_by_key(|(j, _)| *j);
-        for (j, r) in all {
-            results[j] = Some(r?);
-        }
-        Ok(())
-    }
-
-    /// One member's part of a refresh, once the operation's own changes (O3) are made.
-    fn member_work(
-        &self,
-        m: &Member,
-        w: Work,
-        op: Option<&Operation>,
-        ctx: &RefreshCtx<'_>,
-    ) -> Result<MemberDone> {
-        let RefreshCtx {
-            zone,
-            updates,
-            cancelled,
-            opts,
-            now,
-        } = *ctx;
-        let out = |outcome: &str, detail: Option<String>| RefreshOutcome {
-            name: m.name.clone(),
-            outcome: outcome.into(),
-            detail,
-        };
-        if opts.offline.contains(&m.name) {
-            return Ok(MemberDone::outcome(out("offline", None)));
-        }
-        let fail = opts.fail.contains(&m.name);
-        let Some(op) = op.filter(|o| o.state.is_running()) else {
-            return Ok(MemberDone::outcome(
-                self.sync_trust(m, zone, cancelled, now)?,
-            ));
-        };
-        if !Self::targeted(op, m) {
-            let r = self.sync_trust(m, zone, cancelled, now)?;
-            return Ok(MemberDone::outcome(if w.replicated {
-                out("replicated", None)
-            } else {
-                r
-            }));
-        }
-        let (version, mut u) = match updates.get(&m.name) {
-            Some((v, u)) => (Expect::Version(*v), u.clone()),
-            None => (Expect::Absent, MemberUpdate::assigned(&m.name, now)),
-        };
-        let before = u.clone();
-        // O7: what a member staged for a cancelled operation goes at its next refresh, also
-        // when it is a target of the next operation, which is not assigned yet.
-        if matches!(op.state, OpState::Replicating(_)) && cancelled.is_some() {
-            self.sync_trust(m, zone, cancelled, now)?;
-        }
-        let mut writes = Vec::new();
-        let result = match &op.state {
-            OpState::Replicating(_) => out(
-                if w.replicated {
-                    "replicated"
-                } else {
-                    "waiting"
-                },
-                None,
-            ),
-            OpState::Assigned(_) => self.apply(m, op, zone, &mut u, fail, now, &mut writes)?,
-            OpState::Activated(_) => {
-                self.activate_member(m, op, zone, &mut u, fail, now, &mut writes)?
-            }
-            _ => out("up-to-date", None),
-        };
-        let mut written = None;
-        if u != before {
-            u.updated_at = now;
-            writes.push(Write::put(update::key(op.id, &m.name), version, encode(&u)));
-            let next = match version {
-                // Saturating: a damaged version is refused by the commit (issue 9 item 8).
-                Expect::Version(n) => n.saturating_add(1),
-                _ => 1,
-            };
-            written = Some((m.name.clone(), (next, u)));
-        }
-        Ok(MemberDone {
-            outcome: result,
-            writes,
-            written,
-        })
-    }
-
-    /// A member outside any running update: make sure it trusts the zone's anchors (and
-    /// drop anything staged for an operation that no longer runs).
-    fn sync_trust(
-        &self,
-        m: &Member,
-        zone: &ZoneRecord,
-        cancelled: Option<u64>,
-        now: Timestamp,
-    ) -> Result<RefreshOutcome> {
-        let trust = zone.trust_bundle(now);
-        let request = match cancelled {
-            Some(op_id) => AgentRequest::Unstage { op_id, trust },
-            None => AgentRequest::Trust { trust },
-        };
-        let unstaging = matches!(request, AgentRequest::Unstage { .. });
-        match self.transport.call(&m.name, request) {
-            Ok(_) => Ok(RefreshOutcome {
-                name: m.name.clone(),
-                outcome: if unstaging {
-                    "unstaged"
-                } else {
-                    "trust-updated"
-                }
-                .into(),
-                detail: None,
-            }),
-            Err(e) => Ok(RefreshOutcome {
-                name: m.name.clone(),
-                outcome: "failed".into(),
-                detail: Some(e.to_string()),
-            }),
-        }
-    }
-
     /// The anchors a member trusts between staging and activation, and after it.
-    fn trust_sets(
+    pub(super) fn trust_sets(
         op: &Operation,
         zone: &ZoneRecord,
         now: Timestamp,
@@ -1859,7 +1434,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// The CA the operation's new server certificates chain to.
-    fn new_issuer(op: &Operation, zone: &ZoneRecord) -> CertificateDer {
+    pub(super) fn new_issuer(op: &Operation, zone: &ZoneRecord) -> CertificateDer {
         op.kind
             .future_ca()
             .cloned()
@@ -1868,7 +1443,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The server whose agent signs the operation's certificates; `None` when an external
     /// CA issues them.
-    fn issuing_server(op: &Operation) -> Option<Fqdn> {
+    pub(super) fn issuing_server(op: &Operation) -> Option<Fqdn> {
         match &op.kind {
             OpKind::RemintCa { .. } => Some(op.ca_server.clone()),
             OpKind::ChangeCa {
@@ -1884,7 +1459,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    fn server_profile(op: &Operation, s: &ServerRecord) -> ServerProfile {
+    pub(super) fn server_profile(op: &Operation, s: &ServerRecord) -> ServerProfile {
         let (common_name, include_dns) = match &op.kind {
             OpKind::RemintCa { include_dns, .. } | OpKind::ChangeCa { include_dns, .. } => {
                 (None, *include_dns)
@@ -1906,7 +1481,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The key type of a server's new key: the one chosen for a Server Remint (SR2); in a
     /// Remint CA (whose key choice is the CA's, RC1) the type the server has now.
-    fn key_spec(op: &Operation, server: &ServerRecord) -> KeySpec {
+    pub(super) fn key_spec(op: &Operation, server: &ServerRecord) -> KeySpec {
         match &op.kind {
             OpKind::ServerRemint { key, .. } => *key,
             OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => server
@@ -1950,308 +1525,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         };
         crate::csr::VerifiedCsr::from_der(csr.as_bytes())?;
         Ok(csr)
-    }
-
-    /// A1: fetch and stage the update.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        m: &Member,
-        op: &Operation,
-        zone: &ZoneRecord,
-        u: &mut MemberUpdate,
-        fail: bool,
-        now: Timestamp,
-        writes: &mut Vec<Write>,
-    ) -> Result<RefreshOutcome> {
-        let out = |o: &str, d: Option<String>| RefreshOutcome {
-            name: m.name.clone(),
-            outcome: o.into(),
-            detail: d,
-        };
-        match u.status {
-            MemberStatus::Applied | MemberStatus::Ignored => return Ok(out("up-to-date", None)),
-            MemberStatus::Failed => {
-                return Ok(out("failed", Some("waiting for redeploy".into())));
-            }
-            MemberStatus::Assigned | MemberStatus::Downloading => {}
-        }
-        if fail {
-            u.status = MemberStatus::Failed;
-            u.reason = Some("the agent reported a failure while applying the update".into());
-            return Ok(out("failed", u.reason.clone()));
-        }
-        let (trust_now, trust_after) = Self::trust_sets(op, zone, now);
-        let mut chain = Vec::new();
-        if let (true, Some(s)) = (Self::needs_certificate(op, m), &m.server) {
-            if u.future_chain.is_empty() {
-                u.status = MemberStatus::Downloading;
-                let issuer_der = Self::new_issuer(op, zone);
-                match (Self::issuing_server(op), op.kind.csr_mode()) {
-                    (Some(issuing), _) => {
-                        let issuer = Certificate::try_from(&issuer_der)?;
-                        let profile = Self::server_profile(op, s);
-                        let key = Self::key_spec(op, s);
-                        let issued = self
-                            .issue_for_member(&m.name, &issuer, &issuing, key, &profile, now)
-                            .and_then(|(leaf, w)| {
-                                Self::check_new_leaf(op, zone, &leaf, &issuer)?;
-                                Ok((leaf, w))
-                            });
-                        match issued {
-                            Ok((leaf, w)) => {
-                                writes.push(w);
-                                u.future_chain = crate::ops::with_bridge(
-                                    vec![leaf.der().clone(), issuer_der.clone()],
-                                    Some(&issuer_der),
-                                    op.served_bridge(),
-                                );
-                                u.cert_status = Some(ServerCertStatus::Created);
-                            }
-                            Err(e) => {
-                                u.status = MemberStatus::Failed;
-                                u.cert_status = Some(ServerCertStatus::Failed);
-                                u.reason = Some(format!("creating certificate failed: {e}"));
-                                return Ok(out("failed", u.reason.clone()));
-                            }
-                        }
-                    }
-                    (None, Some(CsrMode::Auto { fields, key })) => {
-                        // CE2 automatic: the agent makes key and CSR; the certificate comes
-                        // back through `cert import`.
-                        if u.csr.is_none() {
-                            let profile = Self::server_profile(op, s);
-                            match self.request_csr(&m.name, &profile, fields, *key) {
-                                Ok(csr) => {
-                                    u.csr = Some(csr);
-                                    u.cert_status = Some(ServerCertStatus::CsrGenerated);
-                                }
-                                Err(e) => {
-                                    u.status = MemberStatus::Failed;
-                                    u.cert_status = Some(ServerCertStatus::CsrFailed);
-                                    u.reason = Some(format!("CSR generation failed: {e}"));
-                                    return Ok(out("failed", u.reason.clone()));
-                                }
-                            }
-                        }
-                        u.reason = Some(
-                            "waiting for the certificate: export the CSR (csr export), have the \
-                             external CA sign it, then import it (cert import)"
-                                .into(),
-                        );
-                        return Ok(out("waiting", u.reason.clone()));
-                    }
-                    (None, Some(CsrMode::Manual)) => {
-                        // CE2 manual: the administrator's chain and key in the remint repository.
-                        let request = AgentRequest::StageManual {
-                            op_id: op.id,
-                            activation: op.activation.at,
-                            trust_now,
-                            trust_after,
-                            now,
-                            bridge: op.served_bridge().cloned(),
-                            anchor: Self::new_issuer(op, zone),
-                            intermediates: match &op.kind {
-                                OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
-                                _ => zone.ca_intermediates.clone(),
-                            },
-                            acknowledged: op.acknowledged.clone(),
-                        };
-                        return match self.transport.call(&m.name, request) {
-                            Ok(AgentResponse::Staged(chain)) => {
-                                u.future_chain = chain;
-                                u.cert_status = Some(ServerCertStatus::Uploaded);
-                                u.status = MemberStatus::Applied;
-                                u.reason = None;
-                                Ok(out("applied", None))
-                            }
-                            Ok(other) => Err(unexpected(&m.name, "a staged chain", &other)),
-                            Err(e) => {
-                                u.reason = Some(e.to_string());
-                                Ok(out("waiting", u.reason.clone()))
-                            }
-                        };
-                    }
-                    (None, None) => {
-                        return Err(OpError::Selection(
-                            "an external CA operation without a CSR mode".into(),
-                        )
-                        .into());
-                    }
-                }
-            }
-            chain = u.future_chain.clone();
-        }
-        let request = AgentRequest::Stage {
-            op_id: op.id,
-            activation: op.activation.at,
-            trust_now,
-            trust_after,
-            chain,
-            now,
-        };
-        match self.transport.call(&m.name, request) {
-            Ok(_) => {
-                u.status = MemberStatus::Applied;
-                u.reason = None;
-                Ok(out("applied", None))
-            }
-            Err(e) => {
-                // A key that no longer matches (a lost pending key) needs a new certificate.
-                if matches!(&e, TransportError::Refused { .. }) {
-                    u.future_chain.clear();
-                    u.cert_status = None;
-                }
-                u.status = MemberStatus::Failed;
-                u.reason = Some(e.to_string());
-                Ok(out("failed", u.reason.clone()))
-            }
-        }
-    }
-
-    /// A2, O8, O9: switch at activation; a member that missed it recovers with the bundle
-    /// where one is available (O6).
-    #[allow(clippy::too_many_arguments)]
-    fn activate_member(
-        &self,
-        m: &Member,
-        op: &Operation,
-        zone: &ZoneRecord,
-        u: &mut MemberUpdate,
-        fail: bool,
-        now: Timestamp,
-        writes: &mut Vec<Write>,
-    ) -> Result<RefreshOutcome> {
-        let out = |o: &str, d: Option<String>| RefreshOutcome {
-            name: m.name.clone(),
-            outcome: o.into(),
-            detail: d,
-        };
-        if u.switched || u.recovered || u.status == MemberStatus::Ignored {
-            return Ok(out("up-to-date", None));
-        }
-        if u.status == MemberStatus::Applied {
-            if fail {
-                u.reason =
-                    Some("activation failed on the member; retried at its next refresh".into());
-                return Ok(out("failed", u.reason.clone()));
-            }
-            let mut result = self
-                .transport
-                .call(&m.name, AgentRequest::Activate { op_id: op.id, now });
-            // B5: a member that switched, but whose switch a crash kept out of the store, has
-            // nothing staged any more. Re-sending what it switched to is a no-op for it; a
-            // server that did not switch refuses it (the certificate is not for its key).
-            if let Err(TransportError::Refused { source, .. }) = &result
-                && matches!(**source, AgentError::NotStaged { .. })
-            {
-                let trust = zone.trust_bundle(now);
-                let resend = if u.future_chain.is_empty() {
-                    AgentRequest::Trust { trust }
-                } else {
-                    AgentRequest::Install {
-                        chain: u.future_chain.clone(),
-                        trust,
-                        now,
-                    }
-                };
-                result = self.transport.call(&m.name, resend);
-            }
-            return match result {
-                Ok(_) => {
-                    u.switched = true;
-                    u.reason = None;
-                    Ok(out("activated", None))
-                }
-                Err(e) => {
-                    // O9: retried at the next refresh.
-                    u.reason = Some(format!(
-                        "activation failed, retried at the next refresh: {e}"
-                    ));
-                    Ok(out("failed", u.reason.clone()))
-                }
-            };
-        }
-        // Stranded: the recovery bundle, where one is offered (O6).
-        if self.recovery_available_on(op)?.is_empty() || fail {
-            return Ok(out("stranded", Some("no recovery bundle available".into())));
-        }
-        let trust_after = zone.trust_bundle(now);
-        if let Some(future_ca) = op.kind.future_ca() {
-            match op.kind.cross_certificate() {
-                Some(cross) => {
-                    let req = AgentRequest::Recover {
-                        new_ca: future_ca.clone(),
-                        cross_certificate: cross.clone(),
-                        trust_after: trust_after.clone(),
-                        now,
-                    };
-                    if let Err(e) = self.transport.call(&m.name, req) {
-                        return Ok(out("stranded", Some(e.to_string())));
-                    }
-                }
-                // A server's new chain comes with the administrator's tool below.
-                None if m.server.is_some() => {}
-                None => {
-                    return Ok(out(
-                        "stranded",
-                        Some(
-                            "no bridge vouches for the new CA (the zone did not hold the old \
-                             CA's key): install the new CA on this device by hand"
-                                .into(),
-                        ),
-                    ));
-                }
-            }
-        }
-        // A stranded server also needs a certificate the members now trust: from the
-        // certificate server, or, with an external CA, imported by the administrator.
-        if let (true, Some(s)) = (Self::needs_certificate(op, m), &m.server) {
-            let CaKind::Internal { certificate_server } = &zone.ca else {
-                return Ok(out(
-                    "stranded",
-                    Some(
-                        "the CA is external: import a certificate for this server from it \
-                         (cert import)"
-                            .into(),
-                    ),
-                ));
-            };
-            let issuer = Certificate::try_from(&zone.ca_certificate)?;
-            let profile = Self::server_profile(op, s);
-            let (leaf, w) = match self.issue_for_member(
-                &m.name,
-                &issuer,
-                certificate_server,
-                Self::key_spec(op, s),
-                &profile,
-                now,
-            ) {
-                Ok(x) => x,
-                Err(e) => return Ok(out("stranded", Some(e.to_string()))),
-            };
-            let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
-            if let Err(e) = self.transport.call(
-                &m.name,
-                AgentRequest::Install {
-                    chain: chain.clone(),
-                    trust: trust_after,
-                    now,
-                },
-            ) {
-                return Ok(out("stranded", Some(e.to_string())));
-            }
-            writes.push(w);
-            let key = keys::server(&m.name);
-            if let Some(rec) = self.store.get(&key)? {
-                let mut sr: ServerRecord = decode(&key, &rec.value)?;
-                sr.certificate = chain;
-                writes.push(Write::put(key, Expect::Version(rec.version), encode(&sr)));
-            }
-        }
-        u.recovered = true;
-        u.reason = None;
-        Ok(out("recovered", None))
     }
 }
 

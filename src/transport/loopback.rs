@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::{Transport, TransportError};
 use crate::agent::files::MemberDir;
-use crate::agent::{Agent, AgentRequest, AgentResponse};
+use crate::agent::{Agent, AgentError, AgentRequest, AgentResponse};
+use crate::clock::Clock;
+use crate::protocol::{self, AgentMessage, Instruction, Report, Standing};
+use crate::service::ZoneService;
+use crate::store::Storage;
 
 /// Agents in this process, in memory or backed by member files.
 ///
@@ -124,5 +128,406 @@ impl Transport for LoopbackTransport {
                 .with_agent_mut(member, |agent| agent.handle(request))
                 .map_err(refused),
         }
+    }
+}
+
+/// What `fleet refresh` simulates for some members of the in-process fleet. The zone knows
+/// nothing of it: these members' agents behave so, and the zone sees what it would see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefreshOptions {
+    /// These members' agents report a failure instead of carrying out an instruction, or of
+    /// switching at the activation time.
+    pub fail: BTreeSet<String>,
+    /// These members are not reached at all (they do not poll).
+    pub offline: BTreeSet<String>,
+}
+
+impl RefreshOptions {
+    /// No member fails, every member is online.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// These members' agents report failures.
+    pub fn failing(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.fail.extend(names.into_iter().map(Into::into));
+        self
+    }
+    /// These members do not poll.
+    pub fn offline(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.offline.extend(names.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// What happened to one member in a refresh of the in-process fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It did not poll (`RefreshOptions::offline`).
+    Offline,
+    /// Nothing outstanding.
+    UpToDate,
+    /// Its trust anchors were brought up to date.
+    TrustUpdated,
+    /// What it had staged for a cancelled operation is gone (O7).
+    Unstaged,
+    /// A content server that pulled the update's content (O3).
+    Replicated,
+    /// Waiting for something outside the member.
+    Waiting,
+    /// Still working on an instruction when the conversation's bound was reached.
+    InProgress,
+    /// Staged (A1).
+    Applied,
+    /// Switched (A2).
+    Activated,
+    /// Recovered with the bundle (O6).
+    Recovered,
+    /// Failed.
+    Failed,
+    /// Missed activation and cannot recover by itself (O8).
+    Stranded,
+}
+
+impl Outcome {
+    /// As printed: `offline`, `up-to-date`, `trust-updated`, `unstaged`, `replicated`,
+    /// `waiting`, `in-progress`, `applied`, `activated`, `recovered`, `failed`, `stranded`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Offline => "offline",
+            Outcome::UpToDate => "up-to-date",
+            Outcome::TrustUpdated => "trust-updated",
+            Outcome::Unstaged => "unstaged",
+            Outcome::Replicated => "replicated",
+            Outcome::Waiting => "waiting",
+            Outcome::InProgress => "in-progress",
+            Outcome::Applied => "applied",
+            Outcome::Activated => "activated",
+            Outcome::Recovered => "recovered",
+            Outcome::Failed => "failed",
+            Outcome::Stranded => "stranded",
+        }
+    }
+
+    fn of(standing: &Standing) -> Self {
+        match standing {
+            Standing::UpToDate => Outcome::UpToDate,
+            Standing::TrustUpdated => Outcome::TrustUpdated,
+            Standing::Unstaged => Outcome::Unstaged,
+            Standing::Replicated => Outcome::Replicated,
+            Standing::Waiting { .. } => Outcome::Waiting,
+            Standing::Applied => Outcome::Applied,
+            Standing::Activated => Outcome::Activated,
+            Standing::Recovered => Outcome::Recovered,
+            Standing::Failed { .. } => Outcome::Failed,
+            Standing::Stranded { .. } => Outcome::Stranded,
+            _ => Outcome::InProgress,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+impl PartialEq<str> for Outcome {
+    fn eq(&self, other: &str) -> bool {
+        self.name() == other
+    }
+}
+
+/// What happened to one member in a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RefreshOutcome {
+    /// The member.
+    pub name: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Details (a failure's reason, what it waits for).
+    pub detail: Option<String>,
+}
+
+/// Members whose conversations are answered in one transaction.
+const BATCH: usize = 5_000;
+
+/// The most messages one member sends in one refresh: a poll, then at most a report for each
+/// instruction (make a key, stage; or recover, make a key, install), with room to spare.
+const MAX_ROUNDS: usize = 8;
+
+/// One member's conversation in a refresh.
+struct Conversation {
+    name: String,
+    /// Whether the agent's own scheduled work (its switch, N5) ran.
+    timers_ran: bool,
+    /// The message to send next; `None` once the zone answered "nothing".
+    next: Option<Vec<u8>>,
+    /// The most telling standing so far.
+    outcome: Option<(Outcome, Option<String>)>,
+}
+
+impl LoopbackTransport {
+    /// Runs `f` on `member`'s agent, loaded from and saved back to its files when the fleet
+    /// is backed by a directory (one caller at a time per member).
+    /// `f` says whether it changed the agent: an unchanged agent is not saved.
+    fn act<R>(
+        &self,
+        member: &str,
+        f: impl FnOnce(&mut Agent) -> (R, bool),
+    ) -> Result<R, AgentError> {
+        match &self.dir {
+            Some(dir) => {
+                let file_lock = self.file_lock(member);
+                let _guard = lock(&file_lock);
+                let mut agent = dir.load(member)?;
+                let (r, changed) = f(&mut agent);
+                if changed {
+                    dir.save(&agent)?;
+                }
+                Ok(r)
+            }
+            None => Ok(self.with_agent_mut(member, |a| f(a).0)),
+        }
+    }
+
+    /// `fleet refresh`: each member named (all when `names` is empty) does what its agent
+    /// does on a host of its own (N1): it runs its scheduled work by its clock (a switch at
+    /// the activation time, N5), polls the zone with its state, carries out each instruction
+    /// and reports, until the zone has nothing more for it. Every message goes through the
+    /// zone's inbound entry point ([`ZoneService::answer_batch`]) serialised and parsed as on
+    /// a wire, so nothing works here that would not work over a network. Members are taken
+    /// in O8's order, in batches that the zone answers in one transaction each.
+    ///
+    /// `opts` makes some agents fail or stay offline; `progress(done, total)` is called after
+    /// each batch.
+    pub fn refresh<S: Storage, T: Transport, C: Clock>(
+        &self,
+        svc: &ZoneService<S, T, C>,
+        names: &[String],
+        opts: &RefreshOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> crate::error::Result<Vec<RefreshOutcome>> {
+        let order = svc.member_order(names)?;
+        let fold = |set: &BTreeSet<String>| -> crate::error::Result<BTreeSet<String>> {
+            if set.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            Ok(svc
+                .member_order(&set.iter().cloned().collect::<Vec<_>>())?
+                .into_iter()
+                .collect())
+        };
+        let fail = fold(&opts.fail)?;
+        let offline = fold(&opts.offline)?;
+        let total = order.len();
+        let mut outcomes = Vec::with_capacity(total);
+        for chunk in order.chunks(BATCH) {
+            let now = svc.now();
+            let mut talks: Vec<Conversation> = Vec::with_capacity(chunk.len());
+            for name in chunk {
+                let mut talk = Conversation {
+                    name: name.clone(),
+                    timers_ran: false,
+                    next: None,
+                    outcome: None,
+                };
+                if offline.contains(name) {
+                    talk.outcome = Some((Outcome::Offline, None));
+                } else {
+                    // It polls first, so that it hears of a moved activation time (B2) before
+                    // its own timer would switch it; its timer runs once the zone has nothing
+                    // more for it.
+                    let polled = self.act(name, |agent| (agent.poll(now), false));
+                    match polled {
+                        Ok(msg) => talk.next = Some(protocol::encode(&msg)),
+                        Err(e) => {
+                            talk.outcome = Some((Outcome::Failed, Some(e.to_string())));
+                        }
+                    }
+                }
+                talks.push(talk);
+            }
+            for _round in 0..MAX_ROUNDS {
+                let mut batch = Vec::new();
+                let mut who = Vec::new();
+                for (i, t) in talks.iter_mut().enumerate() {
+                    if let Some(bytes) = t.next.take() {
+                        // As a zone server would: parse what came over the wire.
+                        match protocol::decode_agent_message(&bytes) {
+                            Ok(msg) => {
+                                batch.push((t.name.clone(), msg));
+                                who.push(i);
+                            }
+                            Err(e) => t.outcome = Some((Outcome::Failed, Some(e.to_string()))),
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                let answers = svc.answer_batch(batch)?;
+                let now = svc.now();
+                for (i, answer) in who.into_iter().zip(answers) {
+                    let t = &mut talks[i];
+                    let answer = match answer {
+                        Ok(a) => protocol::decode_zone_answer(&protocol::encode(&a)),
+                        Err(e) => {
+                            t.outcome = Some((Outcome::Failed, Some(e.to_string())));
+                            continue;
+                        }
+                    };
+                    let answer = match answer {
+                        Ok(a) => a,
+                        Err(e) => {
+                            t.outcome = Some((Outcome::Failed, Some(e.to_string())));
+                            continue;
+                        }
+                    };
+                    let outcome = Outcome::of(&answer.standing);
+                    if !matches!(outcome, Outcome::UpToDate | Outcome::InProgress)
+                        || t.outcome.is_none()
+                    {
+                        t.outcome = Some((outcome, answer.standing.detail().map(str::to_string)));
+                    }
+                    let failing = fail.contains(&t.name);
+                    if answer.instruction == Instruction::Nothing {
+                        if t.timers_ran {
+                            continue;
+                        }
+                        t.timers_ran = true;
+                        // The agent's timer: at the activation time it switches by its own
+                        // clock (A2, N5) and reports it.
+                        let timed = self.act(&t.name, |agent| {
+                            let due = agent.poll_timeout().is_some_and(|at| now >= at);
+                            if !due {
+                                return (None, false);
+                            }
+                            if failing {
+                                let op_id = agent.staged().map(|s| s.op_id);
+                                let msg = agent.poll(now).with_report(Some(Report::Failed {
+                                    op_id,
+                                    reason: "the member failed to switch to the staged update"
+                                        .into(),
+                                }));
+                                return (Some(msg), false);
+                            }
+                            let switched = agent.handle_timeout(now);
+                            (Some(agent.poll(now)), switched)
+                        });
+                        match timed {
+                            Ok(Some(msg)) => t.next = Some(protocol::encode(&msg)),
+                            Ok(None) => {}
+                            Err(e) => t.outcome = Some((Outcome::Failed, Some(e.to_string()))),
+                        }
+                        continue;
+                    }
+                    let instruction = answer.instruction;
+                    let followed = self.act(&t.name, |agent| {
+                        if failing
+                            && !matches!(
+                                instruction,
+                                Instruction::Trust { .. } | Instruction::Unstage { .. }
+                            )
+                        {
+                            let op_id = instruction.op_id();
+                            let msg = agent.poll(now).with_report(Some(Report::Failed {
+                                op_id,
+                                reason: "the agent reported a failure while applying the update"
+                                    .into(),
+                            }));
+                            return (Some(msg), false);
+                        }
+                        (agent.follow(instruction.clone(), now), true)
+                    });
+                    match followed {
+                        Ok(Some(msg)) => t.next = Some(protocol::encode(&msg)),
+                        Ok(None) => {}
+                        // The agent could not keep what it did (its files): it says so, from
+                        // the state it still has.
+                        Err(e) => match self.with_agent(&t.name, |a| a.state()) {
+                            Some(state) => {
+                                let msg = AgentMessage::new(t.name.clone(), now, state)
+                                    .with_report(Some(Report::Failed {
+                                        op_id: instruction.op_id(),
+                                        reason: e.to_string(),
+                                    }));
+                                t.next = Some(protocol::encode(&msg));
+                            }
+                            None => t.outcome = Some((Outcome::Failed, Some(e.to_string()))),
+                        },
+                    }
+                }
+            }
+            for t in talks {
+                let (outcome, detail) = t.outcome.unwrap_or((Outcome::InProgress, None));
+                outcomes.push(RefreshOutcome {
+                    name: t.name,
+                    outcome,
+                    detail,
+                });
+            }
+            progress(outcomes.len(), total);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A transport that is an in-process fleet ([`LoopbackTransport`], or a reference or `Arc`
+/// to one).
+pub trait InProcessFleet {
+    /// The fleet.
+    fn fleet(&self) -> &LoopbackTransport;
+}
+
+impl InProcessFleet for LoopbackTransport {
+    fn fleet(&self) -> &LoopbackTransport {
+        self
+    }
+}
+
+impl<F: InProcessFleet + ?Sized> InProcessFleet for &F {
+    fn fleet(&self) -> &LoopbackTransport {
+        (**self).fleet()
+    }
+}
+
+impl<F: InProcessFleet + ?Sized> InProcessFleet for Arc<F> {
+    fn fleet(&self) -> &LoopbackTransport {
+        (**self).fleet()
+    }
+}
+
+/// `svc.refresh(...)` for a zone whose members are the in-process fleet: the same as
+/// [`LoopbackTransport::refresh`] on the service's own transport.
+pub trait Fleet {
+    /// See [`LoopbackTransport::refresh`].
+    fn refresh(
+        &self,
+        names: &[String],
+        opts: &RefreshOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> crate::error::Result<Vec<RefreshOutcome>>;
+}
+
+impl<S: Storage, T: Transport + InProcessFleet, C: Clock> Fleet for ZoneService<S, T, C> {
+    fn refresh(
+        &self,
+        names: &[String],
+        opts: &RefreshOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> crate::error::Result<Vec<RefreshOutcome>> {
+        self.transport()
+            .fleet()
+            .refresh(self, names, opts, progress)
     }
 }

@@ -12,11 +12,11 @@ use zonepki::error::Result;
 use zonepki::key::KeySpec;
 use zonepki::ops::ActivationRequest;
 use zonepki::service::{
-    InitInternal, NewServer, OpView, RefreshOptions, RefreshOutcome, RemintCaRequest,
-    ServerRemintRequest, ZoneService,
+    InitInternal, NewServer, OpView, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
 use zonepki::store::{MemoryStore, Storage};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
 use zonepki::zone::{Fqdn, ServerRole};
 
 pub fn t(s: &str) -> Timestamp {
@@ -236,17 +236,11 @@ impl<S: Storage> Sim<S> {
 }
 
 pub fn offline(names: &[&str]) -> RefreshOptions {
-    RefreshOptions {
-        offline: names.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    RefreshOptions::new().offline(names.iter().copied())
 }
 
 pub fn failing(names: &[&str]) -> RefreshOptions {
-    RefreshOptions {
-        fail: names.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    RefreshOptions::new().failing(names.iter().copied())
 }
 
 pub fn remint_ca(at: &str) -> RemintCaRequest {

@@ -24,16 +24,16 @@
 //! `Err`, and render its error; with the record unchanged every one of them is `Ok`.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::key::KeySpec;
 use zonepki::ops::ActivationRequest;
-use zonepki::service::{InitInternal, NewServer, RefreshOptions, RemintCaRequest, ZoneService};
+use zonepki::service::{InitInternal, NewServer, RemintCaRequest, ZoneService};
 use zonepki::store::{MemoryStore, Storage, Write};
 use zonepki::transport::LoopbackTransport;
+use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::zone::{Fqdn, ServerRole};
 
 /// The fixture's time.
@@ -124,10 +124,7 @@ fn build() -> Vec<(String, Vec<u8>)> {
         .expect("content1");
     let devices: Vec<String> = (1..=3).map(|i| format!("dev-{i}")).collect();
     svc.add_devices(&devices, "24.4").expect("devices");
-    let offline = RefreshOptions {
-        offline: BTreeSet::from(["dev-2".to_string()]),
-        ..RefreshOptions::default()
-    };
+    let offline = RefreshOptions::new().offline(["dev-2"]);
     svc.refresh(&[], &offline, |_, _| {}).expect("refresh");
     svc.start_remint_ca(RemintCaRequest {
         common_name: None,
