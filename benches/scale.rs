@@ -252,13 +252,8 @@ fn kind(r: &AgentRequest) -> usize {
     match r {
         AgentRequest::Enroll { .. } => 0,
         AgentRequest::Install { .. } => 1,
-        AgentRequest::Trust { .. } => 2,
         AgentRequest::CreateCa { .. } => 3,
         AgentRequest::DiscardFutureCa { .. } => 4,
-        AgentRequest::Stage { .. } => 5,
-        AgentRequest::Activate { .. } => 6,
-        AgentRequest::Unstage { .. } => 7,
-        AgentRequest::Recover { .. } => 8,
         AgentRequest::SignCertificate { .. } => 9,
         _ => 10,
     }
@@ -291,6 +286,12 @@ impl Transport for TimedTransport {
         let r = self.inner.call(member, request);
         self.calls[k].add(t.elapsed());
         r
+    }
+}
+
+impl zonepki::transport::InProcessFleet for TimedTransport {
+    fn fleet(&self) -> &LoopbackTransport {
+        &self.inner
     }
 }
 

@@ -1017,3 +1017,26 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(out.into_iter().map(|(_, n)| n).collect())
     }
 }
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// When the zone next has scheduled work (N6): the running operation's activation time
+    /// (B2 may move it), or `None`. A daemon sleeps until then, or until a message comes.
+    pub fn poll_timeout(&self) -> Result<Option<Timestamp>> {
+        Ok(self.current_op()?.and_then(|(_, op)| op.poll_timeout()))
+    }
+
+    /// Runs the scheduled work that is due at the clock's time (quinn-proto's
+    /// `handle_timeout`): activation (O8), or B2's postponement or hold. Returns whether it
+    /// activated; a call with nothing due changes nothing. Commands and [`Self::answer`] run
+    /// what is due themselves: this is for a daemon's timer.
+    pub fn handle_timeout(&self) -> Result<bool> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.tick_with(&mut self.begin()?) {
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => continue,
+                r => return r,
+            }
+        }
+    }
+}

@@ -74,6 +74,17 @@ impl LoopbackTransport {
         }
     }
 
+    /// Runs `f` on a member's agent and keeps what it changed (saved to its files when backed
+    /// by a directory). For frontends that drive an agent by hand: a test, a simulation of one
+    /// member's own timer.
+    pub fn agent_mut<R>(
+        &self,
+        member: &str,
+        f: impl FnOnce(&mut Agent) -> R,
+    ) -> Result<R, AgentError> {
+        self.act(member, |a| (f(a), true))
+    }
+
     /// The lock of one member's files.
     fn file_lock(&self, member: &str) -> Arc<Mutex<()>> {
         lock(&self.file_locks)
