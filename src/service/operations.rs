@@ -4,6 +4,7 @@
 //! idempotent and is simply run again (B5).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 
@@ -359,7 +360,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The last finished operation, if any.
     fn last_finished_op(&self) -> Result<Option<Operation>> {
-        match self.store.scan(HISTORY)?.pop() {
+        // History keys carry the id zero-padded, so the greatest key is the newest: one read
+        // whatever the length of the history.
+        match self.store.last(HISTORY)? {
             Some((k, rec)) => Ok(Some(decode(&k, &rec.value)?)),
             None => Ok(None),
         }
@@ -405,11 +408,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The server an operation is initiated on in a zone without a certificate server: the
     /// first Primary Server (O6: it offers the recovery bundle).
     pub(super) fn initiating_server(&self) -> Result<Fqdn> {
-        self.server_records()?
-            .into_iter()
-            .find(|s| s.role == ServerRole::Primary)
-            .map(|s| s.fqdn)
-            .ok_or_else(|| OpError::Selection("the zone has no Primary Server".into()).into())
+        // Servers are read in FQDN order until the first Primary Server.
+        let mut found = None;
+        self.each_record(keys::SERVER_PREFIX, |_, _, s: ServerRecord| {
+            if s.role == ServerRole::Primary {
+                found = Some(s.fqdn);
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        found.ok_or_else(|| OpError::Selection("the zone has no Primary Server".into()).into())
     }
 
     pub(super) fn content_servers(&self) -> Result<Vec<Fqdn>> {
@@ -816,14 +825,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .collect();
         // A device's name is its key's suffix (`device/<name>`): no need to decode 100,000
         // records for it.
-        for (key, _) in self.store.scan(keys::DEVICE_PREFIX)? {
-            if let Some(name) = key.strip_prefix(keys::DEVICE_PREFIX) {
-                out.push(Member {
-                    name: name.to_string(),
-                    server: None,
-                });
-            }
-        }
+        self.each_device_name(&mut |name| {
+            out.push(Member {
+                name: name.to_string(),
+                server: None,
+            });
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
     }
 
@@ -849,16 +857,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
+    /// Every member's update record of `op`, for the answers that need every member (the
+    /// gate's coverage, the stranded members, a refresh of the fleet). Read one record at a
+    /// time.
     fn member_updates(&self, op: &Operation) -> Result<BTreeMap<String, (u64, MemberUpdate)>> {
-        let prefix = update::prefix(op.id);
-        self.store
-            .scan(&prefix)?
-            .into_iter()
-            .map(|(k, r)| {
-                let u: MemberUpdate = decode(&k, &r.value)?;
-                Ok((u.name.clone(), (r.version, u)))
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        self.each_record(&update::prefix(op.id), |_, version, u: MemberUpdate| {
+            out.insert(u.name.clone(), (version, u));
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
     }
 
     /// The names of members stranded by activation (O8).
@@ -1208,20 +1216,26 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O10: members left stranded by a Remint CA baselined with `force`. They trust only the
     /// old CA, so they can no longer reach the zone, and the recovery bundle is gone.
     fn cut_off_members(&self) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for (k, rec) in self.store.scan(HISTORY)? {
-            let op: Operation = decode(&k, &rec.value)?;
+        // Every finished operation is looked at (any forced baseline may have cut members
+        // off), one history record at a time; only the forced ones' member records are read.
+        let mut forced = Vec::new();
+        self.each_record(HISTORY, |_, _, op: Operation| {
             if matches!(op.kind, OpKind::RemintCa { .. })
                 && matches!(op.state, OpState::Baselined(ref b) if b.forced)
             {
-                let updates = self.member_updates(&op)?;
-                out.extend(
-                    updates
-                        .into_values()
-                        .filter(|(_, u)| u.is_stranded())
-                        .map(|(_, u)| u.name),
-                );
+                forced.push(op);
             }
+            ControlFlow::Continue(())
+        })?;
+        let mut out = BTreeSet::new();
+        for op in forced {
+            let updates = self.member_updates(&op)?;
+            out.extend(
+                updates
+                    .into_values()
+                    .filter(|(_, u)| u.is_stranded())
+                    .map(|(_, u)| u.name),
+            );
         }
         Ok(out)
     }
@@ -1427,24 +1441,31 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    /// Update status of every device in the running operation (name -> status).
-    pub(crate) fn device_update_statuses(&self) -> Result<BTreeMap<String, String>> {
-        let Some((_, op)) = self.current_op()? else {
-            return Ok(BTreeMap::new());
-        };
-        if !op.kind.all_members() {
-            return Ok(BTreeMap::new());
-        }
-        let updates = self.member_updates(&op)?;
+    /// The running operation whose member statuses devices show (`device list`), if one runs
+    /// and covers devices.
+    pub(crate) fn device_status_op(&self) -> Result<Option<Operation>> {
         Ok(self
-            .device_records()?
-            .into_iter()
-            .map(|d| {
-                let s =
-                    member_status_text(&op, updates.get(&d.name).map(|(_, u)| u), self.clock.now());
-                (d.name, s.to_string())
-            })
-            .collect())
+            .current_op()?
+            .map(|(_, op)| op)
+            .filter(|op| op.kind.all_members()))
+    }
+
+    /// Device `name`'s update status in `op` (from [`Self::device_status_op`]; `none` without
+    /// one): one point read of its update record.
+    pub(crate) fn device_update_status(
+        &self,
+        op: Option<&Operation>,
+        name: &str,
+    ) -> Result<String> {
+        let Some(op) = op else {
+            return Ok("none".into());
+        };
+        let key = update::key(op.id, name);
+        let u: Option<MemberUpdate> = match self.store.get(&key)? {
+            Some(rec) => Some(decode(&key, &rec.value)?),
+            None => None,
+        };
+        Ok(member_status_text(op, u.as_ref(), self.clock.now()).to_string())
     }
 
     /// The running operation and its update record for server `fqdn`, for V2's status columns:
