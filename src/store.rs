@@ -23,7 +23,8 @@
 //!   CA that signs a new server's certificate, "no operation runs" for a Move CA). The service
 //!   therefore treats the audit log's head as a zone-wide *epoch*: every commit appends an
 //!   audit entry and so moves the head; every command reads the head before anything it
-//!   decides from, and its commit expects the head still at that version. A commit that any
+//!   decides from, and its commit expects the head still at that version; a command that
+//!   commits in steps goes on from the head version its commit returned. A commit that any
 //!   other commit overtook fails as a whole, and the service reports
 //!   [`Error::ZoneChanged`](crate::error::Error::ZoneChanged), which is retryable: running the
 //!   command again re-reads the zone. The price is that two commands that could have
@@ -40,9 +41,9 @@
 //!   Keys are compared as bytes, which for UTF-8 is code point order.
 //! * **Versions from the commit.** [`Storage::commit`] returns [`Committed`]: the version each
 //!   put gave its key, aligned with the writes (a delete gives none). A caller that writes a
-//!   record and goes on from it (the audit head, the zone epoch below) takes its version from
-//!   there instead of predicting "read version + 1" (a backend is free to number versions
-//!   differently, as long as they only go up while the key exists).
+//!   record and goes on from it (the audit head, that is the zone's epoch above) takes its
+//!   version from there instead of predicting "read version + 1", so the service's
+//!   bookkeeping never disagrees with the store's.
 //! * **Retryable errors.** [`StoreError::is_retryable`] says whether the same transaction, run
 //!   again after re-reading, may succeed: a [`Conflict`](StoreError::Conflict), a
 //!   [`Busy`](StoreError::Busy) store, and a [`Backend`](StoreError::Backend) failure that its

@@ -24,6 +24,7 @@ enum Read {
         returned: usize,
     },
     Last(String),
+    Commit,
 }
 
 /// A memory store that records its reads. `scan_each` and `scan_all` are the provided ones,
@@ -67,6 +68,7 @@ impl Storage for Recording {
         self.inner.last(prefix)
     }
     fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
+        self.note(Read::Commit);
         self.inner.commit(writes)
     }
 }
@@ -203,4 +205,66 @@ fn the_last_operation_is_one_read_not_a_scan_of_the_history() {
         .start_remint_ca(remint_ca("2027-03-01T00:00:00Z"))
         .unwrap();
     assert_eq!(sim.svc.op().unwrap().unwrap().id, 2);
+}
+
+/// The reads before the first commit of a command: what it decided from.
+fn decided_from(reads: &[Read]) -> &[Read] {
+    let end = reads
+        .iter()
+        .position(|r| *r == Read::Commit)
+        .expect("the command commits");
+    &reads[..end]
+}
+
+#[test]
+fn ignore_and_redeploy_of_named_members_read_only_those_members() {
+    let sim = zone();
+    sim.svc
+        .start_remint_ca(remint_ca("2027-03-01T00:00:00Z"))
+        .unwrap();
+    let store = sim.svc.store();
+    store.take();
+    sim.svc
+        .ignore(&["dev-7".into(), "ps1.zone.example".into()])
+        .unwrap();
+    let reads = store.take();
+    let before = decided_from(&reads);
+    assert!(
+        !before.iter().any(|r| matches!(r, Read::Scan { .. })),
+        "ignore read a whole family before committing: {before:?}"
+    );
+    assert!(
+        before.contains(&Read::Get("device/dev-7".into())),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&Read::Get("server/ps1.zone.example".into())),
+        "{before:?}"
+    );
+    // The ignore took: the named members are out of the update.
+    for name in ["dev-7", "ps1.zone.example"] {
+        let rec = store.get(&format!("op/000001/m/{name}")).unwrap().unwrap();
+        let u: serde_json::Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(u["status"], "ignored", "{name}");
+    }
+    // A name that is no member is refused without reading the others.
+    store.take();
+    assert!(sim.svc.ignore(&["nobody".into()]).is_err());
+    assert!(
+        !store
+            .take()
+            .iter()
+            .any(|r| matches!(r, Read::Scan { prefix, .. } if prefix == "device/")),
+    );
+    // Redeploying a named member that has not failed is refused without reading the
+    // operation's member records as a family.
+    store.take();
+    assert!(sim.svc.redeploy(&["dev-8".into()]).is_err());
+    let reads = store.take();
+    assert!(
+        !reads
+            .iter()
+            .any(|r| matches!(r, Read::Scan { prefix, .. } if prefix.starts_with("op/"))),
+        "{reads:?}"
+    );
 }

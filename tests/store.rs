@@ -893,6 +893,9 @@ fn assert_open_fails_cleanly(path: &Path) {
         Ok(Err(e @ StoreError::Damaged { .. })) => {
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
             assert!(e.to_string().contains("damaged"), "{e}");
+            // Damage is met again on a retry, and what redb found is kept as the source.
+            assert!(!e.is_retryable(), "{e}");
+            assert!(std::error::Error::source(&e).is_some(), "{e:?}");
         }
         Ok(other) => panic!("expected a damaged-store error, got {other:?}"),
         Err(_) => panic!("RedbStore::open panicked on {}", path.display()),
@@ -969,6 +972,11 @@ fn redb_second_handle_on_open_file_is_refused() {
     let store = Arc::new(RedbStore::create(&path).unwrap());
     let err = RedbStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("already open"), "{err}");
+    // Busy passes once the holder closes: retryable.
+    assert!(
+        matches!(err, StoreError::Busy { .. }) && err.is_retryable(),
+        "{err}"
+    );
     // Sharing the one handle is the supported way for several frontends.
     let frontend: Arc<dyn Storage> = store.clone();
     frontend.commit(&[Write::create("a", *b"1")]).unwrap();

@@ -498,7 +498,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         } else {
             future_der.clone()
         };
-        let members = self.members()?.len() as u64;
+        let members = self.member_count()?;
         let op = Operation::new(
             self.next_op_id()?,
             OpKind::RemintCa {
@@ -835,6 +835,31 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(out)
     }
 
+    /// Member `name` (a server's FQDN or a device's name), by point reads of its record.
+    fn member(&self, name: &str) -> Result<Option<Member>> {
+        let key = keys::server(name);
+        if let Some(rec) = self.store.get(&key)? {
+            let s: ServerRecord = decode(&key, &rec.value)?;
+            return Ok(Some(Member {
+                name: s.fqdn.to_string(),
+                server: Some(Box::new(s)),
+            }));
+        }
+        Ok(self.store.get(&keys::device(name))?.map(|_| Member {
+            name: name.to_string(),
+            server: None,
+        }))
+    }
+
+    /// Member `name`'s update record in `op`, with its version: one point read.
+    fn member_update(&self, op: &Operation, name: &str) -> Result<Option<(u64, MemberUpdate)>> {
+        let key = update::key(op.id, name);
+        match self.store.get(&key)? {
+            Some(rec) => Ok(Some((rec.version, decode(&key, &rec.value)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Whether `member` is in the operation's update.
     fn targeted(op: &Operation, member: &Member) -> bool {
         match &op.kind {
@@ -1103,13 +1128,24 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, op) = self.running_op()?;
         let now = self.clock.now();
         op.check_redeploy(now)?;
-        let updates = self.member_updates(&op)?;
-        let chosen: Vec<&String> = if names.is_empty() {
-            updates
-                .iter()
+        // Every failed member when none is named (the answer needs every member's status),
+        // else point reads of the named ones.
+        let updates = if names.is_empty() {
+            self.member_updates(&op)?
+                .into_iter()
                 .filter(|(_, (_, u))| u.status == MemberStatus::Failed)
-                .map(|(n, _)| n)
                 .collect()
+        } else {
+            let mut named = BTreeMap::new();
+            for name in names {
+                if let Some(found) = self.member_update(&op, name)? {
+                    named.insert(name.clone(), found);
+                }
+            }
+            named
+        };
+        let chosen: Vec<&String> = if names.is_empty() {
+            updates.keys().collect()
         } else {
             names.iter().collect()
         };
@@ -1146,11 +1182,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let names = &fold_names(names);
         let preview = self.preview()?;
         preview.check_ignore()?;
-        let members = self.members()?;
+        // Point reads of the named members: the zone's other members are not the answer.
         for name in names {
-            if !members
-                .iter()
-                .any(|m| &m.name == name && Self::targeted(&preview, m))
+            if !self
+                .member(name)?
+                .is_some_and(|m| Self::targeted(&preview, &m))
             {
                 return Err(OpError::NotInUpdate { name: name.clone() }.into());
             }
@@ -1160,17 +1196,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, op) = self.running_op()?;
         op.check_ignore()?;
         let now = self.clock.now();
-        let members = self.members()?;
-        let updates = self.member_updates(&op)?;
         let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
         for name in names {
-            let m = members
-                .iter()
-                .find(|m| &m.name == name)
+            let m = self
+                .member(name)?
                 .filter(|m| Self::targeted(&op, m))
                 .ok_or_else(|| OpError::NotInUpdate { name: name.clone() })?;
-            let (expect, mut u) = match updates.get(&m.name) {
-                Some((v, u)) => (Expect::Version(*v), u.clone()),
+            let (expect, mut u) = match self.member_update(&op, &m.name)? {
+                Some((v, u)) => (Expect::Version(v), u),
                 None => (Expect::Absent, MemberUpdate::assigned(name, now)),
             };
             u.status = MemberStatus::Ignored;
