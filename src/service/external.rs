@@ -143,7 +143,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             // B2: checked before the agent makes anything.
             g.check_for(&activation, current.not_after())?;
         }
-        let servers = self.server_records()?;
         let initiating = match &zone.ca {
             CaKind::Internal { certificate_server } => certificate_server.clone(),
             CaKind::External => self.initiating_server()?,
@@ -156,10 +155,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 key,
                 validity,
             } => {
-                if !servers
-                    .iter()
-                    .any(|s| s.fqdn == server && s.role == ServerRole::Primary)
-                {
+                let primary = self
+                    .server_record(&server)?
+                    .is_some_and(|s| s.role == ServerRole::Primary);
+                if !primary {
                     return Err(OpError::Selection(format!(
                         "{server} is not a Primary Server of the zone: only a Primary Server \
                          can hold the CA role (CI1)"
