@@ -2336,7 +2336,7 @@ fn fleet_refresh(
     // Fleet-wide work reports progress on stderr: a bar for a person at a terminal, else a
     // line per batch the library commits (with --json, JSON notices), so a log shows it.
     let total = if all {
-        svc.server_records().map_err(msg)?.len() + svc.device_records().map_err(msg)?.len()
+        usize::try_from(svc.member_count().map_err(msg)?).unwrap_or(usize::MAX)
     } else {
         0
     };

@@ -10,11 +10,13 @@
 //! never both commit a change made from the same view of the zone (B6): the second one gets a
 //! conflict and must reload.
 
+use std::ops::ControlFlow;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::store::{Expect, Storage, StoreError, Write};
+use crate::store::{Committed, Expect, Storage, StoreError, Write};
 use crate::zone::RECORD_VERSION;
 
 const HEAD: &str = "audit/head";
@@ -103,9 +105,19 @@ impl Epoch {
         Ok(Epoch(store.get(HEAD)?.map(|r| r.version)))
     }
 
-    /// The epoch after this command's own commit (which moved the head by one).
-    pub(crate) fn next(self) -> Epoch {
-        Epoch(Some(self.0.map_or(1, |v| v.saturating_add(1))))
+    /// The epoch after a commit that wrote `writes` (ending with [`append`]'s) and got
+    /// `committed` back: the version the commit gave the head, as the store reports it (not
+    /// "the version read + 1", which a backend need not follow).
+    pub(crate) fn after(writes: &[Write], committed: &Committed) -> Result<Epoch, StoreError> {
+        let head = writes.iter().rposition(|w| w.key == HEAD);
+        match head.and_then(|i| committed.version(i)) {
+            Some(v) => Ok(Epoch(Some(v))),
+            // Only a backend that breaks `Storage::commit`'s contract gets here.
+            None => Err(StoreError::backend(
+                "commit to the audit log",
+                "the store reported no version for the audit head it wrote",
+            )),
+        }
     }
 
     fn expect(self) -> Expect {
@@ -198,47 +210,72 @@ pub struct AuditReport {
     pub head: String,
 }
 
-/// Reads the whole log and checks every link, the sequence numbers and the head.
+/// Checks one entry read at `key`: that it is entry `expected_seq`, links to `prev` and matches
+/// its hash. Its hash, the next entry's `prev`, on success.
+fn check_entry(
+    key: &str,
+    value: &[u8],
+    expected_seq: u64,
+    prev: &str,
+) -> Result<String, AuditError> {
+    let e: AuditEntry = serde_json::from_slice(value).map_err(|err| AuditError::Broken {
+        seq: expected_seq,
+        reason: format!("{key} unreadable: {err}"),
+    })?;
+    if e.seq != expected_seq || key != entry_key(expected_seq) {
+        return Err(AuditError::Broken {
+            seq: expected_seq,
+            reason: format!(
+                "found entry {} at {key}: an entry is missing or moved",
+                e.seq
+            ),
+        });
+    }
+    if e.prev != prev {
+        return Err(AuditError::Broken {
+            seq: e.seq,
+            reason: "does not link to the previous entry's hash".into(),
+        });
+    }
+    let body = Body {
+        seq: e.seq,
+        at: e.at,
+        event: e.event,
+        detail: e.detail,
+        prev: e.prev,
+    };
+    if hash_body(&body) != e.hash {
+        return Err(AuditError::Broken {
+            seq: e.seq,
+            reason: "content does not match its hash (entry altered)".into(),
+        });
+    }
+    Ok(e.hash)
+}
+
+/// Reads the whole log and checks every link, the sequence numbers and the head. The log is
+/// read one entry at a time ([`Storage::scan_each`]), so verifying a long log needs memory for
+/// one entry, not for all.
 pub fn verify(store: &dyn Storage) -> Result<AuditReport, AuditError> {
     let mut prev = GENESIS.to_string();
     let mut count = 0u64;
-    for (key, rec) in store.scan(PREFIX)? {
-        let expected_seq = count + 1;
-        let e: AuditEntry =
-            serde_json::from_slice(&rec.value).map_err(|err| AuditError::Broken {
-                seq: expected_seq,
-                reason: format!("{key} unreadable: {err}"),
-            })?;
-        if e.seq != expected_seq || key != entry_key(expected_seq) {
-            return Err(AuditError::Broken {
-                seq: expected_seq,
-                reason: format!(
-                    "found entry {} at {key}: an entry is missing or moved",
-                    e.seq
-                ),
-            });
-        }
-        if e.prev != prev {
-            return Err(AuditError::Broken {
-                seq: e.seq,
-                reason: "does not link to the previous entry's hash".into(),
-            });
-        }
-        let body = Body {
-            seq: e.seq,
-            at: e.at,
-            event: e.event,
-            detail: e.detail,
-            prev: e.prev,
-        };
-        if hash_body(&body) != e.hash {
-            return Err(AuditError::Broken {
-                seq: e.seq,
-                reason: "content does not match its hash (entry altered)".into(),
-            });
-        }
-        prev = e.hash;
-        count += 1;
+    let mut broken = None;
+    store.scan_each(
+        PREFIX,
+        &mut |key, rec| match check_entry(&key, &rec.value, count + 1, &prev) {
+            Ok(hash) => {
+                prev = hash;
+                count += 1;
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                broken = Some(e);
+                ControlFlow::Break(())
+            }
+        },
+    )?;
+    if let Some(e) = broken {
+        return Err(e);
     }
     match store.get(HEAD)? {
         Some(rec) => {
@@ -350,12 +387,40 @@ mod tests {
         let epoch = Epoch::read(&s).unwrap();
         let a = append(&s, epoch, t(), "a", serde_json::Value::Null).unwrap();
         let b = append(&s, epoch, t(), "b", serde_json::Value::Null).unwrap();
-        s.commit(&a).unwrap();
+        let committed = s.commit(&a).unwrap();
         assert!(matches!(s.commit(&b), Err(StoreError::Conflict { .. })));
         verify(&s).unwrap();
         // B6: a command that read the zone at `epoch` cannot even prepare its commit now.
         let err = append(&s, epoch, t(), "c", serde_json::Value::Null).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
-        assert_eq!(Epoch::read(&s).unwrap(), epoch.next());
+        assert_eq!(
+            Epoch::read(&s).unwrap(),
+            Epoch::after(&a, &committed).unwrap()
+        );
+    }
+
+    #[test]
+    fn epoch_after_a_commit_is_the_head_version_the_store_reports() {
+        // A backend may number versions as it likes (only upwards): the epoch follows what the
+        // commit reports for the head, not "the version read + 1".
+        let s = log(2);
+        let writes = append(
+            &s,
+            Epoch::read(&s).unwrap(),
+            t(),
+            "x",
+            serde_json::Value::Null,
+        )
+        .unwrap();
+        let head = writes.iter().position(|w| w.key == HEAD).unwrap();
+        let mut versions = vec![Some(1); writes.len()];
+        versions[head] = Some(40);
+        let epoch = Epoch::after(&writes, &Committed::new(versions)).unwrap();
+        assert_eq!(epoch, Epoch(Some(40)));
+        // A backend that reports no version for the head breaks the contract: an error, not a
+        // guess.
+        let err = Epoch::after(&writes, &Committed::default()).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("no version"), "{err}");
     }
 }

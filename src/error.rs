@@ -83,14 +83,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether running the same command again may succeed: the zone changed under it (B6) or
-    /// the store reported a conflict. Every other error says something about the command or the
-    /// zone that a retry would meet again.
+    /// Whether running the same command again may succeed: the zone changed under it (B6), or
+    /// the store says a retry can pass ([`StoreError::is_retryable`]: a conflict, a busy store,
+    /// a backend failure such as a serialization failure that its backend marks retryable).
+    /// Every other error says something about the command, the zone or the store that a retry
+    /// would meet again.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::ZoneChanged { .. } | Error::Store(StoreError::Conflict { .. })
-        )
+        match self {
+            Error::ZoneChanged { .. } => true,
+            Error::Store(e) | Error::Audit(AuditError::Store(e)) => e.is_retryable(),
+            _ => false,
+        }
     }
 }
 

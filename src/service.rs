@@ -20,8 +20,9 @@ pub use operations::{
     ServerCertView, ServerRemintRequest,
 };
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::num::NonZeroUsize;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -234,22 +235,75 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .transpose()
     }
 
-    /// Every server record, in FQDN order.
+    /// Every server record, in FQDN order. A zone has tens of servers, not thousands: the
+    /// commands whose answer depends on every server (the server list, the expiry warnings,
+    /// the trust an activation keeps) read them all; a question about one server reads one.
     pub fn server_records(&self) -> Result<Vec<ServerRecord>> {
-        self.store
-            .scan(keys::SERVER_PREFIX)?
-            .iter()
-            .map(|(k, r)| decode(k, &r.value))
-            .collect()
+        let mut out = Vec::new();
+        self.each_record(keys::SERVER_PREFIX, |_, _, s: ServerRecord| {
+            out.push(s);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
     }
 
-    /// Every device record, in name order.
+    /// Every device record, in name order: memory for every device of the zone, for callers
+    /// whose answer needs every device. A page of devices is
+    /// [`device_list`](Self::device_list), a count [`member_count`](Self::member_count).
     pub fn device_records(&self) -> Result<Vec<DeviceRecord>> {
+        let mut out = Vec::new();
+        self.each_record(keys::DEVICE_PREFIX, |_, _, d: DeviceRecord| {
+            out.push(d);
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// How many members (servers and devices) the zone has. Counts keys: no record is
+    /// decoded or kept.
+    pub fn member_count(&self) -> Result<u64> {
+        let mut n = 0u64;
+        for prefix in [keys::SERVER_PREFIX, keys::DEVICE_PREFIX] {
+            self.store.scan_each(prefix, &mut |_, _| {
+                n += 1;
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// Walks the records under `prefix` in key order, decoded, one at a time (the store reads
+    /// them page by page), until `f` breaks. `f` gets the key, the version and the record.
+    fn each_record<R: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, u64, R) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let mut failed = None;
+        self.store.scan_each(
+            prefix,
+            &mut |key, rec| match decode::<R>(&key, &rec.value) {
+                Ok(value) => f(&key, rec.version, value),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            },
+        )?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Calls `f` with every device's name in key order, until it breaks. A device's name is
+    /// its key's suffix (`device/<name>`), so no record is decoded.
+    fn each_device_name(&self, f: &mut dyn FnMut(&str) -> ControlFlow<()>) -> Result<()> {
         self.store
-            .scan(keys::DEVICE_PREFIX)?
-            .iter()
-            .map(|(k, r)| decode(k, &r.value))
-            .collect()
+            .scan_each(keys::DEVICE_PREFIX, &mut |key, _| match key
+                .strip_prefix(keys::DEVICE_PREFIX)
+            {
+                Some(name) => f(name),
+                None => ControlFlow::Continue(()),
+            })?;
+        Ok(())
     }
 
     /// Refuses a name that is already a server or a device.
@@ -297,8 +351,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         writes.extend(
             audit::append(&self.store, *epoch, self.clock.now(), event, detail).map_err(changed)?,
         );
-        self.store.commit(&writes).map_err(changed)?;
-        *epoch = epoch.next();
+        let committed = self.store.commit(&writes).map_err(changed)?;
+        // The head's version as the store gave it: the epoch the next step of this command
+        // (a command that commits twice) is conditioned on.
+        *epoch = Epoch::after(&writes, &committed)?;
         Ok(())
     }
 
@@ -683,31 +739,70 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// One page of managed devices (`device list`): those with the query's update status, in
     /// natural name order, after its `after` name, at most `limit` of them; `more` says
     /// whether another page follows.
+    ///
+    /// Natural order is not the store's key order, so the device names are walked (one at a
+    /// time, no record decoded) keeping only the `limit + 1` first in natural order; a status
+    /// filter reads the update record of each name that could still make the page. Only the
+    /// page's device records are read. Without a limit the answer is every device.
     pub fn device_list(&self, query: &DeviceQuery) -> Result<DevicePage> {
-        let statuses = self.device_update_statuses()?;
-        let mut devices: Vec<DeviceView> = self
-            .device_records()?
-            .into_iter()
-            .map(|d| DeviceView {
-                update_status: statuses
-                    .get(&d.name)
-                    .cloned()
-                    .unwrap_or_else(|| "none".into()),
+        let op = self.device_status_op()?;
+        let keep = query.limit.map(|n| n.saturating_add(1));
+        // A max-heap in natural order: its top is the name a better one evicts.
+        let mut page: BinaryHeap<Natural> = BinaryHeap::new();
+        let mut failed = None;
+        self.each_device_name(&mut |name| {
+            if query
+                .after
+                .as_ref()
+                .is_some_and(|a| natural_cmp(name, a) != std::cmp::Ordering::Greater)
+            {
+                return ControlFlow::Continue(());
+            }
+            if let Some(k) = keep
+                && page.len() >= k
+                && page
+                    .peek()
+                    .is_some_and(|top| natural_cmp(name, &top.0) == std::cmp::Ordering::Greater)
+            {
+                return ControlFlow::Continue(());
+            }
+            if let Some(wanted) = &query.status {
+                match self.device_update_status(op.as_ref(), name) {
+                    Ok(status) if &status == wanted => {}
+                    Ok(_) => return ControlFlow::Continue(()),
+                    Err(e) => {
+                        failed = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            page.push(Natural(name.to_string()));
+            if keep.is_some_and(|k| page.len() > k) {
+                page.pop();
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut names: Vec<String> = page.into_sorted_vec().into_iter().map(|n| n.0).collect();
+        let more = query.limit.is_some_and(|n| names.len() > n);
+        if let Some(n) = query.limit {
+            names.truncate(n);
+        }
+        let mut devices = Vec::with_capacity(names.len());
+        for name in names {
+            let key = keys::device(&name);
+            // Gone since the walk: a concurrent removal; the page shows what is there.
+            let Some(rec) = self.store.get(&key)? else {
+                continue;
+            };
+            let d: DeviceRecord = decode(&key, &rec.value)?;
+            devices.push(DeviceView {
+                update_status: self.device_update_status(op.as_ref(), &name)?,
                 name: d.name,
                 agent_version: d.agent_version,
-            })
-            .filter(|d| {
-                query.status.as_ref().is_none_or(|s| &d.update_status == s)
-                    && query
-                        .after
-                        .as_ref()
-                        .is_none_or(|a| natural_cmp(&d.name, a) == std::cmp::Ordering::Greater)
-            })
-            .collect();
-        devices.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-        let more = query.limit.is_some_and(|n| devices.len() > n);
-        if let Some(n) = query.limit {
-            devices.truncate(n);
+            });
         }
         Ok(DevicePage { devices, more })
     }
@@ -769,9 +864,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 /// order, so two dumps are equal exactly when the stored state is equal.
 pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
     let mut map = serde_json::Map::new();
-    for (key, rec) in store.scan("")? {
+    store.scan_each("", &mut |key, rec| {
         map.insert(key, dump_entry(&rec));
-    }
+        std::ops::ControlFlow::Continue(())
+    })?;
     Ok(serde_json::Value::Object(map))
 }
 
@@ -875,6 +971,22 @@ fn serial_write(
         keys::serial(&issuer_id, &serial.hex()),
         encode(&rec),
     ))
+}
+
+/// A device name ordered by [`natural_cmp`] (`device list`'s order), for a bounded heap.
+#[derive(PartialEq, Eq)]
+struct Natural(String);
+
+impl Ord for Natural {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        natural_cmp(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Natural {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// The service is shareable between threads (a web console serving several administrators).

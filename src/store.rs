@@ -23,19 +23,42 @@
 //!   CA that signs a new server's certificate, "no operation runs" for a Move CA). The service
 //!   therefore treats the audit log's head as a zone-wide *epoch*: every commit appends an
 //!   audit entry and so moves the head; every command reads the head before anything it
-//!   decides from, and its commit expects the head still at that version. A commit that any
+//!   decides from, and its commit expects the head still at that version; a command that
+//!   commits in steps goes on from the head version its commit returned. A commit that any
 //!   other commit overtook fails as a whole, and the service reports
 //!   [`Error::ZoneChanged`](crate::error::Error::ZoneChanged), which is retryable: running the
 //!   command again re-reads the zone. The price is that two commands that could have
 //!   committed side by side also conflict; for a zone's administrative commands that is
 //!   cheap, and it needs nothing of a backend beyond compare-and-swap.
 //!
+//! * **Bounded, ranged reads.** [`Storage::scan`] returns one *page*: at most `limit` records
+//!   of a key family (a prefix), in key order, strictly after the key `after` (`None`: from
+//!   the start). A caller walks a family page by page, passing the last key of one page as
+//!   `after` of the next, so no read holds more than one page; [`Storage::last`] is the
+//!   greatest key of a family (the newest `op/history/` entry) without reading the others.
+//!   [`Storage::scan_each`] walks a family one record at a time over pages (a dump), and
+//!   [`Storage::scan_all`] collects a family for callers whose answer needs every record.
+//!   Keys are compared as bytes, which for UTF-8 is code point order.
+//! * **Versions from the commit.** [`Storage::commit`] returns [`Committed`]: the version each
+//!   put gave its key, aligned with the writes (a delete gives none). A caller that writes a
+//!   record and goes on from it (the audit head, that is the zone's epoch above) takes its
+//!   version from there instead of predicting "read version + 1", so the service's
+//!   bookkeeping never disagrees with the store's.
+//! * **Retryable errors.** [`StoreError::is_retryable`] says whether the same transaction, run
+//!   again after re-reading, may succeed: a [`Conflict`](StoreError::Conflict), a
+//!   [`Busy`](StoreError::Busy) store, and a [`Backend`](StoreError::Backend) failure that its
+//!   backend marks retryable (a serialization failure, a lock timeout). Damage, a missing
+//!   store, a read-only store or an invalid write are met again on a retry. A backend failure
+//!   keeps the backend's own error as its [`source`](std::error::Error::source), so a caller
+//!   can inspect it.
+//!
 //! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
 //! [`MemoryStore`], for tests and ephemeral use. [`FaultyStore`] wraps either one to inject
 //! commit failures in crash tests.
 
+use std::error::Error as StdError;
 use std::fmt;
-use std::ops::ControlFlow;
+use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -124,6 +147,43 @@ impl Write {
     }
 }
 
+/// What a successful [`Storage::commit`] wrote: the new version of each written key, aligned
+/// with the writes (`versions()[i]` belongs to `writes[i]`).
+///
+/// A put gives its key's new version (1 for a key it created); a delete gives `None`. An empty
+/// transaction gives an empty list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    versions: Vec<Option<u64>>,
+}
+
+impl Committed {
+    /// The result of a commit whose writes got `versions`, in the order of the writes (for
+    /// backends implementing [`Storage`]).
+    pub fn new(versions: Vec<Option<u64>>) -> Self {
+        Committed { versions }
+    }
+
+    /// The new version of each written key, in the order of the writes (`None`: deleted).
+    pub fn versions(&self) -> &[Option<u64>] {
+        &self.versions
+    }
+
+    /// The new version the write at `index` gave its key; `None` for a delete or an index past
+    /// the writes.
+    pub fn version(&self, index: usize) -> Option<u64> {
+        self.versions.get(index).copied().flatten()
+    }
+
+    /// The versions, in the order of the writes.
+    pub fn into_versions(self) -> Vec<Option<u64>> {
+        self.versions
+    }
+}
+
+/// A backend's own error, as kept by [`StoreError::Backend`] and [`StoreError::Damaged`].
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -167,17 +227,18 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The store file exists but is not a valid store: damaged, truncated, or another kind of
-    /// file. It was not changed; restore it from a copy or a backup.
+    /// file. It was not changed; restore it from a copy or a backup. Not retryable.
     #[error(
-        "store {} is damaged or is not a zonepki store ({reason}); it was left as it is: \
+        "store {} is damaged or is not a zonepki store ({source}); it was left as it is: \
          restore it from a copy or a backup",
         path.display()
     )]
     Damaged {
         /// The path that was opened.
         path: PathBuf,
-        /// What the backend found wrong.
-        reason: String,
+        /// What the backend found wrong, as the backend reported it.
+        #[source]
+        source: BoxError,
     },
     /// A write to a store opened read-only (for example a read-only file opened by a command
     /// that only shows the zone). Nothing was written.
@@ -186,11 +247,20 @@ pub enum StoreError {
         /// The path of the store.
         path: PathBuf,
     },
-    /// The backend failed (I/O, database error); the reason includes the backend's text.
-    #[error("store backend failed: {reason}")]
+    /// The backend failed (I/O, database error, a lost connection). The message gives what the
+    /// store was doing and the backend's own text; [`source`](std::error::Error::source) is the
+    /// backend's error itself. Whether the same transaction may succeed when run again is the
+    /// backend's call ([`is_retryable`](StoreError::is_retryable)): a serialization failure or a
+    /// lock timeout is, a full disk or a broken file is not.
+    #[error("store backend failed: {context}: {source}")]
     Backend {
-        /// What failed, with the backend's own message.
-        reason: String,
+        /// What the store was doing, e.g. `cannot write store /var/lib/zone.redb`.
+        context: String,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+        /// Whether running the transaction again (after re-reading) may succeed.
+        retryable: bool,
     },
     /// A stored record is malformed (e.g. its version header is truncated).
     #[error("stored record {key:?} is corrupt: {reason}")]
@@ -210,6 +280,46 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// A [`Backend`](StoreError::Backend) failure that a retry would meet again.
+    pub fn backend(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+            retryable: false,
+        }
+    }
+
+    /// A [`Backend`](StoreError::Backend) failure that may pass when the transaction runs again
+    /// (a serialization failure, a deadlock victim, a lock or connection timeout).
+    pub fn backend_retryable(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+            retryable: true,
+        }
+    }
+
+    /// Whether the same transaction, run again after re-reading what it decides from, may
+    /// succeed: a [`Conflict`](StoreError::Conflict) (somebody else wrote first), a
+    /// [`Busy`](StoreError::Busy) store (its holder finishes), and a
+    /// [`Backend`](StoreError::Backend) failure its backend marked retryable. Damage, corrupt
+    /// records, a missing or read-only store and invalid writes are not: a retry meets them
+    /// again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Conflict { .. } | StoreError::Busy { .. } => true,
+            StoreError::Backend { retryable, .. } => *retryable,
+            StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::ReadOnly { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::InvalidWrite { .. } => false,
+        }
+    }
+}
+
 fn found_text(found: Option<u64>) -> String {
     match found {
         Some(v) => format!("version {v}"),
@@ -217,100 +327,163 @@ fn found_text(found: Option<u64>) -> String {
     }
 }
 
+/// How many records [`Storage::scan_each`] and [`Storage::scan_all`] read per page.
+pub const SCAN_PAGE: usize = 512;
+
 /// Persistent, versioned key-value records with atomic compare-and-swap transactions.
 ///
-/// Keys are UTF-8 strings; scans return keys in byte order. Implementations are shared
-/// between threads (and frontends) and must make [`commit`](Storage::commit) atomic with
-/// respect to every other commit and read of the same store.
+/// Keys are UTF-8 strings, ordered by their bytes. Implementations are shared between threads
+/// (and frontends) and must make [`commit`](Storage::commit) atomic with respect to every other
+/// commit and read of the same store. Every read is bounded: [`get`](Storage::get) and
+/// [`last`](Storage::last) return one record, [`scan`](Storage::scan) at most `limit`.
 pub trait Storage: Send + Sync {
     /// The record stored under `key`, if any.
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError>;
 
-    /// Every record whose key starts with `prefix`, in key order (`""` = everything).
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError>;
-
-    /// Calls `f` with every record whose key starts with `prefix`, in key order, from one
-    /// consistent snapshot, until `f` returns [`ControlFlow::Break`]. The default goes through
-    /// [`scan`](Storage::scan); a backend overrides it to hold one record at a time, so a walk
-    /// over a large store (a dump) needs memory for one record, not for all.
-    fn scan_each(
+    /// One page of a key family: at most `limit` records whose key starts with `prefix` and
+    /// is strictly greater than `after` (`None`: from the family's first key), in key order,
+    /// from one consistent snapshot. `""` is the family of every key.
+    ///
+    /// To walk a family, pass the last key of each page as `after` of the next; a page shorter
+    /// than `limit` is the last. `after` need not be a stored key, nor start with `prefix`: a
+    /// key before the family starts the page at the family's first key, one after it gives an
+    /// empty page. `limit` 0 gives an empty page.
+    fn scan(
         &self,
         prefix: &str,
-        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
-    ) -> Result<(), StoreError> {
-        for (key, rec) in self.scan(prefix)? {
-            if f(key, rec).is_break() {
-                break;
-            }
-        }
-        Ok(())
-    }
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError>;
+
+    /// The record with the greatest key that starts with `prefix` (`None`: no such key),
+    /// without reading the others: the newest of a family whose keys sort by age.
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError>;
 
     /// Applies all writes atomically, or none (every precondition is checked before anything
-    /// is written).
+    /// is written), and returns the version each write gave its key, aligned with `writes`.
     ///
     /// Fails with [`StoreError::InvalidWrite`] for an empty key, a key written twice, or
     /// [`Expect::Version(0)`](Expect::Version); with [`StoreError::Conflict`] for the first
-    /// write (in order) whose precondition does not hold. An empty transaction succeeds and
-    /// changes nothing.
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
-}
+    /// write (in order) whose precondition does not hold. An empty transaction succeeds,
+    /// changes nothing and returns no versions.
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError>;
 
-impl<T: Storage + ?Sized> Storage for Arc<T> {
-    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        (**self).get(key)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        (**self).scan(prefix)
-    }
+    /// Calls `f` with every record whose key starts with `prefix`, in key order, until `f`
+    /// returns [`ControlFlow::Break`], holding one page of records at a time.
+    ///
+    /// The provided method reads pages of [`SCAN_PAGE`] through [`scan`](Storage::scan): each
+    /// page is a consistent snapshot, the walk as a whole sees commits made while it runs. A
+    /// backend that can hold one snapshot for a whole walk (redb's read transaction) overrides
+    /// it, so that a dump is one state of the store.
     fn scan_each(
         &self,
         prefix: &str,
         f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        (**self).scan_each(prefix, f)
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.scan(prefix, after.as_deref(), SCAN_PAGE)?;
+            let full = page.len() == SCAN_PAGE;
+            for (key, rec) in page {
+                after = Some(key.clone());
+                if f(key, rec).is_break() {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
     }
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        (**self).commit(writes)
+
+    /// Every record whose key starts with `prefix`, in key order, collected through
+    /// [`scan_each`](Storage::scan_each). Its memory grows with the family: it is for callers
+    /// whose answer needs every record of it (a small family such as the servers, a
+    /// verification of the whole audit log, tests); others page with [`scan`](Storage::scan).
+    fn scan_all(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_each(prefix, &mut |key, rec| {
+            out.push((key, rec));
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
     }
 }
 
-impl<T: Storage + ?Sized> Storage for &T {
-    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        (**self).get(key)
-    }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        (**self).scan(prefix)
-    }
-    fn scan_each(
-        &self,
-        prefix: &str,
-        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
-    ) -> Result<(), StoreError> {
-        (**self).scan_each(prefix, f)
-    }
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        (**self).commit(writes)
-    }
+macro_rules! forward_storage {
+    ($($ty:ty),*) => {$(
+        impl<T: Storage + ?Sized> Storage for $ty {
+            fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+                (**self).get(key)
+            }
+            fn scan(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<(String, Record)>, StoreError> {
+                (**self).scan(prefix, after, limit)
+            }
+            fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+                (**self).last(prefix)
+            }
+            fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
+                (**self).commit(writes)
+            }
+            fn scan_each(
+                &self,
+                prefix: &str,
+                f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+            ) -> Result<(), StoreError> {
+                (**self).scan_each(prefix, f)
+            }
+            fn scan_all(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+                (**self).scan_all(prefix)
+            }
+        }
+    )*};
 }
 
-impl<T: Storage + ?Sized> Storage for Box<T> {
-    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        (**self).get(key)
+forward_storage!(Arc<T>, &T, Box<T>);
+
+/// The key range of a page: keys starting with `prefix`, strictly after `after`. `None` when
+/// the page is empty whatever is stored (`after` at or past the family's end). Shared by the
+/// backends so they agree on every edge.
+pub(crate) fn page_bounds<'a>(
+    prefix: &'a str,
+    after: Option<&'a str>,
+    end: Option<&'a str>,
+) -> Option<(Bound<&'a str>, Bound<&'a str>)> {
+    let start = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a),
+        _ => Bound::Included(prefix),
+    };
+    if let (Bound::Excluded(a), Some(end)) = (start, end)
+        && a >= end
+    {
+        return None;
     }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        (**self).scan(prefix)
+    Some((start, end.map_or(Bound::Unbounded, Bound::Excluded)))
+}
+
+/// The least string greater than every string that starts with `prefix` (`None` for `""`,
+/// whose family is every key, and for a prefix of only U+10FFFF). UTF-8's byte order is code
+/// point order, so this is the prefix with its last character incremented; a last character
+/// that has no successor is dropped and the one before it incremented.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            // The surrogates are not characters: U+D7FF is followed by U+E000.
+            '\u{d7ff}' => Some('\u{e000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
     }
-    fn scan_each(
-        &self,
-        prefix: &str,
-        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
-    ) -> Result<(), StoreError> {
-        (**self).scan_each(prefix, f)
-    }
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        (**self).commit(writes)
-    }
+    None
 }
 
 /// Checks what can be checked without reading the store: no empty key, no key twice, no
@@ -371,8 +544,8 @@ pub(crate) fn next_version(key: &str, found: Option<u64>) -> Result<u64, StoreEr
 /// A [`Storage`] wrapper that injects commit failures, for crash and recovery tests.
 ///
 /// Reads pass through. Commits pass through until `fail_after` commits have succeeded; from
-/// then on every commit fails with [`StoreError::Backend`] (`"injected failure after N
-/// commits"`) without reaching the inner store, so nothing of it is applied. Commits that the
+/// then on every commit fails with [`StoreError::Backend`] (not retryable, its source an
+/// [`InjectedFailure`]) without reaching the inner store, so nothing of it is applied. Commits that the
 /// inner store refuses (conflicts, invalid writes) do not count as successful.
 ///
 /// Commits through one `FaultyStore` are serialized, so the count is exact under concurrency.
@@ -432,13 +605,31 @@ impl<S> FaultyStore<S> {
     }
 }
 
+/// The failure a [`FaultyStore`] injects, as the [`source`](std::error::Error::source) of its
+/// [`StoreError::Backend`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("injected failure after {commits} commits")]
+pub struct InjectedFailure {
+    /// How many commits had succeeded when this one was refused.
+    pub commits: u64,
+}
+
 impl<S: Storage> Storage for FaultyStore<S> {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key)
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        self.inner.scan(prefix)
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        self.inner.scan(prefix, after, limit)
+    }
+
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+        self.inner.last(prefix)
     }
 
     fn scan_each(
@@ -449,18 +640,21 @@ impl<S: Storage> Storage for FaultyStore<S> {
         self.inner.scan_each(prefix, f)
     }
 
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
         let mut state = self.lock();
         if let Some(n) = state.fail_after
             && state.commits >= n
         {
-            return Err(StoreError::Backend {
-                reason: format!("injected failure after {n} commits"),
-            });
+            // Not retryable: the crash tests stand for a store that is gone, not one that is
+            // momentarily busy.
+            return Err(StoreError::backend(
+                "injected commit failure",
+                InjectedFailure { commits: n },
+            ));
         }
-        self.inner.commit(writes)?;
+        let committed = self.inner.commit(writes)?;
         state.commits += 1;
-        Ok(())
+        Ok(committed)
     }
 }
 
@@ -531,19 +725,26 @@ mod tests {
         assert_eq!(store.commits(), 2);
         let err = store.commit(&[Write::create("c", *b"3")]);
         match err {
-            Err(StoreError::Backend { reason }) => {
-                assert_eq!(reason, "injected failure after 2 commits");
+            Err(e @ StoreError::Backend { .. }) => {
+                assert!(!e.is_retryable());
+                let source =
+                    std::error::Error::source(&e).and_then(|s| s.downcast_ref::<InjectedFailure>());
+                assert_eq!(source, Some(&InjectedFailure { commits: 2 }));
+                assert!(
+                    e.to_string().contains("injected failure after 2 commits"),
+                    "{e}"
+                );
             }
             other => panic!("expected an injected failure, got {other:?}"),
         }
         assert_eq!(store.get("c")?, None);
-        assert_eq!(store.scan("")?.len(), 2);
+        assert_eq!(store.scan_all("")?.len(), 2);
         store.set_fail_after(None);
         store.commit(&[Write::create("c", *b"3")])?;
         assert_eq!(store.commits(), 3);
         store.set_fail_after(Some(0));
         assert!(matches!(store.commit(&[]), Err(StoreError::Backend { .. })));
-        assert_eq!(store.into_inner().scan("")?.len(), 3);
+        assert_eq!(store.into_inner().scan_all("")?.len(), 3);
         Ok(())
     }
 
@@ -554,7 +755,56 @@ mod tests {
         let by_ref: &dyn Storage = &*shared;
         assert_eq!(by_ref.get("k")?.map(|r| r.version), Some(1));
         let boxed: Box<dyn Storage> = Box::new(Arc::clone(&shared));
-        assert_eq!(boxed.scan("")?.len(), 1);
+        assert_eq!(boxed.scan("", None, 5)?.len(), 1);
+        assert_eq!(boxed.last("")?.map(|(k, _)| k).as_deref(), Some("k"));
         Ok(())
+    }
+
+    #[test]
+    fn prefix_end_is_the_least_key_past_the_family() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a").as_deref(), Some("b"));
+        assert_eq!(prefix_end("op/history/").as_deref(), Some("op/history0"));
+        assert_eq!(prefix_end("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_end("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
+        assert_eq!(prefix_end("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10ffff}\u{10ffff}"), None);
+        // Every key of the family sorts before it, and the next family does not.
+        for p in ["a", "é", "a\u{10ffff}", "x\u{7f}"] {
+            let end = prefix_end(p).unwrap();
+            for k in [
+                p.to_string(),
+                format!("{p}\u{10ffff}\u{10ffff}"),
+                format!("{p}\0"),
+            ] {
+                assert!(k.as_str() < end.as_str(), "{k:?} !< {end:?}");
+            }
+            assert!(!end.starts_with(p));
+        }
+    }
+
+    #[test]
+    fn page_bounds_edges() {
+        use Bound::{Excluded, Included, Unbounded};
+        assert_eq!(
+            page_bounds("b/", None, Some("b0")),
+            Some((Included("b/"), Excluded("b0")))
+        );
+        // `after` before the family: from its first key.
+        assert_eq!(
+            page_bounds("b/", Some("a"), Some("b0")),
+            Some((Included("b/"), Excluded("b0")))
+        );
+        assert_eq!(
+            page_bounds("b/", Some("b/x"), Some("b0")),
+            Some((Excluded("b/x"), Excluded("b0")))
+        );
+        // At or past the family's end: nothing.
+        assert_eq!(page_bounds("b/", Some("b0"), Some("b0")), None);
+        assert_eq!(page_bounds("b/", Some("c"), Some("b0")), None);
+        assert_eq!(
+            page_bounds("", Some("z"), None),
+            Some((Excluded("z"), Unbounded))
+        );
     }
 }

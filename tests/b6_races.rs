@@ -217,7 +217,7 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
 fn store_keys(store: &MemoryStore) -> Vec<String> {
     use zonepki::store::Storage;
     store
-        .scan("")
+        .scan_all("")
         .unwrap()
         .into_iter()
         .map(|(k, _)| k)

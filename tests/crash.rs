@@ -232,7 +232,7 @@ fn check_end(sim: &Sim<Store>, store: &Store) -> End {
 
     // S3: no serial twice, and every certificate in use has its serial recorded.
     let keys: Vec<String> = store
-        .scan("serial/")
+        .scan_all("serial/")
         .unwrap()
         .into_iter()
         .map(|(k, _)| k.rsplit('/').next().unwrap().to_string())

@@ -147,7 +147,7 @@ fn dump_without_audit(svc: &Svc) -> serde_json::Value {
 }
 
 fn last_audit_event(svc: &Svc) -> (String, serde_json::Value) {
-    let entries = zonepki::store::Storage::scan(svc.store(), "audit/entry/").unwrap();
+    let entries = zonepki::store::Storage::scan_all(svc.store(), "audit/entry/").unwrap();
     let (_, rec) = entries.last().unwrap();
     let e: zonepki::audit::AuditEntry = serde_json::from_slice(&rec.value).unwrap();
     (e.event, e.detail)

@@ -413,10 +413,21 @@ impl zonepki::store::Storage for RaceAfterRead<'_> {
     fn scan(
         &self,
         prefix: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<(String, zonepki::store::Record)>, zonepki::store::StoreError> {
-        self.inner.scan(prefix)
+        self.inner.scan(prefix, after, limit)
     }
-    fn commit(&self, w: &[zonepki::store::Write]) -> Result<(), zonepki::store::StoreError> {
+    fn last(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(String, zonepki::store::Record)>, zonepki::store::StoreError> {
+        self.inner.last(prefix)
+    }
+    fn commit(
+        &self,
+        w: &[zonepki::store::Write],
+    ) -> Result<zonepki::store::Committed, zonepki::store::StoreError> {
         self.inner.commit(w)
     }
 }
@@ -566,7 +577,7 @@ fn last_possible_history_id_is_an_error() {
         .unwrap();
     sim.svc.cancel().unwrap();
     let store = sim.svc.store();
-    let history = store.scan("op/history/").unwrap();
+    let history = store.scan_all("op/history/").unwrap();
     assert_eq!(
         history.len(),
         1,

@@ -18,7 +18,7 @@ use zonepki::chain::verify_chain;
 use zonepki::clock::ManualClock;
 use zonepki::ops::{ActivationRequest, Baselined, Notice, OpError, OpState};
 use zonepki::service::{OpView, ZoneService};
-use zonepki::store::{MemoryStore, Record, Storage, StoreError, Write};
+use zonepki::store::{Committed, MemoryStore, Record, Storage, StoreError, Write};
 use zonepki::transport::LoopbackTransport;
 use zonepki::transport::RefreshOptions;
 use zonepki::zone::ZoneError;
@@ -999,10 +999,18 @@ impl Storage for Interleaved<'_> {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key)
     }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        self.inner.scan(prefix)
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        self.inner.scan(prefix, after, limit)
     }
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+        self.inner.last(prefix)
+    }
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
         if !self.fired.swap(true, Ordering::SeqCst) {
             (self.other)();
         }
@@ -1018,7 +1026,7 @@ fn b6_two_frontends_cannot_both_start_an_operation() {
         LoopbackTransport::in_memory(),
         Spec::new(1),
     );
-    let serials_before = store.scan("serial/").unwrap().len();
+    let serials_before = store.scan_all("serial/").unwrap().len();
     let b_result: Mutex<Option<Result<OpView, String>>> = Mutex::new(None);
     let a_store = Interleaved {
         inner: Arc::clone(&store),
@@ -1040,8 +1048,8 @@ fn b6_two_frontends_cannot_both_start_an_operation() {
     // Nothing of A's start remains: one operation (B's), none of A's serials, an intact log.
     let op = sim.svc.op().unwrap().unwrap();
     assert_eq!((op.id, op.kind.name()), (1, "server_remint"));
-    assert_eq!(store.scan("op/history/").unwrap().len(), 0);
-    assert_eq!(store.scan("serial/").unwrap().len(), serials_before);
+    assert_eq!(store.scan_all("op/history/").unwrap().len(), 0);
+    assert_eq!(store.scan_all("serial/").unwrap().len(), serials_before);
     sim.svc.verify_audit().unwrap();
     // A, reloading, is refused by O1; B's operation runs to its end.
     let e = a.start_remint_ca(remint_ca(ACT)).unwrap_err();

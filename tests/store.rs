@@ -8,7 +8,8 @@ use std::thread;
 use proptest::prelude::*;
 use tempfile::TempDir;
 use zonepki::store::{
-    Expect, FaultyStore, MemoryStore, Record, RedbStore, Storage, StoreError, Write,
+    Committed, Expect, FaultyStore, InjectedFailure, MemoryStore, Record, RedbStore, Storage,
+    StoreError, Write,
 };
 
 /// A store under test, with the directory that holds its file (if any).
@@ -42,7 +43,7 @@ fn rec(version: u64, value: &[u8]) -> Option<Record> {
 
 fn keys(store: &dyn Storage, prefix: &str) -> Vec<String> {
     store
-        .scan(prefix)
+        .scan_all(prefix)
         .expect("scan")
         .into_iter()
         .map(|(k, _)| k)
@@ -87,7 +88,7 @@ fn absent_on_existing_conflicts_and_applies_nothing(s: &dyn Storage) {
         Write::create("n", *b"1"),
     ])
     .unwrap();
-    let before = s.scan("").unwrap();
+    let before = s.scan_all("").unwrap();
     let err = s
         .commit(&[
             Write::create("cert/b", *b"cert-b"),
@@ -109,7 +110,7 @@ fn absent_on_existing_conflicts_and_applies_nothing(s: &dyn Storage) {
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(
-        s.scan("").unwrap(),
+        s.scan_all("").unwrap(),
         before,
         "a refused commit must change nothing"
     );
@@ -163,7 +164,7 @@ fn delete(s: &dyn Storage) {
     ])
     .unwrap();
     assert_eq!(s.get("a").unwrap(), None);
-    assert_eq!(s.scan("").unwrap(), []);
+    assert_eq!(s.scan_all("").unwrap(), []);
     // Deleting an absent key with Any or Absent is a no-op; with a version it conflicts.
     s.commit(&[
         Write::delete("a", Expect::Any),
@@ -207,7 +208,7 @@ fn scan_prefix_in_key_order(s: &dyn Storage) {
     sorted.sort(); // byte order of UTF-8 = `str` order
     assert_eq!(keys(s, ""), sorted);
     assert_eq!(keys(s, "é"), ["é"]);
-    for (k, r) in s.scan("").unwrap() {
+    for (k, r) in s.scan_all("").unwrap() {
         assert_eq!(
             r,
             Record {
@@ -240,7 +241,7 @@ fn invalid_writes_are_refused(s: &dyn Storage) {
         "{err:?}"
     );
     assert_eq!(
-        s.scan("").unwrap(),
+        s.scan_all("").unwrap(),
         [(
             "a".to_owned(),
             Record {
@@ -279,7 +280,7 @@ fn racing_creates_have_one_winner(s: Arc<dyn Storage>) {
         assert_eq!(winners.len(), 1, "{results:?}");
         for r in &results {
             assert!(
-                matches!(r, Ok(()) | Err(StoreError::Conflict { .. })),
+                matches!(r, Ok(_) | Err(StoreError::Conflict { .. })),
                 "{r:?}"
             );
         }
@@ -320,7 +321,7 @@ fn racing_read_modify_write_loses_no_update(s: Arc<dyn Storage>) {
                             (n + 1).to_be_bytes(),
                         );
                         match s.commit(&[w]) {
-                            Ok(()) => break,
+                            Ok(_) => break,
                             Err(StoreError::Conflict { .. }) => conflicts += 1,
                             Err(e) => panic!("{e}"),
                         }
@@ -349,14 +350,18 @@ fn faulty_store_applies_nothing_once_failing(s: Arc<dyn Storage>) {
         Write::put("a", Expect::Any, *b"2"),
     ]);
     match err {
-        Err(StoreError::Backend { reason }) => {
-            assert_eq!(reason, "injected failure after 1 commits")
+        Err(ref e @ StoreError::Backend { .. }) => {
+            assert!(
+                e.to_string().contains("injected failure after 1 commits"),
+                "{e}"
+            );
+            assert!(!e.is_retryable());
         }
         other => panic!("expected an injected failure, got {other:?}"),
     }
     assert_eq!(faulty.commits(), 1);
     assert_eq!(
-        s.scan("").unwrap(),
+        s.scan_all("").unwrap(),
         [(
             "a".to_owned(),
             Record {
@@ -370,6 +375,334 @@ fn faulty_store_applies_nothing_once_failing(s: Arc<dyn Storage>) {
     faulty.commit(&[Write::create("b", *b"1")]).unwrap();
     assert!(faulty.commit(&[]).is_err());
     assert_eq!(keys(&faulty, ""), ["a", "b"]);
+}
+
+// Bounded reads (issue 10 item 2): pages, `last`, versions from commit, retryable errors.
+
+/// Keys of several families that share leading bytes, non-ASCII ones included.
+const FAMILY: [&str; 14] = [
+    "dev",
+    "dev/",
+    "dev/a",
+    "dev/b",
+    "dev/b/1",
+    "dev/é",
+    "dev/ê",
+    "dev/\u{10ffff}",
+    "dev0",
+    "devices/x",
+    "de",
+    "e\u{301}",
+    "é",
+    "é/1",
+];
+
+fn fill(s: &dyn Storage, keys: &[&str]) {
+    let writes: Vec<Write> = keys
+        .iter()
+        .map(|k| Write::create(*k, k.as_bytes()))
+        .collect();
+    s.commit(&writes).unwrap();
+}
+
+fn page(s: &dyn Storage, prefix: &str, after: Option<&str>, limit: usize) -> Vec<String> {
+    s.scan(prefix, after, limit)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Walks `prefix` page by page as a caller does, checking every page's size.
+fn walk(s: &dyn Storage, prefix: &str, limit: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = page(s, prefix, after.as_deref(), limit);
+        assert!(p.len() <= limit, "a page of {} for limit {limit}", p.len());
+        let done = p.len() < limit;
+        after = p.last().cloned().or(after);
+        out.extend(p);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn paging_crosses_page_boundaries(s: &dyn Storage) {
+    let many: Vec<String> = (0..37).map(|i| format!("dev/n{i:03}")).collect();
+    let mut all: Vec<&str> = many.iter().map(String::as_str).collect();
+    all.extend(FAMILY);
+    fill(s, &all);
+    for prefix in ["dev/", "dev", "", "é", "de"] {
+        let whole = keys(s, prefix);
+        assert!(!whole.is_empty(), "{prefix:?}");
+        for limit in [1, 2, 3, 7, 36, 37, 38, 1000] {
+            assert_eq!(walk(s, prefix, limit), whole, "{prefix:?} by {limit}");
+        }
+    }
+    // Every page holds what it may and no more: the 44 keys of `dev/` in pages of 7.
+    let family = keys(s, "dev/");
+    assert_eq!(family.len(), 37 + 7);
+    assert_eq!(page(s, "dev/", None, 7), family[..7]);
+    assert_eq!(page(s, "dev/", Some(&family[6]), 7), family[7..14]);
+    assert_eq!(page(s, "dev/", Some(&family[41]), 7), family[42..]);
+}
+
+fn scan_after_at_between_and_past_keys(s: &dyn Storage) {
+    fill(s, &FAMILY);
+    // At a key: strictly after it.
+    assert_eq!(
+        page(s, "dev/", Some("dev/a"), 10),
+        ["dev/b", "dev/b/1", "dev/é", "dev/ê", "dev/\u{10ffff}"]
+    );
+    // Between keys (not stored): from the next one.
+    assert_eq!(page(s, "dev/", Some("dev/az"), 2), ["dev/b", "dev/b/1"]);
+    assert_eq!(page(s, "dev/", Some("dev/b/0"), 1), ["dev/b/1"]);
+    // Before the family, even the prefix itself: from its first key.
+    assert_eq!(page(s, "dev/", Some("a"), 2), ["dev/", "dev/a"]);
+    assert_eq!(page(s, "dev/", Some("dev"), 1), ["dev/"]);
+    assert_eq!(page(s, "dev/", Some(""), 1), ["dev/"]);
+    // The prefix as a key: it belongs to its family, and `after` it excludes it.
+    assert_eq!(page(s, "dev/", Some("dev/"), 1), ["dev/a"]);
+    // At the last key, and after the family: nothing, whatever follows in the store.
+    assert_eq!(
+        page(s, "dev/", Some("dev/\u{10ffff}"), 10),
+        Vec::<String>::new()
+    );
+    assert_eq!(page(s, "dev/", Some("dev0"), 10), Vec::<String>::new());
+    assert_eq!(page(s, "dev/", Some("z"), 10), Vec::<String>::new());
+    assert_eq!(page(s, "", Some("é/1"), 10), Vec::<String>::new());
+    assert_eq!(page(s, "", Some("é"), 10), ["é/1"]);
+    // Non-ASCII `after` inside the family.
+    assert_eq!(
+        page(s, "dev/", Some("dev/é"), 10),
+        ["dev/ê", "dev/\u{10ffff}"]
+    );
+}
+
+fn scan_limit_zero_and_one(s: &dyn Storage) {
+    assert_eq!(page(s, "", None, 0), Vec::<String>::new());
+    assert_eq!(page(s, "", None, 1), Vec::<String>::new());
+    fill(s, &FAMILY);
+    assert_eq!(page(s, "", None, 0), Vec::<String>::new());
+    assert_eq!(page(s, "dev/", Some("dev/a"), 0), Vec::<String>::new());
+    assert_eq!(page(s, "", None, 1), ["de"]);
+    assert_eq!(page(s, "dev/", Some("dev/a"), 1), ["dev/b"]);
+    assert_eq!(page(s, "dev/", None, usize::MAX).len(), 7);
+    // Each record comes with its version and value.
+    assert_eq!(
+        s.scan("dev/b", None, 1).unwrap(),
+        [(
+            "dev/b".to_owned(),
+            Record {
+                version: 1,
+                value: b"dev/b".to_vec()
+            }
+        )]
+    );
+}
+
+fn prefix_edge_cases(s: &dyn Storage) {
+    fill(s, &FAMILY);
+    // A prefix that is the start of another family's keys takes them too; one with the
+    // separator does not.
+    assert_eq!(
+        keys(s, "dev"),
+        [
+            "dev",
+            "dev/",
+            "dev/a",
+            "dev/b",
+            "dev/b/1",
+            "dev/é",
+            "dev/ê",
+            "dev/\u{10ffff}",
+            "dev0",
+            "devices/x"
+        ]
+    );
+    assert_eq!(keys(s, "dev/b"), ["dev/b", "dev/b/1"]);
+    assert_eq!(keys(s, "dev/b/"), ["dev/b/1"]);
+    // The empty prefix is every key, in byte order.
+    let mut sorted: Vec<String> = FAMILY.iter().map(|k| k.to_string()).collect();
+    sorted.sort();
+    assert_eq!(keys(s, ""), sorted);
+    assert_eq!(page(s, "", None, 3), sorted[..3]);
+    // Non-ASCII: é is one code point (U+00E9); e + U+0301 is another key, in another family.
+    assert_eq!(keys(s, "é"), ["é", "é/1"]);
+    assert_eq!(keys(s, "e"), ["e\u{301}"]);
+    assert_eq!(keys(s, "dev/é"), ["dev/é"]);
+    // A family ending in the last code point: its end is computed past it.
+    assert_eq!(keys(s, "dev/\u{10ffff}"), ["dev/\u{10ffff}"]);
+    assert_eq!(keys(s, "zz"), Vec::<String>::new());
+}
+
+fn last_on_empty_and_non_empty(s: &dyn Storage) {
+    assert_eq!(s.last("").unwrap(), None);
+    assert_eq!(s.last("op/history/").unwrap(), None);
+    fill(
+        s,
+        &[
+            "op/history/000001",
+            "op/history/000002",
+            "op/history0",
+            "op/historyz",
+            "op/current",
+        ],
+    );
+    assert_eq!(
+        s.last("op/history/").unwrap(),
+        Some((
+            "op/history/000002".to_owned(),
+            Record {
+                version: 1,
+                value: b"op/history/000002".to_vec()
+            }
+        ))
+    );
+    assert_eq!(
+        s.last("op/history").unwrap().map(|(k, _)| k).as_deref(),
+        Some("op/historyz")
+    );
+    assert_eq!(
+        s.last("").unwrap().map(|(k, _)| k).as_deref(),
+        Some("op/historyz")
+    );
+    assert_eq!(s.last("op/x").unwrap(), None);
+    fill(s, &FAMILY);
+    assert_eq!(
+        s.last("dev/").unwrap().map(|(k, _)| k).as_deref(),
+        Some("dev/\u{10ffff}")
+    );
+    assert_eq!(
+        s.last("dev/b").unwrap().map(|(k, _)| k).as_deref(),
+        Some("dev/b/1")
+    );
+    assert_eq!(s.last("").unwrap().map(|(k, _)| k).as_deref(), Some("é/1"));
+    // It follows writes: a newer key, a deleted last key, a new version.
+    s.commit(&[Write::create("op/history/000003", *b"3")])
+        .unwrap();
+    assert_eq!(
+        s.last("op/history/").unwrap(),
+        rec(1, b"3").map(|r| ("op/history/000003".to_owned(), r))
+    );
+    s.commit(&[
+        Write::delete("op/history/000003", Expect::Version(1)),
+        Write::put("op/history/000002", Expect::Version(1), *b"2b"),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.last("op/history/").unwrap(),
+        rec(2, b"2b").map(|r| ("op/history/000002".to_owned(), r))
+    );
+}
+
+fn commit_returns_the_versions_get_reports(s: &dyn Storage) {
+    assert_eq!(s.commit(&[]).unwrap().versions(), []);
+    let c = s
+        .commit(&[
+            Write::create("a", *b"1"),
+            Write::put("b", Expect::Any, *b"1"),
+        ])
+        .unwrap();
+    assert_eq!(c.versions(), [Some(1), Some(1)]);
+    for _ in 0..3 {
+        s.commit(&[Write::put("a", Expect::Any, *b"x")]).unwrap();
+    }
+    let writes = [
+        Write::put("b", Expect::Version(1), *b"2"),
+        Write::delete("gone", Expect::Any),
+        Write::put("a", Expect::Any, *b"y"),
+        Write::create("c", *b"c"),
+        Write::put("d", Expect::Absent, *b"d"),
+    ];
+    let c = s.commit(&writes).unwrap();
+    assert_eq!(c.versions(), [Some(2), None, Some(5), Some(1), Some(1)]);
+    assert_eq!(c.version(1), None);
+    assert_eq!(c.version(99), None);
+    for (w, v) in writes.iter().zip(c.versions()) {
+        assert_eq!(s.get(&w.key).unwrap().map(|r| r.version), *v, "{}", w.key);
+    }
+    // A delete of a stored key gives no version, and the key is gone.
+    let c = s
+        .commit(&[
+            Write::delete("a", Expect::Version(5)),
+            Write::put("b", Expect::Version(2), *b"3"),
+        ])
+        .unwrap();
+    assert_eq!(c.versions(), [None, Some(3)]);
+    assert_eq!(s.get("a").unwrap(), None);
+    assert_eq!(s.get("b").unwrap(), rec(3, b"3"));
+    // A re-created key starts at 1 again, and the commit says so.
+    assert_eq!(
+        s.commit(&[Write::create("a", *b"z")]).unwrap().versions(),
+        [Some(1)]
+    );
+}
+
+fn conflict_is_retryable_and_changes_nothing(s: &dyn Storage) {
+    fill(s, &["k", "other"]);
+    s.commit(&[Write::put("k", Expect::Version(1), *b"2")])
+        .unwrap();
+    let before = s.scan_all("").unwrap();
+    let err = s
+        .commit(&[
+            Write::create("new", *b"n"),
+            Write::put("k", Expect::Version(1), *b"stale"),
+            Write::delete("other", Expect::Any),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(zonepki::Error::from(err).is_retryable());
+    assert_eq!(
+        s.scan_all("").unwrap(),
+        before,
+        "a refused commit changed the store"
+    );
+    // Retrying from a fresh read succeeds.
+    let k = s.get("k").unwrap().unwrap();
+    s.commit(&[Write::put("k", Expect::Version(k.version), *b"3")])
+        .unwrap();
+    // An invalid write is not retryable: the same transaction is refused again.
+    let err = s
+        .commit(&[Write::create("x", *b"1"), Write::create("x", *b"2")])
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(!zonepki::Error::from(err).is_retryable());
+}
+
+fn error_source_chain_is_kept(s: Arc<dyn Storage>) {
+    let faulty = FaultyStore::new(Arc::clone(&s), Some(0));
+    let err = faulty.commit(&[Write::create("a", *b"1")]).unwrap_err();
+    let source = std::error::Error::source(&err).expect("a backend failure keeps its source");
+    assert_eq!(
+        source.downcast_ref::<InjectedFailure>(),
+        Some(&InjectedFailure { commits: 0 })
+    );
+    // Through the umbrella error too: `Error::Store` is transparent, so the source is the
+    // backend's error.
+    let err = zonepki::Error::from(err);
+    assert!(!err.is_retryable());
+    let source = std::error::Error::source(&err).expect("source");
+    assert!(
+        source.downcast_ref::<InjectedFailure>().is_some(),
+        "{source}"
+    );
+    // A backend marks what a retry may pass; the umbrella error follows the store's word.
+    let busy = StoreError::backend_retryable(
+        "cannot commit",
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "lock wait timeout"),
+    );
+    assert!(busy.is_retryable());
+    assert!(busy.to_string().contains("lock wait timeout"), "{busy}");
+    let io = std::error::Error::source(&busy)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(io, Some(std::io::ErrorKind::TimedOut));
+    assert!(zonepki::Error::from(busy).is_retryable());
+    assert_eq!(s.get("a").unwrap(), None);
 }
 
 macro_rules! suite {
@@ -417,6 +750,38 @@ macro_rules! suite {
             fn faulty_store_applies_nothing_once_failing() {
                 super::faulty_store_applies_nothing_once_failing($backend().store);
             }
+            #[test]
+            fn paging_crosses_page_boundaries() {
+                super::paging_crosses_page_boundaries(&*$backend().store);
+            }
+            #[test]
+            fn scan_after_at_between_and_past_keys() {
+                super::scan_after_at_between_and_past_keys(&*$backend().store);
+            }
+            #[test]
+            fn scan_limit_zero_and_one() {
+                super::scan_limit_zero_and_one(&*$backend().store);
+            }
+            #[test]
+            fn prefix_edge_cases() {
+                super::prefix_edge_cases(&*$backend().store);
+            }
+            #[test]
+            fn last_on_empty_and_non_empty() {
+                super::last_on_empty_and_non_empty(&*$backend().store);
+            }
+            #[test]
+            fn commit_returns_the_versions_get_reports() {
+                super::commit_returns_the_versions_get_reports(&*$backend().store);
+            }
+            #[test]
+            fn conflict_is_retryable_and_changes_nothing() {
+                super::conflict_is_retryable_and_changes_nothing(&*$backend().store);
+            }
+            #[test]
+            fn error_source_chain_is_kept() {
+                super::error_source_chain_is_kept($backend().store);
+            }
         }
     };
 }
@@ -444,7 +809,7 @@ fn redb_persists_across_close_and_reopen() {
     } // dropped
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(
-        store.scan("").unwrap(),
+        store.scan_all("").unwrap(),
         [(
             "a".to_owned(),
             Record {
@@ -528,6 +893,9 @@ fn assert_open_fails_cleanly(path: &Path) {
         Ok(Err(e @ StoreError::Damaged { .. })) => {
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
             assert!(e.to_string().contains("damaged"), "{e}");
+            // Damage is met again on a retry, and what redb found is kept as the source.
+            assert!(!e.is_retryable(), "{e}");
+            assert!(std::error::Error::source(&e).is_some(), "{e:?}");
         }
         Ok(other) => panic!("expected a damaged-store error, got {other:?}"),
         Err(_) => panic!("RedbStore::open panicked on {}", path.display()),
@@ -582,7 +950,7 @@ fn redb_damaged_file_never_panics() {
         std::fs::write(&path, &damaged).unwrap();
         let result = std::panic::catch_unwind(|| {
             let store = RedbStore::open(&path)?;
-            store.scan("")
+            store.scan_all("")
         });
         match result {
             Ok(Ok(_))
@@ -604,6 +972,11 @@ fn redb_second_handle_on_open_file_is_refused() {
     let store = Arc::new(RedbStore::create(&path).unwrap());
     let err = RedbStore::open(&path).unwrap_err();
     assert!(err.to_string().contains("already open"), "{err}");
+    // Busy passes once the holder closes: retryable.
+    assert!(
+        matches!(err, StoreError::Busy { .. }) && err.is_retryable(),
+        "{err}"
+    );
     // Sharing the one handle is the supported way for several frontends.
     let frontend: Arc<dyn Storage> = store.clone();
     frontend.commit(&[Write::create("a", *b"1")]).unwrap();
@@ -616,7 +989,7 @@ fn redb_second_handle_on_open_file_is_refused() {
 /// A backend-independent view of a commit's outcome.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    Ok,
+    Ok(Vec<Option<u64>>),
     Conflict {
         key: String,
         expected: Expect,
@@ -627,9 +1000,9 @@ enum Outcome {
     },
 }
 
-fn outcome(result: Result<(), StoreError>) -> Outcome {
+fn outcome(result: Result<Committed, StoreError>) -> Outcome {
     match result {
-        Ok(()) => Outcome::Ok,
+        Ok(c) => Outcome::Ok(c.into_versions()),
         Err(StoreError::Conflict {
             key,
             expected,
@@ -644,8 +1017,16 @@ fn outcome(result: Result<(), StoreError>) -> Outcome {
     }
 }
 
-const KEYS: [&str; 6] = ["a", "a/1", "a/2", "ab", "b", "b/1"];
-const PREFIXES: [&str; 5] = ["", "a", "a/", "b", "c"];
+const KEYS: [&str; 8] = ["a", "a/1", "a/2", "ab", "b", "b/1", "é", "a\u{10ffff}"];
+const PREFIXES: [&str; 7] = ["", "a", "a/", "b", "c", "é", "a\u{10ffff}"];
+const AFTERS: [Option<&str>; 6] = [
+    None,
+    Some(""),
+    Some("a"),
+    Some("a/1"),
+    Some("a0"),
+    Some("z"),
+];
 
 fn arb_write() -> impl Strategy<Value = Write> {
     let key = prop::sample::select(&KEYS[..]);
@@ -676,15 +1057,24 @@ proptest! {
         let path = dir.path().join("model.redb");
         let mut redb = RedbStore::create(&path).unwrap();
         for (i, txn) in txns.iter().enumerate() {
-            let before = model.scan("").unwrap();
+            let before = model.scan_all("").unwrap();
             let expected = outcome(model.commit(txn));
             let actual = outcome(redb.commit(txn));
             prop_assert_eq!(&actual, &expected, "transaction {} {:?}", i, txn);
-            if expected != Outcome::Ok {
-                prop_assert_eq!(model.scan("").unwrap(), before);
+            if !matches!(expected, Outcome::Ok(_)) {
+                prop_assert_eq!(model.scan_all("").unwrap(), before);
             }
             for prefix in PREFIXES {
-                prop_assert_eq!(redb.scan(prefix).unwrap(), model.scan(prefix).unwrap());
+                prop_assert_eq!(redb.scan_all(prefix).unwrap(), model.scan_all(prefix).unwrap());
+                prop_assert_eq!(redb.last(prefix).unwrap(), model.last(prefix).unwrap());
+                for after in AFTERS {
+                    for limit in [0, 1, 2, 100] {
+                        prop_assert_eq!(
+                            redb.scan(prefix, after, limit).unwrap(),
+                            model.scan(prefix, after, limit).unwrap()
+                        );
+                    }
+                }
             }
             for key in KEYS {
                 prop_assert_eq!(redb.get(key).unwrap(), model.get(key).unwrap());

@@ -12,7 +12,7 @@ use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::error::Error;
 use zonepki::key::KeySpec;
 use zonepki::service::{InitInternal, NewServer, ZoneService};
-use zonepki::store::{MemoryStore, Record, Storage, StoreError, Write};
+use zonepki::store::{Committed, MemoryStore, Record, Storage, StoreError, Write};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::view::WarningSubject;
 use zonepki::zone::{Fqdn, ServerRole, ZoneError};
@@ -313,10 +313,18 @@ impl Storage for Interleaved<'_> {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key)
     }
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        self.inner.scan(prefix)
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        self.inner.scan(prefix, after, limit)
     }
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+        self.inner.last(prefix)
+    }
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
         if !self.fired.swap(true, Ordering::SeqCst) {
             (self.other)();
         }
@@ -372,7 +380,7 @@ fn serials_are_recorded_per_issuer_and_a_repeat_is_refused_by_the_store() {
     let svc = zone();
     svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
         .unwrap();
-    let serials = svc.store().scan("serial/").unwrap();
+    let serials = svc.store().scan_all("serial/").unwrap();
     assert_eq!(serials.len(), 3, "CA + two servers");
     let (key, rec) = &serials[1];
     let e = svc

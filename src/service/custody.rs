@@ -78,9 +78,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     fn check_primary(&self, fqdn: &Fqdn) -> Result<()> {
         let ok = self
-            .server_records()?
-            .iter()
-            .any(|s| &s.fqdn == fqdn && s.role == ServerRole::Primary);
+            .server_record(fqdn)?
+            .is_some_and(|s| s.role == ServerRole::Primary);
         if ok {
             Ok(())
         } else {
@@ -464,8 +463,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Expect::Version(rec.version),
             encode(&server),
         ));
-        let mut must_reestablish: Vec<String> =
-            self.device_records()?.into_iter().map(|d| d.name).collect();
+        // Every device must re-establish, so the answer names them all; their names are their
+        // keys, so no device record is decoded for it.
+        let mut must_reestablish: Vec<String> = Vec::new();
+        self.each_device_name(&mut |name| {
+            must_reestablish.push(name.to_string());
+            std::ops::ControlFlow::Continue(())
+        })?;
         for s in self.server_records()? {
             let linked = s.parent.as_ref() == Some(fqdn) || server.parent.as_ref() == Some(&s.fqdn);
             if linked {

@@ -143,7 +143,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             // B2: checked before the agent makes anything.
             g.check_for(&activation, current.not_after())?;
         }
-        let servers = self.server_records()?;
         let initiating = match &zone.ca {
             CaKind::Internal { certificate_server } => certificate_server.clone(),
             CaKind::External => self.initiating_server()?,
@@ -156,10 +155,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 key,
                 validity,
             } => {
-                if !servers
-                    .iter()
-                    .any(|s| s.fqdn == server && s.role == ServerRole::Primary)
-                {
+                let primary = self
+                    .server_record(&server)?
+                    .is_some_and(|s| s.role == ServerRole::Primary);
+                if !primary {
                     return Err(OpError::Selection(format!(
                         "{server} is not a Primary Server of the zone: only a Primary Server \
                          can hold the CA role (CI1)"
@@ -245,7 +244,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             _ => None,
         };
-        let members = self.members_count()?;
+        let members = self.member_count()?;
         let op = Operation::new(
             self.next_op_id()?,
             OpKind::ChangeCa {
@@ -277,9 +276,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .into());
         }
         let rec = self
-            .server_records()?
-            .into_iter()
-            .find(|s| &s.fqdn == fqdn)
+            .server_record(fqdn)?
             .ok_or_else(|| ZoneError::UnknownServer {
                 fqdn: fqdn.to_string(),
             })?;
@@ -464,12 +461,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn csrs(&self, fqdns: &[Fqdn]) -> Result<Vec<(Fqdn, CsrDer)>> {
         let mut found: BTreeMap<Fqdn, CsrDer> = BTreeMap::new();
         if let Some((_, op)) = self.op_for_csr()? {
-            for (k, r) in self.store.scan(&update::prefix(op.id))? {
-                let u: MemberUpdate = decode(&k, &r.value)?;
+            self.each_record(&update::prefix(op.id), |_, _, u: MemberUpdate| {
                 if let (Some(csr), Ok(f)) = (u.csr, u.name.parse::<Fqdn>()) {
                     found.insert(f, csr);
                 }
-            }
+                std::ops::ControlFlow::Continue(())
+            })?;
         }
         for s in self.server_records()? {
             if let Some(csr) = s.csr {
@@ -626,10 +623,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Ok(chain)
             }
         }
-    }
-
-    fn members_count(&self) -> Result<u64> {
-        Ok((self.server_records()?.len() + self.device_records()?.len()) as u64)
     }
 }
 

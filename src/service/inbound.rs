@@ -195,22 +195,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(Ok(answer))
     }
 
-    /// The member named `name` (already folded), read by key: a server or a device.
-    fn member(&self, name: &str) -> Result<Option<Member>> {
-        let key = keys::server(name);
-        if let Some(rec) = self.store.get(&key)? {
-            let s: ServerRecord = decode(&key, &rec.value)?;
-            return Ok(Some(Member {
-                name: name.to_string(),
-                server: Some(Box::new(s)),
-            }));
-        }
-        Ok(self.store.get(&keys::device(name))?.map(|_| Member {
-            name: name.to_string(),
-            server: None,
-        }))
-    }
-
     /// A member's update record in the running operation, read once per batch.
     fn update_of<'b>(
         &self,
@@ -996,21 +980,28 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// everyone else. An unknown name is refused. The in-process fleet refreshes in this
     /// order.
     pub fn member_order(&self, names: &[String]) -> Result<Vec<String>> {
-        let all = self.members()?;
         if names.is_empty() {
-            return Ok(all.into_iter().map(|m| m.name).collect());
+            return Ok(self.members()?.into_iter().map(|m| m.name).collect());
         }
-        let mut position = BTreeMap::new();
-        for (i, m) in all.iter().enumerate() {
-            position.insert(m.name.as_str(), i);
-        }
+        // Named members are read by key, not by reading every member (issue 10 item 2).
+        let zone = self.zone()?;
+        let ca_server = match &zone.ca {
+            CaKind::Internal { certificate_server } => Some(certificate_server.as_str()),
+            CaKind::External => None,
+        };
         let mut out = Vec::with_capacity(names.len());
         for n in names {
             let n = member_lookup_name(n);
-            let Some(&i) = position.get(n.as_str()) else {
+            let Some(m) = self.member(&n)? else {
                 return Err(ZoneError::UnknownMember { name: n }.into());
             };
-            out.push((i, n));
+            let rank = match &m.server {
+                Some(s) if Some(s.fqdn.as_str()) == ca_server => 0,
+                Some(s) if s.role == ServerRole::Primary => 1,
+                Some(_) => 2,
+                None => 3,
+            };
+            out.push(((rank, m.name.clone()), m.name));
         }
         out.sort();
         out.dedup();

@@ -4,6 +4,7 @@
 //! idempotent and is simply run again (B5).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 
@@ -300,7 +301,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The last finished operation, if any.
     pub(super) fn last_finished_op(&self) -> Result<Option<Operation>> {
-        match self.store.scan(HISTORY)?.pop() {
+        // History keys carry the id zero-padded, so the greatest key is the newest: one read
+        // whatever the length of the history.
+        match self.store.last(HISTORY)? {
             Some((k, rec)) => Ok(Some(decode(&k, &rec.value)?)),
             None => Ok(None),
         }
@@ -346,11 +349,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The server an operation is initiated on in a zone without a certificate server: the
     /// first Primary Server (O6: it offers the recovery bundle).
     pub(super) fn initiating_server(&self) -> Result<Fqdn> {
-        self.server_records()?
-            .into_iter()
-            .find(|s| s.role == ServerRole::Primary)
-            .map(|s| s.fqdn)
-            .ok_or_else(|| OpError::Selection("the zone has no Primary Server".into()).into())
+        // Servers are read in FQDN order until the first Primary Server.
+        let mut found = None;
+        self.each_record(keys::SERVER_PREFIX, |_, _, s: ServerRecord| {
+            if s.role == ServerRole::Primary {
+                found = Some(s.fqdn);
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        found.ok_or_else(|| OpError::Selection("the zone has no Primary Server".into()).into())
     }
 
     pub(super) fn content_servers(&self) -> Result<Vec<Fqdn>> {
@@ -430,7 +439,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         } else {
             future_der.clone()
         };
-        let members = self.members()?.len() as u64;
+        let members = self.member_count()?;
         let op = Operation::new(
             self.next_op_id()?,
             OpKind::RemintCa {
@@ -757,15 +766,39 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .collect();
         // A device's name is its key's suffix (`device/<name>`): no need to decode 100,000
         // records for it.
-        for (key, _) in self.store.scan(keys::DEVICE_PREFIX)? {
-            if let Some(name) = key.strip_prefix(keys::DEVICE_PREFIX) {
-                out.push(Member {
-                    name: name.to_string(),
-                    server: None,
-                });
-            }
-        }
+        self.each_device_name(&mut |name| {
+            out.push(Member {
+                name: name.to_string(),
+                server: None,
+            });
+            ControlFlow::Continue(())
+        })?;
         Ok(out)
+    }
+
+    /// Member `name` (a server's FQDN or a device's name), by point reads of its record.
+    pub(super) fn member(&self, name: &str) -> Result<Option<Member>> {
+        let key = keys::server(name);
+        if let Some(rec) = self.store.get(&key)? {
+            let s: ServerRecord = decode(&key, &rec.value)?;
+            return Ok(Some(Member {
+                name: s.fqdn.to_string(),
+                server: Some(Box::new(s)),
+            }));
+        }
+        Ok(self.store.get(&keys::device(name))?.map(|_| Member {
+            name: name.to_string(),
+            server: None,
+        }))
+    }
+
+    /// Member `name`'s update record in `op`, with its version: one point read.
+    fn member_update(&self, op: &Operation, name: &str) -> Result<Option<(u64, MemberUpdate)>> {
+        let key = update::key(op.id, name);
+        match self.store.get(&key)? {
+            Some(rec) => Ok(Some((rec.version, decode(&key, &rec.value)?))),
+            None => Ok(None),
+        }
     }
 
     /// Whether `member` is in the operation's update.
@@ -790,16 +823,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
+    /// Every member's update record of `op`, for the answers that need every member (the
+    /// gate's coverage, the stranded members, a refresh of the fleet). Read one record at a
+    /// time.
     fn member_updates(&self, op: &Operation) -> Result<BTreeMap<String, (u64, MemberUpdate)>> {
-        let prefix = update::prefix(op.id);
-        self.store
-            .scan(&prefix)?
-            .into_iter()
-            .map(|(k, r)| {
-                let u: MemberUpdate = decode(&k, &r.value)?;
-                Ok((u.name.clone(), (r.version, u)))
-            })
-            .collect()
+        let mut out = BTreeMap::new();
+        self.each_record(&update::prefix(op.id), |_, version, u: MemberUpdate| {
+            out.insert(u.name.clone(), (version, u));
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
     }
 
     /// The names of members stranded by activation (O8).
@@ -1036,13 +1069,24 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, op) = self.running_op()?;
         let now = self.clock.now();
         op.check_redeploy(now)?;
-        let updates = self.member_updates(&op)?;
-        let chosen: Vec<&String> = if names.is_empty() {
-            updates
-                .iter()
+        // Every failed member when none is named (the answer needs every member's status),
+        // else point reads of the named ones.
+        let updates = if names.is_empty() {
+            self.member_updates(&op)?
+                .into_iter()
                 .filter(|(_, (_, u))| u.status == MemberStatus::Failed)
-                .map(|(n, _)| n)
                 .collect()
+        } else {
+            let mut named = BTreeMap::new();
+            for name in names {
+                if let Some(found) = self.member_update(&op, name)? {
+                    named.insert(name.clone(), found);
+                }
+            }
+            named
+        };
+        let chosen: Vec<&String> = if names.is_empty() {
+            updates.keys().collect()
         } else {
             names.iter().collect()
         };
@@ -1079,11 +1123,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let names = &fold_names(names);
         let preview = self.preview()?;
         preview.check_ignore()?;
-        let members = self.members()?;
+        // Point reads of the named members: the zone's other members are not the answer.
         for name in names {
-            if !members
-                .iter()
-                .any(|m| &m.name == name && Self::targeted(&preview, m))
+            if !self
+                .member(name)?
+                .is_some_and(|m| Self::targeted(&preview, &m))
             {
                 return Err(OpError::NotInUpdate { name: name.clone() }.into());
             }
@@ -1093,17 +1137,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (version, op) = self.running_op()?;
         op.check_ignore()?;
         let now = self.clock.now();
-        let members = self.members()?;
-        let updates = self.member_updates(&op)?;
         let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
         for name in names {
-            let m = members
-                .iter()
-                .find(|m| &m.name == name)
+            let m = self
+                .member(name)?
                 .filter(|m| Self::targeted(&op, m))
                 .ok_or_else(|| OpError::NotInUpdate { name: name.clone() })?;
-            let (expect, mut u) = match updates.get(&m.name) {
-                Some((v, u)) => (Expect::Version(*v), u.clone()),
+            let (expect, mut u) = match self.member_update(&op, &m.name)? {
+                Some((v, u)) => (Expect::Version(v), u),
                 None => (Expect::Absent, MemberUpdate::assigned(name, now)),
             };
             u.status = MemberStatus::Ignored;
@@ -1149,20 +1190,26 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O10: members left stranded by a Remint CA baselined with `force`. They trust only the
     /// old CA, so they can no longer reach the zone, and the recovery bundle is gone.
     pub(super) fn cut_off_members(&self) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for (k, rec) in self.store.scan(HISTORY)? {
-            let op: Operation = decode(&k, &rec.value)?;
+        // Every finished operation is looked at (any forced baseline may have cut members
+        // off), one history record at a time; only the forced ones' member records are read.
+        let mut forced = Vec::new();
+        self.each_record(HISTORY, |_, _, op: Operation| {
             if matches!(op.kind, OpKind::RemintCa { .. })
                 && matches!(op.state, OpState::Baselined(ref b) if b.forced)
             {
-                let updates = self.member_updates(&op)?;
-                out.extend(
-                    updates
-                        .into_values()
-                        .filter(|(_, u)| u.is_stranded())
-                        .map(|(_, u)| u.name),
-                );
+                forced.push(op);
             }
+            ControlFlow::Continue(())
+        })?;
+        let mut out = BTreeSet::new();
+        for op in forced {
+            let updates = self.member_updates(&op)?;
+            out.extend(
+                updates
+                    .into_values()
+                    .filter(|(_, u)| u.is_stranded())
+                    .map(|(_, u)| u.name),
+            );
         }
         Ok(out)
     }
@@ -1368,24 +1415,31 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    /// Update status of every device in the running operation (name -> status).
-    pub(crate) fn device_update_statuses(&self) -> Result<BTreeMap<String, String>> {
-        let Some((_, op)) = self.current_op()? else {
-            return Ok(BTreeMap::new());
-        };
-        if !op.kind.all_members() {
-            return Ok(BTreeMap::new());
-        }
-        let updates = self.member_updates(&op)?;
+    /// The running operation whose member statuses devices show (`device list`), if one runs
+    /// and covers devices.
+    pub(crate) fn device_status_op(&self) -> Result<Option<Operation>> {
         Ok(self
-            .device_records()?
-            .into_iter()
-            .map(|d| {
-                let s =
-                    member_status_text(&op, updates.get(&d.name).map(|(_, u)| u), self.clock.now());
-                (d.name, s.to_string())
-            })
-            .collect())
+            .current_op()?
+            .map(|(_, op)| op)
+            .filter(|op| op.kind.all_members()))
+    }
+
+    /// Device `name`'s update status in `op` (from [`Self::device_status_op`]; `none` without
+    /// one): one point read of its update record.
+    pub(crate) fn device_update_status(
+        &self,
+        op: Option<&Operation>,
+        name: &str,
+    ) -> Result<String> {
+        let Some(op) = op else {
+            return Ok("none".into());
+        };
+        let key = update::key(op.id, name);
+        let u: Option<MemberUpdate> = match self.store.get(&key)? {
+            Some(rec) => Some(decode(&key, &rec.value)?),
+            None => None,
+        };
+        Ok(member_status_text(op, u.as_ref(), self.clock.now()).to_string())
     }
 
     /// The running operation and its update record for server `fqdn`, for V2's status columns:

@@ -1,10 +1,13 @@
 //! [`MemoryStore`]: a [`Storage`] held in memory, for tests and ephemeral use.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{Record, Storage, StoreError, Write, check, next_version, validate};
+use super::{
+    Committed, Record, Storage, StoreError, Write, check, next_version, page_bounds, prefix_end,
+    validate,
+};
 
 /// A [`Storage`] kept in a `BTreeMap` behind a mutex. Nothing is persisted.
 ///
@@ -33,16 +36,66 @@ impl Storage for MemoryStore {
         Ok(self.lock().get(key).cloned())
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        let end = prefix_end(prefix);
+        let Some(bounds) = page_bounds(prefix, after, end.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let records = self.lock();
         Ok(records
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range::<str, _>(bounds)
+            .take(limit)
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect())
     }
 
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+        let end = prefix_end(prefix);
+        let bounds = (
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        Ok(self
+            .lock()
+            .range::<str, _>(bounds)
+            .next_back()
+            .map(|(k, r)| (k.clone(), r.clone())))
+    }
+
+    /// One snapshot for the whole walk, as redb's: the family is copied under the lock (the
+    /// records are in memory already), then `f` runs without it, so `f` may use the store.
+    fn scan_each(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(String, Record) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let end = prefix_end(prefix);
+        let bounds = (
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        let family: Vec<(String, Record)> = self
+            .lock()
+            .range::<str, _>(bounds)
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        for (key, rec) in family {
+            if f(key, rec).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
         validate(writes)?;
         let mut records = self.lock();
         // Check every precondition and compute every new version before changing anything.
@@ -55,13 +108,13 @@ impl Storage for MemoryStore {
                 None => None,
             });
         }
-        for (w, version) in writes.iter().zip(versions) {
+        for (w, version) in writes.iter().zip(&versions) {
             match (&w.value, version) {
                 (Some(value), Some(version)) => {
                     records.insert(
                         w.key.clone(),
                         Record {
-                            version,
+                            version: *version,
                             value: value.clone(),
                         },
                     );
@@ -71,7 +124,7 @@ impl Storage for MemoryStore {
                 }
             }
         }
-        Ok(())
+        Ok(Committed::new(versions))
     }
 }
 
@@ -120,9 +173,16 @@ mod tests {
             Write::create("b/1", *b""),
             Write::create("c", *b""),
         ])?;
-        let keys: Vec<String> = store.scan("b/")?.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = store.scan_all("b/")?.into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["b/1", "b/2"]);
-        assert_eq!(store.scan("")?.len(), 4);
+        assert_eq!(store.scan_all("")?.len(), 4);
+        let page: Vec<String> = store
+            .scan("", Some("a"), 2)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(page, ["b/1", "b/2"]);
+        assert_eq!(store.last("b/")?.map(|(k, _)| k).as_deref(), Some("b/2"));
         Ok(())
     }
 }

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::ops::ControlFlow;
+use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
 
 use ::redb::{
@@ -35,7 +35,10 @@ use ::redb::{
     ReadableTable, StorageError, TableDefinition, TableError, TransactionError, WriteTransaction,
 };
 
-use super::{Expect, Record, Storage, StoreError, Write, check, next_version, validate};
+use super::{
+    Committed, Expect, Record, Storage, StoreError, Write, check, next_version, page_bounds,
+    prefix_end, validate,
+};
 
 /// The one table holding every record.
 const RECORDS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("records");
@@ -89,7 +92,7 @@ impl RedbStore {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StoreError::AlreadyExists { path });
             }
-            Err(e) => return Err(backend(&path, "cannot create", e)),
+            Err(e) => return Err(io_error(&path, "cannot create", e)),
         }
         match Self::initialize(&path) {
             Ok(db) => Ok(RedbStore {
@@ -182,8 +185,13 @@ impl RedbStore {
     /// caller aborts the transaction on an error, so a refused commit writes nothing, and the
     /// error is the one of the first write, in order, that fails (as if every precondition had
     /// been checked first).
-    fn apply(&self, txn: &WriteTransaction, writes: &[Write]) -> Result<(), StoreError> {
+    fn apply(
+        &self,
+        txn: &WriteTransaction,
+        writes: &[Write],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
         let path = self.path.as_path();
+        let mut versions = Vec::with_capacity(writes.len());
         let mut table = txn
             .open_table(RECORDS)
             .map_err(|e| backend(path, "cannot open table of", e))?;
@@ -208,6 +216,7 @@ impl RedbStore {
                     None => None,
                 };
                 check(w, found)?;
+                versions.push(Some(version));
                 continue;
             }
             let found = match table
@@ -220,33 +229,46 @@ impl RedbStore {
             check(w, found)?;
             match &w.value {
                 Some(value) => {
-                    encode_into(&mut bytes, next_version(&w.key, found)?, value);
+                    let version = next_version(&w.key, found)?;
+                    encode_into(&mut bytes, version, value);
                     table
                         .insert(w.key.as_str(), bytes.as_slice())
                         .map_err(|e| backend(path, "cannot write", e))?;
+                    versions.push(Some(version));
                 }
                 None => {
                     table
                         .remove(w.key.as_str())
                         .map_err(|e| backend(path, "cannot write", e))?;
+                    versions.push(None);
                 }
             }
         }
-        Ok(())
+        Ok(versions)
+    }
+
+    /// A read transaction's table, `None` in a file that has none yet.
+    fn read_table(
+        &self,
+    ) -> Result<Option<::redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
+        let path = self.path.as_path();
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| backend(path, "cannot read", e))?;
+        match txn.open_table(RECORDS) {
+            Ok(table) => Ok(Some(table)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(backend(path, "cannot open table of", e)),
+        }
     }
 }
 
 impl Storage for RedbStore {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let path = self.path.as_path();
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend(path, "cannot read", e))?;
-        let table = match txn.open_table(RECORDS) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        let Some(table) = self.read_table()? else {
+            return Ok(None);
         };
         match table
             .get(key)
@@ -257,13 +279,60 @@ impl Storage for RedbStore {
         }
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Record)>, StoreError> {
-        let mut out = Vec::new();
-        self.scan_each(prefix, &mut |key, rec| {
-            out.push((key, rec));
-            ControlFlow::Continue(())
-        })?;
+    fn scan(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        // A range query over the page's keys: the B-tree is entered at the first key after
+        // `after` and left after `limit` records, whatever the size of the family.
+        let path = self.path.as_path();
+        let end = prefix_end(prefix);
+        let Some(bounds) = page_bounds(prefix, after, end.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(table) = self.read_table()? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(limit.min(super::SCAN_PAGE));
+        for entry in table
+            .range::<&str>(bounds)
+            .map_err(|e| backend(path, "cannot read", e))?
+            .take(limit)
+        {
+            let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
+            let key = key.value();
+            out.push((key.to_owned(), decode(key, value.value())?));
+        }
         Ok(out)
+    }
+
+    fn last(&self, prefix: &str) -> Result<Option<(String, Record)>, StoreError> {
+        let path = self.path.as_path();
+        let end = prefix_end(prefix);
+        let Some(table) = self.read_table()? else {
+            return Ok(None);
+        };
+        let bounds = (
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        match table
+            .range::<&str>(bounds)
+            .map_err(|e| backend(path, "cannot read", e))?
+            .next_back()
+        {
+            Some(entry) => {
+                let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
+                let key = key.value();
+                Ok(Some((key.to_owned(), decode(key, value.value())?)))
+            }
+            None => Ok(None),
+        }
     }
 
     fn scan_each(
@@ -273,24 +342,20 @@ impl Storage for RedbStore {
     ) -> Result<(), StoreError> {
         // One read transaction: a consistent snapshot, one record in memory at a time.
         let path = self.path.as_path();
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| backend(path, "cannot read", e))?;
-        let table = match txn.open_table(RECORDS) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(backend(path, "cannot open table of", e)),
+        let end = prefix_end(prefix);
+        let Some(table) = self.read_table()? else {
+            return Ok(());
         };
+        let bounds = (
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
         for entry in table
-            .range(prefix..)
+            .range::<&str>(bounds)
             .map_err(|e| backend(path, "cannot read", e))?
         {
             let (key, value) = entry.map_err(|e| backend(path, "cannot read", e))?;
             let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
             let rec = decode(key, value.value())?;
             if f(key.to_owned(), rec).is_break() {
                 break;
@@ -299,10 +364,10 @@ impl Storage for RedbStore {
         Ok(())
     }
 
-    fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+    fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
         validate(writes)?;
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         let path = self.path.as_path();
         let Db::Write(db) = &self.db else {
@@ -314,9 +379,11 @@ impl Storage for RedbStore {
             .begin_write()
             .map_err(|e| backend(path, "cannot write", e))?;
         match self.apply(&txn, writes) {
-            Ok(()) => txn
-                .commit()
-                .map_err(|e| backend(path, "cannot commit to", e)),
+            Ok(versions) => {
+                txn.commit()
+                    .map_err(|e| backend(path, "cannot commit to", e))?;
+                Ok(Committed::new(versions))
+            }
             Err(e) => {
                 // Dropping the transaction would abort it as well; the refusal is what matters.
                 let _ = txn.abort();
@@ -368,10 +435,32 @@ fn decode(key: &str, bytes: &[u8]) -> Result<Record, StoreError> {
     })
 }
 
-fn backend(path: &Path, what: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Backend {
-        reason: format!("{what} store {}: {e}", path.display()),
+/// A failure of redb, with what the store was doing. Damage redb finds while reading or
+/// writing is [`StoreError::Damaged`]; an I/O error that a second attempt may not meet
+/// (interrupted, would block, timed out) is a retryable [`StoreError::Backend`]; anything else
+/// is a backend failure that a retry meets again.
+fn backend(path: &Path, what: &str, e: impl Into<::redb::Error>) -> StoreError {
+    let e: ::redb::Error = e.into();
+    match e {
+        ::redb::Error::Corrupted(_) => StoreError::Damaged {
+            path: path.to_owned(),
+            source: e.into(),
+        },
+        ::redb::Error::Io(ref io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            StoreError::backend_retryable(format!("{what} store {}", path.display()), e)
+        }
+        e => StoreError::backend(format!("{what} store {}", path.display()), e),
     }
+}
+
+/// An I/O failure on the store file outside redb (creating it, checking that it exists).
+fn io_error(path: &Path, what: &str, e: io::Error) -> StoreError {
+    backend(path, what, ::redb::Error::from(e))
 }
 
 fn check_exists(path: &Path) -> Result<(), StoreError> {
@@ -380,7 +469,7 @@ fn check_exists(path: &Path) -> Result<(), StoreError> {
         Ok(false) => Err(StoreError::NotFound {
             path: path.to_owned(),
         }),
-        Err(e) => Err(backend(path, "cannot open", e)),
+        Err(e) => Err(io_error(path, "cannot open", e)),
     }
 }
 
@@ -405,20 +494,19 @@ fn database_error(path: &Path, what: &str, e: DatabaseError) -> StoreError {
         {
             StoreError::Damaged {
                 path: path.to_owned(),
-                reason: io.to_string(),
+                source: io.into(),
             }
         }
         DatabaseError::Storage(StorageError::Corrupted(reason)) => StoreError::Damaged {
             path: path.to_owned(),
-            reason,
+            source: reason.into(),
         },
         DatabaseError::UpgradeRequired(v) => StoreError::Damaged {
             path: path.to_owned(),
-            reason: format!("redb file format {v}, not the one this build reads"),
+            source: format!("redb file format {v}, not the one this build reads").into(),
         },
-        DatabaseError::RepairAborted => backend(
-            path,
-            what,
+        DatabaseError::RepairAborted => StoreError::backend(
+            format!("{what} store {}", path.display()),
             "it was not closed cleanly and needs a recovery, which only a writable open does",
         ),
         e => backend(path, what, e),
@@ -431,9 +519,7 @@ mod tests {
     use crate::store::Expect;
 
     fn temp() -> Result<tempfile::TempDir, StoreError> {
-        tempfile::tempdir().map_err(|e| StoreError::Backend {
-            reason: e.to_string(),
-        })
+        tempfile::tempdir().map_err(|e| StoreError::backend("cannot make a directory", e))
     }
 
     #[test]
@@ -485,7 +571,15 @@ mod tests {
         }
         txn.commit().map_err(|e| backend(store.path(), "c", e))?;
         assert!(matches!(store.get("bad"), Err(StoreError::Corrupt { key, .. }) if key == "bad"));
-        assert!(matches!(store.scan(""), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.scan("", None, 10),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(store.last(""), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.scan_all(""),
+            Err(StoreError::Corrupt { .. })
+        ));
         assert!(matches!(
             store.commit(&[Write::put("bad", Expect::Any, *b"x")]),
             Err(StoreError::Corrupt { .. })
@@ -535,7 +629,7 @@ mod tests {
             Err(StoreError::Busy { .. })
         ));
         assert_eq!(second.get("k")?.map(|r| r.value), Some(b"v".to_vec()));
-        assert_eq!(reader.scan("")?.len(), 1);
+        assert_eq!(reader.scan("", None, 10)?.len(), 1);
         assert!(matches!(
             reader.commit(&[Write::create("x", *b"1")]),
             Err(StoreError::ReadOnly { .. })
@@ -556,7 +650,7 @@ mod tests {
             RedbStore::open(&path),
             Err(StoreError::NotFound { .. })
         ));
-        fs::write(&path, vec![0x5a; 8192]).map_err(|e| backend(&path, "w", e))?;
+        fs::write(&path, vec![0x5a; 8192]).map_err(|e| io_error(&path, "w", e))?;
         for result in [RedbStore::open(&path), RedbStore::open_read_only(&path)] {
             match result {
                 Err(e @ StoreError::Damaged { .. }) => {

@@ -141,7 +141,7 @@ fn build() -> Vec<(String, Vec<u8>)> {
         svc.refresh(&[], &offline, |_, _| {}).expect("refresh");
     }
     svc.store()
-        .scan("")
+        .scan_all("")
         .expect("scan")
         .into_iter()
         .map(|(k, r)| (k, r.value))
