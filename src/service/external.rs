@@ -13,9 +13,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrDer, VerifiedCsr};
 use crate::key::KeySpec;
 use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
-use crate::ops::{
-    ActivationRequest, CsrFields, CsrMode, NewCa, OpError, OpKind, OpState, Operation,
-};
+use crate::ops::{ActivationRequest, CsrFields, CsrMode, NewCa, OpError, OpKind, Operation};
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
 use crate::zone::{CaKind, Fqdn, ServerRecord, ServerRole, ZoneError, keys};
@@ -246,7 +244,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             _ => None,
         };
         let members = self.members_count()?;
-        let op = Operation::new(
+        let op = crate::ops::Op::new(
             self.next_op_id()?,
             OpKind::ChangeCa {
                 to,
@@ -303,25 +301,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         })
     }
 
-    /// Checks that CSR actions are allowed now: before activation, outside the cut-off (O7).
-    fn check_csr_action(op: &Operation, now: Timestamp, event: &'static str) -> Result<()> {
-        match op.state {
-            OpState::Replicating(_) | OpState::Assigned(_) => {
-                if op.inside_cutoff(now) && !op.activation.immediate {
-                    return Err(OpError::InsideCutoff {
-                        event,
-                        activation: op.activation.at,
-                    }
-                    .into());
-                }
-                Ok(())
-            }
-            _ => Err(OpError::WrongState {
-                state: op.state.name(),
-                event,
-            }
-            .into()),
-        }
+    /// CSR actions are allowed before activation, outside the cut-off (O7): the operation's
+    /// typed transition says so ([`crate::ops::Op::until_cutoff`]).
+    fn check_csr_action(op: Operation, now: Timestamp, event: &'static str) -> Result<Operation> {
+        Ok(crate::ops::AnyOp::from(op)
+            .until_cutoff(now, event)
+            .map_err(crate::ops::Refused::into_error)?
+            .into())
     }
 
     /// SR5 Generate CSR: each server's agent makes a new key and CSR (replacing an earlier
@@ -349,7 +335,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let mut out = Vec::new();
         match self.op_for_csr()? {
             Some((version, op)) => {
-                Self::check_csr_action(&op, now, "generate a CSR")?;
+                let op = Self::check_csr_action(op, now, "generate a CSR")?;
                 let mut planned = Vec::new();
                 for fqdn in fqdns {
                     planned.push((fqdn, self.external_target(&op, fqdn)?));
@@ -536,7 +522,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let zone = self.zone()?;
         match self.op_for_csr()? {
             Some((version, op)) => {
-                Self::check_csr_action(&op, now, "import a certificate")?;
+                let op = Self::check_csr_action(op, now, "import a certificate")?;
                 let (expect, mut u) = self.external_target(&op, fqdn)?;
                 let csr = u.csr.clone().ok_or_else(|| {
                     OpError::Selection(format!(
