@@ -343,17 +343,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 scheduled: None,
             },
         };
-        let due = matches!(rec.state, OpState::Replicating(_) | OpState::Assigned(_))
-            && now >= rec.activation.at;
-        if !due {
-            return Ok(Some(unscheduled(rec.into())));
+        let op = AnyOp::from(rec);
+        if op.poll_timeout().is_none_or(|at| now < at) {
+            return Ok(Some(unscheduled(op)));
         }
+        // Due: the gate's verdict and the stranded count are read from the record as loaded.
+        let rec = Operation::from(op.clone());
         let updates = self.member_updates(&rec)?;
         let stranded = self.stranded_with(&rec, &updates)?;
         let verdict = self.gate_verdict(&rec, &updates)?;
         let (id, from) = (rec.id, rec.activation.at);
-        let (op, outcome) =
-            AnyOp::from(rec).handle_timeout(now, verdict.as_ref(), stranded.len() as u64);
+        let (op, outcome) = op.handle_timeout(now, verdict.as_ref(), stranded.len() as u64);
         let (op, scheduled) = match (op, outcome) {
             (op, TimeoutOutcome::Idle) => return Ok(Some(unscheduled(op))),
             (AnyOp::Activated(op), TimeoutOutcome::Activated) => {
