@@ -1365,6 +1365,44 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn replication_is_refused_for_unknown_servers_and_after_activation_o3() {
+        let now = t("2027-01-02T00:00:00Z");
+        let a = assigned("2027-02-01T00:00:00Z");
+        let r = a.clone().on_replicated(&fq("other.example")).unwrap_err();
+        assert!(
+            matches!(r.error, OpError::NotInUpdate { .. }),
+            "{}",
+            r.error
+        );
+        assert_eq!(r.op, a);
+        let act = AnyOp::from(activated("2027-02-01T00:00:00Z", "2027-02-01T00:00:00Z"));
+        let r = act
+            .clone()
+            .on_replicated(&fq("content.example"), now)
+            .unwrap_err();
+        assert_eq!(
+            r.error,
+            OpError::WrongState {
+                state: "activated",
+                event: "record replication"
+            }
+        );
+        assert_eq!(r.op, act, "given back unchanged");
+    }
+
+    #[test]
+    fn an_immediate_activation_has_no_cutoff_o2_o7() {
+        let mut o = op("2027-02-01T00:00:00Z");
+        o.core.activation.immediate = true;
+        let late = t("2027-02-01T00:00:00Z");
+        let o = o.until_cutoff(late, "generate a CSR").unwrap();
+        let a = o.assign_now(late).unwrap();
+        assert!(a.clone().redeploy(late).is_ok());
+        // Cancel keeps its cut-off: an immediate operation activates at once anyway.
+        assert!(a.cancel(late).is_err());
+    }
+
+    #[test]
     fn serving_a_bridge_needs_one_b1() {
         let o = op("2027-02-01T00:00:00Z").serving_bridge(true);
         assert!(!o.serve_bridge, "a Server Remint has no bridge");

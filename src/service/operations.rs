@@ -2,6 +2,13 @@
 //! with `now`, talks to agents, and commits every state change as one compare-and-swap
 //! transaction with its audit entry. A crash between two commits loses nothing: every step is
 //! idempotent and is simply run again (B5).
+//!
+//! The rules are the typed machine's ([`crate::ops::machine`]). An operation command loads
+//! `op/current` once ([`ZoneService::load`]: the record becomes an [`AnyOp`] and any due
+//! scheduled work, activation or the gate's postponement or hold, is applied in memory),
+//! feeds its event once, and commits under the zone epoch it began at (B6): first the
+//! scheduled work, as [`ZoneService::tick`] would have, then its own change. A refused
+//! command commits nothing, not even an activation that was due.
 
 use std::collections::{BTreeMap, BTreeSet};
 
