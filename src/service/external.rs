@@ -301,13 +301,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         })
     }
 
-    /// CSR actions are allowed before activation, outside the cut-off (O7): the operation's
-    /// typed transition says so ([`crate::ops::Op::until_cutoff`]).
-    fn check_csr_action(op: Operation, now: Timestamp, event: &'static str) -> Result<Operation> {
-        Ok(crate::ops::AnyOp::from(op)
+    /// The running operation for a CSR action, as [`ZoneService::load`] finds it (due
+    /// scheduled work applied: a gate's postponement moves the cut-off, O7, B2): CSR actions
+    /// are allowed before activation, outside the cut-off
+    /// ([`crate::ops::Op::until_cutoff`]).
+    fn csr_action(
+        &self,
+        now: Timestamp,
+        event: &'static str,
+    ) -> Result<Option<(Operation, super::operations::Due)>> {
+        let Some(super::operations::Loaded { op, due }) = self.load(now)? else {
+            return Ok(None);
+        };
+        let op = op
             .until_cutoff(now, event)
-            .map_err(crate::ops::Refused::into_error)?
-            .into())
+            .map_err(crate::ops::Refused::into_error)?;
+        Ok(Some((op.into(), due)))
     }
 
     /// SR5 Generate CSR: each server's agent makes a new key and CSR (replacing an earlier
@@ -333,9 +342,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let mut writes = Vec::new();
         let mut out = Vec::new();
-        match self.op_for_csr()? {
-            Some((version, op)) => {
-                let op = Self::check_csr_action(op, now, "generate a CSR")?;
+        // The operation's record and its scheduled work, committed first.
+        let mut current = None;
+        match self.csr_action(now, "generate a CSR")? {
+            Some((op, due)) => {
                 let mut planned = Vec::new();
                 for fqdn in fqdns {
                     planned.push((fqdn, self.external_target(&op, fqdn)?));
@@ -360,11 +370,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     ));
                     out.push((fqdn.clone(), csr));
                 }
-                writes.push(Write::put(
-                    "op/current",
-                    Expect::Version(version),
-                    encode(&op),
-                ));
+                current = Some((due, encode(&op)));
             }
             None => {
                 let zone = self.zone()?;
@@ -397,12 +403,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         let names: Vec<&str> = fqdns.iter().map(Fqdn::as_str).collect();
-        self.commit(
-            &mut epoch,
-            writes,
-            "csr.generate",
-            serde_json::json!({ "servers": names }),
-        )?;
+        let detail = serde_json::json!({ "servers": names });
+        match current {
+            Some((due, op)) => self.commit_after(
+                &mut epoch,
+                due,
+                |v| {
+                    writes.push(Write::put("op/current", v, op));
+                    writes
+                },
+                "csr.generate",
+                detail,
+            )?,
+            None => self.commit(&mut epoch, writes, "csr.generate", detail)?,
+        }
         Ok(out)
     }
 
@@ -520,9 +534,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let certs = bundle::read_certificates(bytes)?;
         let zone = self.zone()?;
-        match self.op_for_csr()? {
-            Some((version, op)) => {
-                let op = Self::check_csr_action(op, now, "import a certificate")?;
+        match self.csr_action(now, "import a certificate")? {
+            Some((op, due)) => {
                 let (expect, mut u) = self.external_target(&op, fqdn)?;
                 let csr = u.csr.clone().ok_or_else(|| {
                     OpError::Selection(format!(
@@ -557,12 +570,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 u.cert_status = Some(ServerCertStatus::Uploaded);
                 u.reason = None;
                 u.updated_at = now;
-                let writes = vec![
-                    Write::put(update::key(op.id, fqdn.as_str()), expect, encode(&u)),
-                    Write::put("op/current", Expect::Version(version), encode(&op)),
-                ];
                 let detail = serde_json::json!({ "server": fqdn, "operation": op.id });
-                self.commit(&mut epoch, writes, "cert.import", detail)?;
+                self.commit_after(
+                    &mut epoch,
+                    due,
+                    |v| {
+                        vec![
+                            Write::put(update::key(op.id, fqdn.as_str()), expect, encode(&u)),
+                            Write::put("op/current", v, encode(&op)),
+                        ]
+                    },
+                    "cert.import",
+                    detail,
+                )?;
                 Ok(chain)
             }
             None => {

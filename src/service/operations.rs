@@ -286,15 +286,15 @@ struct MemberDone {
 
 /// The operation as a command found it, after its due scheduled work
 /// ([`ZoneService::load`]).
-struct Loaded {
+pub(super) struct Loaded {
     /// The operation, scheduled work applied.
-    op: AnyOp,
+    pub(super) op: AnyOp,
     /// What committing the scheduled work takes.
-    due: Due,
+    pub(super) due: Due,
 }
 
 /// Scheduled work applied to a loaded operation and not yet committed.
-struct Due {
+pub(super) struct Due {
     /// The version of `op/current` as loaded.
     version: u64,
     /// The commit the scheduled work needs, if any was due.
@@ -302,7 +302,7 @@ struct Due {
 }
 
 /// The commit of scheduled work: activation (O8), a postponement or a hold (B2).
-struct Scheduled {
+pub(super) struct Scheduled {
     writes: Vec<Write>,
     event: &'static str,
     detail: serde_json::Value,
@@ -339,7 +339,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// committed. The command feeds its own event to [`Loaded::op`] and commits through
     /// [`Self::commit_after`], which commits the scheduled work first: a refused command
     /// commits nothing, not even an activation that was due.
-    fn load(&self, now: Timestamp) -> Result<Option<Loaded>> {
+    pub(super) fn load(&self, now: Timestamp) -> Result<Option<Loaded>> {
         let Some((version, rec)) = self.current_op()? else {
             return Ok(None);
         };
@@ -431,7 +431,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// Commits what a command decided on a [`Loaded`] operation: the scheduled work first (as
     /// [`Self::tick`] would have), then the command's `writes`, given what `op/current`'s
     /// write must expect, with the command's audit entry.
-    fn commit_after(
+    pub(super) fn commit_after(
         &self,
         epoch: &mut Epoch,
         due: Due,
