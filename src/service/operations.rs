@@ -1009,7 +1009,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// Runs scheduled work (quinn-proto's `handle_timeout`): activation once its time has
     /// come (O8), or the gate's postponement or hold (B2). A spurious call changes nothing.
-    /// Returns whether it activated. Commands run due scheduled work themselves.
+    /// Returns whether it activated. The operation commands (replicate, assign now, cancel,
+    /// redeploy, ignore, baseline, the external CA's CSR actions) and a refresh run due
+    /// scheduled work themselves, so they need no tick first.
     pub fn tick(&self) -> Result<bool> {
         self.tick_with(&mut self.begin()?)
     }
