@@ -1,16 +1,21 @@
-//! Staged operations (O1-O12): Remint CA (RC1) and internal Server Remint (SR1, SR2, SR4).
+//! Staged operations (O1-O12): Remint CA (RC1), Change CA (CI1, CE1) and Server Remint (SR1-SR4).
 //!
-//! An operation is a persisted state machine. Its record ([`Operation`]) is the enum the code
-//! matches on ([`OpState`]), serialised with a format version first. Transitions take the
-//! event and `now` and either return the next state or a typed refusal ([`OpError`]) naming
-//! the state and the event; they do no I/O. Scheduled work follows quinn-proto:
-//! [`Operation::poll_timeout`] says when the machine next wants to run and
-//! [`Operation::handle_timeout`] runs it; a spurious call is a no-op.
+//! An operation is a persisted state machine. Its rules live in [`machine`]: typed states
+//! ([`Op<S>`](Op), each state holding only its data) with consuming transitions that return
+//! the next state or a [`Refused`] naming the state and the event; a method that makes no
+//! sense in a state does not exist there. They do no I/O and read no clock. Scheduled work
+//! follows quinn-proto: [`Op::poll_timeout`] says when the machine next wants to run and
+//! [`Op::handle_timeout`] runs it; a spurious call is a no-op.
+//!
+//! The persisted record ([`Operation`], `op/current` and `op/history/<id>`) is plain data:
+//! the shared fields and the state enum ([`OpState`]), serialised with a format version
+//! first. [`AnyOp`] loads from it and saves back to it unchanged.
 //!
 //! Per-member progress lives beside the operation in [`update::MemberUpdate`] records, one per
 //! member, so a zone of 100,000 devices reports in batches without rewriting one huge record.
 
 pub mod gate;
+pub mod machine;
 pub mod update;
 
 use std::collections::BTreeMap;
@@ -23,9 +28,10 @@ use crate::ca::ValidityYears;
 use crate::cert::CertificateDer;
 use crate::clock::Timestamp;
 use crate::key::KeySpec;
-use crate::zone::{Fqdn, RECORD_VERSION};
+use crate::zone::Fqdn;
 
 pub use gate::{AtDeadline, Coverage, Gate, GateState, ServerQuota, TimeoutOutcome, Verdict};
+pub use machine::{AnyOp, BeforeActivation, LiveOp, Op, OpCore, Refused, State, Timeout};
 pub use update::{MemberStatus, MemberUpdate, ServerCertStatus};
 
 /// How long before activation a cancel is still allowed (O7): the manual's ten minutes.
@@ -584,7 +590,8 @@ pub enum Notice {
 }
 
 /// A staged operation: the persisted record `op/current` (and `op/history/<id>` once
-/// finished).
+/// finished). Plain data with read-only queries; its transitions are the typed machine's
+/// ([`AnyOp::from`] loads it, [`Operation::from`] saves an [`Op`] or an [`AnyOp`] back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     /// Record format version.
@@ -621,47 +628,14 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// A new operation, replicating (O3).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: u64,
-        kind: OpKind,
-        update_name: String,
-        activation: Activation,
-        now: Timestamp,
-        ca_server: Fqdn,
-        content_servers: impl IntoIterator<Item = Fqdn>,
-        targets: u64,
-    ) -> Self {
-        Operation {
-            v: RECORD_VERSION,
-            id,
-            kind,
-            update_name,
-            activation,
-            started_at: now,
-            ca_server,
-            replication: content_servers
-                .into_iter()
-                .map(|s| (s, Replication::Pending))
-                .collect(),
-            targets,
-            notices: Vec::new(),
-            serve_bridge: false,
-            acknowledged: Vec::new(),
-            gate: None,
-            state: OpState::Replicating(Replicating {}),
-        }
-    }
-
     /// The last moment a cancel is allowed is strictly before this (O7).
     pub fn cancel_deadline(&self) -> Timestamp {
-        self.activation.at.minus(CANCEL_CUTOFF)
+        self.activation.cancel_deadline()
     }
 
     /// Whether `now` is inside the cut-off, where only "ignore device" is allowed (O7).
     pub fn inside_cutoff(&self, now: Timestamp) -> bool {
-        now >= self.cancel_deadline()
+        self.activation.inside_cutoff(now)
     }
 
     /// Whether the update is assigned (or past that).
@@ -669,280 +643,56 @@ impl Operation {
         matches!(self.state, OpState::Assigned(_) | OpState::Activated(_))
     }
 
-    fn refuse(&self, event: &'static str) -> OpError {
-        OpError::WrongState {
-            state: self.state.name(),
-            event,
-        }
-    }
-
-    /// Content reached `server` (O3). Returns true when that completed replication and the
-    /// update was assigned automatically (O4).
-    pub fn on_replicated(&mut self, server: &Fqdn, now: Timestamp) -> Result<bool, OpError> {
-        if !self.state.is_running() || matches!(self.state, OpState::Activated(_)) {
-            return Err(self.refuse("record replication"));
-        }
-        let Some(slot) = self.replication.get_mut(server) else {
-            return Err(OpError::NotInUpdate {
-                name: server.to_string(),
-            });
-        };
-        *slot = Replication::Replicated;
-        if matches!(self.state, OpState::Replicating(_)) && self.replication_complete() {
-            self.state = OpState::Assigned(Assigned {
-                at: now,
-                manual: false,
-            });
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Whether every content server has the content.
     pub fn replication_complete(&self) -> bool {
-        self.replication
-            .values()
-            .all(|r| *r == Replication::Replicated)
-    }
-
-    /// "Assign now" (O4): before replication completes; refused inside the cut-off (O7).
-    pub fn assign_now(&mut self, now: Timestamp) -> Result<(), OpError> {
-        match self.state {
-            OpState::Replicating(_) => {
-                if self.inside_cutoff(now) && !self.activation.immediate {
-                    return Err(OpError::InsideCutoff {
-                        event: "assign now",
-                        activation: self.activation.at,
-                    });
-                }
-                self.state = OpState::Assigned(Assigned {
-                    at: now,
-                    manual: true,
-                });
-                Ok(())
-            }
-            _ => Err(self.refuse("assign now")),
-        }
-    }
-
-    /// Checks that redeploy is allowed now (O5, O7).
-    pub fn check_redeploy(&self, now: Timestamp) -> Result<(), OpError> {
-        match self.state {
-            OpState::Assigned(_)
-                if self.inside_cutoff(now) && !self.activation.immediate && !self.held() =>
-            {
-                Err(OpError::InsideCutoff {
-                    event: "redeploy",
-                    activation: self.activation.at,
-                })
-            }
-            OpState::Assigned(_) => Ok(()),
-            _ => Err(self.refuse("redeploy")),
-        }
-    }
-
-    /// Checks that "ignore device" is allowed (O5): any time while the update is live.
-    pub fn check_ignore(&self) -> Result<(), OpError> {
-        match self.state {
-            OpState::Replicating(_) | OpState::Assigned(_) | OpState::Activated(_) => Ok(()),
-            _ => Err(self.refuse("ignore a device")),
-        }
-    }
-
-    /// Cancel (O7): allowed strictly before ten minutes ahead of activation.
-    pub fn check_cancel(&self, now: Timestamp) -> Result<(), OpError> {
-        match self.state {
-            OpState::Replicating(_) | OpState::Assigned(_) => {
-                // B2: an operation held at its gate's deadline waits for the administrator,
-                // who may cancel it.
-                if self.held() {
-                    Ok(())
-                } else if self.inside_cutoff(now) {
-                    Err(OpError::CancelCutoff {
-                        deadline: self.cancel_deadline(),
-                        activation: self.activation.at,
-                    })
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Err(self.refuse("cancel")),
-        }
-    }
-
-    /// Completes a cancel whose side effects succeeded.
-    pub fn cancelled(&mut self, now: Timestamp) {
-        self.state = OpState::Cancelled(Cancelled { at: now });
-    }
-
-    /// When the machine next wants to run: the activation time, until activated.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match self.state {
-            OpState::Replicating(_) | OpState::Assigned(_) => Some(self.activation.at),
-            _ => None,
-        }
-    }
-
-    /// Runs scheduled work at `now`: activation once `now >= activation` (O8). Returns true
-    /// when it activated; a spurious call (too early, or already activated) changes nothing.
-    pub fn handle_timeout(&mut self, now: Timestamp, stranded: u64) -> bool {
-        match self.poll_timeout() {
-            Some(at) if now >= at => {
-                self.state = OpState::Activated(Activated {
-                    at: now,
-                    stranded_at_activation: stranded,
-                });
-                true
-            }
-            _ => false,
-        }
+        replication_complete(&self.replication)
     }
 
     /// Whether the operation is held at its gate's deadline (B2).
     pub fn held(&self) -> bool {
-        self.gate.as_ref().is_some_and(|g| g.held_since.is_some())
-    }
-
-    /// Sets a gate (B2) for a current CA expiring at `ca_not_after`: refused when the
-    /// settings cannot work or the deadline is not after the activation time.
-    pub fn set_gate(&mut self, gate: Gate, ca_not_after: Timestamp) -> Result<(), OpError> {
-        let deadline = gate.check_for(&self.activation, ca_not_after)?;
-        self.gate = Some(GateState {
-            gate,
-            deadline,
-            requested_activation: self.activation.at,
-            postponements: Vec::new(),
-            held_since: None,
-            activated_at_deadline: false,
-        });
-        Ok(())
-    }
-
-    /// [`Self::handle_timeout`] with the coverage gate (B2): `verdict` is the gate's judgement
-    /// of the coverage now (ignored without a gate). When activation is due and the gate is
-    /// not met, activation moves by the gate's step (whole steps from the current activation
-    /// time, to the first one after `now`), never past the deadline; the cancel cut-off (O7)
-    /// moves with it. At the deadline the policy activates (reporting the stranded) or holds
-    /// and raises an alarm. Each postponement and the alarm are recorded with a notice. A
-    /// spurious call changes nothing.
-    pub fn handle_timeout_gated(
-        &mut self,
-        now: Timestamp,
-        verdict: Option<&Verdict>,
-        stranded: u64,
-    ) -> TimeoutOutcome {
-        let due = self.poll_timeout().is_some_and(|at| now >= at);
-        if !due {
-            return TimeoutOutcome::Idle;
-        }
-        let unmet = match (&self.gate, verdict) {
-            (Some(_), Some(v)) if !v.met => Some(v.clone()),
-            _ => None,
-        };
-        let Some(verdict) = unmet else {
-            self.handle_timeout(now, stranded);
-            return TimeoutOutcome::Activated;
-        };
-        let from = self.activation.at;
-        let Some(gate) = self.gate.as_mut() else {
-            return TimeoutOutcome::Idle;
-        };
-        let reason = verdict.to_string();
-        if now >= gate.deadline {
-            match gate.gate.at_deadline {
-                AtDeadline::Activate => {
-                    gate.activated_at_deadline = true;
-                    self.notices.push(Notice::ActivatedAtDeadline {
-                        at: now,
-                        stranded,
-                        reason,
-                    });
-                    self.handle_timeout(now, stranded);
-                    TimeoutOutcome::Activated
-                }
-                AtDeadline::Hold if gate.held_since.is_some() => TimeoutOutcome::Idle,
-                AtDeadline::Hold => {
-                    gate.held_since = Some(now);
-                    let deadline = gate.deadline;
-                    self.notices.push(Notice::GateAlarm {
-                        at: now,
-                        deadline,
-                        reason,
-                    });
-                    TimeoutOutcome::Held
-                }
-            }
-        } else {
-            let step = gate.gate.step_secs.max(1);
-            let late = u64::try_from(now.unix() - from.unix()).unwrap_or(0);
-            let steps = late / step + 1;
-            let to = from
-                .plus(Duration::from_secs(steps.saturating_mul(step)))
-                .min(gate.deadline);
-            gate.postponements.push(gate::Postponement {
-                at: now,
-                from,
-                to,
-                verdict,
-            });
-            self.activation.at = to;
-            self.notices.push(Notice::ActivationPostponed {
-                at: now,
-                from,
-                to,
-                reason,
-            });
-            TimeoutOutcome::Postponed(to)
-        }
-    }
-
-    /// Baseline (O10): refused while members are stranded, unless forced.
-    pub fn baseline(
-        &mut self,
-        now: Timestamp,
-        stranded: &[String],
-        force: bool,
-    ) -> Result<(), OpError> {
-        if !matches!(self.state, OpState::Activated(_)) {
-            return Err(self.refuse("baseline"));
-        }
-        if let Some(first) = stranded.first().filter(|_| !force) {
-            return Err(OpError::StrandedBaseline {
-                count: stranded.len(),
-                first: first.clone(),
-            });
-        }
-        self.state = OpState::Baselined(Baselined {
-            at: now,
-            forced: force && !stranded.is_empty(),
-            stranded: stranded.len() as u64,
-        });
-        Ok(())
+        held(self.gate.as_ref())
     }
 
     /// The bridge servers present after activation, if any (B1).
     pub fn served_bridge(&self) -> Option<&CertificateDer> {
-        self.kind.bridge().filter(|_| self.serve_bridge)
+        served_bridge(&self.kind, self.serve_bridge)
     }
 
     /// Whether members that missed the update still validate the servers at `now`: a bridge
     /// is served and still valid (B1).
     pub fn bridged_at(&self, now: Timestamp) -> bool {
-        self.served_bridge()
-            .and_then(|b| crate::cert::Certificate::try_from(b).ok())
-            .is_some_and(|b| now <= b.not_after())
+        bridged_at(self.served_bridge(), now)
+    }
+}
+
+impl Activation {
+    /// The last moment a cancel is allowed is strictly before this (O7).
+    pub fn cancel_deadline(&self) -> Timestamp {
+        self.at.minus(CANCEL_CUTOFF)
     }
 
-    /// Records O12's point once.
-    pub fn note_legacy_point(&mut self, now: Timestamp) {
-        if !self
-            .notices
-            .iter()
-            .any(|n| matches!(n, Notice::LegacyRefreshPoint { .. }))
-        {
-            self.notices.push(Notice::LegacyRefreshPoint { at: now });
-        }
+    /// Whether `now` is inside the cut-off, where only "ignore device" is allowed (O7).
+    pub fn inside_cutoff(&self, now: Timestamp) -> bool {
+        now >= self.cancel_deadline()
     }
+}
+
+fn replication_complete(replication: &BTreeMap<Fqdn, Replication>) -> bool {
+    replication.values().all(|r| *r == Replication::Replicated)
+}
+
+fn held(gate: Option<&GateState>) -> bool {
+    gate.is_some_and(|g| g.held_since.is_some())
+}
+
+fn served_bridge(kind: &OpKind, serve: bool) -> Option<&CertificateDer> {
+    kind.bridge().filter(|_| serve)
+}
+
+fn bridged_at(bridge: Option<&CertificateDer>, now: Timestamp) -> bool {
+    bridge
+        .and_then(|b| crate::cert::Certificate::try_from(b).ok())
+        .is_some_and(|b| now <= b.not_after())
 }
 
 #[cfg(test)]
@@ -955,29 +705,7 @@ mod tests {
     }
 
     fn op(activation: &str) -> Operation {
-        let act = Activation {
-            at: t(activation),
-            immediate: false,
-        };
-        Operation::new(
-            1,
-            OpKind::ServerRemint {
-                servers: vec!["ps1.example".parse().unwrap()],
-                common_name: None,
-                key: KeySpec::P256,
-                include_dns: false,
-                csr: None,
-            },
-            "u".into(),
-            act,
-            t("2027-01-01T00:00:00Z"),
-            "ps1.example".parse().unwrap(),
-            [
-                "ps1.example".parse().unwrap(),
-                "content.example".parse().unwrap(),
-            ],
-            1,
-        )
+        machine::tests::op(activation).into()
     }
 
     #[test]
@@ -1011,84 +739,6 @@ mod tests {
     }
 
     #[test]
-    fn replication_completes_then_assigns_automatically_o4() {
-        let mut o = op("2027-02-01T00:00:00Z");
-        let now = t("2027-01-02T00:00:00Z");
-        assert!(
-            !o.on_replicated(&"ps1.example".parse().unwrap(), now)
-                .unwrap()
-        );
-        assert_eq!(o.state.name(), "replicating");
-        assert!(
-            o.on_replicated(&"content.example".parse().unwrap(), now)
-                .unwrap()
-        );
-        assert_eq!(
-            o.state,
-            OpState::Assigned(Assigned {
-                at: now,
-                manual: false
-            })
-        );
-        assert!(
-            o.on_replicated(&"other.example".parse().unwrap(), now)
-                .is_err()
-        );
-        assert!(o.assign_now(now).is_err(), "already assigned");
-    }
-
-    #[test]
-    fn cancel_cutoff_is_exactly_ten_minutes_o7() {
-        let o = op("2027-02-01T00:00:00Z");
-        assert!(o.check_cancel(t("2027-01-31T23:49:59Z")).is_ok());
-        let e = o.check_cancel(t("2027-01-31T23:50:00Z")).unwrap_err();
-        assert!(matches!(e, OpError::CancelCutoff { .. }), "{e}");
-        assert!(o.check_ignore().is_ok());
-        let mut o2 = op("2027-02-01T00:00:00Z");
-        assert!(o2.assign_now(t("2027-01-31T23:50:00Z")).is_err());
-        assert!(o2.assign_now(t("2027-01-31T23:49:59Z")).is_ok());
-        assert!(o2.check_redeploy(t("2027-01-31T23:50:00Z")).is_err());
-    }
-
-    #[test]
-    fn activation_at_exactly_the_time_and_spurious_timeouts_o8() {
-        let mut o = op("2027-02-01T00:00:00Z");
-        assert_eq!(o.poll_timeout(), Some(t("2027-02-01T00:00:00Z")));
-        assert!(!o.handle_timeout(t("2027-01-31T23:59:59Z"), 0));
-        assert_eq!(o.state.name(), "replicating");
-        assert!(o.handle_timeout(t("2027-02-01T00:00:00Z"), 3));
-        assert_eq!(o.state.name(), "activated");
-        assert!(
-            !o.handle_timeout(t("2027-02-02T00:00:00Z"), 0),
-            "spurious call is a no-op"
-        );
-        assert_eq!(o.poll_timeout(), None);
-        let e = o.check_cancel(t("2027-02-02T00:00:00Z")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cannot cancel while the operation is activated"
-        );
-    }
-
-    #[test]
-    fn baseline_refused_while_stranded_unless_forced_o10() {
-        let mut o = op("2027-02-01T00:00:00Z");
-        let now = t("2027-02-02T00:00:00Z");
-        assert!(o.baseline(now, &[], false).is_err(), "not activated yet");
-        o.handle_timeout(now, 1);
-        let stranded = vec!["dev-1".to_string()];
-        let e = o.baseline(now, &stranded, false).unwrap_err();
-        // Library words, no command-line flag (issue 9 item 9).
-        assert!(e.to_string().contains("force the baseline"), "{e}");
-        o.baseline(now, &stranded, true).unwrap();
-        assert!(matches!(
-            o.state,
-            OpState::Baselined(Baselined { forced: true, .. })
-        ));
-        assert!(!o.state.is_running());
-    }
-
-    #[test]
     fn records_without_a_gate_read_and_write_as_before_b2() {
         let o = op("2027-02-01T00:00:00Z");
         let json = serde_json::to_string(&o).unwrap();
@@ -1098,7 +748,6 @@ mod tests {
         );
         let read: Operation = serde_json::from_str(&json).unwrap();
         assert_eq!(read.gate, None);
-        let mut gated = o.clone();
         let gate = Gate {
             min_devices_percent: 50,
             servers: ServerQuota::All,
@@ -1106,7 +755,10 @@ mod tests {
             deadline_margin_secs: 0,
             at_deadline: AtDeadline::Activate,
         };
-        gated.set_gate(gate, t("2030-01-01T00:00:00Z")).unwrap();
+        let gated: Operation = machine::tests::op("2027-02-01T00:00:00Z")
+            .with_gate(gate, t("2030-01-01T00:00:00Z"))
+            .unwrap()
+            .into();
         let json = serde_json::to_string(&gated).unwrap();
         assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), gated);
     }
@@ -1117,5 +769,38 @@ mod tests {
         let json = serde_json::to_string(&o).unwrap();
         assert!(json.starts_with("{\"v\":1,"), "{json}");
         assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), o);
+    }
+
+    /// The typed machine reads and writes exactly the persisted record: every state of a
+    /// record survives `Operation -> AnyOp -> Operation` unchanged.
+    #[test]
+    fn records_survive_the_typed_machine_unchanged() {
+        let at = t("2027-01-02T00:00:00Z");
+        let base = op("2027-02-01T00:00:00Z");
+        for state in [
+            OpState::Replicating(Replicating {}),
+            OpState::Assigned(Assigned { at, manual: true }),
+            OpState::Activated(Activated {
+                at,
+                stranded_at_activation: 3,
+            }),
+            OpState::Cancelled(Cancelled { at }),
+            OpState::Baselined(Baselined {
+                at,
+                forced: true,
+                stranded: 2,
+            }),
+        ] {
+            let rec = Operation {
+                state,
+                ..base.clone()
+            };
+            let json = serde_json::to_vec(&rec).unwrap();
+            let typed = AnyOp::from(serde_json::from_slice::<Operation>(&json).unwrap());
+            assert_eq!(typed.name(), rec.state.name());
+            let back = Operation::from(typed);
+            assert_eq!(back, rec);
+            assert_eq!(serde_json::to_vec(&back).unwrap(), json);
+        }
     }
 }

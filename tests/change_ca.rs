@@ -315,3 +315,71 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
     )
     .unwrap();
 }
+
+/// Issue 10 item 5 (O7, B2): a CSR action finds the operation with its due scheduled work
+/// applied. At the activation time of an external Change CA whose gate is not met (dev-2
+/// never refreshes), and with no tick before it, importing a certificate first commits the
+/// gate's postponement, which moves the cancel cut-off, and is then accepted: on 96818ac it
+/// was refused as inside the cut-off of an activation time that no longer held.
+#[test]
+fn csr_actions_see_the_gates_postponement_due_now() {
+    use zonepki::ops::{AtDeadline, Gate, ServerQuota};
+    let (svc, clock) = zone();
+    let now = clock.now();
+    let ext = External::new(now);
+    let gate = Gate {
+        min_devices_percent: 100,
+        servers: ServerQuota::AtLeast {
+            primary: 0,
+            auth_satellite: 0,
+        },
+        step_secs: 3600,
+        deadline_margin_secs: 0,
+        at_deadline: AtDeadline::Hold,
+    };
+    svc.start_change_ca(ChangeCaRequest {
+        to: ChangeCaTarget::External {
+            chain: ext.chain_pem(),
+            csr: CsrMode::Auto {
+                fields: CsrFields::default(),
+                key: KeySpec::P256,
+            },
+        },
+        include_dns: false,
+        activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+        update_name: None,
+        gate: Some(gate),
+        acknowledge: Vec::new(),
+    })
+    .unwrap();
+    let offline = RefreshOptions::new().offline(["dev-2"]);
+    for _ in 0..3 {
+        svc.refresh(&[], &offline, |_, _| {}).unwrap();
+    }
+    let csrs = svc.csrs(&[]).unwrap();
+    assert_eq!(csrs.len(), 3);
+
+    // The activation time comes; nobody ticks.
+    clock.set(t("2027-01-10T00:00:00Z"));
+    let (fqdn, csr) = &csrs[0];
+    svc.import_certificate(fqdn, &ext.sign(fqdn.as_str(), csr, clock.now()))
+        .unwrap();
+    let v = svc.op_show().unwrap();
+    assert_eq!(v.state, "assigned");
+    assert_eq!(
+        v.activation,
+        t("2027-01-10T01:00:00Z"),
+        "postponed by one step"
+    );
+    assert_eq!(v.cancel_deadline, Some(t("2027-01-10T00:50:00Z")));
+    let uploaded = v.servers.iter().find(|s| s.fqdn == fqdn.as_str()).unwrap();
+    assert_eq!(uploaded.certificate_status, "new certificate uploaded");
+    // A CSR made again is accepted the same way, now without anything due.
+    svc.generate_csr(
+        std::slice::from_ref(&csrs[1].0),
+        &CsrFields::default(),
+        None,
+        KeySpec::P256,
+    )
+    .unwrap();
+}

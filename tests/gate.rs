@@ -119,8 +119,8 @@ fn gated_remint_ca_is_postponed_then_activates_once_coverage_is_met_b2() {
     let missing = &g.state.postponements[0].verdict.coverage.missing;
     assert_eq!(missing["assigned"].count, 5);
     // Cancel is allowed again (the new cut-off is 00:50); a second tick changes nothing.
-    let op = sim.svc.op().unwrap().unwrap();
-    op.check_cancel(sim.svc.now()).unwrap();
+    let op = zonepki::ops::AnyOp::from(sim.svc.op().unwrap().unwrap());
+    op.cancel(sim.svc.now()).unwrap();
     assert!(!sim.svc.tick().unwrap());
     assert_eq!(postponements(&sim.svc.op_show().unwrap()).len(), 1);
 

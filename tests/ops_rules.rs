@@ -1113,3 +1113,58 @@ fn b6_two_frontends_cannot_both_start_an_operation() {
     let v = sim.drive(&none());
     assert!(v.devices.iter().all(|d| d.status == "applied"), "{v:?}");
 }
+
+/// The audit events in `d` (a dump), oldest first.
+fn audit_events(d: &serde_json::Value) -> Vec<String> {
+    d.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("audit/entry/"))
+        .map(|(_, e)| e["value"]["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 10 item 5 (O7, O8, O10, B6): a command finds the operation once, with its due
+/// scheduled work applied. At the activation time and without a tick, commands that make no
+/// sense after activation are refused as such ("... while the operation is activated") and
+/// commit nothing, not even the activation; an accepted command commits the activation, then
+/// its own change. A regression guard for the typed core (the rules did not change).
+#[test]
+fn commands_at_a_due_activation_decide_on_the_activated_operation() {
+    let sim = applied_remint(1);
+    sim.clock.set(t(ACT));
+    let before = dump(&sim);
+    for (e, event) in [
+        (sim.svc.cancel().unwrap_err(), "cancel"),
+        (sim.svc.assign_now().unwrap_err(), "assign now"),
+        (sim.svc.redeploy(&[]).unwrap_err(), "redeploy"),
+        (
+            sim.svc.replicate(&[fq(CONTENT1)]).unwrap_err(),
+            "record replication",
+        ),
+    ] {
+        assert!(
+            matches!(
+                e,
+                Error::Op(OpError::WrongState {
+                    state: "activated",
+                    event: ev,
+                }) if ev == event
+            ),
+            "{event}: {e}"
+        );
+    }
+    assert_eq!(dump(&sim), before, "refused commands commit nothing");
+    let v = sim.svc.baseline(false).unwrap();
+    assert_eq!(v.state, "baselined");
+    let events = audit_events(&dump(&sim));
+    assert_eq!(
+        events[events.len() - 2..],
+        ["op.activate".to_string(), "op.baseline".to_string()]
+    );
+    assert_eq!(
+        audit_events(&before).len() + 2,
+        events.len(),
+        "two commits: the scheduled work's and the command's"
+    );
+}

@@ -3,7 +3,7 @@
 //! step and says why; it never postpones past a deadline (the current CA's expiry minus a
 //! margin), where it either activates and reports the stranded members or holds and raises an
 //! alarm, as the administrator chose. Plain data and pure functions: the service counts the
-//! members ([`Coverage`]) and the operation decides ([`super::Operation::handle_timeout_gated`]).
+//! members ([`Coverage`]) and the operation decides ([`super::Op::handle_timeout`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -300,7 +300,7 @@ impl GateState {
     }
 }
 
-/// What [`super::Operation::handle_timeout_gated`] did.
+/// What [`super::Op::handle_timeout`] did, without the operation ([`super::Timeout::outcome`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeoutOutcome {
     /// Nothing was due (or the operation was held already).

@@ -13,9 +13,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrDer, VerifiedCsr};
 use crate::key::KeySpec;
 use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
-use crate::ops::{
-    ActivationRequest, CsrFields, CsrMode, NewCa, OpError, OpKind, OpState, Operation,
-};
+use crate::ops::{ActivationRequest, CsrFields, CsrMode, NewCa, OpError, OpKind, Operation};
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
 use crate::zone::{CaKind, Fqdn, ServerRecord, ServerRole, ZoneError, keys};
@@ -245,7 +243,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             _ => None,
         };
         let members = self.member_count()?;
-        let op = Operation::new(
+        let op = crate::ops::Op::new(
             self.next_op_id()?,
             OpKind::ChangeCa {
                 to,
@@ -300,25 +298,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         })
     }
 
-    /// Checks that CSR actions are allowed now: before activation, outside the cut-off (O7).
-    fn check_csr_action(op: &Operation, now: Timestamp, event: &'static str) -> Result<()> {
-        match op.state {
-            OpState::Replicating(_) | OpState::Assigned(_) => {
-                if op.inside_cutoff(now) && !op.activation.immediate {
-                    return Err(OpError::InsideCutoff {
-                        event,
-                        activation: op.activation.at,
-                    }
-                    .into());
-                }
-                Ok(())
-            }
-            _ => Err(OpError::WrongState {
-                state: op.state.name(),
-                event,
-            }
-            .into()),
-        }
+    /// The running operation for a CSR action, as [`ZoneService::load`] finds it (due
+    /// scheduled work applied: a gate's postponement moves the cut-off, O7, B2): CSR actions
+    /// are allowed before activation, outside the cut-off
+    /// ([`crate::ops::Op::until_cutoff`]).
+    fn csr_action(
+        &self,
+        now: Timestamp,
+        event: &'static str,
+    ) -> Result<Option<(Operation, super::operations::Due)>> {
+        let Some(super::operations::Loaded { op, due }) = self.load(now)? else {
+            return Ok(None);
+        };
+        let op = op
+            .until_cutoff(now, event)
+            .map_err(crate::ops::Refused::into_error)?;
+        Ok(Some((op.into(), due)))
     }
 
     /// SR5 Generate CSR: each server's agent makes a new key and CSR (replacing an earlier
@@ -344,9 +339,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let mut writes = Vec::new();
         let mut out = Vec::new();
-        match self.op_for_csr()? {
-            Some((version, op)) => {
-                Self::check_csr_action(&op, now, "generate a CSR")?;
+        // The operation's record and its scheduled work, committed first.
+        let mut current = None;
+        match self.csr_action(now, "generate a CSR")? {
+            Some((op, due)) => {
                 let mut planned = Vec::new();
                 for fqdn in fqdns {
                     planned.push((fqdn, self.external_target(&op, fqdn)?));
@@ -371,11 +367,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     ));
                     out.push((fqdn.clone(), csr));
                 }
-                writes.push(Write::put(
-                    "op/current",
-                    Expect::Version(version),
-                    encode(&op),
-                ));
+                current = Some((due, encode(&op)));
             }
             None => {
                 let zone = self.zone()?;
@@ -408,12 +400,20 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         let names: Vec<&str> = fqdns.iter().map(Fqdn::as_str).collect();
-        self.commit(
-            &mut epoch,
-            writes,
-            "csr.generate",
-            serde_json::json!({ "servers": names }),
-        )?;
+        let detail = serde_json::json!({ "servers": names });
+        match current {
+            Some((due, op)) => self.commit_after(
+                &mut epoch,
+                due,
+                |v| {
+                    writes.push(Write::put("op/current", v, op));
+                    writes
+                },
+                "csr.generate",
+                detail,
+            )?,
+            None => self.commit(&mut epoch, writes, "csr.generate", detail)?,
+        }
         Ok(out)
     }
 
@@ -531,9 +531,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let now = self.clock.now();
         let certs = bundle::read_certificates(bytes)?;
         let zone = self.zone()?;
-        match self.op_for_csr()? {
-            Some((version, op)) => {
-                Self::check_csr_action(&op, now, "import a certificate")?;
+        match self.csr_action(now, "import a certificate")? {
+            Some((op, due)) => {
                 let (expect, mut u) = self.external_target(&op, fqdn)?;
                 let csr = u.csr.clone().ok_or_else(|| {
                     OpError::Selection(format!(
@@ -568,12 +567,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 u.cert_status = Some(ServerCertStatus::Uploaded);
                 u.reason = None;
                 u.updated_at = now;
-                let writes = vec![
-                    Write::put(update::key(op.id, fqdn.as_str()), expect, encode(&u)),
-                    Write::put("op/current", Expect::Version(version), encode(&op)),
-                ];
                 let detail = serde_json::json!({ "server": fqdn, "operation": op.id });
-                self.commit(&mut epoch, writes, "cert.import", detail)?;
+                self.commit_after(
+                    &mut epoch,
+                    due,
+                    |v| {
+                        vec![
+                            Write::put(update::key(op.id, fqdn.as_str()), expect, encode(&u)),
+                            Write::put("op/current", v, encode(&op)),
+                        ]
+                    },
+                    "cert.import",
+                    detail,
+                )?;
                 Ok(chain)
             }
             None => {

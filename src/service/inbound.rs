@@ -17,7 +17,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrDer, CsrRequest, CsrSubject, VerifiedCsr};
 use crate::error::Error;
 use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
-use crate::ops::{CsrMode, OpKind, OpState, Operation, Replication};
+use crate::ops::{AnyOp, CsrMode, OpKind, OpState, Operation, Refused, Replication};
 use crate::protocol::{
     AgentMessage, Instruction, MAX_CLOCK_SKEW_SECS, ProtocolError, Report, Standing, ZoneAnswer,
     sha256_hex,
@@ -259,7 +259,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             && op.replication.get(&s.fqdn) == Some(&Replication::Pending)
             && let Some((_, live)) = b.op.as_mut()
         {
-            live.on_replicated(&s.fqdn, now)?;
+            *live = AnyOp::from(live.clone())
+                .on_replicated(&s.fqdn, now)
+                .map_err(Refused::into_error)?
+                .into();
             replicated = true;
         }
         let op =
@@ -319,7 +322,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         if let Some((_, op)) = b.op.as_mut() {
-            op.note_legacy_point(b.now);
+            *op = AnyOp::from(op.clone()).legacy_point_reached(b.now).into();
         }
         Ok(())
     }
@@ -1013,7 +1016,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// When the zone next has scheduled work (N6): the running operation's activation time
     /// (B2 may move it), or `None`. A daemon sleeps until then, or until a message comes.
     pub fn poll_timeout(&self) -> Result<Option<Timestamp>> {
-        Ok(self.current_op()?.and_then(|(_, op)| op.poll_timeout()))
+        Ok(self
+            .current_op()?
+            .and_then(|(_, op)| AnyOp::from(op).poll_timeout()))
     }
 
     /// Runs the scheduled work that is due at the clock's time (quinn-proto's

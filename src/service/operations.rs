@@ -2,6 +2,13 @@
 //! with `now`, talks to agents, and commits every state change as one compare-and-swap
 //! transaction with its audit entry. A crash between two commits loses nothing: every step is
 //! idempotent and is simply run again (B5).
+//!
+//! The rules are the typed machine's ([`crate::ops::machine`]). An operation command loads
+//! `op/current` once ([`ZoneService::load`]: the record becomes an [`AnyOp`] and any due
+//! scheduled work, activation or the gate's postponement or hold, is applied in memory),
+//! feeds its event once, and commits under the zone epoch it began at (B6): first the
+//! scheduled work, as [`ZoneService::tick`] would have, then its own change. A refused
+//! command commits nothing, not even an activation that was due.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -18,8 +25,9 @@ use crate::key::KeySpec;
 use crate::lint::{Finding, Rule};
 use crate::ops::update::{self, MemberStatus, MemberUpdate};
 use crate::ops::{
-    ActivationRequest, Coverage, CsrFields, CsrMode, Gate, GateState, NewCa, Notice, OpError,
-    OpKind, OpState, Operation, Replication, TimeoutOutcome, Verdict, check_activation,
+    ActivationRequest, AnyOp, Coverage, CsrFields, CsrMode, Gate, GateState, NewCa, Notice, Op,
+    OpError, OpKind, OpState, Operation, Refused, Replicating, Replication, TimeoutOutcome,
+    Verdict, check_activation,
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
@@ -228,6 +236,32 @@ pub(super) struct Member {
     pub(super) server: Option<Box<ServerRecord>>,
 }
 
+/// The operation as a command found it, after its due scheduled work
+/// ([`ZoneService::load`]).
+pub(super) struct Loaded {
+    /// The operation, scheduled work applied.
+    pub(super) op: AnyOp,
+    /// What committing the scheduled work takes.
+    pub(super) due: Due,
+}
+
+/// Scheduled work applied to a loaded operation and not yet committed.
+pub(super) struct Due {
+    /// The version of `op/current` as loaded.
+    version: u64,
+    /// The commit the scheduled work needs, if any was due.
+    scheduled: Option<Scheduled>,
+}
+
+/// The commit of scheduled work: activation (O8), a postponement or a hold (B2).
+pub(super) struct Scheduled {
+    writes: Vec<Write>,
+    event: &'static str,
+    detail: serde_json::Value,
+    /// Whether it activates the operation.
+    activated: bool,
+}
+
 impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The running operation and its store version, if one runs.
     pub(super) fn current_op(&self) -> Result<Option<(u64, Operation)>> {
@@ -242,18 +276,113 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .ok_or_else(|| OpError::NoOperation.into())
     }
 
-    /// The running operation as it is at `now`, with an activation that is due applied but
-    /// not committed. Commands check themselves against it before [`Self::tick`] commits the
-    /// activation, so a refused command changes nothing, not even by activating.
-    fn preview(&self) -> Result<Operation> {
-        let (_, mut op) = self.running_op()?;
-        let now = self.clock.now();
-        if op.poll_timeout().is_some_and(|at| now >= at) {
-            // B2: a gate that is not met postpones rather than activates.
-            let verdict = self.gate_verdict(&op, &self.member_updates(&op)?)?;
-            op.handle_timeout_gated(now, verdict.as_ref(), 0);
+    /// The operation in `op/current` as a command finds it at `now`: loaded once, with its due
+    /// scheduled work (activation, or the gate's postponement or hold, O8, B2) applied but not
+    /// committed. The command feeds its own event to [`Loaded::op`] and commits through
+    /// [`Self::commit_after`], which commits the scheduled work first: a refused command
+    /// commits nothing, not even an activation that was due.
+    pub(super) fn load(&self, now: Timestamp) -> Result<Option<Loaded>> {
+        let Some((version, rec)) = self.current_op()? else {
+            return Ok(None);
+        };
+        let unscheduled = |op: AnyOp| Loaded {
+            op,
+            due: Due {
+                version,
+                scheduled: None,
+            },
+        };
+        let op = AnyOp::from(rec);
+        if op.poll_timeout().is_none_or(|at| now < at) {
+            return Ok(Some(unscheduled(op)));
         }
-        Ok(op)
+        // Due: the gate's verdict and the stranded count are read from the record as loaded.
+        let rec = Operation::from(op.clone());
+        let updates = self.member_updates(&rec)?;
+        let stranded = self.stranded_with(&rec, &updates)?;
+        let verdict = self.gate_verdict(&rec, &updates)?;
+        let (id, from) = (rec.id, rec.activation.at);
+        let (op, outcome) = op.handle_timeout(now, verdict.as_ref(), stranded.len() as u64);
+        let (op, scheduled) = match (op, outcome) {
+            (op, TimeoutOutcome::Idle) => return Ok(Some(unscheduled(op))),
+            (AnyOp::Activated(op), TimeoutOutcome::Activated) => {
+                let (op, writes) = self.activation_writes(op, &updates, version)?;
+                let detail = serde_json::json!({
+                    "id": id, "activated_at": now, "stranded": stranded.len(),
+                });
+                let scheduled = Scheduled {
+                    writes,
+                    event: "op.activate",
+                    detail,
+                    activated: true,
+                };
+                (AnyOp::from(op), scheduled)
+            }
+            (op, outcome) => {
+                // B2: the gate is not met: record the postponement (or the alarm) and its
+                // notice; the cancel cut-off (O7) moves with the activation time.
+                let (event, to) = match outcome {
+                    TimeoutOutcome::Postponed(to) => ("op.postpone", Some(to)),
+                    _ => ("op.hold", None),
+                };
+                let detail = serde_json::json!({
+                    "id": id, "from": from, "to": to,
+                    "reason": verdict.map(|v| v.to_string()),
+                });
+                let writes = vec![Write::put(
+                    CURRENT,
+                    Expect::Version(version),
+                    encode(&Operation::from(op.clone())),
+                )];
+                let scheduled = Scheduled {
+                    writes,
+                    event,
+                    detail,
+                    activated: false,
+                };
+                (op, scheduled)
+            }
+        };
+        Ok(Some(Loaded {
+            op,
+            due: Due {
+                version,
+                scheduled: Some(scheduled),
+            },
+        }))
+    }
+
+    /// [`Self::load`] for a command that needs an operation.
+    fn load_current(&self, now: Timestamp) -> Result<Loaded> {
+        self.load(now)?.ok_or_else(|| OpError::NoOperation.into())
+    }
+
+    /// Commits the scheduled work `due` holds, if any, and returns the version `op/current`
+    /// has then.
+    fn commit_due(&self, epoch: &mut Epoch, due: Due) -> Result<u64> {
+        match due.scheduled {
+            None => Ok(due.version),
+            Some(s) => {
+                self.commit(epoch, s.writes, s.event, s.detail)?;
+                // The scheduled work's commit wrote `op/current` once.
+                Ok(due.version.saturating_add(1))
+            }
+        }
+    }
+
+    /// Commits what a command decided on a [`Loaded`] operation: the scheduled work first (as
+    /// [`Self::tick`] would have), then the command's `writes`, given what `op/current`'s
+    /// write must expect, with the command's audit entry.
+    pub(super) fn commit_after(
+        &self,
+        epoch: &mut Epoch,
+        due: Due,
+        writes: impl FnOnce(Expect) -> Vec<Write>,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let version = self.commit_due(epoch, due)?;
+        self.commit(epoch, writes(Expect::Version(version)), event, detail)
     }
 
     /// B2: how far the update has reached, counted the way the gate counts: ignored members
@@ -440,7 +569,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             future_der.clone()
         };
         let members = self.member_count()?;
-        let op = Operation::new(
+        let op = Op::new(
             self.next_op_id()?,
             OpKind::RemintCa {
                 common_name,
@@ -463,16 +592,18 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// Sets the operation's gate (B2) and acknowledged lint warnings (B4).
     pub(super) fn with_gate(
-        mut op: Operation,
+        op: Op<Replicating>,
         gate: Option<Gate>,
         acknowledge: Vec<Rule>,
         ca_not_after: Timestamp,
-    ) -> Result<Operation> {
-        if let Some(gate) = gate {
-            op.set_gate(gate, ca_not_after)?;
-        }
-        op.acknowledged = acknowledge;
-        Ok(op)
+    ) -> Result<Op<Replicating>> {
+        let op = match gate {
+            Some(gate) => op
+                .with_gate(gate, ca_not_after)
+                .map_err(Refused::into_error)?,
+            None => op,
+        };
+        Ok(op.acknowledging(acknowledge))
     }
 
     /// Starts a Server Remint (SR1-SR3): issued by the certificate server with an internal CA,
@@ -577,7 +708,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             None
         };
         let activation = check_activation(req.activation, now, current.not_after(), deadline)?;
-        let op = Operation::new(
+        let op = Op::new(
             self.next_op_id()?,
             OpKind::ServerRemint {
                 servers: selected.iter().cloned().collect(),
@@ -600,20 +731,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub(super) fn start(
         &self,
         epoch: &mut Epoch,
-        mut op: Operation,
+        op: Op<Replicating>,
         mut writes: Vec<Write>,
     ) -> Result<OpView> {
         let now = self.clock.now();
-        op.serve_bridge = self.bridges && op.kind.bridge().is_some();
-        // B4: before the operation exists, and so before it can be assigned (O4).
-        self.preflight(&op)?;
         // A zone without content servers has nothing to replicate: assigned at once (O4).
-        if op.replication.is_empty() {
-            op.state = OpState::Assigned(crate::ops::Assigned {
-                at: now,
-                manual: false,
-            });
-        }
+        let op = Operation::from(op.serving_bridge(self.bridges).started(now));
+        // B4: before the operation exists, and so before it can be assigned (O4): the checks
+        // do not depend on the state.
+        self.preflight(&op)?;
         writes.push(Write::create(CURRENT, encode(&op)));
         let detail = serde_json::json!({
             "id": op.id, "kind": op.kind.name(), "update": op.update_name,
@@ -835,12 +961,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(out)
     }
 
-    /// The names of members stranded by activation (O8).
-    fn stranded(&self, op: &Operation) -> Result<Vec<String>> {
-        self.stranded_with(op, &self.member_updates(op)?)
-    }
-
-    /// [`Self::stranded`] with the member records already loaded.
+    /// The names of members stranded by activation (O8), from their records `updates`.
     fn stranded_with(
         &self,
         op: &Operation,
@@ -861,53 +982,38 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// Runs scheduled work (quinn-proto's `handle_timeout`): activation once its time has
-    /// come (O8). Frontends call it before every command; a spurious call changes nothing.
+    /// come (O8), or the gate's postponement or hold (B2). A spurious call changes nothing.
+    /// Returns whether it activated. The operation commands (replicate, assign now, cancel,
+    /// redeploy, ignore, baseline, the external CA's CSR actions) and a refresh run due
+    /// scheduled work themselves, so they need no tick first.
     pub fn tick(&self) -> Result<bool> {
         self.tick_with(&mut self.begin()?)
     }
 
     /// [`tick`](Self::tick) as a step of a command that began at `epoch` (B6).
     pub(super) fn tick_with(&self, epoch: &mut Epoch) -> Result<bool> {
-        let Some((version, mut op)) = self.current_op()? else {
+        let Some(loaded) = self.load(self.clock.now())? else {
             return Ok(false);
         };
-        let now = self.clock.now();
-        if op.poll_timeout().is_none_or(|at| now < at) {
-            return Ok(false);
-        }
-        let updates = self.member_updates(&op)?;
-        let stranded = self.stranded_with(&op, &updates)?;
-        let verdict = self.gate_verdict(&op, &updates)?;
-        let from = op.activation.at;
-        match op.handle_timeout_gated(now, verdict.as_ref(), stranded.len() as u64) {
-            TimeoutOutcome::Idle => return Ok(false),
-            TimeoutOutcome::Activated => {}
-            outcome @ (TimeoutOutcome::Postponed(_) | TimeoutOutcome::Held) => {
-                // B2: the gate is not met: record the postponement (or the alarm) and its
-                // notice; the cancel cut-off moves with the activation time (O7).
-                let (action, to) = match outcome {
-                    TimeoutOutcome::Postponed(to) => ("op.postpone", Some(to)),
-                    _ => ("op.hold", None),
-                };
-                let detail = serde_json::json!({
-                    "id": op.id, "from": from, "to": to,
-                    "reason": verdict.map(|v| v.to_string()),
-                });
-                self.commit(
-                    epoch,
-                    vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
-                    action,
-                    detail,
-                )?;
-                return Ok(false);
-            }
-        }
+        let activated = loaded.due.scheduled.as_ref().is_some_and(|s| s.activated);
+        self.commit_due(epoch, loaded.due)?;
+        Ok(activated)
+    }
+
+    /// Activation's writes (O8): the future certificates become current. The zone's records
+    /// say so at once (the zone CA, the old CA kept as retired, B7, who holds the CA after a
+    /// Change CA, and each server's staged chain); each member switches at its next refresh,
+    /// the certificate server first. `version` is `op/current`'s as loaded.
+    fn activation_writes(
+        &self,
+        mut op: Op<crate::ops::Activated>,
+        updates: &BTreeMap<String, (u64, MemberUpdate)>,
+        version: u64,
+    ) -> Result<(Op<crate::ops::Activated>, Vec<Write>)> {
         let mut zone = self.zone()?;
         let zone_version = self.store.get(keys::ZONE)?.map_or(0, |r| r.version);
         let mut writes = Vec::new();
-        // The future certificates become current (O8): the zone's records say so at once;
-        // each member switches at its next refresh, the certificate server first.
-        if let Some(future_ca) = op.kind.future_ca() {
+        if let Some(future_ca) = op.kind.future_ca().cloned() {
             let old = Certificate::try_from(&zone.ca_certificate)?;
             // B7: the old CA stays trusted until the last certificate it issued expires
             // (a stranded server may still present one).
@@ -947,13 +1053,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Expect::Version(zone_version),
                 encode(&zone),
             ));
-            op.notices.push(Notice::ResignRequired {
-                old_ca_sha256: Fingerprint::sha256(old.der().as_bytes()).to_string(),
-                new_ca_sha256: Fingerprint::sha256(future_ca.as_bytes()).to_string(),
-                at: now,
-            });
+            op = op.resign_required(
+                Fingerprint::sha256(old.der().as_bytes()).to_string(),
+                Fingerprint::sha256(future_ca.as_bytes()).to_string(),
+            );
         }
-        for (name, (_, u)) in &updates {
+        for (name, (_, u)) in updates {
             if u.status == MemberStatus::Applied && !u.future_chain.is_empty() {
                 let key = keys::server(name);
                 if let Some(rec) = self.store.get(&key)? {
@@ -963,33 +1068,30 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 }
             }
         }
-        writes.push(Write::put(CURRENT, Expect::Version(version), encode(&op)));
-        let detail = serde_json::json!({
-            "id": op.id, "activated_at": now, "stranded": stranded.len(),
-        });
-        self.commit(epoch, writes, "op.activate", detail)?;
-        Ok(true)
+        writes.push(Write::put(
+            CURRENT,
+            Expect::Version(version),
+            encode(&Operation::from(op.clone())),
+        ));
+        Ok((op, writes))
     }
 
     /// O3: record that the content reached these servers (the stand-in for a replication
     /// schedule); assigns automatically once every content server has it (O4).
     pub fn replicate(&self, servers: &[Fqdn]) -> Result<OpView> {
-        let mut preview = self.preview()?;
-        for s in servers {
-            preview.on_replicated(s, self.clock.now())?;
-        }
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
+        let Loaded { mut op, due } = self.load_current(now)?;
         for s in servers {
-            op.on_replicated(s, now)?;
+            op = op.on_replicated(s, now).map_err(Refused::into_error)?;
         }
         let detail =
-            serde_json::json!({ "id": op.id, "servers": servers, "state": op.state.name() });
-        self.commit(
+            serde_json::json!({ "id": op.core().id, "servers": servers, "state": op.name() });
+        let rec = Operation::from(op);
+        self.commit_after(
             &mut epoch,
-            vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
+            due,
+            |v| vec![Write::put(CURRENT, v, encode(&rec))],
             "op.replicate",
             detail,
         )?;
@@ -998,15 +1100,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// O4: assign before replication completes.
     pub fn assign_now(&self) -> Result<OpView> {
-        self.preview()?.assign_now(self.clock.now())?;
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, mut op) = self.running_op()?;
-        op.assign_now(self.clock.now())?;
+        let now = self.clock.now();
+        let Loaded { op, due } = self.load_current(now)?;
+        let op = op.assign_now(now).map_err(Refused::into_error)?;
         let detail = serde_json::json!({ "id": op.id });
-        self.commit(
+        let rec = Operation::from(op);
+        self.commit_after(
             &mut epoch,
-            vec![Write::put(CURRENT, Expect::Version(version), encode(&op))],
+            due,
+            |v| vec![Write::put(CURRENT, v, encode(&rec))],
             "op.assign_now",
             detail,
         )?;
@@ -1017,12 +1120,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// the future CA key; if it cannot be reached the cancel fails and can be retried, and
     /// nothing changes. Members drop what they staged at their next refresh.
     pub fn cancel(&self) -> Result<OpView> {
-        self.preview()?.check_cancel(self.clock.now())?;
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, mut op) = self.running_op()?;
         let now = self.clock.now();
-        op.check_cancel(now)?;
+        let Loaded { op, due } = self.load_current(now)?;
+        let op = op.cancel(now).map_err(Refused::into_error)?;
         // The future CA key is discarded only after the cancel is committed: discarded first,
         // a commit that then lost a race (B6) would leave a running operation, which may still
         // activate, without its CA key. The certificate server must answer first, so a cancel
@@ -1038,22 +1139,25 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             _ => None,
         };
-        op.cancelled(now);
-        let writes = vec![
-            Write::delete(CURRENT, Expect::Version(version)),
-            Write::create(history_key(op.id), encode(&op)),
-        ];
-        self.commit(
+        let (id, ca_server) = (op.id, op.ca_server.clone());
+        let rec = Operation::from(op);
+        self.commit_after(
             &mut epoch,
-            writes,
+            due,
+            |v| {
+                vec![
+                    Write::delete(CURRENT, v),
+                    Write::create(history_key(id), encode(&rec)),
+                ]
+            },
             "op.cancel",
-            serde_json::json!({ "id": op.id }),
+            serde_json::json!({ "id": id }),
         )?;
         if let Some(certificate) = discard {
             // Best effort: had the server gone away in the moment since it answered, the key
             // of a cancelled operation, which no member is asked to trust again, stays on it.
             let _ = self.transport.call(
-                op.ca_server.as_str(),
+                ca_server.as_str(),
                 AgentRequest::DiscardFutureCa { certificate },
             );
         }
@@ -1063,12 +1167,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O5: send the update again to failed members (all failed ones when `names` is empty).
     pub fn redeploy(&self, names: &[String]) -> Result<OpView> {
         let names = &fold_names(names);
-        self.preview()?.check_redeploy(self.clock.now())?;
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, op) = self.running_op()?;
         let now = self.clock.now();
-        op.check_redeploy(now)?;
+        let Loaded { op, due } = self.load_current(now)?;
+        let op = Operation::from(op.redeploy(now).map_err(Refused::into_error)?);
         // Every failed member when none is named (the answer needs every member's status),
         // else point reads of the named ones.
         let updates = if names.is_empty() {
@@ -1090,7 +1192,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         } else {
             names.iter().collect()
         };
-        let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
+        let mut writes = Vec::new();
         for name in &chosen {
             match updates.get(*name) {
                 Some((v, u)) if u.status == MemberStatus::Failed => {
@@ -1114,30 +1216,28 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
         }
         let detail = serde_json::json!({ "id": op.id, "members": chosen });
-        self.commit(&mut epoch, writes, "op.redeploy", detail)?;
+        self.commit_after(
+            &mut epoch,
+            due,
+            |v| {
+                writes.insert(0, Write::put(CURRENT, v, encode(&op)));
+                writes
+            },
+            "op.redeploy",
+            detail,
+        )?;
         self.op_show()
     }
 
     /// O5: take members out of the update (allowed even inside the cut-off, O7).
     pub fn ignore(&self, names: &[String]) -> Result<OpView> {
         let names = &fold_names(names);
-        let preview = self.preview()?;
-        preview.check_ignore()?;
-        // Point reads of the named members: the zone's other members are not the answer.
-        for name in names {
-            if !self
-                .member(name)?
-                .is_some_and(|m| Self::targeted(&preview, &m))
-            {
-                return Err(OpError::NotInUpdate { name: name.clone() }.into());
-            }
-        }
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, op) = self.running_op()?;
-        op.check_ignore()?;
         let now = self.clock.now();
-        let mut writes = vec![Write::put(CURRENT, Expect::Version(version), encode(&op))];
+        let Loaded { op, due } = self.load_current(now)?;
+        let op = Operation::from(op.live("ignore a device").map_err(Refused::into_error)?);
+        let mut writes = Vec::new();
+        // Point reads of the named members: the zone's other members are not the answer.
         for name in names {
             let m = self
                 .member(name)?
@@ -1151,11 +1251,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             u.updated_at = now;
             writes.push(Write::put(update::key(op.id, name), expect, encode(&u)));
         }
-        self.commit(
+        let detail = serde_json::json!({ "id": op.id, "members": names });
+        self.commit_after(
             &mut epoch,
-            writes,
+            due,
+            |v| {
+                writes.insert(0, Write::put(CURRENT, v, encode(&op)));
+                writes
+            },
             "op.ignore",
-            serde_json::json!({ "id": op.id, "members": names }),
+            detail,
         )?;
         self.op_show()
     }
@@ -1163,27 +1268,37 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// O10: finish the update; the recovery bundle goes away, so while members are stranded
     /// this needs `force`.
     pub fn baseline(&self, force: bool) -> Result<OpView> {
-        let mut preview = self.preview()?;
-        preview.baseline(self.clock.now(), &self.stranded(&preview)?, force)?;
         let mut epoch = self.begin()?;
-        self.tick_with(&mut epoch)?;
-        let (version, mut op) = self.running_op()?;
-        let stranded = self.stranded(&op)?;
-        op.baseline(self.clock.now(), &stranded, force)?;
-        let mut writes = vec![
-            Write::delete(CURRENT, Expect::Version(version)),
-            Write::create(history_key(op.id), encode(&op)),
-        ];
+        let now = self.clock.now();
+        let Loaded { op, due } = self.load_current(now)?;
+        // Who is stranded does not depend on the state, only on the members' records and the
+        // bridge (O8, B1).
+        let rec = Operation::from(op.clone());
+        let updates = self.member_updates(&rec)?;
+        let stranded = self.stranded_with(&rec, &updates)?;
+        let op = Operation::from(
+            op.baseline(now, &stranded, force)
+                .map_err(Refused::into_error)?,
+        );
         // O10: a member that never reported has no record yet; record it as stranded, so that
         // refreshes know its recovery bundle went with this baseline.
-        let updates = self.member_updates(&op)?;
+        let mut writes = vec![Write::create(history_key(op.id), encode(&op))];
         for name in stranded.iter().filter(|n| !updates.contains_key(*n)) {
-            let u = MemberUpdate::assigned(name, self.clock.now());
+            let u = MemberUpdate::assigned(name, now);
             writes.push(Write::create(update::key(op.id, name), encode(&u)));
         }
         let detail =
             serde_json::json!({ "id": op.id, "forced": force, "stranded": stranded.len() });
-        self.commit(&mut epoch, writes, "op.baseline", detail)?;
+        self.commit_after(
+            &mut epoch,
+            due,
+            |v| {
+                writes.insert(0, Write::delete(CURRENT, v));
+                writes
+            },
+            "op.baseline",
+            detail,
+        )?;
         self.op_show()
     }
 
@@ -1363,8 +1478,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let mut activated_by_then = at >= op.activation.at;
         let gate = match self.gate_verdict(&op, &updates)? {
             Some(verdict) => {
-                let mut then = op.clone();
-                let outcome = then.handle_timeout_gated(at, Some(&verdict), stranded);
+                let (then, outcome) =
+                    AnyOp::from(op.clone()).handle_timeout(at, Some(&verdict), stranded);
                 let held_already = op.held();
                 activated_by_then = outcome == TimeoutOutcome::Activated
                     || matches!(op.state, OpState::Activated(_));
@@ -1372,7 +1487,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     TimeoutOutcome::Idle if held_already => ("held", None),
                     TimeoutOutcome::Idle => ("not due", None),
                     TimeoutOutcome::Activated
-                        if then.gate.as_ref().is_some_and(|g| g.activated_at_deadline) =>
+                        if then
+                            .core()
+                            .gate
+                            .as_ref()
+                            .is_some_and(|g| g.activated_at_deadline) =>
                     {
                         ("activates at the deadline", None)
                     }
