@@ -1042,17 +1042,17 @@ fn open_read(g: &Global) -> Result<Service, String> {
     service(g, open_store(g, true)?)
 }
 
-/// Opens the store for a command that shows the zone: read-only, after the work due at
+/// Opens the store for a command that shows the zone: read-only, after the scheduled work due at
 /// `--now` (activation, O8), so what it shows is the state at that time. Only when an
 /// activation is due is the store opened writable to record it.
 fn open_shown(g: &Global) -> Result<Service, String> {
     let svc = open_read(g)?;
-    match svc.tick() {
+    match svc.handle_timeout() {
         Ok(_) => Ok(svc),
         Err(zonepki::Error::Store(StoreError::ReadOnly { .. })) => {
             drop(svc);
             let svc = open(g)?;
-            svc.tick().map_err(msg)?;
+            svc.handle_timeout().map_err(msg)?;
             Ok(svc)
         }
         Err(e) => Err(msg(e)),

@@ -626,9 +626,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             CaKind::External => ("external", None),
         };
+        let unerased_copies = match self.store.get(keys::CA_HANDOVER)? {
+            Some(r) => {
+                custody::handover_erase(&decode::<custody::Handover>(keys::CA_HANDOVER, &r.value)?)
+            }
+            None => Vec::new(),
+        };
         Ok(CaView {
             kind,
             certificate_server,
+            unerased_copies,
             details: ca.details(self.clock.now()),
         })
     }

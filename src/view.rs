@@ -23,6 +23,11 @@ pub struct CaView {
     pub kind: &'static str,
     /// The Primary Server holding the CA role (internal CA only).
     pub certificate_server: Option<String>,
+    /// Former holders of the CA role that have not confirmed erasing their copy of the CA key
+    /// (a move or restore interrupted, or the old holder unreachable; MV1, BK2, B5). Running
+    /// the move or restore again erases them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unerased_copies: Vec<String>,
     /// Subject, issuer, validity, key, fingerprints, status.
     #[serde(flatten)]
     pub details: CertDetails,

@@ -404,6 +404,8 @@ pub struct SerialRecord {
 /// Store keys, in one place.
 pub(crate) mod keys {
     pub(crate) const ZONE: &str = "zone";
+    /// MV1, BK2 (B5): an unfinished CA handover (old holders still to erase their key copy).
+    pub(crate) const CA_HANDOVER: &str = "ca/handover";
     pub(crate) const SERVER_PREFIX: &str = "server/";
     pub(crate) const DEVICE_PREFIX: &str = "device/";
     pub(crate) fn server(fqdn: &str) -> String {

@@ -147,8 +147,13 @@ fn dump_without_audit(svc: &Svc) -> serde_json::Value {
 }
 
 fn last_audit_event(svc: &Svc) -> (String, serde_json::Value) {
+    audit_event_from_end(svc, 0)
+}
+
+/// The audit entry `back` places before the last one.
+fn audit_event_from_end(svc: &Svc, back: usize) -> (String, serde_json::Value) {
     let entries = zonepki::store::Storage::scan_all(svc.store(), "audit/entry/").unwrap();
-    let (_, rec) = entries.last().unwrap();
+    let (_, rec) = &entries[entries.len() - 1 - back];
     let e: zonepki::audit::AuditEntry = serde_json::from_slice(&rec.value).unwrap();
     (e.event, e.detail)
 }
@@ -388,12 +393,16 @@ fn mv1_move_ca_to_another_primary_server_moves_the_key_and_the_issuing() {
     // No key in clear in the store (S1).
     assert!(!svc.dump().unwrap().to_string().contains("PRIVATE KEY"));
 
-    // S6: the move is in the audit log.
-    assert_eq!(svc.verify_audit().unwrap().entries, audit_before + 1);
-    let (event, detail) = last_audit_event(&svc);
+    // S6: the move is in the audit log, and then the old holder's erasing its copy (B5).
+    assert_eq!(svc.verify_audit().unwrap().entries, audit_before + 2);
+    let (event, detail) = audit_event_from_end(&svc, 1);
     assert_eq!(event, "ca.move");
     assert_eq!(detail["from"], PS1);
     assert_eq!(detail["to"], PS2);
+    let (event, detail) = last_audit_event(&svc);
+    assert_eq!(event, "ca.erase_copies");
+    assert_eq!(detail["erased"], serde_json::json!([PS1]));
+    assert!(svc.ca_view().unwrap().unerased_copies.is_empty());
 
     // A server added afterwards is issued through the new holder: with the old one offline.
     svc.transport().set_offline(PS1, true);
@@ -674,10 +683,11 @@ fn bk2_restore_to_the_same_holder_and_to_another_primary_server() {
     assert!(!holds_ca_key(&svc, PS1));
     assert_eq!(ca_key(&svc, PS2).unwrap(), key);
     assert_eq!(svc.ca_certificate().unwrap(), zone_ca);
-    let (event, detail) = last_audit_event(&svc);
+    let (event, detail) = audit_event_from_end(&svc, 1);
     assert_eq!(event, "ca.restore");
     assert_eq!(detail["to"], PS2);
     assert_eq!(detail["role_moved_from"], PS1);
+    assert_eq!(last_audit_event(&svc).0, "ca.erase_copies");
 
     // The new holder issues: a server joins with ps1 offline.
     svc.transport().set_offline(PS1, true);

@@ -6,7 +6,7 @@
 //! Server's agent (restore), or from one agent to another under a one-time random passphrase
 //! that never leaves this process (move). It is never in clear outside an agent (S1, S5).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Result, ZoneService, decode, encode, unexpected};
@@ -95,6 +95,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// an operation runs (naming it). The key travels only inside a one-time transfer archive
     /// under a fresh random [`TransferKey`] (see [`crate::backup`], "One-time transfers"),
     /// which no passphrase restore accepts.
+    ///
+    /// The old holder's erasing its copy is recorded in the store (B5): if it could not be
+    /// reached, or the process stopped before it confirmed, [`CaView::unerased_copies`] names
+    /// it, and the same move run again (which is otherwise refused: `to` already holds the
+    /// role) erases it.
+    ///
+    /// [`CaView::unerased_copies`]: crate::view::CaView::unerased_copies
     pub fn move_ca(&self, to: &Fqdn) -> Result<super::super::view::CaView> {
         // B6: "no operation runs" (MV1) is read here; an operation started meanwhile makes the
         // commit fail, and the target gives the role back.
@@ -104,6 +111,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         self.ensure_idle("Move CA role")?;
         self.check_primary(to)?;
         if &from == to {
+            // B5: the same move again after a crash between its commit and the old holder's
+            // erasing its copy finishes it.
+            if let Some((hv, h)) = self.handover()?
+                && &h.to == to
+            {
+                self.erase_stale_copies(&mut epoch, hv, h)?;
+                return self.ca_view();
+            }
             return Err(OpError::Selection(format!("{to} already holds the CA role")).into());
         }
         let now = self.clock.now();
@@ -131,21 +146,91 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         zone.ca = CaKind::Internal {
             certificate_server: to.clone(),
         };
-        let writes = vec![Write::put(
-            keys::ZONE,
-            Expect::Version(version),
-            encode(&zone),
-        )];
+        let (hv, h) = self.handover_to(to, Some(&from))?;
+        let writes = vec![
+            Write::put(keys::ZONE, Expect::Version(version), encode(&zone)),
+            Write::put(keys::CA_HANDOVER, hv, encode(&h)),
+        ];
         let detail = serde_json::json!({ "from": from, "to": to });
         if let Err(e) = self.commit(&mut epoch, writes, "ca.move", detail) {
-            // The store did not change: the target gives the role back.
-            let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
+            self.undo_handover(to, &from);
             return Err(e);
         }
-        // The old holder erases its copy; if it cannot be reached now, its key is stale but
-        // harmless (it signs only for the CA it holds, and the zone no longer asks it).
-        let _ = self.transport.call(from.as_str(), AgentRequest::DropCa);
+        self.erase_stale_copies(&mut epoch, Expect::Version(next(hv)), h)?;
         self.ca_view()
+    }
+
+    /// MV1, BK2 (B5): the record of a handover whose old holders have not all confirmed
+    /// erasing their copy of the CA key, with its version.
+    fn handover(&self) -> Result<Option<(Expect, Handover)>> {
+        Ok(match self.store.get(keys::CA_HANDOVER)? {
+            Some(r) => Some((
+                Expect::Version(r.version),
+                decode(keys::CA_HANDOVER, &r.value)?,
+            )),
+            None => None,
+        })
+    }
+
+    /// The handover record once `to` holds the role and `from` (if the role moved) must erase
+    /// its copy: servers still to erase theirs from earlier handovers stay listed, but `to`.
+    fn handover_to(&self, to: &Fqdn, from: Option<&Fqdn>) -> Result<(Expect, Handover)> {
+        let (expect, mut h) = match self.handover()? {
+            Some((v, h)) => (v, h),
+            None => (
+                Expect::Absent,
+                Handover {
+                    to: to.clone(),
+                    erase: Vec::new(),
+                },
+            ),
+        };
+        h.to = to.clone();
+        h.erase.extend(from.cloned());
+        h.erase.retain(|s| s != to);
+        h.erase.sort();
+        h.erase.dedup();
+        Ok((expect, h))
+    }
+
+    /// After a failed handover commit: `to` gives its copy back only when the store still
+    /// names `from`. A commit error does not always mean nothing was written (a network
+    /// store's lost answer); when the store names `to`, or cannot be read, `to` keeps the key
+    /// (two copies, one stale, rather than none), and running the command again finishes.
+    fn undo_handover(&self, to: &Fqdn, from: &Fqdn) {
+        let still_from = matches!(
+            self.zone().map(|z| z.ca),
+            Ok(CaKind::Internal { certificate_server }) if &certificate_server == from
+        );
+        if still_from {
+            let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
+        }
+    }
+
+    /// Asks every server of `h.erase` to erase its copy of the CA key, and records those that
+    /// did (the record goes once none is left). One that cannot be reached keeps a stale key
+    /// that signs nothing the zone asks for; running the move or restore again erases it.
+    fn erase_stale_copies(
+        &self,
+        epoch: &mut crate::audit::Epoch,
+        version: Expect,
+        mut h: Handover,
+    ) -> Result<()> {
+        let before = h.erase.clone();
+        h.erase.retain(|s| {
+            self.transport
+                .call(s.as_str(), AgentRequest::DropCa)
+                .is_err()
+        });
+        let write = if h.erase.is_empty() {
+            Write::delete(keys::CA_HANDOVER, version)
+        } else {
+            Write::put(keys::CA_HANDOVER, version, encode(&h))
+        };
+        let erased: Vec<&Fqdn> = before.iter().filter(|s| !h.erase.contains(s)).collect();
+        let detail =
+            serde_json::json!({ "holder": h.to, "erased": erased, "unreachable": h.erase });
+        self.commit(epoch, vec![write], "ca.erase_copies", detail)
     }
 
     /// BK1: an encrypted backup archive of the CA certificate and key, made by the certificate
@@ -191,7 +276,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// BK2: restores the CA from an archive onto `to`, which takes the CA role if it did not
     /// hold it. A wrong passphrase, a damaged or tampered archive, or another zone's CA is
-    /// refused by the target's agent before anything changes.
+    /// refused by the target's agent before anything changes. Like [`Self::move_ca`], it
+    /// records the old holder's erasing its copy; running the restore again after an
+    /// interruption finishes it (B5).
     pub fn restore_ca(
         &self,
         archive: &[u8],
@@ -228,20 +315,27 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         zone.ca = CaKind::Internal {
             certificate_server: to.clone(),
         };
-        let writes = vec![Write::put(
+        let mut writes = vec![Write::put(
             keys::ZONE,
             Expect::Version(version),
             encode(&zone),
         )];
+        // B5: the old holder's erasing its copy is recorded, so that a restore run again
+        // after a crash finishes it.
+        let (hv, h) = self.handover_to(to, moved.then_some(&from))?;
+        let handover = !h.erase.is_empty();
+        if handover {
+            writes.push(Write::put(keys::CA_HANDOVER, hv, encode(&h)));
+        }
         let detail = serde_json::json!({ "to": to, "role_moved_from": moved.then_some(&from) });
         if let Err(e) = self.commit(&mut epoch, writes, "ca.restore", detail) {
             if moved {
-                let _ = self.transport.call(to.as_str(), AgentRequest::DropCa);
+                self.undo_handover(to, &from);
             }
             return Err(e);
         }
-        if moved {
-            let _ = self.transport.call(from.as_str(), AgentRequest::DropCa);
+        if handover {
+            self.erase_stale_copies(&mut epoch, Expect::Version(next(hv)), h)?;
         }
         self.ca_view()
     }
@@ -486,5 +580,29 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             expired_at,
             must_reestablish,
         })
+    }
+}
+
+/// MV1, BK2 (B5): a CA handover not yet finished: `to` holds the role, and the servers of
+/// `erase` may still hold a copy of the CA key (the old holders, until they confirm erasing
+/// it). Stored under its own key, written in the handover's commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Handover {
+    /// The certificate server the handover made.
+    to: Fqdn,
+    /// The servers still to erase their copy, in FQDN order.
+    erase: Vec<Fqdn>,
+}
+
+/// The servers of `h` still to erase their copy, for the CA view.
+pub(super) fn handover_erase(h: &Handover) -> Vec<String> {
+    h.erase.iter().map(ToString::to_string).collect()
+}
+
+/// The version a record has after a write that expected `expect`.
+fn next(expect: Expect) -> u64 {
+    match expect {
+        Expect::Version(v) => v + 1,
+        Expect::Absent | Expect::Any => 1,
     }
 }
