@@ -1160,6 +1160,20 @@ fn op_error(e: zonepki::Error) -> String {
         zonepki::Error::Op(OpError::StrandedBaseline { .. }) => {
             format!("{e} (`zonectl op baseline --force`)")
         }
+        zonepki::Error::Op(OpError::MissingUpdateName) => format!("{e}: give --update-name"),
+        zonepki::Error::Op(OpError::CsrModeRequired) => {
+            format!("{e}: give --csr manual or --csr auto")
+        }
+        zonepki::Error::Op(OpError::CsrModeWithInternalCa) => format!("{e}: leave out --csr"),
+        zonepki::Error::Op(OpError::NoCsr { fqdn, manual }) => format!(
+            "{e} (`zonectl csr generate {fqdn} ...`{})",
+            if *manual {
+                ", or place server.<ext> and key.der in its remint-repo/"
+            } else {
+                ""
+            }
+        ),
+        zonepki::Error::Op(OpError::NoCsrs) => format!("{e} (`zonectl csr generate FQDN...`)"),
         _ => e.to_string(),
     }
 }
@@ -1796,7 +1810,7 @@ fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
             gate,
             acknowledge,
         })
-        .map_err(msg)?;
+        .map_err(op_error)?;
     print_started(g, &view);
     Ok(())
 }
@@ -1870,11 +1884,11 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
             // The names come from the same selection the zip is made of.
             let names: Vec<String> = svc
                 .csrs(&fqdns)
-                .map_err(msg)?
+                .map_err(op_error)?
                 .into_iter()
                 .map(|(f, _)| f.to_string())
                 .collect();
-            let data = svc.csr_zip(&fqdns).map_err(msg)?;
+            let data = svc.csr_zip(&fqdns).map_err(op_error)?;
             if write_output(&zip, &data, force)? == Written::Stdout {
                 return Ok(());
             }
@@ -1895,7 +1909,7 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
             force,
         } => {
             let fqdn = parse_fqdn(&fqdn)?;
-            let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(msg)?;
+            let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(op_error)?;
             let Some((_, csr)) = found.into_iter().next() else {
                 return Err(format!("{fqdn} has no CSR"));
             };
@@ -2206,7 +2220,7 @@ fn server_replace(g: &Global, fqdn: &str, file: Option<&Path>) -> CmdResult {
     let svc = open(g)?;
     let replacement: Replacement = svc
         .replace_expired(&fqdn, certificate.as_deref())
-        .map_err(msg)?;
+        .map_err(op_error)?;
     if g.json {
         print_json(&replacement);
         return Ok(());

@@ -165,8 +165,31 @@ pub enum OpError {
         activation: Timestamp,
     },
     /// The update name is missing (SR2).
-    #[error("a server remint needs an update name (--update-name)")]
+    #[error("a server remint needs a system update name (SR2)")]
     MissingUpdateName,
+    /// A server remint in a zone with an external CA names no CSR mode (SR3).
+    #[error(
+        "this zone's CA is external: a server remint needs to know how certificates are \
+         requested, by CSRs the agents make (automatic) or by the administrator (manual) (SR3)"
+    )]
+    CsrModeRequired,
+    /// A CSR mode for a server remint in a zone whose CA is internal (SR3).
+    #[error(
+        "CSR modes apply to a zone with an external CA; this zone's CA is internal, and its \
+         certificate server issues the new certificates"
+    )]
+    CsrModeWithInternalCa,
+    /// A server has no CSR where one is needed (SR5).
+    #[error("{fqdn} has no CSR: none has been generated for it{}", if *.manual { ", and its remint repository holds no certificate chain and key (manual mode)" } else { "" })]
+    NoCsr {
+        /// The server.
+        fqdn: String,
+        /// Manual mode would also have accepted a chain and key in the remint repository.
+        manual: bool,
+    },
+    /// No server has a CSR (SR5).
+    #[error("no CSR has been generated")]
+    NoCsrs,
 }
 
 /// What the operation changes.

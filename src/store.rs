@@ -31,13 +31,15 @@
 //!   cheap, and it needs nothing of a backend beyond compare-and-swap.
 //!
 //! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
-//! [`MemoryStore`], for tests and ephemeral use. [`FaultyStore`] wraps either one to inject
-//! commit failures in crash tests.
+//! [`MemoryStore`], for tests and ephemeral use. With the `test-util` feature, `FaultyStore`
+//! wraps either one to inject commit failures in crash tests.
 
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+#[cfg(any(test, feature = "test-util"))]
+use std::sync::{Mutex, PoisonError};
 
 pub mod memory;
 pub mod redb;
@@ -376,18 +378,23 @@ pub(crate) fn next_version(key: &str, found: Option<u64>) -> Result<u64, StoreEr
 /// inner store refuses (conflicts, invalid writes) do not count as successful.
 ///
 /// Commits through one `FaultyStore` are serialized, so the count is exact under concurrency.
+///
+/// Only with the `test-util` feature: a test helper, not for production builds.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct FaultyStore<S> {
     inner: S,
     state: Mutex<FaultState>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Copy)]
 struct FaultState {
     commits: u64,
     fail_after: Option<u64>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<S> FaultyStore<S> {
     /// Wraps `inner`; `fail_after_commits: Some(n)` fails every commit after `n` successful
     /// ones, `None` never fails.
@@ -432,6 +439,7 @@ impl<S> FaultyStore<S> {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<S: Storage> Storage for FaultyStore<S> {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key)

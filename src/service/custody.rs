@@ -433,8 +433,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .into());
             }
             (CaKind::External, Some(bytes)) => {
-                let csr = server.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!("{fqdn} has no CSR: generate one first"))
+                let csr = server.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: false,
                 })?;
                 let certs = bundle::read_certificates(bytes)?;
                 let chain = super::external::check_import(

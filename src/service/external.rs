@@ -478,7 +478,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         if fqdns.is_empty() {
             if found.is_empty() {
-                return Err(OpError::Selection("no CSR has been generated".into()).into());
+                return Err(OpError::NoCsrs.into());
             }
             return Ok(found.into_iter().collect());
         }
@@ -486,8 +486,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .iter()
             .map(|f| {
                 found.get(f).map(|c| (f.clone(), c.clone())).ok_or_else(|| {
-                    OpError::Selection(format!("{f} has no CSR: generate one (csr generate)"))
-                        .into()
+                    OpError::NoCsr {
+                        fqdn: f.to_string(),
+                        manual: false,
+                    }
+                    .into()
                 })
             })
             .collect()
@@ -538,11 +541,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Some((version, op)) => {
                 Self::check_csr_action(&op, now, "import a certificate")?;
                 let (expect, mut u) = self.external_target(&op, fqdn)?;
-                let csr = u.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!(
-                        "{fqdn} has no CSR: generate one first (csr generate), or, in manual \
-                         mode, place the chain and key in its remint repository"
-                    ))
+                let csr = u.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: true,
                 })?;
                 let anchor = op
                     .kind
@@ -589,8 +590,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     .into());
                 }
                 let (version, mut rec) = self.server_record_versioned(fqdn)?;
-                let csr = rec.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!("{fqdn} has no CSR: generate one (csr generate)"))
+                let csr = rec.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: false,
                 })?;
                 let chain = check_import(
                     fqdn,

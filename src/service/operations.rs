@@ -537,20 +537,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca_server = match (&zone.ca, &req.csr) {
             (CaKind::Internal { certificate_server }, None) => certificate_server.clone(),
             (CaKind::Internal { .. }, Some(_)) => {
-                return Err(OpError::Selection(
-                    "--csr applies to a zone with an external CA; this zone's CA is internal, \
-                     and its certificate server issues the new certificates"
-                        .into(),
-                )
-                .into());
+                return Err(OpError::CsrModeWithInternalCa.into());
             }
             (CaKind::External, None) => {
-                return Err(OpError::Selection(
-                    "this zone's CA is external: choose how certificates are requested with \
-                     --csr manual or --csr auto (SR3)"
-                        .into(),
-                )
-                .into());
+                return Err(OpError::CsrModeRequired.into());
             }
             (CaKind::External, Some(_)) => self.initiating_server()?,
         };
@@ -2035,8 +2025,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                             }
                         }
                         u.reason = Some(
-                            "waiting for the certificate: export the CSR (csr export), have the \
-                             external CA sign it, then import it (cert import)"
+                            "waiting for the certificate: the CSR is made, and the external CA's \
+                             certificate for it has not been imported yet"
                                 .into(),
                         );
                         return Ok(out("waiting", u.reason.clone()));
@@ -2211,8 +2201,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 return Ok(out(
                     "stranded",
                     Some(
-                        "the CA is external: import a certificate for this server from it \
-                         (cert import)"
+                        "the CA is external: a certificate for this server from it, under \
+                         the CA the members now trust, has not been imported yet"
                             .into(),
                     ),
                 ));
