@@ -209,8 +209,8 @@ fn main() -> Result<(), Error> {
 
 fn summary(v: &OpView) -> String {
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for d in &v.devices {
-        *counts.entry(d.status.as_str()).or_default() += 1;
+    for (_, status) in v.members() {
+        *counts.entry(status.name()).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     format!("state {}; members: {}", v.state, parts.join(", "))
@@ -285,7 +285,10 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     flaky.fail.insert("laptop-013".into());
     let v = drive(zone, &flaky)?;
     println!("   after the fleet refreshed: {}", summary(&v));
-    let failed = v.devices.iter().find(|d| d.status == "failed");
+    let failed = v
+        .devices
+        .iter()
+        .find(|d| d.status == zonepki::view::UpdateStatus::Failed);
     if let Some(d) = failed {
         println!(
             "   {} failed: {}",
@@ -313,7 +316,7 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     println!(
         "   plan for {} (B3): {} member(s) would be stranded: {}",
         plan.at,
-        plan.stranded,
+        plan.stranded.len(),
         plan.members
             .iter()
             .filter(|m| !m.communicates)

@@ -91,7 +91,9 @@ use zonepki::service::{
 };
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
-use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, WARNING_HEADER};
+use zonepki::view::{
+    CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, UpdateStatus, WARNING_HEADER,
+};
 use zonepki::zone::{Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
@@ -261,7 +263,7 @@ zonectl ca restore --file ca-2027.zip --to ps2.acme.example --yes   # no confirm
     (&["warnings"], "zonectl warnings --within-days 120
 zonectl warnings --fail-on expired || alert 'zone certificate expired'"),
     (&["op", "show"], "zonectl op show
-zonectl op show --json | jq '.devices[] | select(.status == \"failed\")'"),
+zonectl op show --json | jq '.servers[], .devices[] | select(.status == \"failed\")'"),
     (&["op", "assign-now"], "zonectl op assign-now"),
     (&["op", "cancel"], "zonectl op cancel"),
     (&["op", "redeploy"], "zonectl op redeploy
@@ -545,9 +547,10 @@ enum DeviceCmd {
     /// Managed devices, in natural name order (laptop-2 before laptop-10), optionally filtered
     /// by update status and one page at a time: --limit N, then --after the last name shown.
     List {
-        /// Only devices with this update status (e.g. none, assigned, applied, failed).
-        #[arg(long)]
-        status: Option<String>,
+        /// Only devices with this update status: none, "not assigned", assigned, downloading,
+        /// applied, failed, ignored, activated, stranded, bridged, recovered.
+        #[arg(long, value_parser = parse_update_status)]
+        status: Option<UpdateStatus>,
         /// At most N devices; a table then says how to get the next page.
         #[arg(long, value_name = "N", value_parser = parse_count)]
         limit: Option<u64>,
@@ -1178,6 +1181,11 @@ fn op_error(e: zonepki::Error) -> String {
     }
 }
 
+fn parse_update_status(s: &str) -> Result<UpdateStatus, String> {
+    s.parse()
+        .map_err(|e: zonepki::view::UnknownStatus| e.to_string())
+}
+
 fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
     s.parse()
         .map_err(|e: zonepki::zone::ZoneError| e.to_string())
@@ -1590,9 +1598,15 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
             after,
         } => {
             let mut query = DeviceQuery::all();
-            query.status = status;
-            query.after = after;
-            query.limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            if let Some(status) = status {
+                query = query.with_status(status);
+            }
+            if let Some(after) = after {
+                query = query.with_after(after);
+            }
+            if let Some(n) = limit {
+                query = query.with_limit(usize::try_from(n).unwrap_or(usize::MAX));
+            }
             let page = svc.device_list(&query).map_err(msg)?;
             if g.json {
                 print_json(&page.devices);
@@ -1603,7 +1617,7 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                     .map(|d| {
                         vec![
                             d.name.clone(),
-                            d.update_status.clone(),
+                            d.update_status.to_string(),
                             d.agent_version.clone(),
                         ]
                     })
@@ -2321,15 +2335,18 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
 }
 
 fn op_show(g: &Global, svc: &Service) -> CmdResult {
-    if svc.op().map_err(msg)?.is_none() {
-        if g.json {
-            print_json(&serde_json::json!({ "state": "none" }));
-        } else {
-            println!("No staged operation has run in this zone.");
+    let view = match svc.op_show() {
+        Ok(view) => view,
+        Err(zonepki::Error::Op(OpError::NoOperation)) => {
+            if g.json {
+                print_json(&serde_json::json!({ "state": "none" }));
+            } else {
+                println!("No staged operation has run in this zone.");
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let view = svc.op_show().map_err(msg)?;
+        Err(e) => return Err(msg(e)),
+    };
     if g.json {
         print_json(&view);
     } else {
@@ -2548,12 +2565,12 @@ fn print_server_table(list: &[ServerView], offset: Option<UtcOffset>) {
         .map(|v| {
             vec![
                 v.fqdn.clone(),
-                v.role.clone(),
+                v.role.to_string(),
                 v.issuer.clone().unwrap_or_else(|| "-".into()),
                 v.not_after
                     .map_or_else(|| "-".into(), |t| show_time(t, offset)),
-                v.status.clone(),
-                v.update_status.clone(),
+                v.status.to_string(),
+                v.update_status.to_string(),
                 v.agent_version.clone(),
                 v.sha1.clone().unwrap_or_else(|| "-".into()),
             ]
@@ -2604,16 +2621,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// More rows than this and tables for people list only the rows that need attention.
 const TABLE_LIMIT: usize = 100;
 
-fn kind_text(kind: &str) -> &str {
-    match kind {
-        "remint_ca" => "Remint CA",
-        "change_ca_internal" => "Change CA (to internal)",
-        "change_ca_external" => "Change CA (to external)",
-        "server_remint" => "Server Remint",
-        other => other,
-    }
-}
-
 fn print_started(g: &Global, v: &OpView) {
     if g.json {
         print_json(v);
@@ -2621,7 +2628,7 @@ fn print_started(g: &Global, v: &OpView) {
     }
     println!(
         "{} started: update \"{}\", activation at {}{}",
-        kind_text(&v.kind),
+        v.kind.title(),
         v.update_name,
         show_time(v.activation, g.utc_offset),
         if v.immediate { " (immediate)" } else { "" }
@@ -2629,10 +2636,10 @@ fn print_started(g: &Global, v: &OpView) {
     print_op_brief(v, g.utc_offset);
 }
 
-fn status_counts<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+fn status_counts<S: Display>(statuses: impl Iterator<Item = S>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for s in statuses {
-        *counts.entry(s).or_default() += 1;
+        *counts.entry(s.to_string()).or_default() += 1;
     }
     counts
         .iter()
@@ -2641,28 +2648,23 @@ fn status_counts<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// Whether the cancel deadline is worth showing: the state still allows a cancel (O7).
-fn cancellable(v: &OpView) -> bool {
-    !v.immediate && matches!(v.state.as_str(), "replicating" | "assigned")
-}
-
 fn print_op_brief(v: &OpView, offset: Option<UtcOffset>) {
-    let cancel = if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+    let cancel = if let (true, Some(deadline)) = (v.cancellable, v.cancel_deadline) {
         format!("; cancel possible before {}", show_time(deadline, offset))
     } else {
         String::new()
     };
     println!(
         "{} (update \"{}\"): {}; activation {}{cancel}",
-        kind_text(&v.kind),
+        v.kind.title(),
         v.update_name,
         v.state,
         show_time(v.activation, offset),
     );
     println!(
         "Members: {} ({})",
-        v.devices.len(),
-        status_counts(v.devices.iter().map(|d| d.status.as_str()))
+        v.servers.len() + v.devices.len(),
+        status_counts(v.members().map(|(_, s)| s))
     );
     if !v.stranded.is_empty() {
         println!("Stranded: {}", v.stranded.join(", "));
@@ -2677,7 +2679,7 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
             l.join(", ")
         }
     };
-    println!("Operation:          {} ({})", v.id, kind_text(&v.kind));
+    println!("Operation:          {} ({})", v.id, v.kind.title());
     println!("Update:             {}", v.update_name);
     println!("State:              {}", v.state);
     println!(
@@ -2685,7 +2687,7 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
         show_time(v.activation, offset),
         if v.immediate { " (immediate)" } else { "" }
     );
-    if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+    if let (true, Some(deadline)) = (v.cancellable, v.cancel_deadline) {
         println!("Cancel before:      {}", show_time(deadline, offset));
     }
     print_gate(v, offset);
@@ -2696,46 +2698,55 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
     let rows: Vec<Vec<String>> = v
         .replication
         .iter()
-        .map(|r| vec![r.server.clone(), r.status.clone()])
+        .map(|r| vec![r.server.clone(), r.status.to_string()])
         .collect();
     print_table(&["CONTENT SERVER", "REPLICATION"], &rows);
+    println!();
+    println!(
+        "Members: {} ({})",
+        v.servers.len() + v.devices.len(),
+        status_counts(v.members().map(|(_, s)| s))
+    );
     if !v.servers.is_empty() {
         println!();
         let rows: Vec<Vec<String>> = v
             .servers
             .iter()
-            .map(|s| vec![s.fqdn.clone(), s.certificate_status.clone()])
+            .map(|s| {
+                vec![
+                    s.fqdn.clone(),
+                    s.status.to_string(),
+                    s.certificate_status.to_string(),
+                    s.reason.clone().unwrap_or_default(),
+                ]
+            })
             .collect();
-        print_table(&["SERVER", "CERTIFICATE STATUS"], &rows);
+        print_table(&["SERVER", "STATUS", "CERTIFICATE STATUS", "REASON"], &rows);
     }
-    println!();
-    println!(
-        "Members: {} ({})",
-        v.devices.len(),
-        status_counts(v.devices.iter().map(|d| d.status.as_str()))
-    );
-    let fine = ["applied", "activated", "recovered"];
-    let shown: Vec<_> = v
-        .devices
-        .iter()
-        .filter(|d| v.devices.len() <= TABLE_LIMIT || !fine.contains(&d.status.as_str()))
-        .collect();
-    let rows: Vec<Vec<String>> = shown
-        .iter()
-        .map(|d| {
-            vec![
-                d.name.clone(),
-                d.status.clone(),
-                d.reason.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    print_table(&["MEMBER", "STATUS", "REASON"], &rows);
-    if shown.len() < v.devices.len() {
-        println!(
-            "({} members that applied or activated not listed; --json lists every member)",
-            v.devices.len() - shown.len()
-        );
+    if !v.devices.is_empty() {
+        println!();
+        let shown: Vec<_> = v
+            .devices
+            .iter()
+            .filter(|d| v.devices.len() <= TABLE_LIMIT || !d.status.is_settled())
+            .collect();
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|d| {
+                vec![
+                    d.name.clone(),
+                    d.status.to_string(),
+                    d.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["DEVICE", "STATUS", "REASON"], &rows);
+        if shown.len() < v.devices.len() {
+            println!(
+                "({} devices that applied or activated not listed; --json lists every member)",
+                v.devices.len() - shown.len()
+            );
+        }
     }
     if !v.notices.is_empty() {
         println!();
@@ -2802,7 +2813,7 @@ fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
         } else {
             "will not have happened yet (shown as if it had)"
         },
-        p.stranded
+        p.stranded.len()
     );
     let rows: Vec<Vec<String>> = p
         .members
@@ -2811,7 +2822,7 @@ fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
         .map(|m| {
             vec![
                 m.name.clone(),
-                m.status.clone(),
+                m.status.to_string(),
                 if m.communicates { "yes" } else { "no" }.to_string(),
                 m.reason.clone(),
             ]

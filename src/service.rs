@@ -14,8 +14,8 @@ mod operations;
 pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use operations::{
-    GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RefreshOptions, RefreshOutcome,
-    RemintCaRequest, ReplicationView, ServerCertView, ServerRemintRequest,
+    GateOutcome, GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RefreshOptions,
+    RefreshOutcome, RemintCaRequest, ReplicationView, ServerCertView, ServerRemintRequest,
 };
 
 use std::collections::BTreeSet;
@@ -36,7 +36,8 @@ use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
 use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{
-    CaView, DevicePage, DeviceQuery, DeviceView, ServerView, Warning, WarningSubject, natural_cmp,
+    CaType, CaView, CertificateStatus, DevicePage, DeviceQuery, DeviceView, ServerStatus,
+    ServerView, UpdateStatus, Warning, WarningSubject, natural_cmp,
 };
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
@@ -564,9 +565,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca = Certificate::try_from(&zone.ca_certificate)?;
         let (kind, certificate_server) = match &zone.ca {
             CaKind::Internal { certificate_server } => {
-                ("internal", Some(certificate_server.to_string()))
+                (CaType::Internal, Some(certificate_server.to_string()))
             }
-            CaKind::External => ("external", None),
+            CaKind::External => (CaType::External, None),
         };
         Ok(CaView {
             kind,
@@ -583,7 +584,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     ) -> Result<ServerView> {
         let mut view = ServerView {
             fqdn: rec.fqdn.to_string(),
-            role: rec.role.to_string(),
+            role: rec.role,
             parent: rec.parent.as_ref().map(ToString::to_string),
             certificate_server: matches!(&zone.ca, CaKind::Internal { certificate_server } if certificate_server == &rec.fqdn),
             issued_to: None,
@@ -594,9 +595,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             md5: None,
             sha1: None,
             sha256: None,
-            status: "none".into(),
+            status: ServerStatus::None,
             options: Vec::new(),
-            update_status: "none".into(),
+            update_status: UpdateStatus::None,
             agent_version: rec.agent_version.clone(),
             dns_names: rec.dns_names.clone(),
         };
@@ -610,14 +611,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         {
             // The same text as `op show` for this member (issue 10 item 6: a server assigned
             // but not yet refreshed said `none` here and `assigned` there).
-            view.update_status =
-                operations::member_status_text(&op, u.as_ref(), self.clock.now()).to_string();
+            view.update_status = operations::member_status(&op, u.as_ref(), self.clock.now());
             // Until activation: SR4's certificate status and the future certificate.
             if let Some(u) = u
                 && !matches!(op.state, crate::ops::OpState::Activated(_))
             {
                 if let Some(cs) = u.cert_status {
-                    view.status = cs.text().to_string();
+                    view.status = ServerStatus::Remint(CertificateStatus::from(Some(cs)));
                 }
                 if !u.future_chain.is_empty() {
                     view.options.push("future certificate".into());
@@ -687,15 +687,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .device_records()?
             .into_iter()
             .map(|d| DeviceView {
-                update_status: statuses
-                    .get(&d.name)
-                    .cloned()
-                    .unwrap_or_else(|| "none".into()),
+                update_status: statuses.get(&d.name).copied().unwrap_or(UpdateStatus::None),
                 name: d.name,
                 agent_version: d.agent_version,
             })
             .filter(|d| {
-                query.status.as_ref().is_none_or(|s| &d.update_status == s)
+                query.status.is_none_or(|s| d.update_status == s)
                     && query
                         .after
                         .as_ref()

@@ -144,7 +144,7 @@ fn run<T: Transport>(svc: &Svc<'_, T>, c: Cmd, clock: &ManualClock) {
                 .servers()
                 .map(|v| {
                     v.into_iter()
-                        .filter(|s| s.role != "content-satellite")
+                        .filter(|s| s.role != ServerRole::ContentSatellite)
                         .map(|s| fq(&s.fqdn))
                         .collect()
                 })

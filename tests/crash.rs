@@ -122,25 +122,31 @@ fn run(fail_after: Option<u64>) -> Outcome {
 fn view_end(v: &OpView) -> End {
     End {
         op: (
-            v.kind.clone(),
-            v.state.clone(),
+            v.kind.to_string(),
+            v.state.to_string(),
             v.update_name.clone(),
             v.immediate,
         ),
+        // Every member's update status, servers' and devices' (op show lists them apart).
         devices: v
-            .devices
+            .servers
             .iter()
-            .map(|d| (d.name.clone(), d.status.clone(), d.reason.clone()))
+            .map(|s| (s.fqdn.clone(), s.status.to_string(), s.reason.clone()))
+            .chain(
+                v.devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.status.to_string(), d.reason.clone())),
+            )
             .collect(),
         servers: v
             .servers
             .iter()
-            .map(|s| (s.fqdn.clone(), s.certificate_status.clone()))
+            .map(|s| (s.fqdn.clone(), s.certificate_status.to_string()))
             .collect(),
         replication: v
             .replication
             .iter()
-            .map(|r| (r.server.clone(), r.status.clone()))
+            .map(|r| (r.server.clone(), r.status.to_string()))
             .collect(),
         stranded: v.stranded.clone(),
         recovery: v.recovery_available_on.clone(),

@@ -149,7 +149,7 @@ fn change_to_external(svc: &Svc, chain: Vec<u8>, activation: Timestamp) -> OpVie
 fn statuses(v: &OpView) -> Vec<(String, String)> {
     v.servers
         .iter()
-        .map(|s| (s.fqdn.clone(), s.certificate_status.clone()))
+        .map(|s| (s.fqdn.clone(), s.certificate_status.to_string()))
         .collect()
 }
 
@@ -721,7 +721,7 @@ fn openssl_ca_change_ca_imports_refusals_bridge_and_external_server_remint() {
         "{:?}",
         statuses(&v)
     );
-    assert!(v.devices.iter().all(|d| d.status == "applied"), "{v:?}");
+    assert!(v.members().all(|(_, s)| s == "applied"), "{v:?}");
 
     // Activation.
     clock.set(activation);

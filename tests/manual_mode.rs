@@ -28,11 +28,12 @@ use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::lint::Rule;
 use zonepki::ops::{ActivationRequest, CsrMode};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, MemberView, NewServer, OpView, RefreshOptions,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, RefreshOptions,
     RefreshOutcome, ZoneService,
 };
 use zonepki::store::{FaultyStore, MemoryStore, Storage};
 use zonepki::transport::LoopbackTransport;
+use zonepki::view::UpdateStatus;
 use zonepki::zone::{Fqdn, ServerRole};
 
 const PS1: &str = "ps1.acme.example";
@@ -98,6 +99,13 @@ fn zone_over<S: Storage>(store: S) -> Zone<S> {
     }
 }
 
+/// A member's update status and reason, whichever list of `op show` it is in.
+#[derive(Debug)]
+struct Member {
+    status: UpdateStatus,
+    reason: Option<String>,
+}
+
 impl<S: Storage> Zone<S> {
     fn activation(&self) -> Timestamp {
         self.start.plus(ACTIVATION_AFTER)
@@ -136,11 +144,20 @@ impl<S: Storage> Zone<S> {
         self.svc.op_show().unwrap()
     }
 
-    fn member(&self, name: &str) -> MemberView {
-        self.show()
-            .devices
-            .into_iter()
-            .find(|d| d.name == name)
+    /// A member's row of `op show`, a server's or a device's.
+    fn member(&self, name: &str) -> Member {
+        let v = self.show();
+        let server = v.servers.iter().find(|s| s.fqdn == name).map(|s| Member {
+            status: s.status,
+            reason: s.reason.clone(),
+        });
+        server
+            .or_else(|| {
+                v.devices.iter().find(|d| d.name == name).map(|d| Member {
+                    status: d.status,
+                    reason: d.reason.clone(),
+                })
+            })
             .unwrap_or_else(|| panic!("{name} is not in the update"))
     }
 
@@ -151,6 +168,7 @@ impl<S: Storage> Zone<S> {
             .find(|s| s.fqdn == name)
             .unwrap_or_else(|| panic!("{name} is not a server of the update"))
             .certificate_status
+            .to_string()
     }
 
     fn refresh(&self, names: &[&str]) -> Vec<RefreshOutcome> {
@@ -798,7 +816,7 @@ fn manual_mode_pem_p7b_and_der_from_an_external_ca() {
 
     z.assert_applied(&SERVERS, &ext);
     let v = z.drive();
-    assert!(v.devices.iter().all(|d| d.status == "applied"), "{v:?}");
+    assert!(v.members().all(|(_, s)| s == "applied"), "{v:?}");
     z.activate_and_verify(&ext, &[(PS1, c1), (PS2, c2), (SAT, c3)]);
 }
 

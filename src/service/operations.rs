@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentError, AgentRequest, AgentResponse};
@@ -22,6 +22,9 @@ use crate::ops::{
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::{Transport, TransportError};
+use crate::view::{
+    CertificateStatus, OperationKind, OperationState, ReplicationStatus, UpdateStatus,
+};
 use crate::zone::{
     CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
     member_lookup_name,
@@ -104,43 +107,55 @@ pub struct RefreshOutcome {
 
 /// One replication row of `op show` (O3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ReplicationView {
     /// The content server.
     pub server: String,
     /// `pending` or `replicated`.
-    pub status: String,
+    pub status: ReplicationStatus,
 }
 
-/// One member row of `op show` (O5).
+/// One device row of `op show` (O5): a managed device or a Content Satellite, which get the
+/// update's trust but no server certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MemberView {
     /// The member.
     pub name: String,
-    /// `not assigned`, `assigned`, `downloading`, `applied`, `failed`, `ignored`; after
-    /// activation also `activated`, `stranded`, `recovered`.
-    pub status: String,
+    /// Its update status.
+    pub status: UpdateStatus,
     /// A failure's reason.
     pub reason: Option<String>,
 }
 
-/// One server row of `op show` (SR4).
+/// One server row of `op show` (O5, SR4): a server that gets a new certificate from the
+/// operation (Primary Servers and Authentication Satellites in scope).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ServerCertView {
     /// The server.
     pub fqdn: String,
-    /// SR4: `new certificate created`, `creating certificate failed`, or `pending`.
-    pub certificate_status: String,
+    /// Its role.
+    pub role: ServerRole,
+    /// Its update status.
+    pub status: UpdateStatus,
+    /// A failure's reason.
+    pub reason: Option<String>,
+    /// SR4: `pending`, `new certificate created`, `creating certificate failed`, `CSR
+    /// generated`, `CSR generation failed`, `new certificate uploaded`.
+    pub certificate_status: CertificateStatus,
 }
 
 /// The running (or last) operation, as `op show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct OpView {
     /// Operation number.
     pub id: u64,
-    /// `remint_ca`, `server_remint`.
-    pub kind: String,
-    /// `replicating`, `assigned`, `activated`, `cancelled`, `baselined`.
-    pub state: String,
+    /// Which operation.
+    pub kind: OperationKind,
+    /// Where it is.
+    pub state: OperationState,
     /// Activation time.
     pub activation: Timestamp,
     /// Whether activation was "immediate".
@@ -148,19 +163,22 @@ pub struct OpView {
     /// Cancel is possible strictly before this (O7); `None` for an "immediate" activation,
     /// which can never be cancelled.
     pub cancel_deadline: Option<Timestamp>,
+    /// Whether a cancel would be accepted now (O7: the state allows it and the cut-off has not
+    /// passed, or B2's gate holds the operation).
+    pub cancellable: bool,
     /// The system update's name.
     pub update_name: String,
     /// When it started.
     pub started_at: Timestamp,
     /// Replication per content server (O3).
     pub replication: Vec<ReplicationView>,
-    /// Update status per member (O5).
+    /// Update status per device: managed devices and Content Satellites (O5).
     pub devices: Vec<MemberView>,
-    /// Certificate status per server in scope (SR4).
+    /// Update and certificate status per server that gets a new certificate (O5, SR4).
     pub servers: Vec<ServerCertView>,
     /// Where the recovery bundle can be had (O6).
     pub recovery_available_on: Vec<String>,
-    /// Members stranded by activation and not yet recovered (O8).
+    /// Members (servers and devices) stranded by activation and not yet recovered (O8).
     pub stranded: Vec<String>,
     /// Events for the embedding application (O11, O12, B2).
     pub notices: Vec<Notice>,
@@ -168,8 +186,19 @@ pub struct OpView {
     pub gate: Option<GateView>,
 }
 
+impl OpView {
+    /// Every member's name and update status, servers first.
+    pub fn members(&self) -> impl Iterator<Item = (&str, UpdateStatus)> {
+        self.servers
+            .iter()
+            .map(|s| (s.fqdn.as_str(), s.status))
+            .chain(self.devices.iter().map(|d| (d.name.as_str(), d.status)))
+    }
+}
+
 /// B2: a gate as `op show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct GateView {
     /// Settings, deadline, postponements, hold.
     #[serde(flatten)]
@@ -178,25 +207,73 @@ pub struct GateView {
     pub verdict_now: Verdict,
 }
 
+/// B3 with B2: what the gate does at a plan's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GateOutcome {
+    /// Activation is not due by then.
+    #[serde(rename = "not due")]
+    NotDue,
+    /// The gate is met: activation happens.
+    #[serde(rename = "activates")]
+    Activates,
+    /// The gate is not met: activation is postponed.
+    #[serde(rename = "postponed")]
+    Postponed,
+    /// The deadline is reached and the gate's policy activates anyway.
+    #[serde(rename = "activates at the deadline")]
+    ActivatesAtDeadline,
+    /// The deadline is reached and the gate's policy holds the operation.
+    #[serde(rename = "held at the deadline")]
+    HeldAtDeadline,
+    /// The operation is held already.
+    #[serde(rename = "held")]
+    Held,
+}
+
+impl GateOutcome {
+    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
+    /// deadline`, `held`.
+    pub fn text(self) -> &'static str {
+        match self {
+            GateOutcome::NotDue => "not due",
+            GateOutcome::Activates => "activates",
+            GateOutcome::Postponed => "postponed",
+            GateOutcome::ActivatesAtDeadline => "activates at the deadline",
+            GateOutcome::HeldAtDeadline => "held at the deadline",
+            GateOutcome::Held => "held",
+        }
+    }
+}
+
+crate::view::eq_name!(GateOutcome => text);
+
+impl std::fmt::Display for GateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// B3 with B2: what the gate would do at the plan's time, with the coverage as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlanGate {
     /// The verdict.
     pub verdict: Verdict,
-    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
-    /// deadline`, or `held` (already).
-    pub outcome: String,
+    /// What the gate does then.
+    pub outcome: GateOutcome,
     /// The activation time after a postponement.
     pub postponed_to: Option<Timestamp>,
 }
 
 /// B3: what happens to one member if activation happened at a given time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlanEntry {
     /// The member.
     pub name: String,
-    /// Its update status now.
-    pub status: String,
+    /// Its update status now, as `op show` gives it.
+    pub status: UpdateStatus,
     /// Whether it will still communicate after activation.
     pub communicates: bool,
     /// Why.
@@ -205,42 +282,80 @@ pub struct PlanEntry {
 
 /// B3's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Plan {
     /// The time asked about.
     pub at: Timestamp,
     /// Whether activation will have happened by then.
     pub activated_by_then: bool,
-    /// Members that would be stranded.
-    pub stranded: u64,
+    /// Members that would be stranded, as `op show` lists them once activated.
+    pub stranded: Vec<String>,
     /// B2: the gate's verdict for that time, when the operation has a gate.
     pub gate: Option<PlanGate>,
     /// Every member.
     pub members: Vec<PlanEntry>,
 }
 
+impl From<&OpKind> for OperationKind {
+    fn from(kind: &OpKind) -> Self {
+        match kind {
+            OpKind::RemintCa { .. } => OperationKind::RemintCa,
+            OpKind::ChangeCa {
+                to: NewCa::Internal { .. },
+                ..
+            } => OperationKind::ChangeCaInternal,
+            OpKind::ChangeCa {
+                to: NewCa::External { .. },
+                ..
+            } => OperationKind::ChangeCaExternal,
+            OpKind::ServerRemint { .. } => OperationKind::ServerRemint,
+        }
+    }
+}
+
+impl From<&OpState> for OperationState {
+    fn from(state: &OpState) -> Self {
+        match state {
+            OpState::Replicating(_) => OperationState::Replicating,
+            OpState::Assigned(_) => OperationState::Assigned,
+            OpState::Activated(_) => OperationState::Activated,
+            OpState::Cancelled(_) => OperationState::Cancelled,
+            OpState::Baselined(_) => OperationState::Baselined,
+        }
+    }
+}
+
 /// A member's status as views show it (O5, O8): before assignment `not assigned`; then its
-/// update status; after activation `activated`, `stranded` or `recovered`.
-pub(crate) fn member_status_text(
+/// update status; after activation `activated`, `stranded` (or `bridged`, B1) or `recovered`.
+pub(crate) fn member_status(
     op: &Operation,
     u: Option<&MemberUpdate>,
     now: Timestamp,
-) -> &'static str {
+) -> UpdateStatus {
     let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
     // B1: a member that missed the update but validates servers through the bridge.
     let missed = if op.bridged_at(now) {
-        "bridged"
+        UpdateStatus::Bridged
     } else {
-        "stranded"
+        UpdateStatus::Stranded
     };
     match u {
-        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => "not assigned",
-        Some(u) if activated && u.recovered => "recovered",
-        Some(u) if activated && u.switched => "activated",
-        Some(u) if activated && u.status == MemberStatus::Ignored => "ignored",
+        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => {
+            UpdateStatus::NotAssigned
+        }
+        Some(u) if activated && u.recovered => UpdateStatus::Recovered,
+        Some(u) if activated && u.switched => UpdateStatus::Activated,
+        Some(u) if activated && u.status == MemberStatus::Ignored => UpdateStatus::Ignored,
         Some(u) if activated && u.is_stranded() => missed,
         None if activated => missed,
-        Some(u) => u.status.name(),
-        None => "assigned",
+        Some(u) => match u.status {
+            MemberStatus::Assigned => UpdateStatus::Assigned,
+            MemberStatus::Downloading => UpdateStatus::Downloading,
+            MemberStatus::Applied => UpdateStatus::Applied,
+            MemberStatus::Failed => UpdateStatus::Failed,
+            MemberStatus::Ignored => UpdateStatus::Ignored,
+        },
+        None => UpdateStatus::Assigned,
     }
 }
 
@@ -339,7 +454,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             if status == MemberStatus::Applied {
                 count.applied += 1;
             } else {
-                c.note_missing(member_status_text(op, u, now), &m.name);
+                c.note_missing(member_status(op, u, now).name(), &m.name);
             }
         }
         Ok(c)
@@ -1255,36 +1370,40 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn op_show(&self) -> Result<OpView> {
         let op = self.op()?.ok_or(OpError::NoOperation)?;
         let updates = self.member_updates(&op)?;
+        let now = self.clock.now();
         let mut devices = Vec::new();
         let mut servers = Vec::new();
         let mut stranded = Vec::new();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = member_status_text(&op, u, self.clock.now()).to_string();
-            if status == "stranded" {
+            let status = member_status(&op, u, now);
+            if status == UpdateStatus::Stranded {
                 stranded.push(m.name.clone());
             }
-            if Self::needs_certificate(&op, m) {
-                servers.push(ServerCertView {
+            let reason = u.and_then(|u| u.reason.clone());
+            match &m.server {
+                Some(s) if Self::needs_certificate(&op, m) => servers.push(ServerCertView {
                     fqdn: m.name.clone(),
-                    certificate_status: u
-                        .and_then(|u| u.cert_status)
-                        .map_or("pending".to_string(), |c| c.text().to_string()),
-                });
+                    role: s.role,
+                    status,
+                    reason,
+                    certificate_status: u.and_then(|u| u.cert_status).into(),
+                }),
+                _ => devices.push(MemberView {
+                    name: m.name.clone(),
+                    status,
+                    reason,
+                }),
             }
-            devices.push(MemberView {
-                name: m.name.clone(),
-                status,
-                reason: u.and_then(|u| u.reason.clone()),
-            });
         }
         Ok(OpView {
             id: op.id,
-            kind: op.kind.name().into(),
-            state: op.state.name().into(),
+            kind: (&op.kind).into(),
+            state: (&op.state).into(),
             activation: op.activation.at,
             immediate: op.activation.immediate,
             cancel_deadline: (!op.activation.immediate).then(|| op.cancel_deadline()),
+            cancellable: !op.activation.immediate && op.check_cancel(now).is_ok(),
             update_name: op.update_name.clone(),
             started_at: op.started_at,
             replication: op
@@ -1293,10 +1412,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .map(|(s, r)| ReplicationView {
                     server: s.to_string(),
                     status: match r {
-                        Replication::Pending => "pending",
-                        Replication::Replicated => "replicated",
-                    }
-                    .into(),
+                        Replication::Pending => ReplicationStatus::Pending,
+                        Replication::Replicated => ReplicationStatus::Replicated,
+                    },
                 })
                 .collect(),
             devices,
@@ -1324,10 +1442,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (_, op) = self.running_op()?;
         let updates = self.member_updates(&op)?;
         let mut members = Vec::new();
-        let mut stranded = 0;
+        let mut stranded = Vec::new();
+        let now = self.clock.now();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = u.map_or("assigned", |u| u.status.name()).to_string();
+            let status = member_status(&op, u, now);
             let (communicates, reason) = match u {
                 Some(u) if u.recovered => (true, "recovered with the bundle".to_string()),
                 Some(u) if u.status == MemberStatus::Applied => {
@@ -1352,7 +1471,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 ),
             };
             if !communicates {
-                stranded += 1;
+                stranded.push(m.name.clone());
             }
             members.push(PlanEntry {
                 name: m.name.clone(),
@@ -1366,25 +1485,25 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let gate = match self.gate_verdict(&op, &updates)? {
             Some(verdict) => {
                 let mut then = op.clone();
-                let outcome = then.handle_timeout_gated(at, Some(&verdict), stranded);
+                let outcome = then.handle_timeout_gated(at, Some(&verdict), stranded.len() as u64);
                 let held_already = op.held();
                 activated_by_then = outcome == TimeoutOutcome::Activated
                     || matches!(op.state, OpState::Activated(_));
                 let (outcome, postponed_to) = match outcome {
-                    TimeoutOutcome::Idle if held_already => ("held", None),
-                    TimeoutOutcome::Idle => ("not due", None),
+                    TimeoutOutcome::Idle if held_already => (GateOutcome::Held, None),
+                    TimeoutOutcome::Idle => (GateOutcome::NotDue, None),
                     TimeoutOutcome::Activated
                         if then.gate.as_ref().is_some_and(|g| g.activated_at_deadline) =>
                     {
-                        ("activates at the deadline", None)
+                        (GateOutcome::ActivatesAtDeadline, None)
                     }
-                    TimeoutOutcome::Activated => ("activates", None),
-                    TimeoutOutcome::Postponed(to) => ("postponed", Some(to)),
-                    TimeoutOutcome::Held => ("held at the deadline", None),
+                    TimeoutOutcome::Activated => (GateOutcome::Activates, None),
+                    TimeoutOutcome::Postponed(to) => (GateOutcome::Postponed, Some(to)),
+                    TimeoutOutcome::Held => (GateOutcome::HeldAtDeadline, None),
                 };
                 Some(PlanGate {
                     verdict,
-                    outcome: outcome.into(),
+                    outcome,
                     postponed_to,
                 })
             }
@@ -1418,7 +1537,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// Update status of every device in the running operation (name -> status).
-    pub(crate) fn device_update_statuses(&self) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn device_update_statuses(&self) -> Result<BTreeMap<String, UpdateStatus>> {
         let Some((_, op)) = self.current_op()? else {
             return Ok(BTreeMap::new());
         };
@@ -1430,9 +1549,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .device_records()?
             .into_iter()
             .map(|d| {
-                let s =
-                    member_status_text(&op, updates.get(&d.name).map(|(_, u)| u), self.clock.now());
-                (d.name, s.to_string())
+                let s = member_status(&op, updates.get(&d.name).map(|(_, u)| u), self.clock.now());
+                (d.name, s)
             })
             .collect())
     }
@@ -1440,7 +1558,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// The running operation and its update record for server `fqdn`, for V2's status columns:
     /// `None` when no operation runs or it does not target the server; the update is `None`
     /// while the server has not refreshed since it was assigned (its status is then what
-    /// `op show` says for it, through [`member_status_text`]).
+    /// `op show` says for it, through [`member_status`]).
     pub(crate) fn server_update(
         &self,
         fqdn: &Fqdn,

@@ -174,19 +174,24 @@ impl<S: Storage> Sim<S> {
         drive_svc(&self.svc, opts).unwrap()
     }
 
+    /// A member's update status in `op show`: a server's or a device's.
     pub fn status(&self, v: &OpView, name: &str) -> String {
-        v.devices
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| d.status.clone())
-            .unwrap_or_else(|| panic!("{name} is not in the update: {:?}", v.devices))
+        v.members()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| panic!("{name} is not in the update: {v:?}"))
     }
 
     pub fn reason(&self, v: &OpView, name: &str) -> Option<String> {
-        v.devices
-            .iter()
-            .find(|d| d.name == name)
-            .and_then(|d| d.reason.clone())
+        let server = v.servers.iter().find(|s| s.fqdn == name);
+        match server {
+            Some(s) => s.reason.clone(),
+            None => v
+                .devices
+                .iter()
+                .find(|d| d.name == name)
+                .and_then(|d| d.reason.clone()),
+        }
     }
 
     pub fn trust(&self, name: &str) -> Vec<CertificateDer> {
