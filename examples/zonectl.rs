@@ -1309,30 +1309,26 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
         ));
     }
     let fqdn = parse_fqdn(&args.first_server)?;
-    let mut first = NewServer::new(fqdn, ServerRole::Primary);
-    first.dns_names = args.dns;
-    first.agent_version = args.agent_version;
+    let first = NewServer::new(fqdn, ServerRole::Primary)
+        .with_dns_names(args.dns)
+        .with_agent_version(args.agent_version);
     let view = match external {
         None => {
             let validity = validity(args.valid_years.unwrap_or(10))?;
-            let init = InitInternal {
-                zone: args.zone,
-                ca_subject: None,
-                first_server: first,
-                ca_key: args.key.unwrap_or_default(),
-                validity,
-            };
+            let init = InitInternal::new(args.zone, first)
+                .with_ca_key(args.key.unwrap_or_default())
+                .with_validity(validity);
             create_zone(g, |svc| svc.init_internal(init).map(|_| ()).map_err(msg))?
         }
         Some((chain, server_chain, server_key)) => {
-            let init = InitExternal {
-                zone: args.zone,
-                first_server: first,
-                external_chain: read_input(&chain)?,
-                server_chain: read_input(&server_chain)?,
-                server_key: Zeroizing::new(read_key_input(&server_key)?),
-                acknowledge: args.accept_lint_warning,
-            };
+            let init = InitExternal::new(
+                args.zone,
+                first,
+                read_input(&chain)?,
+                read_input(&server_chain)?,
+                Zeroizing::new(read_key_input(&server_key)?),
+            )
+            .with_acknowledge(args.accept_lint_warning);
             create_zone(g, |svc| svc.init_external(init).map(|_| ()).map_err(msg))?
         }
     };
@@ -1679,18 +1675,15 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         }
         CaCmd::Remint(args) => {
             let validity = validity(args.valid_years)?;
-            let view = svc
-                .start_remint_ca(RemintCaRequest {
-                    common_name: args.cn,
-                    key: args.key,
-                    validity,
-                    include_dns: args.include_dns,
-                    activation: args.activate_at,
-                    update_name: args.update_name,
-                    gate: args.gate.gate()?,
-                    acknowledge: args.gate.accept_lint_warning,
-                })
-                .map_err(msg)?;
+            let mut req = RemintCaRequest::new(args.activate_at)
+                .with_key(args.key)
+                .with_validity(validity)
+                .with_include_dns(args.include_dns)
+                .with_acknowledge(args.gate.accept_lint_warning.clone());
+            req.common_name = args.cn;
+            req.update_name = args.update_name;
+            req.gate = args.gate.gate()?;
+            let view = svc.start_remint_ca(req).map_err(msg)?;
             print_started(g, &view);
         }
         CaCmd::Change(_) | CaCmd::Move { .. } | CaCmd::Backup { .. } | CaCmd::Restore { .. } => {
@@ -1703,33 +1696,33 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
 fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
     // Options are checked (usage errors, exit 2) and files read before the store is opened.
     let req = match cmd {
-        CaChangeCmd::Internal(a) => ChangeCaRequest {
-            to: ChangeCaTarget::Internal {
+        CaChangeCmd::Internal(a) => {
+            let to = ChangeCaTarget::Internal {
                 server: parse_fqdn(&a.server)?,
                 common_name: a.subject,
                 key: a.key,
                 validity: validity(a.valid_years)?,
-            },
-            include_dns: a.include_dns,
-            activation: a.activate_at,
-            update_name: a.update_name,
-            gate: a.gate.gate()?,
-            acknowledge: a.gate.accept_lint_warning,
-        },
+            };
+            let mut req = ChangeCaRequest::new(to, a.activate_at)
+                .with_include_dns(a.include_dns)
+                .with_acknowledge(a.gate.accept_lint_warning.clone());
+            req.update_name = a.update_name;
+            req.gate = a.gate.gate()?;
+            req
+        }
         CaChangeCmd::External(a) => {
             let (mode, _) = csr_mode(&["ca", "change", "external"], Some(a.csr), a.subject, a.key);
             let Some(csr) = mode else {
                 unreachable!("--csr is required")
             };
             let chain = read_input(&a.chain)?;
-            ChangeCaRequest {
-                to: ChangeCaTarget::External { chain, csr },
-                include_dns: a.include_dns,
-                activation: a.activate_at,
-                update_name: a.update_name,
-                gate: a.gate.gate()?,
-                acknowledge: a.gate.accept_lint_warning,
-            }
+            let to = ChangeCaTarget::External { chain, csr };
+            let mut req = ChangeCaRequest::new(to, a.activate_at)
+                .with_include_dns(a.include_dns)
+                .with_acknowledge(a.gate.accept_lint_warning.clone());
+            req.update_name = a.update_name;
+            req.gate = a.gate.gate()?;
+            req
         }
     };
     let svc = open(g)?;
@@ -1813,16 +1806,15 @@ fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
         .collect::<Result<Vec<_>, _>>()?;
     let svc = open(g)?;
     let view = svc
-        .start_server_remint(ServerRemintRequest {
-            servers,
-            update_name: args.update_name,
-            common_name: args.cn,
-            key,
-            include_dns: args.include_dns,
-            activation: args.activate_at,
-            csr,
-            gate,
-            acknowledge,
+        .start_server_remint({
+            let mut req = ServerRemintRequest::new(servers, args.update_name, args.activate_at)
+                .with_key(key)
+                .with_include_dns(args.include_dns)
+                .with_acknowledge(acknowledge);
+            req.common_name = args.cn;
+            req.csr = csr;
+            req.gate = gate;
+            req
         })
         .map_err(op_error)?;
     print_started(g, &view);

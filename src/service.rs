@@ -44,8 +44,9 @@ use crate::zone::{
     ZoneRecord, check_zone_name, device_name, keys,
 };
 
-/// A new server (Z1).
+/// A new server (Z1). Made with [`NewServer::new`] and the `with_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NewServer {
     /// FQDN.
     pub fqdn: Fqdn,
@@ -74,10 +75,36 @@ impl NewServer {
             key: KeySpec::default(),
         }
     }
+
+    /// The Primary Server an Authentication Satellite attaches to.
+    pub fn with_parent(mut self, parent: Fqdn) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Additional DNS names.
+    pub fn with_dns_names(mut self, dns_names: Vec<String>) -> Self {
+        self.dns_names = dns_names;
+        self
+    }
+
+    /// The agent's version.
+    pub fn with_agent_version(mut self, agent_version: impl Into<String>) -> Self {
+        self.agent_version = agent_version.into();
+        self
+    }
+
+    /// The key type its agent generates.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
 }
 
-/// A new zone with an internal CA (Z2).
+/// A new zone with an internal CA (Z2). Made with [`InitInternal::new`] and the `with_*`
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InitInternal {
     /// Zone name; also the CA's CN unless `ca_subject` is given.
     pub zone: String,
@@ -89,6 +116,38 @@ pub struct InitInternal {
     pub ca_key: KeySpec,
     /// CA validity.
     pub validity: ValidityYears,
+}
+
+impl InitInternal {
+    /// Zone `zone` whose CA role `first_server` holds, with defaults: the CA's CN is the zone
+    /// name, a P-256 key, ten years.
+    pub fn new(zone: impl Into<String>, first_server: NewServer) -> Self {
+        InitInternal {
+            zone: zone.into(),
+            ca_subject: None,
+            first_server,
+            ca_key: KeySpec::default(),
+            validity: ValidityYears::default(),
+        }
+    }
+
+    /// The CA's CN, other than the zone name.
+    pub fn with_ca_subject(mut self, common_name: impl Into<String>) -> Self {
+        self.ca_subject = Some(common_name.into());
+        self
+    }
+
+    /// The CA's key type.
+    pub fn with_ca_key(mut self, key: KeySpec) -> Self {
+        self.ca_key = key;
+        self
+    }
+
+    /// The CA's validity.
+    pub fn with_validity(mut self, validity: ValidityYears) -> Self {
+        self.validity = validity;
+        self
+    }
 }
 
 /// Signs through the certificate server's agent: the CA key never leaves it (S1).

@@ -32,13 +32,14 @@ fn zone() -> (Svc, &'static ManualClock) {
     let clock: &'static ManualClock =
         Box::leak(Box::new(ManualClock::new(t("2027-01-01T00:00:00Z"))));
     let svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq("ps1.acme.example"), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(
+            "Acme",
+            NewServer::new(fq("ps1.acme.example"), ServerRole::Primary),
+        )
+        .with_ca_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq("ps2.acme.example"), ServerRole::Primary))
         .unwrap();
@@ -136,19 +137,15 @@ fn trusts(svc: &Svc, name: &str) -> Vec<CertificateDer> {
 fn change_ca_internal_to_another_primary_server() {
     let (svc, clock) = zone();
     let v = svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::Internal {
+        .start_change_ca(ChangeCaRequest::new(
+            ChangeCaTarget::Internal {
                 server: fq("ps2.acme.example"),
                 common_name: Some("Acme CA 2".into()),
                 key: KeySpec::P256,
                 validity: 5.try_into().unwrap(),
             },
-            include_dns: false,
-            activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+            ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+        ))
         .unwrap();
     assert_eq!(v.kind, "change_ca_internal");
     assert_eq!(
@@ -195,20 +192,19 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
         ..Default::default()
     };
     let v = svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::External {
-                chain: ext.chain_pem(),
-                csr: CsrMode::Auto {
-                    fields: fields.clone(),
-                    key: KeySpec::P256,
+        .start_change_ca(
+            ChangeCaRequest::new(
+                ChangeCaTarget::External {
+                    chain: ext.chain_pem(),
+                    csr: CsrMode::Auto {
+                        fields: fields.clone(),
+                        key: KeySpec::P256,
+                    },
                 },
-            },
-            include_dns: false,
-            activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
-            update_name: Some("To external".into()),
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+                ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+            )
+            .with_update_name("To external"),
+        )
         .unwrap();
     assert_eq!(v.kind, "change_ca_external");
     let v = drive(&svc);
@@ -281,19 +277,15 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
     svc.baseline(false).unwrap();
 
     // And back to internal: no bridge (the zone never held the external root's key).
-    svc.start_change_ca(ChangeCaRequest {
-        to: ChangeCaTarget::Internal {
+    svc.start_change_ca(ChangeCaRequest::new(
+        ChangeCaTarget::Internal {
             server: fq("ps1.acme.example"),
             common_name: None,
             key: KeySpec::P256,
             validity: 3.try_into().unwrap(),
         },
-        include_dns: false,
-        activation: ActivationRequest::At(t("2027-02-01T00:00:00Z")),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+        ActivationRequest::At(t("2027-02-01T00:00:00Z")),
+    ))
     .unwrap();
     let op = svc.op().unwrap().unwrap();
     assert!(op.kind.cross_certificate().is_none());

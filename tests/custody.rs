@@ -64,13 +64,11 @@ fn service(transport: LoopbackTransport) -> (Svc, &'static ManualClock) {
 /// every member refreshed.
 fn zone_on(transport: LoopbackTransport, name: &str, years: u32) -> (Svc, &'static ManualClock) {
     let (svc, clock) = service(transport);
-    svc.init_internal(InitInternal {
-        zone: name.into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: years.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(name, NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(years.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -241,14 +239,13 @@ impl External {
 }
 
 fn init_external(ext: &External, key: &PrivateKey, server_chain: Vec<u8>) -> InitExternal {
-    InitExternal {
-        zone: "Acme".into(),
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        external_chain: ext.chain_pem(),
+    InitExternal::new(
+        "Acme",
+        NewServer::new(fq(PS1), ServerRole::Primary),
+        ext.chain_pem(),
         server_chain,
-        server_key: zeroize::Zeroizing::new(key.to_pkcs8_der().to_vec()),
-        acknowledge: Vec::new(),
-    }
+        zeroize::Zeroizing::new(key.to_pkcs8_der().to_vec()),
+    )
 }
 
 /// A zone with an external CA whose first server's certificate ends at `not_after`.
@@ -430,13 +427,11 @@ impl Transport for Recording {
 fn mv1_move_ca_hands_over_a_one_time_transfer_not_a_backup() {
     let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(t(T0))));
     let svc = ZoneService::new(MemoryStore::new(), Recording::default(), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Acme", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -512,16 +507,11 @@ fn mv1_refusals_name_the_reason_and_change_nothing() {
     assert_eq!(snapshot(&svc, &names), before);
 
     // While an operation runs, naming it.
-    svc.start_remint_ca(RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: false,
-        activation: ActivationRequest::At(clock.now().plus(30 * DAY)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(clock.now().plus(30 * DAY)))
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     let during = snapshot(&svc, &names);
     let e = svc.move_ca(&fq(PS2)).unwrap_err().to_string();
@@ -1075,16 +1065,12 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
     assert_eq!(snapshot(&svc, &names), before);
 
     let activation = t("2027-06-01T00:00:00Z");
-    svc.start_remint_ca(RemintCaRequest {
-        common_name: Some("Acme 2".into()),
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: false,
-        activation: ActivationRequest::At(activation),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(activation))
+            .with_common_name("Acme 2")
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     // Refused while the operation runs, naming it.
     let e = svc.replace_expired(&fq(PS2), None).unwrap_err().to_string();
@@ -1124,17 +1110,14 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
     assert_eq!(snapshot(&svc, &names), before);
     // The staged Server Remint refuses it, pointing here.
     let e = svc
-        .start_server_remint(zonepki::service::ServerRemintRequest {
-            servers: vec![fq(PS2)],
-            update_name: "ps2".into(),
-            common_name: None,
-            key: KeySpec::P256,
-            include_dns: false,
-            activation: ActivationRequest::At(clock.now().plus(DAY)),
-            csr: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+        .start_server_remint(
+            zonepki::service::ServerRemintRequest::new(
+                vec![fq(PS2)],
+                "ps2",
+                ActivationRequest::At(clock.now().plus(DAY)),
+            )
+            .with_key(KeySpec::P256),
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("emergency replacement"), "{e}");

@@ -73,13 +73,11 @@ fn zone_over<S: Storage>(store: S) -> Zone<S> {
     let start = Timestamp::from_unix(i64::try_from(real - real % 60 + 3600).unwrap()).unwrap();
     let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(start)));
     let svc = ZoneService::new(store, LoopbackTransport::with_root(&fleet), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Acme", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -121,17 +119,17 @@ impl<S: Storage> Zone<S> {
     fn start_manual_acknowledging(&self, upload: Vec<u8>, acknowledge: Vec<Rule>) {
         let v = self
             .svc
-            .start_change_ca(ChangeCaRequest {
-                to: ChangeCaTarget::External {
-                    chain: upload,
-                    csr: CsrMode::Manual,
-                },
-                include_dns: false,
-                activation: ActivationRequest::At(self.activation()),
-                update_name: Some("To the external CA".into()),
-                gate: None,
-                acknowledge,
-            })
+            .start_change_ca(
+                ChangeCaRequest::new(
+                    ChangeCaTarget::External {
+                        chain: upload,
+                        csr: CsrMode::Manual,
+                    },
+                    ActivationRequest::At(self.activation()),
+                )
+                .with_update_name("To the external CA")
+                .with_acknowledge(acknowledge),
+            )
             .unwrap();
         assert_eq!(v.kind, "change_ca_external");
         self.svc

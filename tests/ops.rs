@@ -49,13 +49,11 @@ impl Sim {
         }
         let mut ps1 = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
         ps1.dns_names = vec!["alias.zone.example".into()];
-        svc.init_internal(InitInternal {
-            zone: "Sim Zone".into(),
-            ca_subject: None,
-            first_server: ps1,
-            ca_key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-        })
+        svc.init_internal(
+            InitInternal::new("Sim Zone", ps1)
+                .with_ca_key(KeySpec::P256)
+                .with_validity(5.try_into().unwrap()),
+        )
         .unwrap();
         svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
             .unwrap();
@@ -138,16 +136,10 @@ impl Sim {
 }
 
 fn remint_ca(at: &str) -> RemintCaRequest {
-    RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: true,
-        activation: ActivationRequest::At(t(at)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    RemintCaRequest::new(ActivationRequest::At(t(at)))
+        .with_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap())
+        .with_include_dns(true)
 }
 
 #[test]
@@ -299,17 +291,13 @@ const REMINT_KEY: KeySpec = if cfg!(feature = "rsa") {
 fn internal_server_remint() {
     let sim = Sim::new(2);
     let before = sim.chain("sat1.zone.example");
-    let req = ServerRemintRequest {
-        servers: vec![fq("sat1.zone.example")],
-        update_name: "sat1 remint".into(),
-        common_name: Some("sat-one.zone.example".into()),
-        key: REMINT_KEY,
-        include_dns: false,
-        activation: ActivationRequest::At(t("2027-01-05T00:00:00Z")),
-        csr: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    };
+    let req = ServerRemintRequest::new(
+        vec![fq("sat1.zone.example")],
+        "sat1 remint",
+        ActivationRequest::At(t("2027-01-05T00:00:00Z")),
+    )
+    .with_common_name("sat-one.zone.example")
+    .with_key(REMINT_KEY);
     let v = sim.svc.start_server_remint(req).unwrap();
     assert_eq!(
         (v.servers.len(), v.devices.len()),
@@ -433,13 +421,14 @@ fn a_lost_start_race_does_not_spoil_the_winners_future_ca() {
     let clock = ManualClock::new(t(T0));
     let setup = ZoneService::new(&store, &transport, &clock);
     setup
-        .init_internal(InitInternal {
-            zone: "Race".into(),
-            ca_subject: None,
-            first_server: NewServer::new(fq("ps1.zone.example"), ServerRole::Primary),
-            ca_key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-        })
+        .init_internal(
+            InitInternal::new(
+                "Race",
+                NewServer::new(fq("ps1.zone.example"), ServerRole::Primary),
+            )
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+        )
         .unwrap();
     setup
         .add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))

@@ -26,8 +26,9 @@ use crate::zone::{
 
 use super::{NewServer, server_record};
 
-/// A zone created with an external CA (Z3).
+/// A zone created with an external CA (Z3). Made with [`InitExternal::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InitExternal {
     /// Zone name.
     pub zone: String,
@@ -43,8 +44,36 @@ pub struct InitExternal {
     pub acknowledge: Vec<crate::lint::Rule>,
 }
 
+impl InitExternal {
+    /// Zone `zone` under the external CA of `external_chain`, whose first Primary Server
+    /// presents `server_chain` with `server_key`.
+    pub fn new(
+        zone: impl Into<String>,
+        first_server: NewServer,
+        external_chain: Vec<u8>,
+        server_chain: Vec<u8>,
+        server_key: Zeroizing<Vec<u8>>,
+    ) -> Self {
+        InitExternal {
+            zone: zone.into(),
+            first_server,
+            external_chain,
+            server_chain,
+            server_key,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// B4: lint warnings the administrator accepts for these certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<crate::lint::Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+}
+
 /// What an emergency replacement did (SR6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Replacement {
     /// The server.
     pub fqdn: String,

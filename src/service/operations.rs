@@ -40,8 +40,9 @@ fn history_key(id: u64) -> String {
     format!("{HISTORY}{id:06}")
 }
 
-/// Remint CA's inputs (RC1).
+/// Remint CA's inputs (RC1). Made with [`RemintCaRequest::new`] and the `with_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RemintCaRequest {
     /// New CA common name (default: the zone name).
     pub common_name: Option<String>,
@@ -61,8 +62,70 @@ pub struct RemintCaRequest {
     pub acknowledge: Vec<Rule>,
 }
 
-/// Internal Server Remint's inputs (SR1, SR2).
+impl RemintCaRequest {
+    /// A Remint CA activated at `activation`, with defaults: the zone name as CN, a P-256
+    /// key, ten years, servers' additional DNS names left out, update name "Remint CA", no
+    /// gate, no lint warning accepted.
+    pub fn new(activation: ActivationRequest) -> Self {
+        RemintCaRequest {
+            common_name: None,
+            key: KeySpec::default(),
+            validity: ValidityYears::default(),
+            include_dns: false,
+            activation,
+            update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// The new CA's CN.
+    pub fn with_common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
+        self
+    }
+
+    /// The new CA's key type.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The new CA's validity.
+    pub fn with_validity(mut self, validity: ValidityYears) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    /// Puts servers' additional DNS names into their SANs.
+    pub fn with_include_dns(mut self, include_dns: bool) -> Self {
+        self.include_dns = include_dns;
+        self
+    }
+
+    /// The system update's name.
+    pub fn with_update_name(mut self, name: impl Into<String>) -> Self {
+        self.update_name = Some(name.into());
+        self
+    }
+
+    /// B2: activates only once the update has reached enough members.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+}
+
+/// Server Remint's inputs (SR1-SR3). Made with [`ServerRemintRequest::new`] and the `with_*`
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerRemintRequest {
     /// The servers (Primary Servers and Authentication Satellites).
     pub servers: Vec<Fqdn>,
@@ -82,6 +145,66 @@ pub struct ServerRemintRequest {
     pub gate: Option<Gate>,
     /// B4: lint warnings the administrator accepts for this operation's certificates.
     pub acknowledge: Vec<Rule>,
+}
+
+impl ServerRemintRequest {
+    /// A remint of `servers` as the system update `update_name`, activated at `activation`,
+    /// with defaults: each server's CN, P-256 keys, additional DNS names left out, the
+    /// internal CA issuing (an external CA needs [`Self::with_csr`]), no gate, no lint warning
+    /// accepted.
+    pub fn new(
+        servers: Vec<Fqdn>,
+        update_name: impl Into<String>,
+        activation: ActivationRequest,
+    ) -> Self {
+        ServerRemintRequest {
+            servers,
+            update_name: update_name.into(),
+            common_name: None,
+            key: KeySpec::default(),
+            include_dns: false,
+            activation,
+            csr: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// The CN, for one server without satellites (SR2).
+    pub fn with_common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
+        self
+    }
+
+    /// The new keys' type.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Puts the servers' additional DNS names into their SANs.
+    pub fn with_include_dns(mut self, include_dns: bool) -> Self {
+        self.include_dns = include_dns;
+        self
+    }
+
+    /// External CA: how certificates are requested (SR3).
+    pub fn with_csr(mut self, csr: CsrMode) -> Self {
+        self.csr = Some(csr);
+        self
+    }
+
+    /// B2: activates only once the update has reached enough members.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
 }
 
 /// What `fleet refresh` simulates for some members.
