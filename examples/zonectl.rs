@@ -514,13 +514,13 @@ impl CsrSubjectArgs {
     }
 
     fn fields(self) -> CsrFields {
-        CsrFields {
-            organization: self.org,
-            organizational_unit: self.ou,
-            locality: self.locality,
-            state: self.state,
-            country: self.country,
-        }
+        let mut fields = CsrFields::default();
+        fields.organization = self.org;
+        fields.organizational_unit = self.ou;
+        fields.locality = self.locality;
+        fields.state = self.state;
+        fields.country = self.country;
+        fields
     }
 }
 
@@ -2896,13 +2896,12 @@ impl GateArgs {
             .gate_at_deadline
             .parse()
             .map_err(|e| format!("--gate-at-deadline: {e}"))?;
-        Ok(Some(Gate {
-            min_devices_percent,
-            servers,
-            step_secs: self.gate_step,
-            deadline_margin_secs: self.gate_deadline_margin,
-            at_deadline,
-        }))
+        Ok(Some(
+            Gate::new(min_devices_percent, servers)
+                .with_step_secs(self.gate_step)
+                .with_deadline_margin_secs(self.gate_deadline_margin)
+                .with_at_deadline(at_deadline),
+        ))
     }
 }
 

@@ -195,6 +195,7 @@ pub enum OpError {
 /// What the operation changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OpKind {
     /// Remint CA (RC1): a new CA key and certificate on the certificate server; every Primary
     /// Server and Authentication Satellite reminted under it.
@@ -290,6 +291,7 @@ pub enum NewCa {
 /// Subject fields of CSRs the crate makes for an external CA (CE2: O, OU, L, ST, C; the CN
 /// is the server's FQDN).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CsrFields {
     /// Organisation.
     pub organization: Option<String>,
@@ -301,6 +303,38 @@ pub struct CsrFields {
     pub state: Option<String>,
     /// Country, two letters.
     pub country: Option<String>,
+}
+
+impl CsrFields {
+    /// Organisation (O).
+    pub fn with_organization(mut self, o: impl Into<String>) -> Self {
+        self.organization = Some(o.into());
+        self
+    }
+
+    /// Organisational unit (OU).
+    pub fn with_organizational_unit(mut self, ou: impl Into<String>) -> Self {
+        self.organizational_unit = Some(ou.into());
+        self
+    }
+
+    /// Locality (L).
+    pub fn with_locality(mut self, l: impl Into<String>) -> Self {
+        self.locality = Some(l.into());
+        self
+    }
+
+    /// State or province (ST).
+    pub fn with_state(mut self, st: impl Into<String>) -> Self {
+        self.state = Some(st.into());
+        self
+    }
+
+    /// Country, two letters (C).
+    pub fn with_country(mut self, c: impl Into<String>) -> Self {
+        self.country = Some(c.into());
+        self
+    }
 }
 
 /// How server certificates are requested from an external CA (CE2).
@@ -557,6 +591,7 @@ impl OpState {
 /// Events reported by the embedding application (O11) and the operator (O12).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Notice {
     /// O11: the CA changed; re-sign what was signed with the old CA (the manual's security
     /// policies, whose versions then increase).

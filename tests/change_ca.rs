@@ -186,11 +186,9 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
     let (svc, clock) = zone();
     let now = clock.now();
     let ext = External::new(now);
-    let fields = CsrFields {
-        organization: Some("Acme".into()),
-        country: Some("US".into()),
-        ..Default::default()
-    };
+    let fields = CsrFields::default()
+        .with_organization("Acme")
+        .with_country("US");
     let v = svc
         .start_change_ca(
             ChangeCaRequest::new(

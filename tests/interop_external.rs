@@ -116,13 +116,12 @@ fn drive(svc: &Svc) -> OpView {
 }
 
 fn fields() -> CsrFields {
-    CsrFields {
-        organization: Some("Acme".into()),
-        organizational_unit: Some("PKI".into()),
-        locality: Some("Springfield".into()),
-        state: Some("Oregon".into()),
-        country: Some("US".into()),
-    }
+    CsrFields::default()
+        .with_organization("Acme")
+        .with_organizational_unit("PKI")
+        .with_locality("Springfield")
+        .with_state("Oregon")
+        .with_country("US")
 }
 
 fn auto() -> CsrMode {

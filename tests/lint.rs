@@ -195,11 +195,9 @@ fn change_ca_external_certificates() -> Vec<(String, Vec<Certificate>)> {
             ChangeCaTarget::External {
                 chain: bundle::to_pem(&[der(&ext.int), der(&ext.root)]).into_bytes(),
                 csr: CsrMode::Auto {
-                    fields: CsrFields {
-                        organization: Some("Acme".into()),
-                        country: Some("US".into()),
-                        ..Default::default()
-                    },
+                    fields: CsrFields::default()
+                        .with_organization("Acme")
+                        .with_country("US"),
                     key: KeySpec::P256,
                 },
             },
