@@ -1152,3 +1152,73 @@ fn sr6_internal_ca_when_the_ca_has_expired_too_the_replacement_is_refused() {
     assert!(e.contains("expired"), "{e}");
     assert_eq!(snapshot(&svc, &names), before);
 }
+
+/// Issue 10 item 5: library errors state facts in the library's words, typed so a frontend can
+/// add its own advice; none names a command-line flag or command. Each refusal changes nothing.
+#[test]
+fn refusals_state_facts_not_command_line_advice() {
+    fn no_cli_words(e: &zonepki::Error) {
+        let text = e.to_string();
+        for word in ["--", "zonectl", "csr generate", "csr export", "cert import"] {
+            assert!(!text.contains(word), "{word:?} in {text:?}");
+        }
+    }
+    use zonepki::ops::{CsrMode, OpError};
+    use zonepki::service::ServerRemintRequest;
+
+    // An internal CA: a CSR mode makes no sense (SR3); the update name is required (SR2).
+    let (svc, clock) = zone();
+    let at = ActivationRequest::At(clock.now().plus(DAY));
+    let before = svc.dump().unwrap();
+    let e = svc
+        .start_server_remint(
+            ServerRemintRequest::new(vec![fq(PS2)], "ps2", at).with_csr(CsrMode::Manual),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::CsrModeWithInternalCa)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc
+        .start_server_remint(ServerRemintRequest::new(vec![fq(PS2)], "", at))
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::MissingUpdateName)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    assert_eq!(svc.dump().unwrap(), before);
+
+    // An external CA: a server remint must say how certificates are requested (SR3), and a
+    // server without a CSR has none to export or to match an import against (SR5).
+    let (svc, clock, ext) = external_zone(None);
+    let at = ActivationRequest::At(clock.now().plus(DAY));
+    let before = svc.dump().unwrap();
+    let e = svc
+        .start_server_remint(ServerRemintRequest::new(vec![fq(PS1)], "ps1", at))
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::CsrModeRequired)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc.csrs(&[fq(PS1)]).unwrap_err();
+    assert!(
+        matches!(&e, zonepki::Error::Op(OpError::NoCsr { fqdn, manual: false }) if fqdn == PS1),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc.csrs(&[]).unwrap_err();
+    assert!(matches!(e, zonepki::Error::Op(OpError::NoCsrs)), "{e}");
+    no_cli_words(&e);
+    let e = svc
+        .import_certificate(&fq(PS1), &ext.chain_pem())
+        .unwrap_err();
+    assert!(
+        matches!(&e, zonepki::Error::Op(OpError::NoCsr { fqdn, .. }) if fqdn == PS1),
+        "{e}"
+    );
+    no_cli_words(&e);
+    assert_eq!(svc.dump().unwrap(), before);
+}

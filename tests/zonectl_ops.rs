@@ -964,3 +964,98 @@ fn progress_bar_only_on_a_terminal() {
     );
     assert!(text.contains("trust-updated"), "{text}");
 }
+
+/// Issue 10 item 6: the README's Remint CA walk-through, command for command (with `--now`
+/// where the README relies on the system clock): after a first refresh gives every member the
+/// zone's trust, `fleet refresh --all --offline laptop-7` replicates, assigns and applies in
+/// one pass, so laptop-7 alone misses the update; the bridge (B1, on by default) keeps it out
+/// of `plan`'s stranded list and makes it `bridged` at activation; back the next day, it
+/// recovers with the bundle (O6), and the operation is baselined.
+#[test]
+fn readme_remint_ca_walk_through_is_true() {
+    const NOW: &str = "2027-05-01T00:00:00Z";
+    const ACTIVATE: &str = "2027-06-01T02:00:00Z";
+    const NEXT_DAY: &str = "2027-06-02T00:00:00Z";
+    let z = Zone::new();
+    z.ok(&[
+        "init",
+        "--zone",
+        "Acme",
+        "--first-server",
+        "ps1.acme.example",
+        "--dns",
+        "zenworks.acme.example",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&[
+        "server",
+        "add",
+        "sat1.acme.example",
+        "--role",
+        "auth-satellite",
+        "--parent",
+        "ps1.acme.example",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&[
+        "device", "add", "--count", "100", "--prefix", "laptop", "--now", NOW,
+    ]);
+    z.ok(&["fleet", "refresh", "--all", "--now", NOW]);
+
+    z.ok(&["ca", "remint", "--activate-at", ACTIVATE, "--now", NOW]);
+    z.ok(&[
+        "fleet",
+        "refresh",
+        "--all",
+        "--offline",
+        "laptop-7",
+        "--now",
+        NOW,
+    ]);
+    let v = z.json(&["op", "show", "--now", NOW]);
+    assert_eq!(
+        v["state"], "assigned",
+        "ps1 replicated in that pass (O3, O4)"
+    );
+    let statuses = all_status(&v);
+    assert_eq!(statuses.len(), 102, "{v}");
+    assert_eq!(status(&v, "laptop-7"), "assigned", "it was away");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "applied").count(),
+        101,
+        "everyone else applied in the same pass: {v}"
+    );
+
+    let plan = z.json(&["plan", "--now", ACTIVATE]);
+    assert!(names(&plan["stranded"]).is_empty(), "B1: {plan}");
+    let laptop7 = entry(&plan["members"], "name", "laptop-7");
+    assert_eq!(laptop7["communicates"], true, "{plan}");
+    assert!(
+        laptop7["reason"].as_str().unwrap().contains("bridge"),
+        "{plan}"
+    );
+    z.ok(&[
+        "fleet",
+        "refresh",
+        "--all",
+        "--offline",
+        "laptop-7",
+        "--now",
+        ACTIVATE,
+    ]);
+    let v = z.json(&["op", "show", "--now", ACTIVATE]);
+    assert_eq!(v["state"], "activated");
+    assert_eq!(status(&v, "laptop-7"), "bridged", "{v}");
+    assert!(names(&v["stranded"]).is_empty(), "{v}");
+    let out = z.json(&["fleet", "refresh", "laptop-7", "--now", NEXT_DAY]);
+    assert_eq!(outcome(&out, "laptop-7"), "recovered", "{out}");
+    let v = z.json(&["op", "show", "--now", NEXT_DAY]);
+    assert_eq!(status(&v, "laptop-7"), "recovered", "{v}");
+    z.ok(&["op", "baseline", "--now", NEXT_DAY]);
+    assert_eq!(
+        z.json(&["op", "show", "--now", NEXT_DAY])["state"],
+        "baselined"
+    );
+}
