@@ -231,6 +231,7 @@ pub struct Missing {
 
 /// How far the update has reached (B2), as the service counts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Coverage {
     /// Managed devices and Content Satellites.
     pub devices: Count,
@@ -255,6 +256,7 @@ impl Coverage {
 
 /// The gate's judgement of a coverage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Verdict {
     /// Whether the gate is met.
     pub met: bool,
@@ -309,6 +311,7 @@ pub struct Postponement {
 
 /// A gate and what it has done, persisted in the operation record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GateState {
     /// The settings (`settings` in the record and in `op show`).
     #[serde(rename = "settings")]
