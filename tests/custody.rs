@@ -1222,3 +1222,26 @@ fn refusals_state_facts_not_command_line_advice() {
     no_cli_words(&e);
     assert_eq!(svc.dump().unwrap(), before);
 }
+
+/// No secret in Debug: an `InitExternal`'s Debug shows the server key's length, never its
+/// bytes (a frontend that logs its request must not log the key).
+#[test]
+fn init_external_debug_leaves_the_server_key_out() {
+    let key = PrivateKey::generate(KeySpec::P256).unwrap();
+    let der = key.to_pkcs8_der();
+    let init = InitExternal::new(
+        "Acme",
+        NewServer::new(fq(PS1), ServerRole::Primary),
+        b"chain".to_vec(),
+        b"server chain".to_vec(),
+        zeroize::Zeroizing::new(der.to_vec()),
+    );
+    let debug = format!("{init:?}");
+    assert!(debug.contains("<secret"), "{debug}");
+    // No run of the key's bytes as Debug prints a Vec (the header, or the key material).
+    for window in [&der[..8], &der[40..48]] {
+        let as_list = format!("{window:?}");
+        let as_list = &as_list[1..as_list.len() - 1];
+        assert!(!debug.contains(as_list), "{debug}");
+    }
+}

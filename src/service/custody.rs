@@ -27,7 +27,7 @@ use crate::zone::{
 use super::{NewServer, server_record};
 
 /// A zone created with an external CA (Z3). Made with [`InitExternal::new`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct InitExternal {
     /// Zone name.
@@ -42,6 +42,29 @@ pub struct InitExternal {
     pub server_key: Zeroizing<Vec<u8>>,
     /// B4: lint warnings the administrator accepts for these certificates.
     pub acknowledge: Vec<crate::lint::Rule>,
+}
+
+/// Everything but the server key, which is a secret.
+impl std::fmt::Debug for InitExternal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitExternal")
+            .field("zone", &self.zone)
+            .field("first_server", &self.first_server)
+            .field(
+                "external_chain",
+                &format_args!("{} bytes", self.external_chain.len()),
+            )
+            .field(
+                "server_chain",
+                &format_args!("{} bytes", self.server_chain.len()),
+            )
+            .field(
+                "server_key",
+                &format_args!("<secret, {} bytes>", self.server_key.len()),
+            )
+            .field("acknowledge", &self.acknowledge)
+            .finish()
+    }
 }
 
 impl InitExternal {
