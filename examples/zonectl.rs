@@ -2544,7 +2544,11 @@ fn print_server(v: &ServerView, offset: Option<UtcOffset>) {
         if v.options.is_empty() {
             "-".into()
         } else {
-            v.options.join(", ")
+            v.options
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     );
     println!("Update status:      {}", v.update_status);

@@ -36,8 +36,8 @@ use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
 use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{
-    CaType, CaView, CertificateStatus, DevicePage, DeviceQuery, DeviceView, ServerStatus,
-    ServerView, UpdateStatus, Warning, WarningSubject, natural_cmp,
+    CaType, CaView, CertificateStatus, DevicePage, DeviceQuery, DeviceView, ServerOption,
+    ServerStatus, ServerView, UpdateStatus, Warning, WarningSubject, natural_cmp,
 };
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
@@ -665,7 +665,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         // During an operation: SR4's certificate status, the update status, and the future
         // certificate in the options column (V2).
-        if let Some((op, u)) = self.server_update(&rec.fqdn)?
+        let update = self.server_update(&rec.fqdn)?;
+        // V2 "CSR available": a CSR that `csrs` hands out for this server, the running
+        // operation's (SR5) or one generated outside an operation.
+        let op_csr = update
+            .as_ref()
+            .is_some_and(|(_, u)| u.as_ref().is_some_and(|u| u.csr.is_some()));
+        let csr_available = op_csr || rec.csr.is_some();
+        if let Some((op, u)) = update
             && op.state.is_running()
         {
             // The same text as `op show` for this member (issue 10 item 6: a server assigned
@@ -679,9 +686,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     view.status = ServerStatus::Remint(CertificateStatus::from(Some(cs)));
                 }
                 if !u.future_chain.is_empty() {
-                    view.options.push("future certificate".into());
+                    view.options.push(ServerOption::FutureCertificate);
                 }
             }
+        }
+        if csr_available {
+            view.options.push(ServerOption::CsrAvailable);
         }
         Ok(view)
     }

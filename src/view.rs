@@ -38,6 +38,7 @@ eq_name!(
     ReplicationStatus => name,
     CertificateStatus => text,
     ServerStatus => text,
+    ServerOption => text,
 );
 
 /// The header of the expiry warnings, in the manual's words (V3).
@@ -404,6 +405,34 @@ impl fmt::Display for ServerStatus {
     }
 }
 
+/// What can be had for a server besides its current certificate (V2's options column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerOption {
+    /// A future certificate is staged for it (during an operation, until activation).
+    #[serde(rename = "future certificate")]
+    FutureCertificate,
+    /// A CSR for it can be downloaded (SR5).
+    #[serde(rename = "CSR available")]
+    CsrAvailable,
+}
+
+impl ServerOption {
+    /// `future certificate`, `CSR available`.
+    pub fn text(self) -> &'static str {
+        match self {
+            ServerOption::FutureCertificate => "future certificate",
+            ServerOption::CsrAvailable => "CSR available",
+        }
+    }
+}
+
+impl fmt::Display for ServerOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// One server (V2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -436,7 +465,7 @@ pub struct ServerView {
     /// a server waiting for an imported certificate); during a remint the SR4 status.
     pub status: ServerStatus,
     /// Options (V2): `future certificate`, `CSR available`.
-    pub options: Vec<String>,
+    pub options: Vec<ServerOption>,
     /// Status of the system update for this server (`none` when no operation runs).
     pub update_status: UpdateStatus,
     /// Agent version.
