@@ -679,13 +679,14 @@ fn new_service<'c>(dir: &Path, clock: &'c ManualClock) -> Svc<'c> {
 }
 
 fn init_zone(svc: &Svc<'_>, ca_server: &str) {
-    svc.init_internal(InitInternal {
-        zone: "Scale Zone".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(ca_server), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(
+            "Scale Zone",
+            NewServer::new(fq(ca_server), ServerRole::Primary),
+        )
+        .with_ca_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
 }
 
@@ -770,16 +771,12 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
     let activation = clock.now_plus(WEEK);
     let mut total = Duration::ZERO;
     let (view, t) = report.phase(S, "start (start_remint_ca, returns op show)", &svc, || {
-        svc.start_remint_ca(RemintCaRequest {
-            common_name: None,
-            key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-            include_dns: true,
-            activation: ActivationRequest::At(activation),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+        svc.start_remint_ca(
+            RemintCaRequest::new(ActivationRequest::At(activation))
+                .with_key(KeySpec::P256)
+                .with_validity(5.try_into().unwrap())
+                .with_include_dns(true),
+        )
         .unwrap()
     });
     total += t;
@@ -1155,17 +1152,14 @@ fn server_remint(n: usize, workers: Option<NonZeroUsize>, report: &mut Report) -
         &format!("start [{mode}] (start_server_remint)"),
         &svc,
         || {
-            svc.start_server_remint(ServerRemintRequest {
-                servers: fqdns.clone(),
-                update_name: "Server Remint (scale)".into(),
-                common_name: None,
-                key: KeySpec::P256,
-                include_dns: false,
-                activation: ActivationRequest::At(activation),
-                csr: None,
-                gate: None,
-                acknowledge: Vec::new(),
-            })
+            svc.start_server_remint(
+                ServerRemintRequest::new(
+                    fqdns.clone(),
+                    "Server Remint (scale)",
+                    ActivationRequest::At(activation),
+                )
+                .with_key(KeySpec::P256),
+            )
             .unwrap()
         },
     );

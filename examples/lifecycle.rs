@@ -58,13 +58,11 @@ fn main() -> Result<(), Error> {
     let mut ps1 = NewServer::new(fqdn("ps1.acme.example")?, ServerRole::Primary);
     ps1.dns_names = vec!["zenworks.acme.example".into()];
     ps1.agent_version = "24.4".into();
-    zone.init_internal(InitInternal {
-        zone: "Acme Zone".into(),
-        ca_subject: None,
-        first_server: ps1,
-        ca_key: KeySpec::P256,
-        validity: 5.try_into()?,
-    })?;
+    zone.init_internal(
+        InitInternal::new("Acme Zone", ps1)
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into()?),
+    )?;
     let ca = zone.ca_view()?;
     println!(
         "   CA {} ({}, {} bits), held by {}",
@@ -208,8 +206,8 @@ fn main() -> Result<(), Error> {
 
 fn summary(v: &OpView) -> String {
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for d in &v.devices {
-        *counts.entry(d.status.as_str()).or_default() += 1;
+    for (_, status) in v.members() {
+        *counts.entry(status.name()).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     format!("state {}; members: {}", v.state, parts.join(", "))
@@ -233,16 +231,13 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     println!("\n== 7. Remint CA, staged (RC1, O1-O12)");
     let now = clock.now();
     let activation = now.plus(Duration::from_secs(7 * 86_400));
-    let v = zone.start_remint_ca(RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into()?,
-        include_dns: true,
-        activation: ActivationRequest::At(activation),
-        update_name: Some("Remint CA 2027".into()),
-        gate: None,
-        acknowledge: Vec::new(),
-    })?;
+    let v = zone.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(activation))
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into()?)
+            .with_include_dns(true)
+            .with_update_name("Remint CA 2027"),
+    )?;
     println!(
         "   started: update {:?}, activation {}, cancel until {}",
         v.update_name,
@@ -261,16 +256,11 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let second = zone.start_remint_ca(RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into()?,
-        include_dns: false,
-        activation: ActivationRequest::At(activation),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    });
+    let second = zone.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(activation))
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into()?),
+    );
     if let Err(e) = second {
         println!("   a second operation is refused (O1): {e}");
     }
@@ -281,7 +271,10 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     flaky.fail.insert("laptop-013".into());
     let v = drive(zone, &flaky)?;
     println!("   after the fleet refreshed: {}", summary(&v));
-    let failed = v.devices.iter().find(|d| d.status == "failed");
+    let failed = v
+        .devices
+        .iter()
+        .find(|d| d.status == zonepki::view::UpdateStatus::Failed);
     if let Some(d) = failed {
         println!(
             "   {} failed: {}",
@@ -309,7 +302,7 @@ fn remint_ca(zone: &Zone<'_>, clock: &ManualClock, fleet: &std::path::Path) -> R
     println!(
         "   plan for {} (B3): {} member(s) would be stranded: {}",
         plan.at,
-        plan.stranded,
+        plan.stranded.len(),
         plan.members
             .iter()
             .filter(|m| !m.communicates)

@@ -91,7 +91,9 @@ use zonepki::service::{
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
 use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
-use zonepki::view::{CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, WARNING_HEADER};
+use zonepki::view::{
+    CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, UpdateStatus, WARNING_HEADER,
+};
 use zonepki::zone::{Fqdn, ServerRole};
 
 type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
@@ -261,7 +263,7 @@ zonectl ca restore --file ca-2027.zip --to ps2.acme.example --yes   # no confirm
     (&["warnings"], "zonectl warnings --within-days 120
 zonectl warnings --fail-on expired || alert 'zone certificate expired'"),
     (&["op", "show"], "zonectl op show
-zonectl op show --json | jq '.devices[] | select(.status == \"failed\")'"),
+zonectl op show --json | jq '.servers[], .devices[] | select(.status == \"failed\")'"),
     (&["op", "assign-now"], "zonectl op assign-now"),
     (&["op", "cancel"], "zonectl op cancel"),
     (&["op", "redeploy"], "zonectl op redeploy
@@ -512,13 +514,13 @@ impl CsrSubjectArgs {
     }
 
     fn fields(self) -> CsrFields {
-        CsrFields {
-            organization: self.org,
-            organizational_unit: self.ou,
-            locality: self.locality,
-            state: self.state,
-            country: self.country,
-        }
+        let mut fields = CsrFields::default();
+        fields.organization = self.org;
+        fields.organizational_unit = self.ou;
+        fields.locality = self.locality;
+        fields.state = self.state;
+        fields.country = self.country;
+        fields
     }
 }
 
@@ -545,9 +547,10 @@ enum DeviceCmd {
     /// Managed devices, in natural name order (laptop-2 before laptop-10), optionally filtered
     /// by update status and one page at a time: --limit N, then --after the last name shown.
     List {
-        /// Only devices with this update status (e.g. none, assigned, applied, failed).
-        #[arg(long)]
-        status: Option<String>,
+        /// Only devices with this update status: none, "not assigned", assigned, downloading,
+        /// applied, failed, ignored, activated, stranded, bridged, recovered.
+        #[arg(long, value_parser = parse_update_status)]
+        status: Option<UpdateStatus>,
         /// At most N devices; a table then says how to get the next page.
         #[arg(long, value_name = "N", value_parser = parse_count)]
         limit: Option<u64>,
@@ -1160,8 +1163,27 @@ fn op_error(e: zonepki::Error) -> String {
         zonepki::Error::Op(OpError::StrandedBaseline { .. }) => {
             format!("{e} (`zonectl op baseline --force`)")
         }
+        zonepki::Error::Op(OpError::MissingUpdateName) => format!("{e}: give --update-name"),
+        zonepki::Error::Op(OpError::CsrModeRequired) => {
+            format!("{e}: give --csr manual or --csr auto")
+        }
+        zonepki::Error::Op(OpError::CsrModeWithInternalCa) => format!("{e}: leave out --csr"),
+        zonepki::Error::Op(OpError::NoCsr { fqdn, manual }) => format!(
+            "{e} (`zonectl csr generate {fqdn} ...`{})",
+            if *manual {
+                ", or place server.<ext> and key.der in its remint-repo/"
+            } else {
+                ""
+            }
+        ),
+        zonepki::Error::Op(OpError::NoCsrs) => format!("{e} (`zonectl csr generate FQDN...`)"),
         _ => e.to_string(),
     }
+}
+
+fn parse_update_status(s: &str) -> Result<UpdateStatus, String> {
+    s.parse()
+        .map_err(|e: zonepki::view::UnknownStatus| e.to_string())
 }
 
 fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
@@ -1287,30 +1309,26 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
         ));
     }
     let fqdn = parse_fqdn(&args.first_server)?;
-    let mut first = NewServer::new(fqdn, ServerRole::Primary);
-    first.dns_names = args.dns;
-    first.agent_version = args.agent_version;
+    let first = NewServer::new(fqdn, ServerRole::Primary)
+        .with_dns_names(args.dns)
+        .with_agent_version(args.agent_version);
     let view = match external {
         None => {
             let validity = validity(args.valid_years.unwrap_or(10))?;
-            let init = InitInternal {
-                zone: args.zone,
-                ca_subject: None,
-                first_server: first,
-                ca_key: args.key.unwrap_or_default(),
-                validity,
-            };
+            let init = InitInternal::new(args.zone, first)
+                .with_ca_key(args.key.unwrap_or_default())
+                .with_validity(validity);
             create_zone(g, |svc| svc.init_internal(init).map(|_| ()).map_err(msg))?
         }
         Some((chain, server_chain, server_key)) => {
-            let init = InitExternal {
-                zone: args.zone,
-                first_server: first,
-                external_chain: read_input(&chain)?,
-                server_chain: read_input(&server_chain)?,
-                server_key: Zeroizing::new(read_key_input(&server_key)?),
-                acknowledge: args.accept_lint_warning,
-            };
+            let init = InitExternal::new(
+                args.zone,
+                first,
+                read_input(&chain)?,
+                read_input(&server_chain)?,
+                Zeroizing::new(read_key_input(&server_key)?),
+            )
+            .with_acknowledge(args.accept_lint_warning);
             create_zone(g, |svc| svc.init_external(init).map(|_| ()).map_err(msg))?
         }
     };
@@ -1576,9 +1594,15 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
             after,
         } => {
             let mut query = DeviceQuery::all();
-            query.status = status;
-            query.after = after;
-            query.limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            if let Some(status) = status {
+                query = query.with_status(status);
+            }
+            if let Some(after) = after {
+                query = query.with_after(after);
+            }
+            if let Some(n) = limit {
+                query = query.with_limit(usize::try_from(n).unwrap_or(usize::MAX));
+            }
             let page = svc.device_list(&query).map_err(msg)?;
             if g.json {
                 print_json(&page.devices);
@@ -1589,7 +1613,7 @@ fn device(g: &Global, cmd: DeviceCmd) -> CmdResult {
                     .map(|d| {
                         vec![
                             d.name.clone(),
-                            d.update_status.clone(),
+                            d.update_status.to_string(),
                             d.agent_version.clone(),
                         ]
                     })
@@ -1651,18 +1675,15 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
         }
         CaCmd::Remint(args) => {
             let validity = validity(args.valid_years)?;
-            let view = svc
-                .start_remint_ca(RemintCaRequest {
-                    common_name: args.cn,
-                    key: args.key,
-                    validity,
-                    include_dns: args.include_dns,
-                    activation: args.activate_at,
-                    update_name: args.update_name,
-                    gate: args.gate.gate()?,
-                    acknowledge: args.gate.accept_lint_warning,
-                })
-                .map_err(msg)?;
+            let mut req = RemintCaRequest::new(args.activate_at)
+                .with_key(args.key)
+                .with_validity(validity)
+                .with_include_dns(args.include_dns)
+                .with_acknowledge(args.gate.accept_lint_warning.clone());
+            req.common_name = args.cn;
+            req.update_name = args.update_name;
+            req.gate = args.gate.gate()?;
+            let view = svc.start_remint_ca(req).map_err(msg)?;
             print_started(g, &view);
         }
         CaCmd::Change(_) | CaCmd::Move { .. } | CaCmd::Backup { .. } | CaCmd::Restore { .. } => {
@@ -1675,33 +1696,33 @@ fn ca(g: &Global, cmd: CaCmd) -> CmdResult {
 fn ca_change(g: &Global, cmd: CaChangeCmd) -> CmdResult {
     // Options are checked (usage errors, exit 2) and files read before the store is opened.
     let req = match cmd {
-        CaChangeCmd::Internal(a) => ChangeCaRequest {
-            to: ChangeCaTarget::Internal {
+        CaChangeCmd::Internal(a) => {
+            let to = ChangeCaTarget::Internal {
                 server: parse_fqdn(&a.server)?,
                 common_name: a.subject,
                 key: a.key,
                 validity: validity(a.valid_years)?,
-            },
-            include_dns: a.include_dns,
-            activation: a.activate_at,
-            update_name: a.update_name,
-            gate: a.gate.gate()?,
-            acknowledge: a.gate.accept_lint_warning,
-        },
+            };
+            let mut req = ChangeCaRequest::new(to, a.activate_at)
+                .with_include_dns(a.include_dns)
+                .with_acknowledge(a.gate.accept_lint_warning.clone());
+            req.update_name = a.update_name;
+            req.gate = a.gate.gate()?;
+            req
+        }
         CaChangeCmd::External(a) => {
             let (mode, _) = csr_mode(&["ca", "change", "external"], Some(a.csr), a.subject, a.key);
             let Some(csr) = mode else {
                 unreachable!("--csr is required")
             };
             let chain = read_input(&a.chain)?;
-            ChangeCaRequest {
-                to: ChangeCaTarget::External { chain, csr },
-                include_dns: a.include_dns,
-                activation: a.activate_at,
-                update_name: a.update_name,
-                gate: a.gate.gate()?,
-                acknowledge: a.gate.accept_lint_warning,
-            }
+            let to = ChangeCaTarget::External { chain, csr };
+            let mut req = ChangeCaRequest::new(to, a.activate_at)
+                .with_include_dns(a.include_dns)
+                .with_acknowledge(a.gate.accept_lint_warning.clone());
+            req.update_name = a.update_name;
+            req.gate = a.gate.gate()?;
+            req
         }
     };
     let svc = open(g)?;
@@ -1785,18 +1806,17 @@ fn server_remint(g: &Global, args: ServerRemintArgs) -> CmdResult {
         .collect::<Result<Vec<_>, _>>()?;
     let svc = open(g)?;
     let view = svc
-        .start_server_remint(ServerRemintRequest {
-            servers,
-            update_name: args.update_name,
-            common_name: args.cn,
-            key,
-            include_dns: args.include_dns,
-            activation: args.activate_at,
-            csr,
-            gate,
-            acknowledge,
+        .start_server_remint({
+            let mut req = ServerRemintRequest::new(servers, args.update_name, args.activate_at)
+                .with_key(key)
+                .with_include_dns(args.include_dns)
+                .with_acknowledge(acknowledge);
+            req.common_name = args.cn;
+            req.csr = csr;
+            req.gate = gate;
+            req
         })
-        .map_err(msg)?;
+        .map_err(op_error)?;
     print_started(g, &view);
     Ok(())
 }
@@ -1870,11 +1890,11 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
             // The names come from the same selection the zip is made of.
             let names: Vec<String> = svc
                 .csrs(&fqdns)
-                .map_err(msg)?
+                .map_err(op_error)?
                 .into_iter()
                 .map(|(f, _)| f.to_string())
                 .collect();
-            let data = svc.csr_zip(&fqdns).map_err(msg)?;
+            let data = svc.csr_zip(&fqdns).map_err(op_error)?;
             if write_output(&zip, &data, force)? == Written::Stdout {
                 return Ok(());
             }
@@ -1895,7 +1915,7 @@ fn csr(g: &Global, cmd: CsrCmd) -> CmdResult {
             force,
         } => {
             let fqdn = parse_fqdn(&fqdn)?;
-            let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(msg)?;
+            let found = svc.csrs(std::slice::from_ref(&fqdn)).map_err(op_error)?;
             let Some((_, csr)) = found.into_iter().next() else {
                 return Err(format!("{fqdn} has no CSR"));
             };
@@ -2206,7 +2226,7 @@ fn server_replace(g: &Global, fqdn: &str, file: Option<&Path>) -> CmdResult {
     let svc = open(g)?;
     let replacement: Replacement = svc
         .replace_expired(&fqdn, certificate.as_deref())
-        .map_err(msg)?;
+        .map_err(op_error)?;
     if g.json {
         print_json(&replacement);
         return Ok(());
@@ -2307,15 +2327,18 @@ fn op(g: &Global, cmd: OpCmd) -> CmdResult {
 }
 
 fn op_show(g: &Global, svc: &Service) -> CmdResult {
-    if svc.op().map_err(msg)?.is_none() {
-        if g.json {
-            print_json(&serde_json::json!({ "state": "none" }));
-        } else {
-            println!("No staged operation has run in this zone.");
+    let view = match svc.op_show() {
+        Ok(view) => view,
+        Err(zonepki::Error::Op(OpError::NoOperation)) => {
+            if g.json {
+                print_json(&serde_json::json!({ "state": "none" }));
+            } else {
+                println!("No staged operation has run in this zone.");
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let view = svc.op_show().map_err(msg)?;
+        Err(e) => return Err(msg(e)),
+    };
     if g.json {
         print_json(&view);
     } else {
@@ -2518,7 +2541,11 @@ fn print_server(v: &ServerView, offset: Option<UtcOffset>) {
         if v.options.is_empty() {
             "-".into()
         } else {
-            v.options.join(", ")
+            v.options
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     );
     println!("Update status:      {}", v.update_status);
@@ -2531,12 +2558,12 @@ fn print_server_table(list: &[ServerView], offset: Option<UtcOffset>) {
         .map(|v| {
             vec![
                 v.fqdn.clone(),
-                v.role.clone(),
+                v.role.to_string(),
                 v.issuer.clone().unwrap_or_else(|| "-".into()),
                 v.not_after
                     .map_or_else(|| "-".into(), |t| show_time(t, offset)),
-                v.status.clone(),
-                v.update_status.clone(),
+                v.status.to_string(),
+                v.update_status.to_string(),
                 v.agent_version.clone(),
                 v.sha1.clone().unwrap_or_else(|| "-".into()),
             ]
@@ -2587,16 +2614,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// More rows than this and tables for people list only the rows that need attention.
 const TABLE_LIMIT: usize = 100;
 
-fn kind_text(kind: &str) -> &str {
-    match kind {
-        "remint_ca" => "Remint CA",
-        "change_ca_internal" => "Change CA (to internal)",
-        "change_ca_external" => "Change CA (to external)",
-        "server_remint" => "Server Remint",
-        other => other,
-    }
-}
-
 fn print_started(g: &Global, v: &OpView) {
     if g.json {
         print_json(v);
@@ -2604,7 +2621,7 @@ fn print_started(g: &Global, v: &OpView) {
     }
     println!(
         "{} started: update \"{}\", activation at {}{}",
-        kind_text(&v.kind),
+        v.kind.title(),
         v.update_name,
         show_time(v.activation, g.utc_offset),
         if v.immediate { " (immediate)" } else { "" }
@@ -2612,10 +2629,10 @@ fn print_started(g: &Global, v: &OpView) {
     print_op_brief(v, g.utc_offset);
 }
 
-fn status_counts<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+fn status_counts<S: Display>(statuses: impl Iterator<Item = S>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for s in statuses {
-        *counts.entry(s).or_default() += 1;
+        *counts.entry(s.to_string()).or_default() += 1;
     }
     counts
         .iter()
@@ -2624,28 +2641,23 @@ fn status_counts<'a>(statuses: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-/// Whether the cancel deadline is worth showing: the state still allows a cancel (O7).
-fn cancellable(v: &OpView) -> bool {
-    !v.immediate && matches!(v.state.as_str(), "replicating" | "assigned")
-}
-
 fn print_op_brief(v: &OpView, offset: Option<UtcOffset>) {
-    let cancel = if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+    let cancel = if let (true, Some(deadline)) = (v.cancellable, v.cancel_deadline) {
         format!("; cancel possible before {}", show_time(deadline, offset))
     } else {
         String::new()
     };
     println!(
         "{} (update \"{}\"): {}; activation {}{cancel}",
-        kind_text(&v.kind),
+        v.kind.title(),
         v.update_name,
         v.state,
         show_time(v.activation, offset),
     );
     println!(
         "Members: {} ({})",
-        v.devices.len(),
-        status_counts(v.devices.iter().map(|d| d.status.as_str()))
+        v.servers.len() + v.devices.len(),
+        status_counts(v.members().map(|(_, s)| s))
     );
     if !v.stranded.is_empty() {
         println!("Stranded: {}", v.stranded.join(", "));
@@ -2660,7 +2672,7 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
             l.join(", ")
         }
     };
-    println!("Operation:          {} ({})", v.id, kind_text(&v.kind));
+    println!("Operation:          {} ({})", v.id, v.kind.title());
     println!("Update:             {}", v.update_name);
     println!("State:              {}", v.state);
     println!(
@@ -2668,7 +2680,7 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
         show_time(v.activation, offset),
         if v.immediate { " (immediate)" } else { "" }
     );
-    if let (true, Some(deadline)) = (cancellable(v), v.cancel_deadline) {
+    if let (true, Some(deadline)) = (v.cancellable, v.cancel_deadline) {
         println!("Cancel before:      {}", show_time(deadline, offset));
     }
     print_gate(v, offset);
@@ -2679,46 +2691,55 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
     let rows: Vec<Vec<String>> = v
         .replication
         .iter()
-        .map(|r| vec![r.server.clone(), r.status.clone()])
+        .map(|r| vec![r.server.clone(), r.status.to_string()])
         .collect();
     print_table(&["CONTENT SERVER", "REPLICATION"], &rows);
+    println!();
+    println!(
+        "Members: {} ({})",
+        v.servers.len() + v.devices.len(),
+        status_counts(v.members().map(|(_, s)| s))
+    );
     if !v.servers.is_empty() {
         println!();
         let rows: Vec<Vec<String>> = v
             .servers
             .iter()
-            .map(|s| vec![s.fqdn.clone(), s.certificate_status.clone()])
+            .map(|s| {
+                vec![
+                    s.fqdn.clone(),
+                    s.status.to_string(),
+                    s.certificate_status.to_string(),
+                    s.reason.clone().unwrap_or_default(),
+                ]
+            })
             .collect();
-        print_table(&["SERVER", "CERTIFICATE STATUS"], &rows);
+        print_table(&["SERVER", "STATUS", "CERTIFICATE STATUS", "REASON"], &rows);
     }
-    println!();
-    println!(
-        "Members: {} ({})",
-        v.devices.len(),
-        status_counts(v.devices.iter().map(|d| d.status.as_str()))
-    );
-    let fine = ["applied", "activated", "recovered"];
-    let shown: Vec<_> = v
-        .devices
-        .iter()
-        .filter(|d| v.devices.len() <= TABLE_LIMIT || !fine.contains(&d.status.as_str()))
-        .collect();
-    let rows: Vec<Vec<String>> = shown
-        .iter()
-        .map(|d| {
-            vec![
-                d.name.clone(),
-                d.status.clone(),
-                d.reason.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    print_table(&["MEMBER", "STATUS", "REASON"], &rows);
-    if shown.len() < v.devices.len() {
-        println!(
-            "({} members that applied or activated not listed; --json lists every member)",
-            v.devices.len() - shown.len()
-        );
+    if !v.devices.is_empty() {
+        println!();
+        let shown: Vec<_> = v
+            .devices
+            .iter()
+            .filter(|d| v.devices.len() <= TABLE_LIMIT || !d.status.is_settled())
+            .collect();
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|d| {
+                vec![
+                    d.name.clone(),
+                    d.status.to_string(),
+                    d.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["DEVICE", "STATUS", "REASON"], &rows);
+        if shown.len() < v.devices.len() {
+            println!(
+                "({} devices that applied or activated not listed; --json lists every member)",
+                v.devices.len() - shown.len()
+            );
+        }
     }
     if !v.notices.is_empty() {
         println!();
@@ -2785,7 +2806,7 @@ fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
         } else {
             "will not have happened yet (shown as if it had)"
         },
-        p.stranded
+        p.stranded.len()
     );
     let rows: Vec<Vec<String>> = p
         .members
@@ -2794,7 +2815,7 @@ fn print_plan(p: &Plan, offset: Option<UtcOffset>) {
         .map(|m| {
             vec![
                 m.name.clone(),
-                m.status.clone(),
+                m.status.to_string(),
                 if m.communicates { "yes" } else { "no" }.to_string(),
                 m.reason.clone(),
             ]
@@ -2876,13 +2897,12 @@ impl GateArgs {
             .gate_at_deadline
             .parse()
             .map_err(|e| format!("--gate-at-deadline: {e}"))?;
-        Ok(Some(Gate {
-            min_devices_percent,
-            servers,
-            step_secs: self.gate_step,
-            deadline_margin_secs: self.gate_deadline_margin,
-            at_deadline,
-        }))
+        Ok(Some(
+            Gate::new(min_devices_percent, servers)
+                .with_step_secs(self.gate_step)
+                .with_deadline_margin_secs(self.gate_deadline_margin)
+                .with_at_deadline(at_deadline),
+        ))
     }
 }
 

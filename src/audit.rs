@@ -203,6 +203,7 @@ pub(crate) fn append(
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct AuditReport {
     /// Number of entries checked.
     pub entries: u64,

@@ -631,6 +631,7 @@ impl Certificate {
 
 /// V1's certificate details, ready to print or serialise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct CertDetails {
     /// Subject (RFC 4514).
     pub subject: String,

@@ -54,6 +54,7 @@ pub(crate) mod oid {
 /// parsed from text and when a key is generated (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
+#[non_exhaustive]
 pub enum KeySpec {
     /// ECDSA on NIST P-256 with SHA-256: the default.
     #[default]
@@ -151,6 +152,7 @@ impl TryFrom<String> for KeySpec {
 
 /// What kind of public key a certificate or CSR carries (V1: key algorithm and length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum KeyAlgorithm {
     /// ECDSA P-256 (256 bits).
     EcdsaP256,

@@ -31,13 +31,9 @@
 //!     LoopbackTransport::in_memory(), // agents in this process
 //!     ManualClock::new(now),
 //! );
-//! zone.init_internal(InitInternal {
-//!     zone: "Acme".into(),
-//!     ca_subject: None,
-//!     first_server: NewServer::new("ps1.acme.example".parse()?, ServerRole::Primary),
-//!     ca_key: Default::default(), // ECDSA P-256
-//!     validity: 10.try_into()?,   // years, 1 to 10
-//! })?;
+//! // The CA's CN is the zone name; an ECDSA P-256 key; 10 years (1 to 10).
+//! let ps1 = NewServer::new("ps1.acme.example".parse()?, ServerRole::Primary);
+//! zone.init_internal(InitInternal::new("Acme", ps1).with_validity(10.try_into()?))?;
 //! zone.add_server(NewServer::new("ps2.acme.example".parse()?, ServerRole::Primary))?;
 //!
 //! let chain = zone.server_chain(&"ps2.acme.example".parse()?)?;

@@ -205,6 +205,7 @@ impl fmt::Display for Severity {
 
 /// One finding: the rule, how serious, which certificate, and what exactly is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// The rule.
     pub rule: Rule,

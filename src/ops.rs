@@ -171,13 +171,37 @@ pub enum OpError {
         activation: Timestamp,
     },
     /// The update name is missing (SR2).
-    #[error("a server remint needs an update name (--update-name)")]
+    #[error("a server remint needs a system update name (SR2)")]
     MissingUpdateName,
+    /// A server remint in a zone with an external CA names no CSR mode (SR3).
+    #[error(
+        "this zone's CA is external: a server remint needs to know how certificates are \
+         requested, by CSRs the agents make (automatic) or by the administrator (manual) (SR3)"
+    )]
+    CsrModeRequired,
+    /// A CSR mode for a server remint in a zone whose CA is internal (SR3).
+    #[error(
+        "CSR modes apply to a zone with an external CA; this zone's CA is internal, and its \
+         certificate server issues the new certificates"
+    )]
+    CsrModeWithInternalCa,
+    /// A server has no CSR where one is needed (SR5).
+    #[error("{fqdn} has no CSR: none has been generated for it{}", if *.manual { ", and its remint repository holds no certificate chain and key (manual mode)" } else { "" })]
+    NoCsr {
+        /// The server.
+        fqdn: String,
+        /// Manual mode would also have accepted a chain and key in the remint repository.
+        manual: bool,
+    },
+    /// No server has a CSR (SR5).
+    #[error("no CSR has been generated")]
+    NoCsrs,
 }
 
 /// What the operation changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OpKind {
     /// Remint CA (RC1): a new CA key and certificate on the certificate server; every Primary
     /// Server and Authentication Satellite reminted under it.
@@ -273,6 +297,7 @@ pub enum NewCa {
 /// Subject fields of CSRs the crate makes for an external CA (CE2: O, OU, L, ST, C; the CN
 /// is the server's FQDN).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CsrFields {
     /// Organisation.
     pub organization: Option<String>,
@@ -284,6 +309,38 @@ pub struct CsrFields {
     pub state: Option<String>,
     /// Country, two letters.
     pub country: Option<String>,
+}
+
+impl CsrFields {
+    /// Organisation (O).
+    pub fn with_organization(mut self, o: impl Into<String>) -> Self {
+        self.organization = Some(o.into());
+        self
+    }
+
+    /// Organisational unit (OU).
+    pub fn with_organizational_unit(mut self, ou: impl Into<String>) -> Self {
+        self.organizational_unit = Some(ou.into());
+        self
+    }
+
+    /// Locality (L).
+    pub fn with_locality(mut self, l: impl Into<String>) -> Self {
+        self.locality = Some(l.into());
+        self
+    }
+
+    /// State or province (ST).
+    pub fn with_state(mut self, st: impl Into<String>) -> Self {
+        self.state = Some(st.into());
+        self
+    }
+
+    /// Country, two letters (C).
+    pub fn with_country(mut self, c: impl Into<String>) -> Self {
+        self.country = Some(c.into());
+        self
+    }
 }
 
 /// How server certificates are requested from an external CA (CE2).
@@ -540,6 +597,7 @@ impl OpState {
 /// Events reported by the embedding application (O11) and the operator (O12).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Notice {
     /// O11: the CA changed; re-sign what was signed with the old CA (the manual's security
     /// policies, whose versions then increase).

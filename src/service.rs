@@ -16,8 +16,8 @@ pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use inbound::InboundError;
 pub use operations::{
-    GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RemintCaRequest, ReplicationView,
-    ServerCertView, ServerRemintRequest,
+    GateOutcome, GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RemintCaRequest,
+    ReplicationView, ServerCertView, ServerRemintRequest,
 };
 
 use std::collections::{BTreeSet, BinaryHeap};
@@ -39,15 +39,17 @@ use crate::key::{KeyError, KeySpec, Signer, signature_algorithm_for};
 use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 use crate::view::{
-    CaView, DevicePage, DeviceQuery, DeviceView, ServerView, Warning, WarningSubject, natural_cmp,
+    CaType, CaView, CertificateStatus, DevicePage, DeviceQuery, DeviceView, ServerOption,
+    ServerStatus, ServerView, UpdateStatus, Warning, WarningSubject, natural_cmp,
 };
 use crate::zone::{
     CaKind, DeviceRecord, Fqdn, RECORD_VERSION, SerialRecord, ServerRecord, ServerRole, ZoneError,
     ZoneRecord, check_zone_name, device_name, keys,
 };
 
-/// A new server (Z1).
+/// A new server (Z1). Made with [`NewServer::new`] and the `with_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NewServer {
     /// FQDN.
     pub fqdn: Fqdn,
@@ -76,10 +78,36 @@ impl NewServer {
             key: KeySpec::default(),
         }
     }
+
+    /// The Primary Server an Authentication Satellite attaches to.
+    pub fn with_parent(mut self, parent: Fqdn) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Additional DNS names.
+    pub fn with_dns_names(mut self, dns_names: Vec<String>) -> Self {
+        self.dns_names = dns_names;
+        self
+    }
+
+    /// The agent's version.
+    pub fn with_agent_version(mut self, agent_version: impl Into<String>) -> Self {
+        self.agent_version = agent_version.into();
+        self
+    }
+
+    /// The key type its agent generates.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
 }
 
-/// A new zone with an internal CA (Z2).
+/// A new zone with an internal CA (Z2). Made with [`InitInternal::new`] and the `with_*`
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InitInternal {
     /// Zone name; also the CA's CN unless `ca_subject` is given.
     pub zone: String,
@@ -91,6 +119,38 @@ pub struct InitInternal {
     pub ca_key: KeySpec,
     /// CA validity.
     pub validity: ValidityYears,
+}
+
+impl InitInternal {
+    /// Zone `zone` whose CA role `first_server` holds, with defaults: the CA's CN is the zone
+    /// name, a P-256 key, ten years.
+    pub fn new(zone: impl Into<String>, first_server: NewServer) -> Self {
+        InitInternal {
+            zone: zone.into(),
+            ca_subject: None,
+            first_server,
+            ca_key: KeySpec::default(),
+            validity: ValidityYears::default(),
+        }
+    }
+
+    /// The CA's CN, other than the zone name.
+    pub fn with_ca_subject(mut self, common_name: impl Into<String>) -> Self {
+        self.ca_subject = Some(common_name.into());
+        self
+    }
+
+    /// The CA's key type.
+    pub fn with_ca_key(mut self, key: KeySpec) -> Self {
+        self.ca_key = key;
+        self
+    }
+
+    /// The CA's validity.
+    pub fn with_validity(mut self, validity: ValidityYears) -> Self {
+        self.validity = validity;
+        self
+    }
 }
 
 /// Signs through the certificate server's agent: the CA key never leaves it (S1).
@@ -622,9 +682,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca = Certificate::try_from(&zone.ca_certificate)?;
         let (kind, certificate_server) = match &zone.ca {
             CaKind::Internal { certificate_server } => {
-                ("internal", Some(certificate_server.to_string()))
+                (CaType::Internal, Some(certificate_server.to_string()))
             }
-            CaKind::External => ("external", None),
+            CaKind::External => (CaType::External, None),
         };
         let unerased_copies = match self.store.get(keys::CA_HANDOVER)? {
             Some(r) => {
@@ -648,7 +708,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     ) -> Result<ServerView> {
         let mut view = ServerView {
             fqdn: rec.fqdn.to_string(),
-            role: rec.role.to_string(),
+            role: rec.role,
             parent: rec.parent.as_ref().map(ToString::to_string),
             certificate_server: matches!(&zone.ca, CaKind::Internal { certificate_server } if certificate_server == &rec.fqdn),
             issued_to: None,
@@ -659,9 +719,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             md5: None,
             sha1: None,
             sha256: None,
-            status: "none".into(),
+            status: ServerStatus::None,
             options: Vec::new(),
-            update_status: "none".into(),
+            update_status: UpdateStatus::None,
             agent_version: rec.agent_version.clone(),
             dns_names: rec.dns_names.clone(),
         };
@@ -670,24 +730,33 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         // During an operation: SR4's certificate status, the update status, and the future
         // certificate in the options column (V2).
-        if let Some((op, u)) = self.server_update(&rec.fqdn)?
+        let update = self.server_update(&rec.fqdn)?;
+        // V2 "CSR available": a CSR that `csrs` hands out for this server, the running
+        // operation's (SR5) or one generated outside an operation.
+        let op_csr = update
+            .as_ref()
+            .is_some_and(|(_, u)| u.as_ref().is_some_and(|u| u.csr.is_some()));
+        let csr_available = op_csr || rec.csr.is_some();
+        if let Some((op, u)) = update
             && op.state.is_running()
         {
             // The same text as `op show` for this member (issue 10 item 6: a server assigned
             // but not yet refreshed said `none` here and `assigned` there).
-            view.update_status =
-                operations::member_status_text(&op, u.as_ref(), self.clock.now()).to_string();
+            view.update_status = operations::member_status(&op, u.as_ref(), self.clock.now());
             // Until activation: SR4's certificate status and the future certificate.
             if let Some(u) = u
                 && !matches!(op.state, crate::ops::OpState::Activated(_))
             {
                 if let Some(cs) = u.cert_status {
-                    view.status = cs.text().to_string();
+                    view.status = ServerStatus::Remint(CertificateStatus::from(Some(cs)));
                 }
                 if !u.future_chain.is_empty() {
-                    view.options.push("future certificate".into());
+                    view.options.push(ServerOption::FutureCertificate);
                 }
             }
+        }
+        if csr_available {
+            view.options.push(ServerOption::CsrAvailable);
         }
         Ok(view)
     }

@@ -53,14 +53,16 @@
 //!   can inspect it.
 //!
 //! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
-//! [`MemoryStore`], for tests and ephemeral use. [`FaultyStore`] wraps either one to inject
-//! commit failures in crash tests.
+//! [`MemoryStore`], for tests and ephemeral use. With the `test-util` feature, `FaultyStore`
+//! wraps either one to inject commit failures in crash tests.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+#[cfg(any(test, feature = "test-util"))]
+use std::sync::{Mutex, PoisonError};
 
 pub mod memory;
 pub mod redb;
@@ -549,18 +551,23 @@ pub(crate) fn next_version(key: &str, found: Option<u64>) -> Result<u64, StoreEr
 /// inner store refuses (conflicts, invalid writes) do not count as successful.
 ///
 /// Commits through one `FaultyStore` are serialized, so the count is exact under concurrency.
+///
+/// Only with the `test-util` feature: a test helper, not for production builds.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug)]
 pub struct FaultyStore<S> {
     inner: S,
     state: Mutex<FaultState>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Copy)]
 struct FaultState {
     commits: u64,
     fail_after: Option<u64>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<S> FaultyStore<S> {
     /// Wraps `inner`; `fail_after_commits: Some(n)` fails every commit after `n` successful
     /// ones, `None` never fails.
@@ -607,6 +614,7 @@ impl<S> FaultyStore<S> {
 
 /// The failure a [`FaultyStore`] injects, as the [`source`](std::error::Error::source) of its
 /// [`StoreError::Backend`].
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("injected failure after {commits} commits")]
 pub struct InjectedFailure {
@@ -614,6 +622,7 @@ pub struct InjectedFailure {
     pub commits: u64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl<S: Storage> Storage for FaultyStore<S> {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key)

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::csr::check_dns_name;
 
 /// Format version of every record this release writes.
-pub const RECORD_VERSION: u32 = 1;
+pub(crate) const RECORD_VERSION: u32 = 1;
 
 /// Errors of the zone model: names, membership rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -213,7 +213,7 @@ pub fn device_name(name: &str) -> Result<String, ZoneError> {
 
 /// A member name as given by an administrator (a server FQDN or a device name), folded the way
 /// the zone keys members, for looking a member up. Performs no validation.
-pub fn member_lookup_name(name: &str) -> String {
+pub(crate) fn member_lookup_name(name: &str) -> String {
     name.trim().to_ascii_lowercase()
 }
 

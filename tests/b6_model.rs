@@ -139,38 +139,26 @@ fn run<T: Transport + zonepki::transport::InProcessFleet>(
         }
         Cmd::AddDevice(i) => svc.add_devices(&[format!("dev-{i}")], "24.4").map(|_| ()),
         Cmd::RemintCa => svc
-            .start_remint_ca(RemintCaRequest {
-                common_name: None,
-                key: KeySpec::P256,
-                validity: 5.try_into().unwrap(),
-                include_dns: false,
-                activation: ActivationRequest::At(later),
-                update_name: None,
-                gate: None,
-                acknowledge: Vec::new(),
-            })
+            .start_remint_ca(
+                RemintCaRequest::new(ActivationRequest::At(later))
+                    .with_key(KeySpec::P256)
+                    .with_validity(5.try_into().unwrap()),
+            )
             .map(|_| ()),
         Cmd::ServerRemint => {
             let servers = svc
                 .servers()
                 .map(|v| {
                     v.into_iter()
-                        .filter(|s| s.role != "content-satellite")
+                        .filter(|s| s.role != ServerRole::ContentSatellite)
                         .map(|s| fq(&s.fqdn))
                         .collect()
                 })
                 .unwrap_or_default();
-            svc.start_server_remint(ServerRemintRequest {
-                servers,
-                update_name: "model".into(),
-                common_name: None,
-                key: KeySpec::P256,
-                include_dns: false,
-                activation: ActivationRequest::At(later),
-                csr: None,
-                gate: None,
-                acknowledge: Vec::new(),
-            })
+            svc.start_server_remint(
+                ServerRemintRequest::new(servers, "model", ActivationRequest::At(later))
+                    .with_key(KeySpec::P256),
+            )
             .map(|_| ())
         }
         Cmd::MoveCa(i) => svc.move_ca(&fq(&format!("ps{i}.m.example"))).map(|_| ()),
@@ -268,13 +256,9 @@ proptest! {
         let transport = LoopbackTransport::in_memory();
         let clock = ManualClock::new("2027-01-01T00:00:00Z".parse().unwrap());
         let a_plain = ZoneService::new(&store, &transport, &clock);
-        a_plain.init_internal(InitInternal {
-            zone: "Model".into(),
-            ca_subject: None,
-            first_server: NewServer::new(fq("ps1.m.example"), ServerRole::Primary),
-            ca_key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-        }).unwrap();
+        a_plain.init_internal(InitInternal::new("Model", NewServer::new(fq("ps1.m.example"), ServerRole::Primary))
+.with_ca_key(KeySpec::P256)
+.with_validity(5.try_into().unwrap())).unwrap();
         a_plain.add_server(NewServer::new(fq("ps2.m.example"), ServerRole::Primary)).unwrap();
         let mut retired: Vec<(Vec<u8>, Timestamp)> = Vec::new();
         for s in steps {

@@ -61,16 +61,9 @@ impl Transport for Interleave<'_> {
 
 /// A Remint CA activating at [`ACT`].
 fn remint_ca() -> RemintCaRequest {
-    RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: false,
-        activation: ActivationRequest::At(t(ACT)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    RemintCaRequest::new(ActivationRequest::At(t(ACT)))
+        .with_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap())
 }
 
 /// ps1 (the CA server) and ps2, both enrolled.
@@ -80,13 +73,11 @@ fn zone<'a>(
     clock: &'a ManualClock,
 ) -> ZoneService<&'a MemoryStore, &'a LoopbackTransport, &'a ManualClock> {
     let svc = ZoneService::new(store, transport, clock);
-    svc.init_internal(InitInternal {
-        zone: "Races".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Races", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -167,17 +158,14 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
         member: PS1,
         on: |r| matches!(r, AgentRequest::TransferCa { .. }),
         hook: Mutex::new(Some(Box::new(|| {
-            let r = b.start_server_remint(ServerRemintRequest {
-                servers: vec![fq(PS1), fq(PS2)],
-                update_name: "race".into(),
-                common_name: None,
-                key: KeySpec::P256,
-                include_dns: false,
-                activation: ActivationRequest::At(t(ACT)),
-                csr: None,
-                gate: None,
-                acknowledge: Vec::new(),
-            });
+            let r = b.start_server_remint(
+                ServerRemintRequest::new(
+                    vec![fq(PS1), fq(PS2)],
+                    "race",
+                    ActivationRequest::At(t(ACT)),
+                )
+                .with_key(KeySpec::P256),
+            );
             *b_result.lock().unwrap() = Some(r.map(|_| ()).map_err(|e| e.to_string()));
         }))),
     };

@@ -144,7 +144,7 @@ fn a_page_of_devices_decodes_only_its_devices_and_reads_in_pages() {
 
     // The last page, with a status filter (no operation runs: every device is `none`).
     query.after = Some(format!("dev-{}", DEVICES - 2));
-    query.status = Some("none".into());
+    query.status = Some(zonepki::view::UpdateStatus::None);
     let page = sim.svc.device_list(&query).unwrap();
     let names: Vec<&str> = page.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
@@ -158,7 +158,7 @@ fn a_page_of_devices_decodes_only_its_devices_and_reads_in_pages() {
 
     // A status nobody has: an empty page, and no device record read.
     query.after = None;
-    query.status = Some("applied".into());
+    query.status = Some(zonepki::view::UpdateStatus::Applied);
     let page = sim.svc.device_list(&query).unwrap();
     assert!(page.devices.is_empty() && !page.more);
     assert!(device_gets(&store.take()).is_empty());

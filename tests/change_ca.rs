@@ -33,13 +33,14 @@ fn zone() -> (Svc, &'static ManualClock) {
     let clock: &'static ManualClock =
         Box::leak(Box::new(ManualClock::new(t("2027-01-01T00:00:00Z"))));
     let svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq("ps1.acme.example"), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(
+            "Acme",
+            NewServer::new(fq("ps1.acme.example"), ServerRole::Primary),
+        )
+        .with_ca_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq("ps2.acme.example"), ServerRole::Primary))
         .unwrap();
@@ -137,19 +138,15 @@ fn trusts(svc: &Svc, name: &str) -> Vec<CertificateDer> {
 fn change_ca_internal_to_another_primary_server() {
     let (svc, clock) = zone();
     let v = svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::Internal {
+        .start_change_ca(ChangeCaRequest::new(
+            ChangeCaTarget::Internal {
                 server: fq("ps2.acme.example"),
                 common_name: Some("Acme CA 2".into()),
                 key: KeySpec::P256,
                 validity: 5.try_into().unwrap(),
             },
-            include_dns: false,
-            activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+            ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+        ))
         .unwrap();
     assert_eq!(v.kind, "change_ca_internal");
     assert_eq!(
@@ -190,26 +187,23 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
     let (svc, clock) = zone();
     let now = clock.now();
     let ext = External::new(now);
-    let fields = CsrFields {
-        organization: Some("Acme".into()),
-        country: Some("US".into()),
-        ..Default::default()
-    };
+    let fields = CsrFields::default()
+        .with_organization("Acme")
+        .with_country("US");
     let v = svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::External {
-                chain: ext.chain_pem(),
-                csr: CsrMode::Auto {
-                    fields: fields.clone(),
-                    key: KeySpec::P256,
+        .start_change_ca(
+            ChangeCaRequest::new(
+                ChangeCaTarget::External {
+                    chain: ext.chain_pem(),
+                    csr: CsrMode::Auto {
+                        fields: fields.clone(),
+                        key: KeySpec::P256,
+                    },
                 },
-            },
-            include_dns: false,
-            activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
-            update_name: Some("To external".into()),
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+                ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+            )
+            .with_update_name("To external"),
+        )
         .unwrap();
     assert_eq!(v.kind, "change_ca_external");
     let v = drive(&svc);
@@ -282,19 +276,15 @@ fn change_ca_to_external_with_automatic_csrs_and_back() {
     svc.baseline(false).unwrap();
 
     // And back to internal: no bridge (the zone never held the external root's key).
-    svc.start_change_ca(ChangeCaRequest {
-        to: ChangeCaTarget::Internal {
+    svc.start_change_ca(ChangeCaRequest::new(
+        ChangeCaTarget::Internal {
             server: fq("ps1.acme.example"),
             common_name: None,
             key: KeySpec::P256,
             validity: 3.try_into().unwrap(),
         },
-        include_dns: false,
-        activation: ActivationRequest::At(t("2027-02-01T00:00:00Z")),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+        ActivationRequest::At(t("2027-02-01T00:00:00Z")),
+    ))
     .unwrap();
     let op = svc.op().unwrap().unwrap();
     assert!(op.kind.cross_certificate().is_none());
@@ -327,30 +317,29 @@ fn csr_actions_see_the_gates_postponement_due_now() {
     let (svc, clock) = zone();
     let now = clock.now();
     let ext = External::new(now);
-    let gate = Gate {
-        min_devices_percent: 100,
-        servers: ServerQuota::AtLeast {
+    let gate = Gate::new(
+        100,
+        ServerQuota::AtLeast {
             primary: 0,
             auth_satellite: 0,
         },
-        step_secs: 3600,
-        deadline_margin_secs: 0,
-        at_deadline: AtDeadline::Hold,
-    };
-    svc.start_change_ca(ChangeCaRequest {
-        to: ChangeCaTarget::External {
-            chain: ext.chain_pem(),
-            csr: CsrMode::Auto {
-                fields: CsrFields::default(),
-                key: KeySpec::P256,
+    )
+    .with_step_secs(3600)
+    .with_deadline_margin_secs(0)
+    .with_at_deadline(AtDeadline::Hold);
+    svc.start_change_ca(
+        ChangeCaRequest::new(
+            ChangeCaTarget::External {
+                chain: ext.chain_pem(),
+                csr: CsrMode::Auto {
+                    fields: CsrFields::default(),
+                    key: KeySpec::P256,
+                },
             },
-        },
-        include_dns: false,
-        activation: ActivationRequest::At(t("2027-01-10T00:00:00Z")),
-        update_name: None,
-        gate: Some(gate),
-        acknowledge: Vec::new(),
-    })
+            ActivationRequest::At(t("2027-01-10T00:00:00Z")),
+        )
+        .with_gate(gate),
+    )
     .unwrap();
     let offline = RefreshOptions::new().offline(["dev-2"]);
     for _ in 0..3 {

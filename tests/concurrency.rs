@@ -118,13 +118,14 @@ fn zone(workers: usize) -> (Svc, Arc<Recording>, &'static ManualClock) {
     let transport = Arc::new(Recording::default());
     let svc = ZoneService::new(MemoryStore::new(), transport.clone(), clock)
         .with_concurrency(NonZeroUsize::new(workers).unwrap());
-    svc.init_internal(InitInternal {
-        zone: "Concurrency Zone".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(CA), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(
+            "Concurrency Zone",
+            NewServer::new(fq(CA), ServerRole::Primary),
+        )
+        .with_ca_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -158,17 +159,10 @@ fn remint_everything(workers: usize) -> (Seen, Arc<Recording>) {
     let mut servers = vec![fq(CA), fq(PS2)];
     servers.extend((1..=SATS).map(|i| fq(&sat(i))));
     let activation = t("2027-01-08T00:00:00Z");
-    svc.start_server_remint(ServerRemintRequest {
-        servers,
-        update_name: "concurrency".into(),
-        common_name: None,
-        key: KeySpec::P256,
-        include_dns: false,
-        activation: ActivationRequest::At(activation),
-        csr: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_server_remint(
+        ServerRemintRequest::new(servers, "concurrency", ActivationRequest::At(activation))
+            .with_key(KeySpec::P256),
+    )
     .unwrap();
     let mut seen = Seen {
         outcomes: Vec::new(),

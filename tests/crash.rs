@@ -436,11 +436,9 @@ impl Scenario {
                         svc.start_change_ca(change_ca(ChangeCaTarget::External {
                             chain: ctx.external.chain_pem(),
                             csr: CsrMode::Auto {
-                                fields: CsrFields {
-                                    organization: Some("Sim".into()),
-                                    country: Some("US".into()),
-                                    ..Default::default()
-                                },
+                                fields: CsrFields::default()
+                                    .with_organization("Sim")
+                                    .with_country("US"),
                                 key: KeySpec::P256,
                             },
                         }))
@@ -550,14 +548,7 @@ impl Scenario {
 }
 
 fn change_ca(to: ChangeCaTarget) -> ChangeCaRequest {
-    ChangeCaRequest {
-        to,
-        include_dns: false,
-        activation: ActivationRequest::At(t(ACT)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    ChangeCaRequest::new(to, ActivationRequest::At(t(ACT)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,24 +735,30 @@ fn op_end(svc: &Svc<Store>) -> Option<OpEnd> {
     let v = svc.op_show().unwrap();
     assert!(v.stranded.is_empty(), "{:?}", v.stranded);
     Some(OpEnd {
-        kind: v.kind,
-        state: v.state,
+        kind: v.kind.name().to_string(),
+        state: v.state.to_string(),
         update_name: v.update_name,
         immediate: v.immediate,
+        // Every member's update status, servers' and devices' (op show lists them apart).
         devices: v
-            .devices
-            .into_iter()
-            .map(|d| (d.name, d.status, d.reason))
+            .servers
+            .iter()
+            .map(|s| (s.fqdn.clone(), s.status.to_string(), s.reason.clone()))
+            .chain(
+                v.devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.status.to_string(), d.reason.clone())),
+            )
             .collect(),
         servers: v
             .servers
             .into_iter()
-            .map(|s| (s.fqdn, s.certificate_status))
+            .map(|s| (s.fqdn, s.certificate_status.to_string()))
             .collect(),
         replication: v
             .replication
             .into_iter()
-            .map(|r| (r.server, r.status))
+            .map(|r| (r.server, r.status.to_string()))
             .collect(),
         stranded: v.stranded,
         recovery: v.recovery_available_on,
@@ -790,7 +787,7 @@ fn check_end(sim: &Sim<Store>, store: &Store, ctx: &Ctx) -> End {
     let mut end = End {
         op: op_end(svc),
         ca: (
-            svc.ca_view().unwrap().kind.into(),
+            svc.ca_view().unwrap().kind.to_string(),
             ca_server.clone(),
             ca.subject(),
         ),

@@ -63,13 +63,11 @@ fn service(transport: LoopbackTransport) -> (Svc, &'static ManualClock) {
 /// every member refreshed.
 fn zone_on(transport: LoopbackTransport, name: &str, years: u32) -> (Svc, &'static ManualClock) {
     let (svc, clock) = service(transport);
-    svc.init_internal(InitInternal {
-        zone: name.into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: years.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(name, NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(years.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -245,14 +243,13 @@ impl External {
 }
 
 fn init_external(ext: &External, key: &PrivateKey, server_chain: Vec<u8>) -> InitExternal {
-    InitExternal {
-        zone: "Acme".into(),
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        external_chain: ext.chain_pem(),
+    InitExternal::new(
+        "Acme",
+        NewServer::new(fq(PS1), ServerRole::Primary),
+        ext.chain_pem(),
         server_chain,
-        server_key: zeroize::Zeroizing::new(key.to_pkcs8_der().to_vec()),
-        acknowledge: Vec::new(),
-    }
+        zeroize::Zeroizing::new(key.to_pkcs8_der().to_vec()),
+    )
 }
 
 /// A zone with an external CA whose first server's certificate ends at `not_after`.
@@ -438,13 +435,11 @@ impl Transport for Recording {
 fn mv1_move_ca_hands_over_a_one_time_transfer_not_a_backup() {
     let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(t(T0))));
     let svc = ZoneService::new(MemoryStore::new(), Recording::default(), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Acme", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -520,16 +515,11 @@ fn mv1_refusals_name_the_reason_and_change_nothing() {
     assert_eq!(snapshot(&svc, &names), before);
 
     // While an operation runs, naming it.
-    svc.start_remint_ca(RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: false,
-        activation: ActivationRequest::At(clock.now().plus(30 * DAY)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(clock.now().plus(30 * DAY)))
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     let during = snapshot(&svc, &names);
     let e = svc.move_ca(&fq(PS2)).unwrap_err().to_string();
@@ -1084,16 +1074,12 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
     assert_eq!(snapshot(&svc, &names), before);
 
     let activation = t("2027-06-01T00:00:00Z");
-    svc.start_remint_ca(RemintCaRequest {
-        common_name: Some("Acme 2".into()),
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: false,
-        activation: ActivationRequest::At(activation),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(activation))
+            .with_common_name("Acme 2")
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     // Refused while the operation runs, naming it.
     let e = svc.replace_expired(&fq(PS2), None).unwrap_err().to_string();
@@ -1133,17 +1119,14 @@ fn sr6_internal_ca_an_expired_server_certificate_is_issued_again_at_once() {
     assert_eq!(snapshot(&svc, &names), before);
     // The staged Server Remint refuses it, pointing here.
     let e = svc
-        .start_server_remint(zonepki::service::ServerRemintRequest {
-            servers: vec![fq(PS2)],
-            update_name: "ps2".into(),
-            common_name: None,
-            key: KeySpec::P256,
-            include_dns: false,
-            activation: ActivationRequest::At(clock.now().plus(DAY)),
-            csr: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+        .start_server_remint(
+            zonepki::service::ServerRemintRequest::new(
+                vec![fq(PS2)],
+                "ps2",
+                ActivationRequest::At(clock.now().plus(DAY)),
+            )
+            .with_key(KeySpec::P256),
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("emergency replacement"), "{e}");
@@ -1177,4 +1160,97 @@ fn sr6_internal_ca_when_the_ca_has_expired_too_the_replacement_is_refused() {
     let e = svc.replace_expired(&fq(PS2), None).unwrap_err().to_string();
     assert!(e.contains("expired"), "{e}");
     assert_eq!(snapshot(&svc, &names), before);
+}
+
+/// Issue 10 item 5: library errors state facts in the library's words, typed so a frontend can
+/// add its own advice; none names a command-line flag or command. Each refusal changes nothing.
+#[test]
+fn refusals_state_facts_not_command_line_advice() {
+    fn no_cli_words(e: &zonepki::Error) {
+        let text = e.to_string();
+        for word in ["--", "zonectl", "csr generate", "csr export", "cert import"] {
+            assert!(!text.contains(word), "{word:?} in {text:?}");
+        }
+    }
+    use zonepki::ops::{CsrMode, OpError};
+    use zonepki::service::ServerRemintRequest;
+
+    // An internal CA: a CSR mode makes no sense (SR3); the update name is required (SR2).
+    let (svc, clock) = zone();
+    let at = ActivationRequest::At(clock.now().plus(DAY));
+    let before = svc.dump().unwrap();
+    let e = svc
+        .start_server_remint(
+            ServerRemintRequest::new(vec![fq(PS2)], "ps2", at).with_csr(CsrMode::Manual),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::CsrModeWithInternalCa)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc
+        .start_server_remint(ServerRemintRequest::new(vec![fq(PS2)], "", at))
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::MissingUpdateName)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    assert_eq!(svc.dump().unwrap(), before);
+
+    // An external CA: a server remint must say how certificates are requested (SR3), and a
+    // server without a CSR has none to export or to match an import against (SR5).
+    let (svc, clock, ext) = external_zone(None);
+    let at = ActivationRequest::At(clock.now().plus(DAY));
+    let before = svc.dump().unwrap();
+    let e = svc
+        .start_server_remint(ServerRemintRequest::new(vec![fq(PS1)], "ps1", at))
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::Error::Op(OpError::CsrModeRequired)),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc.csrs(&[fq(PS1)]).unwrap_err();
+    assert!(
+        matches!(&e, zonepki::Error::Op(OpError::NoCsr { fqdn, manual: false }) if fqdn == PS1),
+        "{e}"
+    );
+    no_cli_words(&e);
+    let e = svc.csrs(&[]).unwrap_err();
+    assert!(matches!(e, zonepki::Error::Op(OpError::NoCsrs)), "{e}");
+    no_cli_words(&e);
+    let e = svc
+        .import_certificate(&fq(PS1), &ext.chain_pem())
+        .unwrap_err();
+    assert!(
+        matches!(&e, zonepki::Error::Op(OpError::NoCsr { fqdn, .. }) if fqdn == PS1),
+        "{e}"
+    );
+    no_cli_words(&e);
+    assert_eq!(svc.dump().unwrap(), before);
+}
+
+/// No secret in Debug: an `InitExternal`'s Debug shows the server key's length, never its
+/// bytes (a frontend that logs its request must not log the key).
+#[test]
+fn init_external_debug_leaves_the_server_key_out() {
+    let key = PrivateKey::generate(KeySpec::P256).unwrap();
+    let der = key.to_pkcs8_der();
+    let init = InitExternal::new(
+        "Acme",
+        NewServer::new(fq(PS1), ServerRole::Primary),
+        b"chain".to_vec(),
+        b"server chain".to_vec(),
+        zeroize::Zeroizing::new(der.to_vec()),
+    );
+    let debug = format!("{init:?}");
+    assert!(debug.contains("<secret"), "{debug}");
+    // No run of the key's bytes as Debug prints a Vec (the header, or the key material).
+    for window in [&der[..8], &der[40..48]] {
+        let as_list = format!("{window:?}");
+        let as_list = &as_list[1..as_list.len() - 1];
+        assert!(!debug.contains(as_list), "{debug}");
+    }
 }

@@ -17,13 +17,10 @@ use zonepki::service::OpView;
 const HOUR: u64 = 3600;
 
 fn gate(at_deadline: AtDeadline, step_secs: u64) -> Gate {
-    Gate {
-        min_devices_percent: 80,
-        servers: ServerQuota::All,
-        step_secs,
-        deadline_margin_secs: 7 * 24 * HOUR,
-        at_deadline,
-    }
+    Gate::new(80, ServerQuota::All)
+        .with_step_secs(step_secs)
+        .with_deadline_margin_secs(7 * 24 * HOUR)
+        .with_at_deadline(at_deadline)
 }
 
 /// Offline through the refreshes before activation: an Authentication Satellite and four of
@@ -240,10 +237,9 @@ fn a_gate_whose_deadline_is_not_after_activation_is_refused_and_nothing_changes_
     );
     assert!(e.to_string().contains("choose a smaller margin"), "{e}");
     let mut req = remint_ca("2027-02-01T00:00:00Z");
-    req.gate = Some(Gate {
-        min_devices_percent: 120,
-        ..gate(AtDeadline::Hold, HOUR)
-    });
+    let mut too_much = gate(AtDeadline::Hold, HOUR);
+    too_much.min_devices_percent = 120;
+    req.gate = Some(too_much);
     let e = sim.svc.start_remint_ca(req).unwrap_err();
     assert!(e.to_string().contains("choose 0 to 100"), "{e}");
     // The agent made a future CA key for each attempt; the store is unchanged.

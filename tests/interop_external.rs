@@ -90,13 +90,11 @@ fn zone(fleet: &Path) -> (Svc, &'static ManualClock) {
         LoopbackTransport::with_root(fleet),
         clock,
     );
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Acme", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -119,13 +117,12 @@ fn drive(svc: &Svc) -> OpView {
 }
 
 fn fields() -> CsrFields {
-    CsrFields {
-        organization: Some("Acme".into()),
-        organizational_unit: Some("PKI".into()),
-        locality: Some("Springfield".into()),
-        state: Some("Oregon".into()),
-        country: Some("US".into()),
-    }
+    CsrFields::default()
+        .with_organization("Acme")
+        .with_organizational_unit("PKI")
+        .with_locality("Springfield")
+        .with_state("Oregon")
+        .with_country("US")
 }
 
 fn auto() -> CsrMode {
@@ -136,21 +133,20 @@ fn auto() -> CsrMode {
 }
 
 fn change_to_external(svc: &Svc, chain: Vec<u8>, activation: Timestamp) -> OpView {
-    svc.start_change_ca(ChangeCaRequest {
-        to: ChangeCaTarget::External { chain, csr: auto() },
-        include_dns: false,
-        activation: ActivationRequest::At(activation),
-        update_name: Some("To the external CA".into()),
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_change_ca(
+        ChangeCaRequest::new(
+            ChangeCaTarget::External { chain, csr: auto() },
+            ActivationRequest::At(activation),
+        )
+        .with_update_name("To the external CA"),
+    )
     .unwrap()
 }
 
 fn statuses(v: &OpView) -> Vec<(String, String)> {
     v.servers
         .iter()
-        .map(|s| (s.fqdn.clone(), s.certificate_status.clone()))
+        .map(|s| (s.fqdn.clone(), s.certificate_status.to_string()))
         .collect()
 }
 
@@ -722,7 +718,7 @@ fn openssl_ca_change_ca_imports_refusals_bridge_and_external_server_remint() {
         "{:?}",
         statuses(&v)
     );
-    assert!(v.devices.iter().all(|d| d.status == "applied"), "{v:?}");
+    assert!(v.members().all(|(_, s)| s == "applied"), "{v:?}");
 
     // Activation.
     clock.set(activation);
@@ -754,16 +750,14 @@ fn openssl_ca_change_ca_imports_refusals_bridge_and_external_server_remint() {
     let sat_leaf = Certificate::try_from(&der_of(&current_cert(&fleet, SAT))).unwrap();
     let ps2_leaf = Certificate::try_from(&der_of(&current_cert(&fleet, PS2))).unwrap();
     assert!(sat_leaf.not_after() < ps2_leaf.not_after());
-    let request = |servers: &[&str], at: Timestamp| ServerRemintRequest {
-        servers: servers.iter().map(|s| fq(s)).collect(),
-        update_name: "Remint from the OpenSSL CA".into(),
-        common_name: None,
-        key: KeySpec::P256,
-        include_dns: false,
-        activation: ActivationRequest::At(at),
-        csr: Some(auto()),
-        gate: None,
-        acknowledge: Vec::new(),
+    let request = |servers: &[&str], at: Timestamp| {
+        ServerRemintRequest::new(
+            servers.iter().map(|s| fq(s)).collect(),
+            "Remint from the OpenSSL CA",
+            ActivationRequest::At(at),
+        )
+        .with_key(KeySpec::P256)
+        .with_csr(auto())
     };
     let late = sat_leaf.not_after().plus(DAY);
     assert!(late < ps2_leaf.not_after());

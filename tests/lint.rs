@@ -192,24 +192,18 @@ fn change_ca_external_certificates() -> Vec<(String, Vec<Certificate>)> {
     let ext = External::new(now);
     let current = sim.svc.ca_certificate().unwrap();
     sim.svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::External {
+        .start_change_ca(ChangeCaRequest::new(
+            ChangeCaTarget::External {
                 chain: bundle::to_pem(&[der(&ext.int), der(&ext.root)]).into_bytes(),
                 csr: CsrMode::Auto {
-                    fields: CsrFields {
-                        organization: Some("Acme".into()),
-                        country: Some("US".into()),
-                        ..Default::default()
-                    },
+                    fields: CsrFields::default()
+                        .with_organization("Acme")
+                        .with_country("US"),
                     key: KeySpec::P256,
                 },
             },
-            include_dns: false,
-            activation: ActivationRequest::At(sim::t("2027-01-10T00:00:00Z")),
-            update_name: None,
-            gate: None,
-            acknowledge: Vec::new(),
-        })
+            ActivationRequest::At(sim::t("2027-01-10T00:00:00Z")),
+        ))
         .unwrap();
     sim.drive(&RefreshOptions::default());
     for (fqdn, csr) in sim.svc.csrs(&[]).unwrap() {
@@ -928,18 +922,17 @@ fn an_external_root_that_fails_the_lint_is_refused_and_the_store_is_unchanged_b4
     let before = sim.svc.dump().unwrap();
     let e = sim
         .svc
-        .start_change_ca(ChangeCaRequest {
-            to: ChangeCaTarget::External {
-                chain: root.to_pem().into_bytes(),
-                csr: CsrMode::Manual,
-            },
-            include_dns: false,
-            activation: ActivationRequest::At(sim::t("2027-01-10T00:00:00Z")),
-            update_name: None,
-            gate: None,
+        .start_change_ca(
+            ChangeCaRequest::new(
+                ChangeCaTarget::External {
+                    chain: root.to_pem().into_bytes(),
+                    csr: CsrMode::Manual,
+                },
+                ActivationRequest::At(sim::t("2027-01-10T00:00:00Z")),
+            )
             // An error cannot be acknowledged away.
-            acknowledge: vec![Rule::SubjectKeyIdMissing],
-        })
+            .with_acknowledge(vec![Rule::SubjectKeyIdMissing]),
+        )
         .unwrap_err();
     let zonepki::Error::Lint(lint) = &e else {
         panic!("a lint error: {e}")

@@ -28,11 +28,12 @@ use zonepki::key::{KeySpec, PrivateKey, Signer};
 use zonepki::lint::Rule;
 use zonepki::ops::{ActivationRequest, CsrMode};
 use zonepki::service::{
-    ChangeCaRequest, ChangeCaTarget, InitInternal, MemberView, NewServer, OpView, ZoneService,
+    ChangeCaRequest, ChangeCaTarget, InitInternal, NewServer, OpView, ZoneService,
 };
 use zonepki::store::{FaultyStore, MemoryStore, Storage};
 use zonepki::transport::LoopbackTransport;
 use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
+use zonepki::view::UpdateStatus;
 use zonepki::zone::{Fqdn, ServerRole};
 
 const PS1: &str = "ps1.acme.example";
@@ -72,13 +73,11 @@ fn zone_over<S: Storage>(store: S) -> Zone<S> {
     let start = Timestamp::from_unix(i64::try_from(real - real % 60 + 3600).unwrap()).unwrap();
     let clock: &'static ManualClock = Box::leak(Box::new(ManualClock::new(start)));
     let svc = ZoneService::new(store, LoopbackTransport::with_root(&fleet), clock);
-    svc.init_internal(InitInternal {
-        zone: "Acme".into(),
-        ca_subject: None,
-        first_server: NewServer::new(fq(PS1), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Acme", NewServer::new(fq(PS1), ServerRole::Primary))
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )
     .unwrap();
     svc.add_server(NewServer::new(fq(PS2), ServerRole::Primary))
         .unwrap();
@@ -98,6 +97,13 @@ fn zone_over<S: Storage>(store: S) -> Zone<S> {
     }
 }
 
+/// A member's update status and reason, whichever list of `op show` it is in.
+#[derive(Debug)]
+struct Member {
+    status: UpdateStatus,
+    reason: Option<String>,
+}
+
 impl<S: Storage> Zone<S> {
     fn activation(&self) -> Timestamp {
         self.start.plus(ACTIVATION_AFTER)
@@ -113,17 +119,17 @@ impl<S: Storage> Zone<S> {
     fn start_manual_acknowledging(&self, upload: Vec<u8>, acknowledge: Vec<Rule>) {
         let v = self
             .svc
-            .start_change_ca(ChangeCaRequest {
-                to: ChangeCaTarget::External {
-                    chain: upload,
-                    csr: CsrMode::Manual,
-                },
-                include_dns: false,
-                activation: ActivationRequest::At(self.activation()),
-                update_name: Some("To the external CA".into()),
-                gate: None,
-                acknowledge,
-            })
+            .start_change_ca(
+                ChangeCaRequest::new(
+                    ChangeCaTarget::External {
+                        chain: upload,
+                        csr: CsrMode::Manual,
+                    },
+                    ActivationRequest::At(self.activation()),
+                )
+                .with_update_name("To the external CA")
+                .with_acknowledge(acknowledge),
+            )
             .unwrap();
         assert_eq!(v.kind, "change_ca_external");
         self.svc
@@ -136,11 +142,20 @@ impl<S: Storage> Zone<S> {
         self.svc.op_show().unwrap()
     }
 
-    fn member(&self, name: &str) -> MemberView {
-        self.show()
-            .devices
-            .into_iter()
-            .find(|d| d.name == name)
+    /// A member's row of `op show`, a server's or a device's.
+    fn member(&self, name: &str) -> Member {
+        let v = self.show();
+        let server = v.servers.iter().find(|s| s.fqdn == name).map(|s| Member {
+            status: s.status,
+            reason: s.reason.clone(),
+        });
+        server
+            .or_else(|| {
+                v.devices.iter().find(|d| d.name == name).map(|d| Member {
+                    status: d.status,
+                    reason: d.reason.clone(),
+                })
+            })
             .unwrap_or_else(|| panic!("{name} is not in the update"))
     }
 
@@ -151,6 +166,7 @@ impl<S: Storage> Zone<S> {
             .find(|s| s.fqdn == name)
             .unwrap_or_else(|| panic!("{name} is not a server of the update"))
             .certificate_status
+            .to_string()
     }
 
     fn refresh(&self, names: &[&str]) -> Vec<RefreshOutcome> {
@@ -798,7 +814,7 @@ fn manual_mode_pem_p7b_and_der_from_an_external_ca() {
 
     z.assert_applied(&SERVERS, &ext);
     let v = z.drive();
-    assert!(v.devices.iter().all(|d| d.status == "applied"), "{v:?}");
+    assert!(v.members().all(|(_, s)| s == "applied"), "{v:?}");
     z.activate_and_verify(&ext, &[(PS1, c1), (PS2, c2), (SAT, c3)]);
 }
 

@@ -23,13 +23,14 @@ fn zone() -> Svc {
         LoopbackTransport::in_memory(),
         ManualClock::new(now),
     );
-    svc.init_internal(InitInternal {
-        zone: "Names".into(),
-        ca_subject: None,
-        first_server: NewServer::new("ps1.names.example".parse().unwrap(), ServerRole::Primary),
-        ca_key: KeySpec::P256,
-        validity: 2.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new(
+            "Names",
+            NewServer::new("ps1.names.example".parse().unwrap(), ServerRole::Primary),
+        )
+        .with_ca_key(KeySpec::P256)
+        .with_validity(2.try_into().unwrap()),
+    )
     .unwrap();
     svc
 }

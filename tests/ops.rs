@@ -49,13 +49,11 @@ impl Sim {
         }
         let mut ps1 = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
         ps1.dns_names = vec!["alias.zone.example".into()];
-        svc.init_internal(InitInternal {
-            zone: "Sim Zone".into(),
-            ca_subject: None,
-            first_server: ps1,
-            ca_key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-        })
+        svc.init_internal(
+            InitInternal::new("Sim Zone", ps1)
+                .with_ca_key(KeySpec::P256)
+                .with_validity(5.try_into().unwrap()),
+        )
         .unwrap();
         svc.add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
             .unwrap();
@@ -95,11 +93,11 @@ impl Sim {
         last.unwrap()
     }
 
+    /// A member's update status in `op show`, a server's or a device's.
     fn status(&self, v: &OpView, name: &str) -> String {
-        v.devices
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| d.status.clone())
+        v.members()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.to_string())
             .unwrap()
     }
 
@@ -138,16 +136,10 @@ impl Sim {
 }
 
 fn remint_ca(at: &str) -> RemintCaRequest {
-    RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: true,
-        activation: ActivationRequest::At(t(at)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    RemintCaRequest::new(ActivationRequest::At(t(at)))
+        .with_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap())
+        .with_include_dns(true)
 }
 
 #[test]
@@ -165,17 +157,13 @@ fn remint_ca_end_to_end() {
         ["ps1.zone.example"],
         "O6: the new CA server"
     );
-    assert!(v.devices.iter().all(|d| d.status == "not assigned"));
+    assert!(v.members().all(|(_, s)| s == "not assigned"));
 
     // Content servers pull the content as they refresh; the update is assigned when all have
     // it (O4), and members then apply it.
     let v = sim.drive(&RefreshOptions::default());
     assert_eq!(v.state, "assigned");
-    assert!(
-        v.devices.iter().all(|d| d.status == "applied"),
-        "{:?}",
-        v.devices
-    );
+    assert!(v.members().all(|(_, s)| s == "applied"), "{:?}", v.devices);
     assert!(
         v.servers
             .iter()
@@ -209,7 +197,7 @@ fn remint_ca_end_to_end() {
     assert_eq!(v.state, "activated");
     assert!(v.stranded.is_empty());
     assert!(
-        v.devices.iter().all(|d| d.status == "activated"),
+        v.members().all(|(_, s)| s == "activated"),
         "{:?}",
         v.devices
     );
@@ -297,21 +285,17 @@ const REMINT_KEY: KeySpec = if cfg!(feature = "rsa") {
 fn internal_server_remint() {
     let sim = Sim::new(2);
     let before = sim.chain("sat1.zone.example");
-    let req = ServerRemintRequest {
-        servers: vec![fq("sat1.zone.example")],
-        update_name: "sat1 remint".into(),
-        common_name: Some("sat-one.zone.example".into()),
-        key: REMINT_KEY,
-        include_dns: false,
-        activation: ActivationRequest::At(t("2027-01-05T00:00:00Z")),
-        csr: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    };
+    let req = ServerRemintRequest::new(
+        vec![fq("sat1.zone.example")],
+        "sat1 remint",
+        ActivationRequest::At(t("2027-01-05T00:00:00Z")),
+    )
+    .with_common_name("sat-one.zone.example")
+    .with_key(REMINT_KEY);
     let v = sim.svc.start_server_remint(req).unwrap();
     assert_eq!(
-        v.devices.len(),
-        1,
+        (v.servers.len(), v.devices.len()),
+        (1, 0),
         "assigned to the selected servers only (O4)"
     );
     let v = sim.drive(&RefreshOptions::default());
@@ -439,13 +423,14 @@ fn a_lost_start_race_does_not_spoil_the_winners_future_ca() {
     let clock = ManualClock::new(t(T0));
     let setup = ZoneService::new(&store, &transport, &clock);
     setup
-        .init_internal(InitInternal {
-            zone: "Race".into(),
-            ca_subject: None,
-            first_server: NewServer::new(fq("ps1.zone.example"), ServerRole::Primary),
-            ca_key: KeySpec::P256,
-            validity: 5.try_into().unwrap(),
-        })
+        .init_internal(
+            InitInternal::new(
+                "Race",
+                NewServer::new(fq("ps1.zone.example"), ServerRole::Primary),
+            )
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+        )
         .unwrap();
     setup
         .add_server(NewServer::new(fq("ps2.zone.example"), ServerRole::Primary))
@@ -551,11 +536,10 @@ fn server_list_and_op_show_agree_on_an_assigned_server() {
     let v = sim.svc.assign_now().unwrap();
     for s in sim.svc.servers().unwrap() {
         let in_op = v
-            .devices
-            .iter()
-            .find(|d| d.name == s.fqdn)
-            .map(|d| d.status.clone());
-        assert_eq!(Some(s.update_status.clone()), in_op, "{}", s.fqdn);
+            .members()
+            .find(|(n, _)| *n == s.fqdn)
+            .map(|(_, status)| status);
+        assert_eq!(Some(s.update_status), in_op, "{}", s.fqdn);
     }
     assert!(
         sim.svc

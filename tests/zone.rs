@@ -35,13 +35,11 @@ fn init_with<S: Storage>(store: S, transport: LoopbackTransport) -> Svc<S> {
     );
     let mut first = NewServer::new(fq("ps1.zone.example"), ServerRole::Primary);
     first.dns_names = vec!["alias.zone.example".into()];
-    svc.init_internal(InitInternal {
-        zone: "Test Zone".into(),
-        ca_subject: None,
-        first_server: first,
-        ca_key: KeySpec::P256,
-        validity: 2.try_into().unwrap(),
-    })
+    svc.init_internal(
+        InitInternal::new("Test Zone", first)
+            .with_ca_key(KeySpec::P256)
+            .with_validity(2.try_into().unwrap()),
+    )
     .unwrap();
     svc
 }
@@ -84,13 +82,14 @@ fn a_second_init_is_refused() {
     let svc = zone();
     let before = svc.dump().unwrap();
     let e = svc
-        .init_internal(InitInternal {
-            zone: "Other".into(),
-            ca_subject: None,
-            first_server: NewServer::new(fq("x.example"), ServerRole::Primary),
-            ca_key: KeySpec::P256,
-            validity: 1.try_into().unwrap(),
-        })
+        .init_internal(
+            InitInternal::new(
+                "Other",
+                NewServer::new(fq("x.example"), ServerRole::Primary),
+            )
+            .with_ca_key(KeySpec::P256)
+            .with_validity(1.try_into().unwrap()),
+        )
         .unwrap_err();
     assert!(
         matches!(e, Error::Zone(ZoneError::ZoneExists { .. })),

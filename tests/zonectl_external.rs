@@ -577,6 +577,9 @@ fn csr_generate_show_export_and_their_refusals() {
     assert!(e.contains("country"), "{e}");
     z.refused(&["csr", "generate", CONTENT, "--org", "Acme", "--now", &h1]);
     z.refused(&["csr", "show", PS1, "--now", &h1]);
+    // V2's options column: no CSR yet.
+    let v = z.json(&["server", "show", PS1, "--now", &h1]);
+    assert_eq!(v["options"], serde_json::json!([]), "{v}");
 
     let mut gen1 = vec![
         "csr",
@@ -591,6 +594,11 @@ fn csr_generate_show_export_and_their_refusals() {
     gen1.extend_from_slice(&["--now", &h1]);
     let made = z.json(&gen1);
     assert_eq!(made[0]["fqdn"], PS1);
+    // V2: the server list offers the CSR now, and only for that server.
+    let v = z.json(&["server", "show", PS1, "--now", &h1]);
+    assert_eq!(v["options"], serde_json::json!(["CSR available"]), "{v}");
+    let v = z.json(&["server", "show", PS2, "--now", &h1]);
+    assert_eq!(v["options"], serde_json::json!([]), "{v}");
     let subject = made[0]["subject"].as_str().unwrap();
     assert!(subject.contains("CN=portal.acme.example"), "{subject}");
     z.ok(&["csr", "show", PS1, "--out", "ps1.csr", "--now", &h1]);

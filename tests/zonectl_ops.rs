@@ -49,12 +49,21 @@ fn remint_ca(z: &Zone) -> Value {
     ])
 }
 
-/// A member's status in `op show --json`.
+/// A member's status in `op show --json`: a server's (`servers`, by `fqdn`) or a device's
+/// (`devices`, by `name`).
 fn status(view: &Value, name: &str) -> String {
-    entry(&view["devices"], "name", name)["status"]
-        .as_str()
+    let server = view["servers"]
+        .as_array()
         .unwrap()
-        .to_string()
+        .iter()
+        .find(|s| s["fqdn"] == name);
+    match server {
+        Some(s) => &s["status"],
+        None => &entry(&view["devices"], "name", name)["status"],
+    }
+    .as_str()
+    .unwrap()
+    .to_string()
 }
 
 /// A member's outcome in `fleet refresh --json`.
@@ -74,10 +83,11 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 fn all_status(view: &Value) -> Vec<String> {
-    view["devices"]
-        .as_array()
-        .unwrap()
+    let servers = view["servers"].as_array().unwrap();
+    let devices = view["devices"].as_array().unwrap();
+    servers
         .iter()
+        .chain(devices)
         .map(|d| d["status"].as_str().unwrap().to_string())
         .collect()
 }
@@ -101,11 +111,11 @@ fn remint_ca_through_the_command_line() {
         assert_eq!(r["status"], "pending", "{r}");
     }
     entry(&v["replication"], "server", CONTENT);
-    assert_eq!(
-        v["devices"].as_array().unwrap().len(),
-        9,
-        "every member: {v}"
-    );
+    // Servers and devices apart: the servers that get a certificate, and every other member
+    // (the content server and the five devices).
+    assert_eq!(v["devices"].as_array().unwrap().len(), 6, "{v}");
+    entry(&v["devices"], "name", CONTENT);
+    assert_eq!(all_status(&v).len(), 9, "every member: {v}");
     assert!(all_status(&v).iter().all(|s| s == "not assigned"), "{v}");
     let servers = v["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 3, "ps1, ps2, sat: {v}");
@@ -243,7 +253,7 @@ fn remint_ca_through_the_command_line() {
     let plan = z.json(&["plan", "--now", ACT]);
     assert_eq!(plan["at"], ACT);
     assert_eq!(plan["activated_by_then"], true);
-    assert_eq!(plan["stranded"], 0);
+    assert_eq!(plan["stranded"], serde_json::json!([]));
     assert_eq!(plan["members"].as_array().unwrap().len(), 9);
     assert!(
         plan["members"]
@@ -322,6 +332,21 @@ fn cancel_is_allowed_until_ten_minutes_before_activation() {
     z.ok(&["fleet", "refresh", "--all", "--now", H2]);
     z.ok(&["fleet", "refresh", "--all", "--now", H2]);
     assert!(z.exists("dev-1", "remint-repo/ca.cert"));
+    // The view says whether a cancel is possible now, by the library's O7 rule, so a frontend
+    // need not re-derive it from the state's name; zonectl shows the deadline only then.
+    assert_eq!(
+        z.json(&["op", "show", "--now", CUT_1S])["cancellable"],
+        true
+    );
+    assert!(
+        z.ok(&["op", "show", "--now", CUT_1S])
+            .contains("Cancel before:")
+    );
+    assert_eq!(z.json(&["op", "show", "--now", CUT])["cancellable"], false);
+    assert!(
+        !z.ok(&["op", "show", "--now", CUT])
+            .contains("Cancel before:")
+    );
     let e = z.refused(&["op", "cancel", "--now", CUT]);
     assert!(e.contains("cut-off"), "{e}");
     // Inside the cut-off only "ignore device" is possible (O7).
@@ -370,7 +395,8 @@ fn an_offline_device_is_stranded_then_recovered() {
     assert_eq!(status(&v, "dev-2"), "assigned");
     let plan = z.json(&["plan", "--now", H2, "--at", ACT]);
     assert_eq!(plan["at"], ACT);
-    assert_eq!(plan["stranded"], 1, "{plan}");
+    // The same list as `op show` will give once activated.
+    assert_eq!(names(&plan["stranded"]), ["dev-2"], "{plan}");
     assert_eq!(
         entry(&plan["members"], "name", "dev-2")["communicates"],
         false
@@ -520,7 +546,7 @@ fn replication_recorded_by_hand_then_assign_now() {
     // Before assignment nothing is staged: everyone would be stranded (B3).
     let plan = z.json(&["plan", "--now", H1]);
     assert_eq!(plan["activated_by_then"], false);
-    assert_eq!(plan["stranded"], 9, "{plan}");
+    assert_eq!(plan["stranded"].as_array().unwrap().len(), 9, "{plan}");
 
     let v = z.json(&["op", "assign-now", "--now", H1]);
     assert_eq!(v["state"], "assigned");
@@ -529,7 +555,7 @@ fn replication_recorded_by_hand_then_assign_now() {
     z.refused(&["op", "assign-now", "--now", H1]);
     z.ok(&["fleet", "refresh", "--all", "--now", H2]);
     let plan = z.json(&["plan", "--now", H2, "--at", ACT]);
-    assert_eq!(plan["stranded"], 0, "{plan}");
+    assert_eq!(plan["stranded"], serde_json::json!([]), "{plan}");
     let text = z.ok(&["plan", "--now", H2]);
     assert!(text.contains("dev-1"), "{text}");
 }
@@ -668,12 +694,14 @@ fn server_remint_through_the_command_line() {
     ]);
     assert_eq!(v["kind"], "server_remint");
     assert_eq!(v["update_name"], "sat remint");
+    assert!(v["devices"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(
-        v["devices"].as_array().unwrap().len(),
+        v["servers"].as_array().unwrap().len(),
         1,
         "the selected server (O4)"
     );
     assert_eq!(v["servers"][0]["fqdn"], SAT);
+    assert_eq!(v["servers"][0]["role"], "auth-satellite");
     let e = z.refused(&["ca", "remint", "--activate-at", ACT, "--now", H1]);
     assert!(
         e.contains("Server Remint") && e.contains("sat remint"),
@@ -946,4 +974,99 @@ fn progress_bar_only_on_a_terminal() {
         "lines instead of a bar: {text}"
     );
     assert!(text.contains("up-to-date"), "{text}");
+}
+
+/// Issue 10 item 6: the README's Remint CA walk-through, command for command (with `--now`
+/// where the README relies on the system clock): after a first refresh gives every member the
+/// zone's trust, `fleet refresh --all --offline laptop-7` replicates, assigns and applies in
+/// one pass, so laptop-7 alone misses the update; the bridge (B1, on by default) keeps it out
+/// of `plan`'s stranded list and makes it `bridged` at activation; back the next day, it
+/// recovers with the bundle (O6), and the operation is baselined.
+#[test]
+fn readme_remint_ca_walk_through_is_true() {
+    const NOW: &str = "2027-05-01T00:00:00Z";
+    const ACTIVATE: &str = "2027-06-01T02:00:00Z";
+    const NEXT_DAY: &str = "2027-06-02T00:00:00Z";
+    let z = Zone::new();
+    z.ok(&[
+        "init",
+        "--zone",
+        "Acme",
+        "--first-server",
+        "ps1.acme.example",
+        "--dns",
+        "zenworks.acme.example",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&[
+        "server",
+        "add",
+        "sat1.acme.example",
+        "--role",
+        "auth-satellite",
+        "--parent",
+        "ps1.acme.example",
+        "--now",
+        NOW,
+    ]);
+    z.ok(&[
+        "device", "add", "--count", "100", "--prefix", "laptop", "--now", NOW,
+    ]);
+    z.ok(&["fleet", "refresh", "--all", "--now", NOW]);
+
+    z.ok(&["ca", "remint", "--activate-at", ACTIVATE, "--now", NOW]);
+    z.ok(&[
+        "fleet",
+        "refresh",
+        "--all",
+        "--offline",
+        "laptop-7",
+        "--now",
+        NOW,
+    ]);
+    let v = z.json(&["op", "show", "--now", NOW]);
+    assert_eq!(
+        v["state"], "assigned",
+        "ps1 replicated in that pass (O3, O4)"
+    );
+    let statuses = all_status(&v);
+    assert_eq!(statuses.len(), 102, "{v}");
+    assert_eq!(status(&v, "laptop-7"), "assigned", "it was away");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "applied").count(),
+        101,
+        "everyone else applied in the same pass: {v}"
+    );
+
+    let plan = z.json(&["plan", "--now", ACTIVATE]);
+    assert!(names(&plan["stranded"]).is_empty(), "B1: {plan}");
+    let laptop7 = entry(&plan["members"], "name", "laptop-7");
+    assert_eq!(laptop7["communicates"], true, "{plan}");
+    assert!(
+        laptop7["reason"].as_str().unwrap().contains("bridge"),
+        "{plan}"
+    );
+    z.ok(&[
+        "fleet",
+        "refresh",
+        "--all",
+        "--offline",
+        "laptop-7",
+        "--now",
+        ACTIVATE,
+    ]);
+    let v = z.json(&["op", "show", "--now", ACTIVATE]);
+    assert_eq!(v["state"], "activated");
+    assert_eq!(status(&v, "laptop-7"), "bridged", "{v}");
+    assert!(names(&v["stranded"]).is_empty(), "{v}");
+    let out = z.json(&["fleet", "refresh", "laptop-7", "--now", NEXT_DAY]);
+    assert_eq!(outcome(&out, "laptop-7"), "recovered", "{out}");
+    let v = z.json(&["op", "show", "--now", NEXT_DAY]);
+    assert_eq!(status(&v, "laptop-7"), "recovered", "{v}");
+    z.ok(&["op", "baseline", "--now", NEXT_DAY]);
+    assert_eq!(
+        z.json(&["op", "show", "--now", NEXT_DAY])["state"],
+        "baselined"
+    );
 }

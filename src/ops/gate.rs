@@ -56,8 +56,9 @@ impl std::str::FromStr for AtDeadline {
     }
 }
 
-/// The administrator's gate (B2).
+/// The administrator's gate (B2). Made with [`Gate::new`] and the `with_*` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Gate {
     /// The least percentage (0 to 100) of the update's other members (managed devices and
     /// Content Satellites, not counting ignored ones) that must have applied it.
@@ -73,6 +74,37 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate that wants `min_devices_percent` of the devices and the servers' `servers`,
+    /// with defaults: an unmet gate postpones by one hour, the deadline is a week before the
+    /// current CA expires, and at the deadline activation happens anyway.
+    pub fn new(min_devices_percent: u8, servers: ServerQuota) -> Self {
+        Gate {
+            min_devices_percent,
+            servers,
+            step_secs: 3600,
+            deadline_margin_secs: 7 * 24 * 3600,
+            at_deadline: AtDeadline::Activate,
+        }
+    }
+
+    /// How far an unmet gate moves activation, in seconds.
+    pub fn with_step_secs(mut self, step_secs: u64) -> Self {
+        self.step_secs = step_secs;
+        self
+    }
+
+    /// The deadline is the current CA's expiry minus this many seconds.
+    pub fn with_deadline_margin_secs(mut self, deadline_margin_secs: u64) -> Self {
+        self.deadline_margin_secs = deadline_margin_secs;
+        self
+    }
+
+    /// What happens at the deadline.
+    pub fn with_at_deadline(mut self, at_deadline: AtDeadline) -> Self {
+        self.at_deadline = at_deadline;
+        self
+    }
+
     /// Checks the settings: a percentage of at most 100, a step of at least a minute.
     pub fn check(&self) -> Result<(), OpError> {
         if self.min_devices_percent > 100 {
@@ -199,6 +231,7 @@ pub struct Missing {
 
 /// How far the update has reached (B2), as the service counts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Coverage {
     /// Managed devices and Content Satellites.
     pub devices: Count,
@@ -223,6 +256,7 @@ impl Coverage {
 
 /// The gate's judgement of a coverage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Verdict {
     /// Whether the gate is met.
     pub met: bool,
@@ -277,6 +311,7 @@ pub struct Postponement {
 
 /// A gate and what it has done, persisted in the operation record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GateState {
     /// The settings (`settings` in the record and in `op show`).
     #[serde(rename = "settings")]

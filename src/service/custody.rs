@@ -26,8 +26,9 @@ use crate::zone::{
 
 use super::{NewServer, server_record};
 
-/// A zone created with an external CA (Z3).
-#[derive(Debug, Clone)]
+/// A zone created with an external CA (Z3). Made with [`InitExternal::new`].
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct InitExternal {
     /// Zone name.
     pub zone: String,
@@ -43,8 +44,59 @@ pub struct InitExternal {
     pub acknowledge: Vec<crate::lint::Rule>,
 }
 
+/// Everything but the server key, which is a secret.
+impl std::fmt::Debug for InitExternal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitExternal")
+            .field("zone", &self.zone)
+            .field("first_server", &self.first_server)
+            .field(
+                "external_chain",
+                &format_args!("{} bytes", self.external_chain.len()),
+            )
+            .field(
+                "server_chain",
+                &format_args!("{} bytes", self.server_chain.len()),
+            )
+            .field(
+                "server_key",
+                &format_args!("<secret, {} bytes>", self.server_key.len()),
+            )
+            .field("acknowledge", &self.acknowledge)
+            .finish()
+    }
+}
+
+impl InitExternal {
+    /// Zone `zone` under the external CA of `external_chain`, whose first Primary Server
+    /// presents `server_chain` with `server_key`.
+    pub fn new(
+        zone: impl Into<String>,
+        first_server: NewServer,
+        external_chain: Vec<u8>,
+        server_chain: Vec<u8>,
+        server_key: Zeroizing<Vec<u8>>,
+    ) -> Self {
+        InitExternal {
+            zone: zone.into(),
+            first_server,
+            external_chain,
+            server_chain,
+            server_key,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// B4: lint warnings the administrator accepts for these certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<crate::lint::Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+}
+
 /// What an emergency replacement did (SR6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Replacement {
     /// The server.
     pub fqdn: String,
@@ -526,8 +578,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .into());
             }
             (CaKind::External, Some(bytes)) => {
-                let csr = server.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!("{fqdn} has no CSR: generate one first"))
+                let csr = server.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: false,
                 })?;
                 let certs = bundle::read_certificates(bytes)?;
                 let chain = super::external::check_import(

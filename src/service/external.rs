@@ -20,6 +20,7 @@ use crate::zone::{CaKind, Fqdn, ServerRecord, ServerRole, ZoneError, keys};
 
 /// Where Change CA puts the CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChangeCaTarget {
     /// A new internal CA on a Primary Server (CI1).
     Internal {
@@ -42,8 +43,9 @@ pub enum ChangeCaTarget {
     },
 }
 
-/// Change CA's inputs.
+/// Change CA's inputs. Made with [`ChangeCaRequest::new`] and the `with_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChangeCaRequest {
     /// The new CA.
     pub to: ChangeCaTarget,
@@ -58,6 +60,45 @@ pub struct ChangeCaRequest {
     /// B4: lint warnings the administrator accepts for this operation's certificates (an
     /// external chain's, and the server certificates imported for it).
     pub acknowledge: Vec<crate::lint::Rule>,
+}
+
+impl ChangeCaRequest {
+    /// A Change CA to `to`, activated at `activation`, with defaults: servers' additional DNS
+    /// names left out, update name "Change CA", no gate, no lint warning accepted.
+    pub fn new(to: ChangeCaTarget, activation: ActivationRequest) -> Self {
+        ChangeCaRequest {
+            to,
+            include_dns: false,
+            activation,
+            update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// Puts servers' additional DNS names into their SANs.
+    pub fn with_include_dns(mut self, include_dns: bool) -> Self {
+        self.include_dns = include_dns;
+        self
+    }
+
+    /// The system update's name.
+    pub fn with_update_name(mut self, name: impl Into<String>) -> Self {
+        self.update_name = Some(name.into());
+        self
+    }
+
+    /// B2: activates only once the update has reached enough members.
+    pub fn with_gate(mut self, gate: crate::ops::Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<crate::lint::Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
 }
 
 /// CE1: the root of an uploaded chain, and the subordinate CAs that lead to it. Server
@@ -475,7 +516,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         if fqdns.is_empty() {
             if found.is_empty() {
-                return Err(OpError::Selection("no CSR has been generated".into()).into());
+                return Err(OpError::NoCsrs.into());
             }
             return Ok(found.into_iter().collect());
         }
@@ -483,8 +524,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             .iter()
             .map(|f| {
                 found.get(f).map(|c| (f.clone(), c.clone())).ok_or_else(|| {
-                    OpError::Selection(format!("{f} has no CSR: generate one (csr generate)"))
-                        .into()
+                    OpError::NoCsr {
+                        fqdn: f.to_string(),
+                        manual: false,
+                    }
+                    .into()
                 })
             })
             .collect()
@@ -534,11 +578,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         match self.csr_action(now, "import a certificate")? {
             Some((op, due)) => {
                 let (expect, mut u) = self.external_target(&op, fqdn)?;
-                let csr = u.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!(
-                        "{fqdn} has no CSR: generate one first (csr generate), or, in manual \
-                         mode, place the chain and key in its remint repository"
-                    ))
+                let csr = u.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: true,
                 })?;
                 let anchor = op
                     .kind
@@ -592,8 +634,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     .into());
                 }
                 let (version, mut rec) = self.server_record_versioned(fqdn)?;
-                let csr = rec.csr.clone().ok_or_else(|| {
-                    OpError::Selection(format!("{fqdn} has no CSR: generate one (csr generate)"))
+                let csr = rec.csr.clone().ok_or_else(|| OpError::NoCsr {
+                    fqdn: fqdn.to_string(),
+                    manual: false,
                 })?;
                 let chain = check_import(
                     fqdn,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentRequest, AgentResponse};
@@ -31,6 +31,9 @@ use crate::ops::{
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
+use crate::view::{
+    CertificateStatus, OperationKind, OperationState, ReplicationStatus, UpdateStatus,
+};
 use crate::zone::{
     CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
     member_lookup_name,
@@ -43,8 +46,9 @@ fn history_key(id: u64) -> String {
     format!("{HISTORY}{id:06}")
 }
 
-/// Remint CA's inputs (RC1).
+/// Remint CA's inputs (RC1). Made with [`RemintCaRequest::new`] and the `with_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RemintCaRequest {
     /// New CA common name (default: the zone name).
     pub common_name: Option<String>,
@@ -64,8 +68,70 @@ pub struct RemintCaRequest {
     pub acknowledge: Vec<Rule>,
 }
 
-/// Internal Server Remint's inputs (SR1, SR2).
+impl RemintCaRequest {
+    /// A Remint CA activated at `activation`, with defaults: the zone name as CN, a P-256
+    /// key, ten years, servers' additional DNS names left out, update name "Remint CA", no
+    /// gate, no lint warning accepted.
+    pub fn new(activation: ActivationRequest) -> Self {
+        RemintCaRequest {
+            common_name: None,
+            key: KeySpec::default(),
+            validity: ValidityYears::default(),
+            include_dns: false,
+            activation,
+            update_name: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// The new CA's CN.
+    pub fn with_common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
+        self
+    }
+
+    /// The new CA's key type.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The new CA's validity.
+    pub fn with_validity(mut self, validity: ValidityYears) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    /// Puts servers' additional DNS names into their SANs.
+    pub fn with_include_dns(mut self, include_dns: bool) -> Self {
+        self.include_dns = include_dns;
+        self
+    }
+
+    /// The system update's name.
+    pub fn with_update_name(mut self, name: impl Into<String>) -> Self {
+        self.update_name = Some(name.into());
+        self
+    }
+
+    /// B2: activates only once the update has reached enough members.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+}
+
+/// Server Remint's inputs (SR1-SR3). Made with [`ServerRemintRequest::new`] and the `with_*`
+/// settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerRemintRequest {
     /// The servers (Primary Servers and Authentication Satellites).
     pub servers: Vec<Fqdn>,
@@ -87,45 +153,117 @@ pub struct ServerRemintRequest {
     pub acknowledge: Vec<Rule>,
 }
 
+impl ServerRemintRequest {
+    /// A remint of `servers` as the system update `update_name`, activated at `activation`,
+    /// with defaults: each server's CN, P-256 keys, additional DNS names left out, the
+    /// internal CA issuing (an external CA needs [`Self::with_csr`]), no gate, no lint warning
+    /// accepted.
+    pub fn new(
+        servers: Vec<Fqdn>,
+        update_name: impl Into<String>,
+        activation: ActivationRequest,
+    ) -> Self {
+        ServerRemintRequest {
+            servers,
+            update_name: update_name.into(),
+            common_name: None,
+            key: KeySpec::default(),
+            include_dns: false,
+            activation,
+            csr: None,
+            gate: None,
+            acknowledge: Vec::new(),
+        }
+    }
+
+    /// The CN, for one server without satellites (SR2).
+    pub fn with_common_name(mut self, common_name: impl Into<String>) -> Self {
+        self.common_name = Some(common_name.into());
+        self
+    }
+
+    /// The new keys' type.
+    pub fn with_key(mut self, key: KeySpec) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Puts the servers' additional DNS names into their SANs.
+    pub fn with_include_dns(mut self, include_dns: bool) -> Self {
+        self.include_dns = include_dns;
+        self
+    }
+
+    /// External CA: how certificates are requested (SR3).
+    pub fn with_csr(mut self, csr: CsrMode) -> Self {
+        self.csr = Some(csr);
+        self
+    }
+
+    /// B2: activates only once the update has reached enough members.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// B4: lint warnings the administrator accepts for this operation's certificates.
+    pub fn with_acknowledge(mut self, acknowledge: Vec<Rule>) -> Self {
+        self.acknowledge = acknowledge;
+        self
+    }
+}
+
 /// One replication row of `op show` (O3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ReplicationView {
     /// The content server.
     pub server: String,
     /// `pending` or `replicated`.
-    pub status: String,
+    pub status: ReplicationStatus,
 }
 
-/// One member row of `op show` (O5).
+/// One device row of `op show` (O5): a managed device or a Content Satellite, which get the
+/// update's trust but no server certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MemberView {
     /// The member.
     pub name: String,
-    /// `not assigned`, `assigned`, `downloading`, `applied`, `failed`, `ignored`; after
-    /// activation also `activated`, `stranded`, `recovered`.
-    pub status: String,
+    /// Its update status.
+    pub status: UpdateStatus,
     /// A failure's reason.
     pub reason: Option<String>,
 }
 
-/// One server row of `op show` (SR4).
+/// One server row of `op show` (O5, SR4): a server that gets a new certificate from the
+/// operation (Primary Servers and Authentication Satellites in scope).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ServerCertView {
     /// The server.
     pub fqdn: String,
-    /// SR4: `new certificate created`, `creating certificate failed`, or `pending`.
-    pub certificate_status: String,
+    /// Its role.
+    pub role: ServerRole,
+    /// Its update status.
+    pub status: UpdateStatus,
+    /// A failure's reason.
+    pub reason: Option<String>,
+    /// SR4: `pending`, `new certificate created`, `creating certificate failed`, `CSR
+    /// generated`, `CSR generation failed`, `new certificate uploaded`.
+    pub certificate_status: CertificateStatus,
 }
 
 /// The running (or last) operation, as `op show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct OpView {
     /// Operation number.
     pub id: u64,
-    /// `remint_ca`, `server_remint`.
-    pub kind: String,
-    /// `replicating`, `assigned`, `activated`, `cancelled`, `baselined`.
-    pub state: String,
+    /// Which operation.
+    pub kind: OperationKind,
+    /// Where it is.
+    pub state: OperationState,
     /// Activation time.
     pub activation: Timestamp,
     /// Whether activation was "immediate".
@@ -133,19 +271,22 @@ pub struct OpView {
     /// Cancel is possible strictly before this (O7); `None` for an "immediate" activation,
     /// which can never be cancelled.
     pub cancel_deadline: Option<Timestamp>,
+    /// Whether a cancel would be accepted now (O7: the state allows it and the cut-off has not
+    /// passed, or B2's gate holds the operation).
+    pub cancellable: bool,
     /// The system update's name.
     pub update_name: String,
     /// When it started.
     pub started_at: Timestamp,
     /// Replication per content server (O3).
     pub replication: Vec<ReplicationView>,
-    /// Update status per member (O5).
+    /// Update status per device: managed devices and Content Satellites (O5).
     pub devices: Vec<MemberView>,
-    /// Certificate status per server in scope (SR4).
+    /// Update and certificate status per server that gets a new certificate (O5, SR4).
     pub servers: Vec<ServerCertView>,
     /// Where the recovery bundle can be had (O6).
     pub recovery_available_on: Vec<String>,
-    /// Members stranded by activation and not yet recovered (O8).
+    /// Members (servers and devices) stranded by activation and not yet recovered (O8).
     pub stranded: Vec<String>,
     /// Events for the embedding application (O11, O12, B2).
     pub notices: Vec<Notice>,
@@ -153,8 +294,19 @@ pub struct OpView {
     pub gate: Option<GateView>,
 }
 
+impl OpView {
+    /// Every member's name and update status, servers first.
+    pub fn members(&self) -> impl Iterator<Item = (&str, UpdateStatus)> {
+        self.servers
+            .iter()
+            .map(|s| (s.fqdn.as_str(), s.status))
+            .chain(self.devices.iter().map(|d| (d.name.as_str(), d.status)))
+    }
+}
+
 /// B2: a gate as `op show` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct GateView {
     /// Settings, deadline, postponements, hold.
     #[serde(flatten)]
@@ -163,25 +315,73 @@ pub struct GateView {
     pub verdict_now: Verdict,
 }
 
+/// B3 with B2: what the gate does at a plan's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GateOutcome {
+    /// Activation is not due by then.
+    #[serde(rename = "not due")]
+    NotDue,
+    /// The gate is met: activation happens.
+    #[serde(rename = "activates")]
+    Activates,
+    /// The gate is not met: activation is postponed.
+    #[serde(rename = "postponed")]
+    Postponed,
+    /// The deadline is reached and the gate's policy activates anyway.
+    #[serde(rename = "activates at the deadline")]
+    ActivatesAtDeadline,
+    /// The deadline is reached and the gate's policy holds the operation.
+    #[serde(rename = "held at the deadline")]
+    HeldAtDeadline,
+    /// The operation is held already.
+    #[serde(rename = "held")]
+    Held,
+}
+
+impl GateOutcome {
+    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
+    /// deadline`, `held`.
+    pub fn text(self) -> &'static str {
+        match self {
+            GateOutcome::NotDue => "not due",
+            GateOutcome::Activates => "activates",
+            GateOutcome::Postponed => "postponed",
+            GateOutcome::ActivatesAtDeadline => "activates at the deadline",
+            GateOutcome::HeldAtDeadline => "held at the deadline",
+            GateOutcome::Held => "held",
+        }
+    }
+}
+
+crate::view::eq_name!(GateOutcome => text);
+
+impl std::fmt::Display for GateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// B3 with B2: what the gate would do at the plan's time, with the coverage as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlanGate {
     /// The verdict.
     pub verdict: Verdict,
-    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
-    /// deadline`, or `held` (already).
-    pub outcome: String,
+    /// What the gate does then.
+    pub outcome: GateOutcome,
     /// The activation time after a postponement.
     pub postponed_to: Option<Timestamp>,
 }
 
 /// B3: what happens to one member if activation happened at a given time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlanEntry {
     /// The member.
     pub name: String,
-    /// Its update status now.
-    pub status: String,
+    /// Its update status now, as `op show` gives it.
+    pub status: UpdateStatus,
     /// Whether it will still communicate after activation.
     pub communicates: bool,
     /// Why.
@@ -190,42 +390,80 @@ pub struct PlanEntry {
 
 /// B3's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Plan {
     /// The time asked about.
     pub at: Timestamp,
     /// Whether activation will have happened by then.
     pub activated_by_then: bool,
-    /// Members that would be stranded.
-    pub stranded: u64,
+    /// Members that would be stranded, as `op show` lists them once activated.
+    pub stranded: Vec<String>,
     /// B2: the gate's verdict for that time, when the operation has a gate.
     pub gate: Option<PlanGate>,
     /// Every member.
     pub members: Vec<PlanEntry>,
 }
 
+impl From<&OpKind> for OperationKind {
+    fn from(kind: &OpKind) -> Self {
+        match kind {
+            OpKind::RemintCa { .. } => OperationKind::RemintCa,
+            OpKind::ChangeCa {
+                to: NewCa::Internal { .. },
+                ..
+            } => OperationKind::ChangeCaInternal,
+            OpKind::ChangeCa {
+                to: NewCa::External { .. },
+                ..
+            } => OperationKind::ChangeCaExternal,
+            OpKind::ServerRemint { .. } => OperationKind::ServerRemint,
+        }
+    }
+}
+
+impl From<&OpState> for OperationState {
+    fn from(state: &OpState) -> Self {
+        match state {
+            OpState::Replicating(_) => OperationState::Replicating,
+            OpState::Assigned(_) => OperationState::Assigned,
+            OpState::Activated(_) => OperationState::Activated,
+            OpState::Cancelled(_) => OperationState::Cancelled,
+            OpState::Baselined(_) => OperationState::Baselined,
+        }
+    }
+}
+
 /// A member's status as views show it (O5, O8): before assignment `not assigned`; then its
-/// update status; after activation `activated`, `stranded` or `recovered`.
-pub(crate) fn member_status_text(
+/// update status; after activation `activated`, `stranded` (or `bridged`, B1) or `recovered`.
+pub(crate) fn member_status(
     op: &Operation,
     u: Option<&MemberUpdate>,
     now: Timestamp,
-) -> &'static str {
+) -> UpdateStatus {
     let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
     // B1: a member that missed the update but validates servers through the bridge.
     let missed = if op.bridged_at(now) {
-        "bridged"
+        UpdateStatus::Bridged
     } else {
-        "stranded"
+        UpdateStatus::Stranded
     };
     match u {
-        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => "not assigned",
-        Some(u) if activated && u.recovered => "recovered",
-        Some(u) if activated && u.switched => "activated",
-        Some(u) if activated && u.status == MemberStatus::Ignored => "ignored",
+        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => {
+            UpdateStatus::NotAssigned
+        }
+        Some(u) if activated && u.recovered => UpdateStatus::Recovered,
+        Some(u) if activated && u.switched => UpdateStatus::Activated,
+        Some(u) if activated && u.status == MemberStatus::Ignored => UpdateStatus::Ignored,
         Some(u) if activated && u.is_stranded() => missed,
         None if activated => missed,
-        Some(u) => u.status.name(),
-        None => "assigned",
+        Some(u) => match u.status {
+            MemberStatus::Assigned => UpdateStatus::Assigned,
+            MemberStatus::Downloading => UpdateStatus::Downloading,
+            MemberStatus::Applied => UpdateStatus::Applied,
+            MemberStatus::Failed => UpdateStatus::Failed,
+            MemberStatus::Ignored => UpdateStatus::Ignored,
+        },
+        None => UpdateStatus::Assigned,
     }
 }
 
@@ -410,7 +648,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             if status == MemberStatus::Applied {
                 count.applied += 1;
             } else {
-                c.note_missing(member_status_text(op, u, now), &m.name);
+                c.note_missing(member_status(op, u, now).name(), &m.name);
             }
         }
         Ok(c)
@@ -618,20 +856,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let ca_server = match (&zone.ca, &req.csr) {
             (CaKind::Internal { certificate_server }, None) => certificate_server.clone(),
             (CaKind::Internal { .. }, Some(_)) => {
-                return Err(OpError::Selection(
-                    "--csr applies to a zone with an external CA; this zone's CA is internal, \
-                     and its certificate server issues the new certificates"
-                        .into(),
-                )
-                .into());
+                return Err(OpError::CsrModeWithInternalCa.into());
             }
             (CaKind::External, None) => {
-                return Err(OpError::Selection(
-                    "this zone's CA is external: choose how certificates are requested with \
-                     --csr manual or --csr auto (SR3)"
-                        .into(),
-                )
-                .into());
+                return Err(OpError::CsrModeRequired.into());
             }
             (CaKind::External, Some(_)) => self.initiating_server()?,
         };
@@ -1368,36 +1596,40 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     pub fn op_show(&self) -> Result<OpView> {
         let op = self.op()?.ok_or(OpError::NoOperation)?;
         let updates = self.member_updates(&op)?;
+        let now = self.clock.now();
         let mut devices = Vec::new();
         let mut servers = Vec::new();
         let mut stranded = Vec::new();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = member_status_text(&op, u, self.clock.now()).to_string();
-            if status == "stranded" {
+            let status = member_status(&op, u, now);
+            if status == UpdateStatus::Stranded {
                 stranded.push(m.name.clone());
             }
-            if Self::needs_certificate(&op, m) {
-                servers.push(ServerCertView {
+            let reason = u.and_then(|u| u.reason.clone());
+            match &m.server {
+                Some(s) if Self::needs_certificate(&op, m) => servers.push(ServerCertView {
                     fqdn: m.name.clone(),
-                    certificate_status: u
-                        .and_then(|u| u.cert_status)
-                        .map_or("pending".to_string(), |c| c.text().to_string()),
-                });
+                    role: s.role,
+                    status,
+                    reason,
+                    certificate_status: u.and_then(|u| u.cert_status).into(),
+                }),
+                _ => devices.push(MemberView {
+                    name: m.name.clone(),
+                    status,
+                    reason,
+                }),
             }
-            devices.push(MemberView {
-                name: m.name.clone(),
-                status,
-                reason: u.and_then(|u| u.reason.clone()),
-            });
         }
         Ok(OpView {
             id: op.id,
-            kind: op.kind.name().into(),
-            state: op.state.name().into(),
+            kind: (&op.kind).into(),
+            state: (&op.state).into(),
             activation: op.activation.at,
             immediate: op.activation.immediate,
             cancel_deadline: (!op.activation.immediate).then(|| op.cancel_deadline()),
+            cancellable: !op.activation.immediate && AnyOp::from(op.clone()).cancel(now).is_ok(),
             update_name: op.update_name.clone(),
             started_at: op.started_at,
             replication: op
@@ -1406,10 +1638,9 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .map(|(s, r)| ReplicationView {
                     server: s.to_string(),
                     status: match r {
-                        Replication::Pending => "pending",
-                        Replication::Replicated => "replicated",
-                    }
-                    .into(),
+                        Replication::Pending => ReplicationStatus::Pending,
+                        Replication::Replicated => ReplicationStatus::Replicated,
+                    },
                 })
                 .collect(),
             devices,
@@ -1437,10 +1668,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let (_, op) = self.running_op()?;
         let updates = self.member_updates(&op)?;
         let mut members = Vec::new();
-        let mut stranded = 0;
+        let mut stranded = Vec::new();
+        let now = self.clock.now();
         for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
             let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = u.map_or("assigned", |u| u.status.name()).to_string();
+            let status = member_status(&op, u, now);
             let (communicates, reason) = match u {
                 Some(u) if u.recovered => (true, "recovered with the bundle".to_string()),
                 Some(u) if u.status == MemberStatus::Applied => {
@@ -1465,7 +1697,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 ),
             };
             if !communicates {
-                stranded += 1;
+                stranded.push(m.name.clone());
             }
             members.push(PlanEntry {
                 name: m.name.clone(),
@@ -1478,14 +1710,17 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let mut activated_by_then = at >= op.activation.at;
         let gate = match self.gate_verdict(&op, &updates)? {
             Some(verdict) => {
-                let (then, outcome) =
-                    AnyOp::from(op.clone()).handle_timeout(at, Some(&verdict), stranded);
+                let (then, outcome) = AnyOp::from(op.clone()).handle_timeout(
+                    at,
+                    Some(&verdict),
+                    stranded.len() as u64,
+                );
                 let held_already = op.held();
                 activated_by_then = outcome == TimeoutOutcome::Activated
                     || matches!(op.state, OpState::Activated(_));
                 let (outcome, postponed_to) = match outcome {
-                    TimeoutOutcome::Idle if held_already => ("held", None),
-                    TimeoutOutcome::Idle => ("not due", None),
+                    TimeoutOutcome::Idle if held_already => (GateOutcome::Held, None),
+                    TimeoutOutcome::Idle => (GateOutcome::NotDue, None),
                     TimeoutOutcome::Activated
                         if then
                             .core()
@@ -1493,15 +1728,15 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                             .as_ref()
                             .is_some_and(|g| g.activated_at_deadline) =>
                     {
-                        ("activates at the deadline", None)
+                        (GateOutcome::ActivatesAtDeadline, None)
                     }
-                    TimeoutOutcome::Activated => ("activates", None),
-                    TimeoutOutcome::Postponed(to) => ("postponed", Some(to)),
-                    TimeoutOutcome::Held => ("held at the deadline", None),
+                    TimeoutOutcome::Activated => (GateOutcome::Activates, None),
+                    TimeoutOutcome::Postponed(to) => (GateOutcome::Postponed, Some(to)),
+                    TimeoutOutcome::Held => (GateOutcome::HeldAtDeadline, None),
                 };
                 Some(PlanGate {
                     verdict,
-                    outcome: outcome.into(),
+                    outcome,
                     postponed_to,
                 })
             }
@@ -1549,22 +1784,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         &self,
         op: Option<&Operation>,
         name: &str,
-    ) -> Result<String> {
+    ) -> Result<UpdateStatus> {
         let Some(op) = op else {
-            return Ok("none".into());
+            return Ok(UpdateStatus::None);
         };
         let key = update::key(op.id, name);
         let u: Option<MemberUpdate> = match self.store.get(&key)? {
             Some(rec) => Some(decode(&key, &rec.value)?),
             None => None,
         };
-        Ok(member_status_text(op, u.as_ref(), self.clock.now()).to_string())
+        Ok(member_status(op, u.as_ref(), self.clock.now()))
     }
 
     /// The running operation and its update record for server `fqdn`, for V2's status columns:
     /// `None` when no operation runs or it does not target the server; the update is `None`
     /// while the server has not refreshed since it was assigned (its status is then what
-    /// `op show` says for it, through [`member_status_text`]).
+    /// `op show` says for it, through [`member_status`]).
     pub(crate) fn server_update(
         &self,
         fqdn: &Fqdn,

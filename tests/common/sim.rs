@@ -61,15 +61,13 @@ impl Spec {
 /// The zone set-up as separate commands (each one commit), so a crash test can run them as
 /// steps.
 pub fn init<S: Storage>(svc: &Svc<S>, spec: &Spec) -> Result<()> {
-    let mut ps1 = NewServer::new(fq(&spec.ca_server), ServerRole::Primary);
-    ps1.dns_names = vec!["alias.zone.example".into()];
-    svc.init_internal(InitInternal {
-        zone: "Sim Zone".into(),
-        ca_subject: None,
-        first_server: ps1,
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-    })?;
+    let ps1 = NewServer::new(fq(&spec.ca_server), ServerRole::Primary)
+        .with_dns_names(vec!["alias.zone.example".into()]);
+    svc.init_internal(
+        InitInternal::new("Sim Zone", ps1)
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+    )?;
     Ok(())
 }
 
@@ -174,19 +172,24 @@ impl<S: Storage> Sim<S> {
         drive_svc(&self.svc, opts).unwrap()
     }
 
+    /// A member's update status in `op show`: a server's or a device's.
     pub fn status(&self, v: &OpView, name: &str) -> String {
-        v.devices
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| d.status.clone())
-            .unwrap_or_else(|| panic!("{name} is not in the update: {:?}", v.devices))
+        v.members()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| panic!("{name} is not in the update: {v:?}"))
     }
 
     pub fn reason(&self, v: &OpView, name: &str) -> Option<String> {
-        v.devices
-            .iter()
-            .find(|d| d.name == name)
-            .and_then(|d| d.reason.clone())
+        let server = v.servers.iter().find(|s| s.fqdn == name);
+        match server {
+            Some(s) => s.reason.clone(),
+            None => v
+                .devices
+                .iter()
+                .find(|d| d.name == name)
+                .and_then(|d| d.reason.clone()),
+        }
     }
 
     pub fn trust(&self, name: &str) -> Vec<CertificateDer> {
@@ -244,28 +247,17 @@ pub fn failing(names: &[&str]) -> RefreshOptions {
 }
 
 pub fn remint_ca(at: &str) -> RemintCaRequest {
-    RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().unwrap(),
-        include_dns: true,
-        activation: ActivationRequest::At(t(at)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    RemintCaRequest::new(ActivationRequest::At(t(at)))
+        .with_key(KeySpec::P256)
+        .with_validity(5.try_into().unwrap())
+        .with_include_dns(true)
 }
 
 pub fn server_remint(servers: &[&str], at: &str) -> ServerRemintRequest {
-    ServerRemintRequest {
-        servers: servers.iter().map(|s| fq(s)).collect(),
-        update_name: "server remint".into(),
-        common_name: None,
-        key: KeySpec::P256,
-        include_dns: false,
-        activation: ActivationRequest::At(t(at)),
-        csr: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    }
+    ServerRemintRequest::new(
+        servers.iter().map(|s| fq(s)).collect(),
+        "server remint",
+        ActivationRequest::At(t(at)),
+    )
+    .with_key(KeySpec::P256)
 }

@@ -105,20 +105,17 @@ pub fn fixture() -> &'static [(String, Vec<u8>)] {
 fn build() -> Vec<(String, Vec<u8>)> {
     let clock = ManualClock::new(t(NOW));
     let svc = ZoneService::new(MemoryStore::new(), LoopbackTransport::in_memory(), &clock);
-    let mut ps1 = NewServer::new(fq(SERVERS[0]), ServerRole::Primary);
-    ps1.dns_names = vec!["alias.zone.example".into()];
-    svc.init_internal(InitInternal {
-        zone: "Fuzz Zone".into(),
-        ca_subject: None,
-        first_server: ps1,
-        ca_key: KeySpec::P256,
-        validity: 5.try_into().expect("5 years"),
-    })
+    let ps1 = NewServer::new(fq(SERVERS[0]), ServerRole::Primary)
+        .with_dns_names(vec!["alias.zone.example".into()]);
+    svc.init_internal(
+        InitInternal::new("Fuzz Zone", ps1)
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().expect("5 years")),
+    )
     .expect("init");
     svc.add_server(NewServer::new(fq(SERVERS[1]), ServerRole::Primary))
         .expect("ps2");
-    let mut sat = NewServer::new(fq(SERVERS[2]), ServerRole::AuthSatellite);
-    sat.parent = Some(fq(SERVERS[1]));
+    let sat = NewServer::new(fq(SERVERS[2]), ServerRole::AuthSatellite).with_parent(fq(SERVERS[1]));
     svc.add_server(sat).expect("sat1");
     svc.add_server(NewServer::new(fq(SERVERS[3]), ServerRole::ContentSatellite))
         .expect("content1");
@@ -126,16 +123,12 @@ fn build() -> Vec<(String, Vec<u8>)> {
     svc.add_devices(&devices, "24.4").expect("devices");
     let offline = RefreshOptions::new().offline(["dev-2"]);
     svc.refresh(&[], &offline, |_, _| {}).expect("refresh");
-    svc.start_remint_ca(RemintCaRequest {
-        common_name: None,
-        key: KeySpec::P256,
-        validity: 5.try_into().expect("5 years"),
-        include_dns: true,
-        activation: ActivationRequest::At(t(ACTIVATION)),
-        update_name: None,
-        gate: None,
-        acknowledge: Vec::new(),
-    })
+    svc.start_remint_ca(
+        RemintCaRequest::new(ActivationRequest::At(t(ACTIVATION)))
+            .with_key(KeySpec::P256)
+            .with_validity(5.try_into().expect("5 years"))
+            .with_include_dns(true),
+    )
     .expect("remint");
     for _ in 0..3 {
         svc.refresh(&[], &offline, |_, _| {}).expect("refresh");
