@@ -12,7 +12,7 @@ use crate::chain::{ChainError, NO_ISSUER_MESSAGE, verify_chain};
 use crate::clock::{Clock, Timestamp};
 use crate::csr::{CsrDer, VerifiedCsr};
 use crate::key::KeySpec;
-use crate::ops::update::{self, MemberStatus, MemberUpdate, ServerCertStatus};
+use crate::ops::update::{self, MemberUpdate};
 use crate::ops::{ActivationRequest, CsrFields, CsrMode, NewCa, OpError, OpKind, Operation};
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
@@ -393,13 +393,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     let mut profile = self.csr_profile(&op, &rec);
                     profile.common_name = common_name.clone();
                     let csr = self.request_csr(fqdn.as_str(), &profile, fields, key)?;
-                    u.csr = Some(csr.clone());
-                    u.cert_status = Some(ServerCertStatus::CsrGenerated);
-                    u.future_chain.clear();
-                    if u.status == MemberStatus::Failed {
-                        u.status = MemberStatus::Assigned;
-                    }
-                    u.reason = None;
+                    u.csr_regenerated(csr.clone());
                     u.updated_at = now;
                     writes.push(Write::put(
                         update::key(op.id, fqdn.as_str()),
@@ -605,9 +599,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 )?;
                 // B1: served with the bridge in place of the future root.
                 let chain = crate::ops::with_bridge(chain, Some(&anchor), op.served_bridge());
-                u.future_chain = chain.clone();
-                u.cert_status = Some(ServerCertStatus::Uploaded);
-                u.reason = None;
+                u.certificate_uploaded(chain.clone());
                 u.updated_at = now;
                 let detail = serde_json::json!({ "server": fqdn, "operation": op.id });
                 self.commit_after(

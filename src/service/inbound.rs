@@ -380,30 +380,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             Some(Report::Failed {
                 op_id: Some(id),
                 reason,
-            }) if *id == op.id && u.status != MemberStatus::Ignored => {
+            }) if *id == op.id => {
                 if manual {
                     // CE2 manual mode: the administrator's files are missing or wrong; the
                     // member waits for them.
-                    u.reason = Some(reason.clone());
+                    u.waiting(reason.clone());
                 } else {
                     // A key that is gone (neither pending nor staged) needs a new certificate.
-                    if !msg.state.pending_key && msg.state.staged.is_none() {
-                        u.future_chain.clear();
-                        u.cert_status = None;
-                    }
-                    u.status = MemberStatus::Failed;
-                    u.reason = Some(reason.clone());
+                    let key_lost = !msg.state.pending_key && msg.state.staged.is_none();
+                    u.failed(reason.clone(), None, key_lost);
                 }
             }
             Some(Report::Staged { op_id, chain }) if *op_id == op.id => {
-                if matches!(u.status, MemberStatus::Assigned | MemberStatus::Downloading) {
-                    if manual {
-                        u.future_chain = chain.clone();
-                        u.cert_status = Some(ServerCertStatus::Uploaded);
-                    }
-                    u.status = MemberStatus::Applied;
-                    u.reason = None;
+                if manual {
+                    u.certificate_uploaded(chain.clone());
                 }
+                u.staged();
             }
             Some(Report::Csr {
                 op_id: Some(id),
@@ -447,7 +439,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             }
             if manual && needs_cert && u.future_chain.is_empty() {
                 // Fetching: the member reads the administrator's files (SR4 "downloading").
-                u.status = MemberStatus::Downloading;
+                u.fetching();
                 if let Some(reason) = &u.reason
                     && msg.report.is_some()
                 {
@@ -484,7 +476,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 match (Self::issuing_server(op), op.kind.csr_mode()) {
                     (Some(issuing), _) => {
                         let Some(csr) = csr_in else {
-                            u.status = MemberStatus::Downloading;
+                            u.fetching();
                             break 'answer (
                                 Instruction::MakeKey {
                                     op_id: Some(op.id),
@@ -505,18 +497,19 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                         match issued {
                             Ok((leaf, w)) => {
                                 b.serials.push(w);
-                                u.future_chain = crate::ops::with_bridge(
+                                u.certificate_created(crate::ops::with_bridge(
                                     vec![leaf.der().clone(), issuer_der.clone()],
                                     Some(&issuer_der),
                                     op.served_bridge(),
-                                );
-                                u.cert_status = Some(ServerCertStatus::Created);
+                                ));
                             }
                             Err(e) if e.is_retryable() => return Err(e),
                             Err(e) => {
-                                u.status = MemberStatus::Failed;
-                                u.cert_status = Some(ServerCertStatus::Failed);
-                                u.reason = Some(format!("creating certificate failed: {e}"));
+                                u.failed(
+                                    format!("creating certificate failed: {e}"),
+                                    Some(ServerCertStatus::Failed),
+                                    false,
+                                );
                                 break 'answer (
                                     Instruction::Nothing,
                                     Standing::Failed {
@@ -532,13 +525,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                         if let Some(csr) = csr_in {
                             match VerifiedCsr::from_der(csr.as_bytes()) {
                                 Ok(_) => {
-                                    u.csr = Some(csr);
-                                    u.cert_status = Some(ServerCertStatus::CsrGenerated);
+                                    u.csr_generated(csr);
                                 }
                                 Err(e) => {
-                                    u.status = MemberStatus::Failed;
-                                    u.cert_status = Some(ServerCertStatus::CsrFailed);
-                                    u.reason = Some(format!("CSR generation failed: {e}"));
+                                    u.failed(
+                                        format!("CSR generation failed: {e}"),
+                                        Some(ServerCertStatus::CsrFailed),
+                                        false,
+                                    );
                                     break 'answer (
                                         Instruction::Nothing,
                                         Standing::Failed {
@@ -558,9 +552,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                                 country: fields.country.clone(),
                             };
                             if let Err(e) = subject.to_name() {
-                                u.status = MemberStatus::Failed;
-                                u.cert_status = Some(ServerCertStatus::CsrFailed);
-                                u.reason = Some(format!("CSR generation failed: {e}"));
+                                u.failed(
+                                    format!("CSR generation failed: {e}"),
+                                    Some(ServerCertStatus::CsrFailed),
+                                    false,
+                                );
                                 break 'answer (
                                     Instruction::Nothing,
                                     Standing::Failed {
@@ -568,7 +564,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                                     },
                                 );
                             }
-                            u.status = MemberStatus::Downloading;
+                            u.fetching();
                             break 'answer (
                                 Instruction::MakeKey {
                                     op_id: Some(op.id),
@@ -581,9 +577,8 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                                 Standing::InProgress,
                             );
                         }
-                        u.reason = Some(
-                            "waiting for the external CA's certificate for this server's CSR"
-                                .into(),
+                        u.waiting(
+                            "waiting for the external CA's certificate for this server's CSR",
                         );
                         break 'answer (
                             Instruction::Nothing,
@@ -679,8 +674,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                         .is_none_or(|f| msg.state.trust.contains(f))
                     && (!needs_cert || msg.state.certificate == leaf_fp);
                 if switched_report || holds_after {
-                    u.switched = true;
-                    u.reason = None;
+                    u.switched();
                     break 'answer (Instruction::Nothing, Standing::Activated);
                 }
                 if let Some(Report::Failed {
@@ -690,7 +684,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     && *id == op.id
                 {
                     // O9: retried at the member's next contact.
-                    u.reason = Some(format!(
+                    u.switch_failed(format!(
                         "activation failed on the member, retried at its next contact: {reason}"
                     ));
                     break 'answer (
@@ -770,8 +764,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 }
             }
             let Some(s) = m.server.as_ref().filter(|_| needs_cert) else {
-                u.recovered = true;
-                u.reason = None;
+                u.recovered();
                 break 'answer (Instruction::Nothing, Standing::Recovered);
             };
             // A stranded server also needs a certificate the members now trust: from the
@@ -781,8 +774,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 && msg.state.certificate == leaf_fp
             {
                 server_chain = Some(u.future_chain.clone());
-                u.recovered = true;
-                u.reason = None;
+                u.recovered();
                 break 'answer (Instruction::Nothing, Standing::Recovered);
             }
             let CaKind::Internal { certificate_server } = &zone.ca else {
@@ -813,7 +805,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             match self.issue_from_csr(csr, &issuer, certificate_server, &profile, now) {
                 Ok((leaf, w)) => {
                     b.serials.push(w);
-                    u.future_chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
+                    u.recovery_certificate(vec![leaf.der().clone(), zone.ca_certificate.clone()]);
                     (
                         Instruction::Install {
                             op_id: Some(op.id),

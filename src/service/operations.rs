@@ -1425,9 +1425,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             match updates.get(*name) {
                 Some((v, u)) if u.status == MemberStatus::Failed => {
                     let mut u = u.clone();
-                    u.status = MemberStatus::Assigned;
-                    u.reason = None;
-                    u.cert_status = None;
+                    u.redeploy();
                     u.updated_at = now;
                     writes.push(Write::put(
                         update::key(op.id, name),
@@ -1475,7 +1473,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Some((v, u)) => (Expect::Version(v), u),
                 None => (Expect::Absent, MemberUpdate::assigned(name, now)),
             };
-            u.status = MemberStatus::Ignored;
+            u.ignore();
             u.updated_at = now;
             writes.push(Write::put(update::key(op.id, name), expect, encode(&u)));
         }
