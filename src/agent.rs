@@ -44,7 +44,7 @@ pub enum AgentRequest {
     },
     /// Generate a CA key and a self-signed zone CA certificate: this member becomes the
     /// certificate server (Z2). With `future`, the new CA waits beside the current one until
-    /// [`AgentRequest::Activate`] (Remint CA, RC1).
+    /// the agent switches to the update that trusts it (Remint CA, RC1; see [`Agent::handle_timeout`]).
     CreateCa {
         /// Key type.
         key: KeySpec,

@@ -10,15 +10,18 @@
 mod custody;
 mod external;
 mod inbound;
+mod members;
+mod op_view;
 mod operations;
 
 pub use custody::{InitExternal, Replacement};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use inbound::InboundError;
-pub use operations::{
-    GateOutcome, GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, RemintCaRequest,
-    ReplicationView, ServerCertView, ServerRemintRequest,
+pub use op_view::{
+    GateOutcome, GateView, MemberView, OpView, Plan, PlanEntry, PlanGate, ReplicationView,
+    ServerCertView,
 };
+pub use operations::{RemintCaRequest, ServerRemintRequest};
 
 use std::collections::{BTreeSet, BinaryHeap};
 use std::num::NonZeroUsize;
@@ -742,7 +745,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         {
             // The same text as `op show` for this member (issue 10 item 6: a server assigned
             // but not yet refreshed said `none` here and `assigned` there).
-            view.update_status = operations::member_status(&op, u.as_ref(), self.clock.now());
+            view.update_status = op_view::member_status(&op, u.as_ref(), self.clock.now());
             // Until activation: SR4's certificate status and the future certificate.
             if let Some(u) = u
                 && !matches!(op.state, crate::ops::OpState::Activated(_))

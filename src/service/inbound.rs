@@ -27,7 +27,8 @@ use crate::transport::Transport;
 use crate::zone::member_lookup_name;
 use crate::zone::{CaKind, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys};
 
-use super::operations::{CURRENT, Member};
+use super::members::Member;
+use super::operations::CURRENT;
 
 /// How often a batch is run again when another frontend committed in between (B6).
 const MAX_ATTEMPTS: usize = 8;

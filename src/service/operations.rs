@@ -13,34 +13,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use serde::{Deserialize, Serialize};
-
+use super::op_view::OpView;
 use super::{Result, ZoneService, decode, encode, unexpected};
 use crate::agent::{AgentRequest, AgentResponse};
 use crate::audit::Epoch;
-use crate::ca::{CaParams, Serial, ServerProfile, ValidityYears, cross_certify};
-use crate::cert::{Certificate, CertificateDer, Fingerprint};
+use crate::ca::{CaParams, Serial, ValidityYears, cross_certify};
+use crate::cert::{Certificate, Fingerprint};
 use crate::clock::{Clock, Timestamp};
 use crate::key::KeySpec;
 use crate::lint::{Finding, Rule};
 use crate::ops::update::{self, MemberStatus, MemberUpdate};
 use crate::ops::{
-    ActivationRequest, AnyOp, Coverage, CsrFields, CsrMode, Gate, GateState, NewCa, Notice, Op,
-    OpError, OpKind, OpState, Operation, Refused, Replicating, Replication, TimeoutOutcome,
-    Verdict, check_activation,
+    ActivationRequest, AnyOp, CsrMode, Gate, NewCa, Op, OpError, OpKind, Operation, Refused,
+    Replicating, TimeoutOutcome, check_activation,
 };
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
-use crate::view::{
-    CertificateStatus, OperationKind, OperationState, ReplicationStatus, UpdateStatus,
-};
 use crate::zone::{
     CaKind, Fqdn, RetiredCa, ServerRecord, ServerRole, ZoneError, ZoneRecord, keys,
     member_lookup_name,
 };
 
 pub(super) const CURRENT: &str = "op/current";
-const HISTORY: &str = "op/history/";
+pub(super) const HISTORY: &str = "op/history/";
 
 fn history_key(id: u64) -> String {
     format!("{HISTORY}{id:06}")
@@ -213,267 +208,6 @@ impl ServerRemintRequest {
     }
 }
 
-/// One replication row of `op show` (O3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ReplicationView {
-    /// The content server.
-    pub server: String,
-    /// `pending` or `replicated`.
-    pub status: ReplicationStatus,
-}
-
-/// One device row of `op show` (O5): a managed device or a Content Satellite, which get the
-/// update's trust but no server certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct MemberView {
-    /// The member.
-    pub name: String,
-    /// Its update status.
-    pub status: UpdateStatus,
-    /// A failure's reason.
-    pub reason: Option<String>,
-}
-
-/// One server row of `op show` (O5, SR4): a server that gets a new certificate from the
-/// operation (Primary Servers and Authentication Satellites in scope).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ServerCertView {
-    /// The server.
-    pub fqdn: String,
-    /// Its role.
-    pub role: ServerRole,
-    /// Its update status.
-    pub status: UpdateStatus,
-    /// A failure's reason.
-    pub reason: Option<String>,
-    /// SR4: `pending`, `new certificate created`, `creating certificate failed`, `CSR
-    /// generated`, `CSR generation failed`, `new certificate uploaded`.
-    pub certificate_status: CertificateStatus,
-}
-
-/// The running (or last) operation, as `op show` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct OpView {
-    /// Operation number.
-    pub id: u64,
-    /// Which operation.
-    pub kind: OperationKind,
-    /// Where it is.
-    pub state: OperationState,
-    /// Activation time.
-    pub activation: Timestamp,
-    /// Whether activation was "immediate".
-    pub immediate: bool,
-    /// Cancel is possible strictly before this (O7); `None` for an "immediate" activation,
-    /// which can never be cancelled.
-    pub cancel_deadline: Option<Timestamp>,
-    /// Whether a cancel would be accepted now (O7: the state allows it and the cut-off has not
-    /// passed, or B2's gate holds the operation).
-    pub cancellable: bool,
-    /// The system update's name.
-    pub update_name: String,
-    /// When it started.
-    pub started_at: Timestamp,
-    /// Replication per content server (O3).
-    pub replication: Vec<ReplicationView>,
-    /// Update status per device: managed devices and Content Satellites (O5).
-    pub devices: Vec<MemberView>,
-    /// Update and certificate status per server that gets a new certificate (O5, SR4).
-    pub servers: Vec<ServerCertView>,
-    /// Where the recovery bundle can be had (O6).
-    pub recovery_available_on: Vec<String>,
-    /// Members (servers and devices) stranded by activation and not yet recovered (O8).
-    pub stranded: Vec<String>,
-    /// Events for the embedding application (O11, O12, B2).
-    pub notices: Vec<Notice>,
-    /// B2: the coverage gate, what it has done, and its verdict now.
-    pub gate: Option<GateView>,
-}
-
-impl OpView {
-    /// Every member's name and update status, servers first.
-    pub fn members(&self) -> impl Iterator<Item = (&str, UpdateStatus)> {
-        self.servers
-            .iter()
-            .map(|s| (s.fqdn.as_str(), s.status))
-            .chain(self.devices.iter().map(|d| (d.name.as_str(), d.status)))
-    }
-}
-
-/// B2: a gate as `op show` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct GateView {
-    /// Settings, deadline, postponements, hold.
-    #[serde(flatten)]
-    pub state: GateState,
-    /// The gate's verdict on the coverage now.
-    pub verdict_now: Verdict,
-}
-
-/// B3 with B2: what the gate does at a plan's time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum GateOutcome {
-    /// Activation is not due by then.
-    #[serde(rename = "not due")]
-    NotDue,
-    /// The gate is met: activation happens.
-    #[serde(rename = "activates")]
-    Activates,
-    /// The gate is not met: activation is postponed.
-    #[serde(rename = "postponed")]
-    Postponed,
-    /// The deadline is reached and the gate's policy activates anyway.
-    #[serde(rename = "activates at the deadline")]
-    ActivatesAtDeadline,
-    /// The deadline is reached and the gate's policy holds the operation.
-    #[serde(rename = "held at the deadline")]
-    HeldAtDeadline,
-    /// The operation is held already.
-    #[serde(rename = "held")]
-    Held,
-}
-
-impl GateOutcome {
-    /// `not due`, `activates`, `postponed`, `activates at the deadline`, `held at the
-    /// deadline`, `held`.
-    pub fn text(self) -> &'static str {
-        match self {
-            GateOutcome::NotDue => "not due",
-            GateOutcome::Activates => "activates",
-            GateOutcome::Postponed => "postponed",
-            GateOutcome::ActivatesAtDeadline => "activates at the deadline",
-            GateOutcome::HeldAtDeadline => "held at the deadline",
-            GateOutcome::Held => "held",
-        }
-    }
-}
-
-crate::view::eq_name!(GateOutcome => text);
-
-impl std::fmt::Display for GateOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.text())
-    }
-}
-
-/// B3 with B2: what the gate would do at the plan's time, with the coverage as it is now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct PlanGate {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// What the gate does then.
-    pub outcome: GateOutcome,
-    /// The activation time after a postponement.
-    pub postponed_to: Option<Timestamp>,
-}
-
-/// B3: what happens to one member if activation happened at a given time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct PlanEntry {
-    /// The member.
-    pub name: String,
-    /// Its update status now, as `op show` gives it.
-    pub status: UpdateStatus,
-    /// Whether it will still communicate after activation.
-    pub communicates: bool,
-    /// Why.
-    pub reason: String,
-}
-
-/// B3's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Plan {
-    /// The time asked about.
-    pub at: Timestamp,
-    /// Whether activation will have happened by then.
-    pub activated_by_then: bool,
-    /// Members that would be stranded, as `op show` lists them once activated.
-    pub stranded: Vec<String>,
-    /// B2: the gate's verdict for that time, when the operation has a gate.
-    pub gate: Option<PlanGate>,
-    /// Every member.
-    pub members: Vec<PlanEntry>,
-}
-
-impl From<&OpKind> for OperationKind {
-    fn from(kind: &OpKind) -> Self {
-        match kind {
-            OpKind::RemintCa { .. } => OperationKind::RemintCa,
-            OpKind::ChangeCa {
-                to: NewCa::Internal { .. },
-                ..
-            } => OperationKind::ChangeCaInternal,
-            OpKind::ChangeCa {
-                to: NewCa::External { .. },
-                ..
-            } => OperationKind::ChangeCaExternal,
-            OpKind::ServerRemint { .. } => OperationKind::ServerRemint,
-        }
-    }
-}
-
-impl From<&OpState> for OperationState {
-    fn from(state: &OpState) -> Self {
-        match state {
-            OpState::Replicating(_) => OperationState::Replicating,
-            OpState::Assigned(_) => OperationState::Assigned,
-            OpState::Activated(_) => OperationState::Activated,
-            OpState::Cancelled(_) => OperationState::Cancelled,
-            OpState::Baselined(_) => OperationState::Baselined,
-        }
-    }
-}
-
-/// A member's status as views show it (O5, O8): before assignment `not assigned`; then its
-/// update status; after activation `activated`, `stranded` (or `bridged`, B1) or `recovered`.
-pub(crate) fn member_status(
-    op: &Operation,
-    u: Option<&MemberUpdate>,
-    now: Timestamp,
-) -> UpdateStatus {
-    let activated = matches!(op.state, OpState::Activated(_) | OpState::Baselined(_));
-    // B1: a member that missed the update but validates servers through the bridge.
-    let missed = if op.bridged_at(now) {
-        UpdateStatus::Bridged
-    } else {
-        UpdateStatus::Stranded
-    };
-    match u {
-        _ if !op.is_assigned() && !matches!(op.state, OpState::Baselined(_)) => {
-            UpdateStatus::NotAssigned
-        }
-        Some(u) if activated && u.recovered => UpdateStatus::Recovered,
-        Some(u) if activated && u.switched => UpdateStatus::Activated,
-        Some(u) if activated && u.status == MemberStatus::Ignored => UpdateStatus::Ignored,
-        Some(u) if activated && u.is_stranded() => missed,
-        None if activated => missed,
-        Some(u) => match u.status {
-            MemberStatus::Assigned => UpdateStatus::Assigned,
-            MemberStatus::Downloading => UpdateStatus::Downloading,
-            MemberStatus::Applied => UpdateStatus::Applied,
-            MemberStatus::Failed => UpdateStatus::Failed,
-            MemberStatus::Ignored => UpdateStatus::Ignored,
-        },
-        None => UpdateStatus::Assigned,
-    }
-}
-
-/// A member as the operation sees it.
-pub(super) struct Member {
-    pub(super) name: String,
-    /// Boxed: 100,000 devices have none, and a `Member` stays small.
-    pub(super) server: Option<Box<ServerRecord>>,
-}
-
 /// The operation as a command found it, after its due scheduled work
 /// ([`ZoneService::load`]).
 pub(super) struct Loaded {
@@ -509,7 +243,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
-    fn running_op(&self) -> Result<(u64, Operation)> {
+    pub(super) fn running_op(&self) -> Result<(u64, Operation)> {
         self.current_op()?
             .ok_or_else(|| OpError::NoOperation.into())
     }
@@ -591,13 +325,13 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     }
 
     /// [`Self::load`] for a command that needs an operation.
-    fn load_current(&self, now: Timestamp) -> Result<Loaded> {
+    pub(super) fn load_current(&self, now: Timestamp) -> Result<Loaded> {
         self.load(now)?.ok_or_else(|| OpError::NoOperation.into())
     }
 
     /// Commits the scheduled work `due` holds, if any, and returns the version `op/current`
     /// has then.
-    fn commit_due(&self, epoch: &mut Epoch, due: Due) -> Result<u64> {
+    pub(super) fn commit_due(&self, epoch: &mut Epoch, due: Due) -> Result<u64> {
         match due.scheduled {
             None => Ok(due.version),
             Some(s) => {
@@ -621,49 +355,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     ) -> Result<()> {
         let version = self.commit_due(epoch, due)?;
         self.commit(epoch, writes(Expect::Version(version)), event, detail)
-    }
-
-    /// B2: how far the update has reached, counted the way the gate counts: ignored members
-    /// are out of the update; the others are Primary Servers, Authentication Satellites, or
-    /// devices (managed devices and Content Satellites).
-    fn coverage(
-        &self,
-        op: &Operation,
-        updates: &BTreeMap<String, (u64, MemberUpdate)>,
-    ) -> Result<Coverage> {
-        let now = self.clock.now();
-        let mut c = Coverage::default();
-        for m in self.members()?.iter().filter(|m| Self::targeted(op, m)) {
-            let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = u.map_or(MemberStatus::Assigned, |u| u.status);
-            if status == MemberStatus::Ignored {
-                continue;
-            }
-            let count = match m.server.as_ref().map(|s| s.role) {
-                Some(ServerRole::Primary) => &mut c.primary,
-                Some(ServerRole::AuthSatellite) => &mut c.auth_satellite,
-                _ => &mut c.devices,
-            };
-            count.total += 1;
-            if status == MemberStatus::Applied {
-                count.applied += 1;
-            } else {
-                c.note_missing(member_status(op, u, now).name(), &m.name);
-            }
-        }
-        Ok(c)
-    }
-
-    /// B2: the gate's verdict on the coverage now (`None` without a gate).
-    fn gate_verdict(
-        &self,
-        op: &Operation,
-        updates: &BTreeMap<String, (u64, MemberUpdate)>,
-    ) -> Result<Option<Verdict>> {
-        match &op.gate {
-            Some(g) => Ok(Some(g.gate.verdict(&self.coverage(op, updates)?))),
-            None => Ok(None),
-        }
     }
 
     /// The last finished operation, if any.
@@ -703,7 +394,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(())
     }
 
-    fn internal_ca_server(zone: &ZoneRecord, what: &str) -> Result<Fqdn> {
+    pub(super) fn internal_ca_server(zone: &ZoneRecord, what: &str) -> Result<Fqdn> {
         match &zone.ca {
             CaKind::Internal { certificate_server } => Ok(certificate_server.clone()),
             CaKind::External => Err(OpError::Selection(format!(
@@ -735,7 +426,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 
     /// The servers that replicate an update's content (O3): Primary Servers and Content
     /// Satellites.
-    fn content_servers_of(all: &[ServerRecord]) -> Vec<Fqdn> {
+    pub(super) fn content_servers_of(all: &[ServerRecord]) -> Vec<Fqdn> {
         all.iter()
             .filter(|s| matches!(s.role, ServerRole::Primary | ServerRole::ContentSatellite))
             .map(|s| s.fqdn.clone())
@@ -985,7 +676,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// after activation (the old CA stays until its certificates are gone, B7). The new
     /// server certificates are checked the same way as each is issued
     /// ([`Self::check_new_leaf`]). Every failure is an error.
-    fn preflight(&self, op: &Operation) -> Result<()> {
+    pub(super) fn preflight(&self, op: &Operation) -> Result<()> {
         let zone = self.zone()?;
         let at = op.activation.at;
         let now = self.clock.now();
@@ -1092,123 +783,6 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(crate::lint::enforce(findings, &op.acknowledged)?)
     }
 
-    /// Every member of the zone, servers first in the order activation uses (O8): the
-    /// certificate server, other Primary Servers, then everything else.
-    pub(super) fn members(&self) -> Result<Vec<Member>> {
-        let zone = self.zone()?;
-        let ca_server = match &zone.ca {
-            CaKind::Internal { certificate_server } => Some(certificate_server.clone()),
-            CaKind::External => None,
-        };
-        let mut servers = self.server_records()?;
-        servers.sort_by_key(|s| {
-            let rank = if Some(&s.fqdn) == ca_server.as_ref() {
-                0
-            } else if s.role == ServerRole::Primary {
-                1
-            } else {
-                2
-            };
-            (rank, s.fqdn.clone())
-        });
-        let mut out: Vec<Member> = servers
-            .into_iter()
-            .map(|s| Member {
-                name: s.fqdn.to_string(),
-                server: Some(Box::new(s)),
-            })
-            .collect();
-        // A device's name is its key's suffix (`device/<name>`): no need to decode 100,000
-        // records for it.
-        self.each_device_name(&mut |name| {
-            out.push(Member {
-                name: name.to_string(),
-                server: None,
-            });
-            ControlFlow::Continue(())
-        })?;
-        Ok(out)
-    }
-
-    /// Member `name` (a server's FQDN or a device's name), by point reads of its record.
-    pub(super) fn member(&self, name: &str) -> Result<Option<Member>> {
-        let key = keys::server(name);
-        if let Some(rec) = self.store.get(&key)? {
-            let s: ServerRecord = decode(&key, &rec.value)?;
-            return Ok(Some(Member {
-                name: s.fqdn.to_string(),
-                server: Some(Box::new(s)),
-            }));
-        }
-        Ok(self.store.get(&keys::device(name))?.map(|_| Member {
-            name: name.to_string(),
-            server: None,
-        }))
-    }
-
-    /// Member `name`'s update record in `op`, with its version: one point read.
-    fn member_update(&self, op: &Operation, name: &str) -> Result<Option<(u64, MemberUpdate)>> {
-        let key = update::key(op.id, name);
-        match self.store.get(&key)? {
-            Some(rec) => Ok(Some((rec.version, decode(&key, &rec.value)?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Whether `member` is in the operation's update.
-    pub(super) fn targeted(op: &Operation, member: &Member) -> bool {
-        match &op.kind {
-            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => true,
-            OpKind::ServerRemint { servers, .. } => member
-                .server
-                .as_ref()
-                .is_some_and(|s| servers.contains(&s.fqdn)),
-        }
-    }
-
-    /// Whether `member` needs a new certificate from this operation.
-    pub(super) fn needs_certificate(op: &Operation, member: &Member) -> bool {
-        match &op.kind {
-            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => member
-                .server
-                .as_ref()
-                .is_some_and(|s| s.role.has_certificate()),
-            OpKind::ServerRemint { .. } => Self::targeted(op, member),
-        }
-    }
-
-    /// Every member's update record of `op`, for the answers that need every member (the
-    /// gate's coverage, the stranded members, a refresh of the fleet). Read one record at a
-    /// time.
-    fn member_updates(&self, op: &Operation) -> Result<BTreeMap<String, (u64, MemberUpdate)>> {
-        let mut out = BTreeMap::new();
-        self.each_record(&update::prefix(op.id), |_, version, u: MemberUpdate| {
-            out.insert(u.name.clone(), (version, u));
-            ControlFlow::Continue(())
-        })?;
-        Ok(out)
-    }
-
-    /// The names of members stranded by activation (O8), from their records `updates`.
-    fn stranded_with(
-        &self,
-        op: &Operation,
-        updates: &BTreeMap<String, (u64, MemberUpdate)>,
-    ) -> Result<Vec<String>> {
-        // B1: while a served bridge is valid, members that missed the update still validate
-        // the servers: none is stranded.
-        if op.bridged_at(self.clock.now()) {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .members()?
-            .iter()
-            .filter(|m| Self::targeted(op, m))
-            .filter(|m| updates.get(&m.name).is_none_or(|(_, u)| u.is_stranded()))
-            .map(|m| m.name.clone())
-            .collect())
-    }
-
     /// Runs scheduled work (quinn-proto's `handle_timeout`): activation once its time has
     /// come (O8), or the gate's postponement or hold (B2). A spurious call changes nothing.
     /// Returns whether it activated. The operation commands (replicate, assign now, cancel,
@@ -1232,7 +806,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// say so at once (the zone CA, the old CA kept as retired, B7, who holds the CA after a
     /// Change CA, and each server's staged chain); each member switches at its next refresh,
     /// the certificate server first. `version` is `op/current`'s as loaded.
-    fn activation_writes(
+    pub(super) fn activation_writes(
         &self,
         mut op: Op<crate::ops::Activated>,
         updates: &BTreeMap<String, (u64, MemberUpdate)>,
@@ -1527,415 +1101,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         )?;
         self.op_show()
     }
-
-    /// O10: members left stranded by a Remint CA baselined with `force`. They trust only the
-    /// old CA, so they can no longer reach the zone, and the recovery bundle is gone.
-    pub(super) fn cut_off_members(&self) -> Result<BTreeSet<String>> {
-        // Every finished operation is looked at (any forced baseline may have cut members
-        // off), one history record at a time; only the forced ones' member records are read.
-        let mut forced = Vec::new();
-        self.each_record(HISTORY, |_, _, op: Operation| {
-            if matches!(op.kind, OpKind::RemintCa { .. })
-                && matches!(op.state, OpState::Baselined(ref b) if b.forced)
-            {
-                forced.push(op);
-            }
-            ControlFlow::Continue(())
-        })?;
-        let mut out = BTreeSet::new();
-        for op in forced {
-            let updates = self.member_updates(&op)?;
-            out.extend(
-                updates
-                    .into_values()
-                    .filter(|(_, u)| u.is_stranded())
-                    .map(|(_, u)| u.name),
-            );
-        }
-        Ok(out)
-    }
-
-    /// O6: the servers that offer the recovery bundle now.
-    pub(super) fn recovery_available_on(&self, op: &Operation) -> Result<Vec<String>> {
-        if !op.state.is_running() {
-            return Ok(Vec::new());
-        }
-        // O6: the new CA server (Remint CA, Change CA to internal), the initiating server
-        // (Change CA to external, external Server Remint), the CA server (internal Server
-        // Remint); other Primary Servers once assigned.
-        let first = match &op.kind {
-            OpKind::ChangeCa {
-                to: NewCa::Internal { server, .. },
-                ..
-            } => server.clone(),
-            _ => op.ca_server.clone(),
-        };
-        let mut out = vec![first.to_string()];
-        if op.is_assigned() {
-            for s in self.server_records()? {
-                if s.role == ServerRole::Primary && s.fqdn.as_str() != out[0] {
-                    out.push(s.fqdn.to_string());
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The running operation, or else the last one with its final state; `None` in a zone
-    /// that never had one.
-    pub fn op(&self) -> Result<Option<Operation>> {
-        match self.current_op()? {
-            Some((_, op)) => Ok(Some(op)),
-            None => self.last_finished_op(),
-        }
-    }
-
-    /// `op show`.
-    pub fn op_show(&self) -> Result<OpView> {
-        let op = self.op()?.ok_or(OpError::NoOperation)?;
-        let updates = self.member_updates(&op)?;
-        let now = self.clock.now();
-        let mut devices = Vec::new();
-        let mut servers = Vec::new();
-        let mut stranded = Vec::new();
-        for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
-            let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = member_status(&op, u, now);
-            if status == UpdateStatus::Stranded {
-                stranded.push(m.name.clone());
-            }
-            let reason = u.and_then(|u| u.reason.clone());
-            match &m.server {
-                Some(s) if Self::needs_certificate(&op, m) => servers.push(ServerCertView {
-                    fqdn: m.name.clone(),
-                    role: s.role,
-                    status,
-                    reason,
-                    certificate_status: u.and_then(|u| u.cert_status).into(),
-                }),
-                _ => devices.push(MemberView {
-                    name: m.name.clone(),
-                    status,
-                    reason,
-                }),
-            }
-        }
-        Ok(OpView {
-            id: op.id,
-            kind: (&op.kind).into(),
-            state: (&op.state).into(),
-            activation: op.activation.at,
-            immediate: op.activation.immediate,
-            cancel_deadline: (!op.activation.immediate).then(|| op.cancel_deadline()),
-            cancellable: !op.activation.immediate && AnyOp::from(op.clone()).cancel(now).is_ok(),
-            update_name: op.update_name.clone(),
-            started_at: op.started_at,
-            replication: op
-                .replication
-                .iter()
-                .map(|(s, r)| ReplicationView {
-                    server: s.to_string(),
-                    status: match r {
-                        Replication::Pending => ReplicationStatus::Pending,
-                        Replication::Replicated => ReplicationStatus::Replicated,
-                    },
-                })
-                .collect(),
-            devices,
-            servers,
-            recovery_available_on: self.recovery_available_on(&op)?,
-            stranded: if matches!(op.state, OpState::Activated(_)) {
-                stranded
-            } else {
-                Vec::new()
-            },
-            notices: op.notices.clone(),
-            gate: match (&op.gate, self.gate_verdict(&op, &updates)?) {
-                (Some(state), Some(verdict_now)) => Some(GateView {
-                    state: state.clone(),
-                    verdict_now,
-                }),
-                _ => None,
-            },
-        })
-    }
-
-    /// B3: for the running operation, whether each member would still communicate if
-    /// activation happened at `at` with what members have applied now.
-    pub fn plan(&self, at: Timestamp) -> Result<Plan> {
-        let (_, op) = self.running_op()?;
-        let updates = self.member_updates(&op)?;
-        let mut members = Vec::new();
-        let mut stranded = Vec::new();
-        let now = self.clock.now();
-        for m in self.members()?.iter().filter(|m| Self::targeted(&op, m)) {
-            let u = updates.get(&m.name).map(|(_, u)| u);
-            let status = member_status(&op, u, now);
-            let (communicates, reason) = match u {
-                Some(u) if u.recovered => (true, "recovered with the bundle".to_string()),
-                Some(u) if u.status == MemberStatus::Applied => {
-                    (true, "holds the future trust (and certificate)".into())
-                }
-                Some(u) if u.status == MemberStatus::Ignored => {
-                    (false, "taken out of the update".into())
-                }
-                _ if op.bridged_at(at) => (
-                    true,
-                    "missed the update, but validates the servers through the bridge (B1) \
-                     until the old CA expires"
-                        .into(),
-                ),
-                _ if matches!(op.kind, OpKind::ServerRemint { .. }) => (
-                    true,
-                    "keeps its current certificate, which the zone CA still vouches for".into(),
-                ),
-                _ => (
-                    false,
-                    "has not applied the update: stranded until recovered".into(),
-                ),
-            };
-            if !communicates {
-                stranded.push(m.name.clone());
-            }
-            members.push(PlanEntry {
-                name: m.name.clone(),
-                status,
-                communicates,
-                reason,
-            });
-        }
-        // B2: what the gate does at `at`, judged on the coverage now.
-        let mut activated_by_then = at >= op.activation.at;
-        let gate = match self.gate_verdict(&op, &updates)? {
-            Some(verdict) => {
-                let (then, outcome) = AnyOp::from(op.clone()).handle_timeout(
-                    at,
-                    Some(&verdict),
-                    stranded.len() as u64,
-                );
-                let held_already = op.held();
-                activated_by_then = outcome == TimeoutOutcome::Activated
-                    || matches!(op.state, OpState::Activated(_));
-                let (outcome, postponed_to) = match outcome {
-                    TimeoutOutcome::Idle if held_already => (GateOutcome::Held, None),
-                    TimeoutOutcome::Idle => (GateOutcome::NotDue, None),
-                    TimeoutOutcome::Activated
-                        if then
-                            .core()
-                            .gate
-                            .as_ref()
-                            .is_some_and(|g| g.activated_at_deadline) =>
-                    {
-                        (GateOutcome::ActivatesAtDeadline, None)
-                    }
-                    TimeoutOutcome::Activated => (GateOutcome::Activates, None),
-                    TimeoutOutcome::Postponed(to) => (GateOutcome::Postponed, Some(to)),
-                    TimeoutOutcome::Held => (GateOutcome::HeldAtDeadline, None),
-                };
-                Some(PlanGate {
-                    verdict,
-                    outcome,
-                    postponed_to,
-                })
-            }
-            None => None,
-        };
-        Ok(Plan {
-            at,
-            activated_by_then,
-            stranded,
-            gate,
-            members,
-        })
-    }
-
-    /// A member's future chain during an operation (V2 "future certificate").
-    pub fn future_chain(&self, fqdn: &Fqdn) -> Result<Option<Vec<CertificateDer>>> {
-        let Some((_, op)) = self.current_op()? else {
-            return Ok(None);
-        };
-        if !matches!(op.state, OpState::Replicating(_) | OpState::Assigned(_)) {
-            return Ok(None); // activated: the future certificate is the current one
-        }
-        let key = update::key(op.id, fqdn.as_str());
-        match self.store.get(&key)? {
-            Some(rec) => {
-                let u: MemberUpdate = decode(&key, &rec.value)?;
-                Ok((!u.future_chain.is_empty()).then_some(u.future_chain))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// The running operation whose member statuses devices show (`device list`), if one runs
-    /// and covers devices.
-    pub(crate) fn device_status_op(&self) -> Result<Option<Operation>> {
-        Ok(self
-            .current_op()?
-            .map(|(_, op)| op)
-            .filter(|op| op.kind.all_members()))
-    }
-
-    /// Device `name`'s update status in `op` (from [`Self::device_status_op`]; `none` without
-    /// one): one point read of its update record.
-    pub(crate) fn device_update_status(
-        &self,
-        op: Option<&Operation>,
-        name: &str,
-    ) -> Result<UpdateStatus> {
-        let Some(op) = op else {
-            return Ok(UpdateStatus::None);
-        };
-        let key = update::key(op.id, name);
-        let u: Option<MemberUpdate> = match self.store.get(&key)? {
-            Some(rec) => Some(decode(&key, &rec.value)?),
-            None => None,
-        };
-        Ok(member_status(op, u.as_ref(), self.clock.now()))
-    }
-
-    /// The running operation and its update record for server `fqdn`, for V2's status columns:
-    /// `None` when no operation runs or it does not target the server; the update is `None`
-    /// while the server has not refreshed since it was assigned (its status is then what
-    /// `op show` says for it, through [`member_status`]).
-    pub(crate) fn server_update(
-        &self,
-        fqdn: &Fqdn,
-    ) -> Result<Option<(Operation, Option<MemberUpdate>)>> {
-        let Some((_, op)) = self.current_op()? else {
-            return Ok(None);
-        };
-        if let OpKind::ServerRemint { servers, .. } = &op.kind
-            && !servers.contains(fqdn)
-        {
-            return Ok(None);
-        }
-        let key = update::key(op.id, fqdn.as_str());
-        let u = match self.store.get(&key)? {
-            Some(rec) => Some(decode(&key, &rec.value)?),
-            None => None,
-        };
-        Ok(Some((op, u)))
-    }
-
-    /// The anchors a member trusts between staging and activation, and after it.
-    pub(super) fn trust_sets(
-        op: &Operation,
-        zone: &ZoneRecord,
-        now: Timestamp,
-    ) -> (Vec<CertificateDer>, Vec<CertificateDer>) {
-        let current = zone.trust_bundle(now);
-        match op.kind.future_ca() {
-            Some(future_ca) => {
-                let mut during = current.clone();
-                if !during.contains(future_ca) {
-                    during.push(future_ca.clone());
-                }
-                let mut after = vec![future_ca.clone()];
-                after.extend(current.into_iter().filter(|c| c != future_ca));
-                (during, after)
-            }
-            None => (current.clone(), current),
-        }
-    }
-
-    /// The CA the operation's new server certificates chain to.
-    pub(super) fn new_issuer(op: &Operation, zone: &ZoneRecord) -> CertificateDer {
-        op.kind
-            .future_ca()
-            .cloned()
-            .unwrap_or_else(|| zone.ca_certificate.clone())
-    }
-
-    /// The server whose agent signs the operation's certificates; `None` when an external
-    /// CA issues them.
-    pub(super) fn issuing_server(op: &Operation) -> Option<Fqdn> {
-        match &op.kind {
-            OpKind::RemintCa { .. } => Some(op.ca_server.clone()),
-            OpKind::ChangeCa {
-                to: NewCa::Internal { server, .. },
-                ..
-            } => Some(server.clone()),
-            OpKind::ChangeCa {
-                to: NewCa::External { .. },
-                ..
-            } => None,
-            OpKind::ServerRemint { csr: None, .. } => Some(op.ca_server.clone()),
-            OpKind::ServerRemint { csr: Some(_), .. } => None,
-        }
-    }
-
-    pub(super) fn server_profile(op: &Operation, s: &ServerRecord) -> ServerProfile {
-        let (common_name, include_dns) = match &op.kind {
-            OpKind::RemintCa { include_dns, .. } | OpKind::ChangeCa { include_dns, .. } => {
-                (None, *include_dns)
-            }
-            OpKind::ServerRemint {
-                common_name,
-                include_dns,
-                ..
-            } => (common_name.clone(), *include_dns),
-        };
-        ServerProfile {
-            fqdn: s.fqdn.to_string(),
-            common_name,
-            dns_names: s.dns_names.clone(),
-            include_dns,
-            not_after: None,
-        }
-    }
-
-    /// The key type of a server's new key: the one chosen for a Server Remint (SR2); in a
-    /// Remint CA (whose key choice is the CA's, RC1) the type the server has now.
-    pub(super) fn key_spec(op: &Operation, server: &ServerRecord) -> KeySpec {
-        match &op.kind {
-            OpKind::ServerRemint { key, .. } => *key,
-            OpKind::RemintCa { .. } | OpKind::ChangeCa { .. } => server
-                .certificate
-                .first()
-                .and_then(|c| Certificate::try_from(c).ok())
-                .and_then(|c| c.key_algorithm().ok())
-                .and_then(|alg| KeySpec::ALL.into_iter().find(|k| k.algorithm() == alg))
-                .unwrap_or_default(),
-        }
-    }
-
-    /// Has `member`'s agent make a key and a CSR for an external CA (CE2, SR5): CN is the
-    /// FQDN unless overridden, the SAN follows the profile, O/OU/L/ST/C from `fields`.
-    pub(super) fn request_csr(
-        &self,
-        member: &str,
-        profile: &ServerProfile,
-        fields: &CsrFields,
-        key: KeySpec,
-    ) -> Result<crate::csr::CsrDer> {
-        let subject = crate::csr::CsrSubject {
-            common_name: profile.subject_common_name(),
-            organization: fields.organization.clone(),
-            organizational_unit: fields.organizational_unit.clone(),
-            locality: fields.locality.clone(),
-            state: fields.state.clone(),
-            country: fields.country.clone(),
-        };
-        // Checked here, before the agent makes a key, so a bad field is a clear refusal.
-        subject.to_name()?;
-        let request = crate::csr::CsrRequest {
-            subject,
-            dns_names: profile.san(),
-        };
-        let response = self
-            .transport
-            .call(member, AgentRequest::Enroll { key, request })?;
-        let AgentResponse::Csr(csr) = response else {
-            return Err(unexpected(member, "a CSR", &response));
-        };
-        crate::csr::VerifiedCsr::from_der(csr.as_bytes())?;
-        Ok(csr)
-    }
 }
 
 /// Member names as an administrator typed them, folded the way the zone keys members (server
 /// FQDNs and device names are case-insensitive, issue 9 item 6).
-fn fold_names(names: &[String]) -> Vec<String> {
+pub(super) fn fold_names(names: &[String]) -> Vec<String> {
     names.iter().map(|n| member_lookup_name(n)).collect()
 }
