@@ -20,8 +20,12 @@ use crate::csr::{CsrDer, CsrError, CsrRequest, build_csr};
 use crate::key::{KeyError, KeySpec, PrivateKey, Signer};
 use crate::protocol::{AgentMessage, AgentState, Instruction, Report, StagedState, sha256_hex};
 
-/// What the zone (the service) asks of a member's agent.
-#[derive(Debug, Clone)]
+/// What one server asks of another server's agent (N1: servers reach each other directly):
+/// enrolment, the CA's key and its custody, signing. Serialisable, so it can travel between
+/// servers as JSON (`"call": "sign_certificate"`, ...); byte strings are base64. Members'
+/// own updates are not here: they poll ([`crate::protocol`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum AgentRequest {
     /// Generate a fresh key of `key` and answer with a CSR for it (S1, CE2). The key waits as
@@ -78,6 +82,7 @@ pub enum AgentRequest {
     /// unless the archive opens with the passphrase and holds `expected_ca`.
     ImportCa {
         /// The archive.
+        #[serde(with = "crate::protocol::base64_bytes")]
         archive: Vec<u8>,
         /// Its passphrase.
         passphrase: crate::backup::Passphrase,
@@ -99,6 +104,7 @@ pub enum AgentRequest {
     /// backup archive is refused (a restore is [`AgentRequest::ImportCa`]).
     AcceptCa {
         /// The transfer archive.
+        #[serde(with = "crate::protocol::base64_bytes")]
         archive: Vec<u8>,
         /// The move's one-time key.
         key: crate::backup::TransferKey,
@@ -113,6 +119,7 @@ pub enum AgentRequest {
         /// Leaf first.
         chain: Vec<CertificateDer>,
         /// The key (PKCS#8 DER), zeroized when dropped.
+        #[serde(with = "crate::protocol::base64_bytes::secret")]
         key: zeroize::Zeroizing<Vec<u8>>,
         /// Trust anchors.
         trust: Vec<CertificateDer>,
@@ -123,12 +130,14 @@ pub enum AgentRequest {
     /// agent's CA, so the CA key signs nothing but certificates of its own CA.
     SignCertificate {
         /// The DER `TBSCertificate`.
+        #[serde(with = "crate::protocol::base64_bytes")]
         tbs: Vec<u8>,
     },
 }
 
 /// The agent's answers, one per request kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", content = "value", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AgentResponse {
     /// Answer to `Enroll`.
@@ -138,9 +147,9 @@ pub enum AgentResponse {
     /// Answer to `CreateCa`.
     CaCertificate(CertificateDer),
     /// Answer to `SignCertificate`.
-    Signature(Vec<u8>),
+    Signature(#[serde(with = "crate::protocol::base64_bytes")] Vec<u8>),
     /// Answer to `ExportCa` and `TransferCa`: the encrypted archive.
-    Archive(Vec<u8>),
+    Archive(#[serde(with = "crate::protocol::base64_bytes")] Vec<u8>),
 }
 
 /// Why an agent refused a request.

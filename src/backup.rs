@@ -320,6 +320,21 @@ impl Passphrase {
     }
 }
 
+/// Serialised as its text (inside a server-to-server call, over mutual TLS); read back through
+/// [`Passphrase::new`], so BK1's rules hold for it too.
+impl serde::Serialize for Passphrase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Passphrase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(<String as serde::Deserialize>::deserialize(d)?);
+        Passphrase::new(text.as_str()).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Passphrase([secret elided])")
@@ -345,6 +360,26 @@ impl TransferKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, BackupError> {
         Ok(TransferKey(Zeroizing::new(random()?)))
+    }
+}
+
+/// Serialised as 64 hexadecimal digits (inside a server-to-server call, over mutual TLS).
+impl serde::Serialize for TransferKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(base16ct::lower::encode_string(&self.0[..])))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransferKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(<String as serde::Deserialize>::deserialize(d)?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        match base16ct::mixed::decode(text.as_bytes(), &mut key[..]) {
+            Ok(out) if out.len() == 32 => Ok(TransferKey(key)),
+            _ => Err(serde::de::Error::custom(
+                "a transfer key is 64 hexadecimal digits",
+            )),
+        }
     }
 }
 

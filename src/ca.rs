@@ -182,6 +182,25 @@ impl From<ValidityYears> for u32 {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Serial([u8; 16]);
 
+impl serde::Serialize for Serial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Serial {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut b = [0u8; 16];
+        match base16ct::mixed::decode(text.as_bytes(), &mut b) {
+            Ok(out) if out.len() == 16 => Ok(Serial(b)),
+            _ => Err(serde::de::Error::custom(
+                "a serial number is 32 hexadecimal digits",
+            )),
+        }
+    }
+}
+
 impl Serial {
     /// A fresh random serial.
     pub fn random() -> Result<Self, KeyError> {

@@ -478,6 +478,43 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ProtocolError
     })
 }
 
+/// Serde of byte strings in messages as standard base64 (archives, DER blobs), and of
+/// secrets the same way into zeroized buffers.
+pub(crate) mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = zeroize::Zeroizing::new(String::deserialize(d)?);
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
+    }
+
+    /// The same, into a buffer wiped on drop (a private key).
+    pub(crate) mod secret {
+        use serde::{Deserializer, Serializer};
+        use zeroize::Zeroizing;
+
+        pub(crate) fn serialize<S: Serializer>(
+            bytes: &Zeroizing<Vec<u8>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            super::serialize(bytes, s)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+            super::deserialize(d).map(Zeroizing::new)
+        }
+    }
+}
+
 fn classify(e: &serde_json::Error) -> &'static str {
     match e.classify() {
         serde_json::error::Category::Io => "read error",

@@ -203,3 +203,44 @@ fn malformed_messages_are_refused_with_what_was_wrong() {
         assert!(e.to_string().contains(want), "{want:?}: {e}");
     }
 }
+
+#[test]
+fn calls_between_servers_are_serialisable_too() {
+    use zonepki::agent::{AgentRequest, AgentResponse};
+    use zonepki::backup::{Passphrase, TransferKey};
+    let now = t(ACT);
+    let calls = vec![
+        AgentRequest::SignCertificate {
+            tbs: vec![0x30, 0x03, 0x02, 0x01, 0x05],
+        },
+        AgentRequest::ExportCa {
+            passphrase: Passphrase::new("correct horse battery staple").unwrap(),
+            now,
+        },
+        AgentRequest::TransferCa {
+            key: TransferKey::generate().unwrap(),
+            now,
+        },
+        AgentRequest::Ping,
+        AgentRequest::DropCa,
+    ];
+    for call in calls {
+        let json = serde_json::to_string(&call).unwrap();
+        let back: AgentRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json, "{json}");
+        // Debug (logs) never shows a secret, whatever the wire carries.
+        let debug = format!("{back:?}");
+        assert!(!debug.contains("correct horse"), "{debug}");
+    }
+    let sig = AgentResponse::Signature(vec![1, 2, 3]);
+    let json = serde_json::to_string(&sig).unwrap();
+    assert_eq!(json, r#"{"answer":"signature","value":"AQID"}"#);
+    let back: AgentResponse = serde_json::from_str(&json).unwrap();
+    assert!(matches!(back, AgentResponse::Signature(b) if b == [1, 2, 3]));
+    // A passphrase that breaks BK1's rules is refused on the way in, as anywhere else.
+    let e = serde_json::from_str::<AgentRequest>(
+        r#"{"call":"export_ca","passphrase":"short","now":"2027-01-08T00:00:00Z"}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("passphrase"), "{e}");
+}
