@@ -51,7 +51,7 @@ impl CertificateDer {
     ///
     /// The same text as `pem_rfc7468`'s encoder (64 characters a line), with the `base64`
     /// crate's variable-time encoder: a certificate is public, and every agent message that
-    /// carries anchors or a chain is encoded so (see [`decode_record_pem`] for the reading
+    /// carries anchors or a chain is encoded so (`decode_record_pem` is the reading
     /// side).
     pub fn to_pem(&self) -> String {
         use base64::Engine as _;
