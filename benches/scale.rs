@@ -20,8 +20,12 @@
 //! Setup (building the zone) is timed separately and is not part of any target.
 //!
 //! Instrumentation: the store and the transport are wrapped to add up the time spent in
-//! `Storage::{get, scan, last, commit}` and in each kind of agent request (two `Instant::now()` and
-//! two atomic adds per call: well under 1% of any phase).
+//! `Storage::{get, scan, last, commit}` and in each kind of transport request (two
+//! `Instant::now()` and two atomic adds per call: well under 1% of any phase). Since the
+//! agent-driven protocol only server-to-server calls use the transport; the agents' messages go
+//! through `ZoneService::answer_batch` inside the fleet driver, each encoded and parsed. The
+//! cost of that serialisation is measured after the zone scenario, from the bench, on messages
+//! rebuilt from the agents' real states (`wire_costs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fmt::Write as _;
@@ -524,10 +528,12 @@ impl Report {
             );
         }
         println!();
-        println!("Where each timed phase spends its time (store calls and agent calls):");
+        println!(
+            "Where each timed phase spends its time (store calls and server-to-server transport calls):"
+        );
         println!();
         println!(
-            "| scenario | phase | wall | CPU (all threads) | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | agent calls | agent calls by kind |"
+            "| scenario | phase | wall | CPU (all threads) | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | transport calls | transport calls by kind |"
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for d in &self.details {
