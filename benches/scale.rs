@@ -20,8 +20,12 @@
 //! Setup (building the zone) is timed separately and is not part of any target.
 //!
 //! Instrumentation: the store and the transport are wrapped to add up the time spent in
-//! `Storage::{get, scan, last, commit}` and in each kind of agent request (two `Instant::now()` and
-//! two atomic adds per call: well under 1% of any phase).
+//! `Storage::{get, scan, last, commit}` and in each kind of transport request (two
+//! `Instant::now()` and two atomic adds per call: well under 1% of any phase). Since the
+//! agent-driven protocol only server-to-server calls use the transport; the agents' messages go
+//! through `ZoneService::answer_batch` inside the fleet driver, each encoded and parsed. The
+//! cost of that serialisation is measured after the zone scenario, from the bench, on messages
+//! rebuilt from the agents' real states (`wire_costs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fmt::Write as _;
@@ -40,6 +44,9 @@ use zonepki::clock::{ManualClock, Timestamp};
 use zonepki::csr::{CsrDer, CsrRequest, VerifiedCsr, build_csr};
 use zonepki::key::{KeySpec, PrivateKey};
 use zonepki::ops::ActivationRequest;
+use zonepki::protocol::{
+    self, AgentMessage, AgentState, Instruction, Report as AgentReport, Standing, ZoneAnswer,
+};
 use zonepki::service::{
     InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
@@ -246,17 +253,16 @@ impl<S: Storage> Storage for TimedStore<S> {
     }
 }
 
-/// Agent request kinds, for the per-kind tallies of [`TimedTransport`].
-const KINDS: [&str; 11] = [
+/// Server-to-server request kinds, for the per-kind tallies of [`TimedTransport`]. Since the
+/// agent-driven protocol (issue 10 item 3) the zone never calls a member's agent during a
+/// refresh: the agents poll through `ZoneService::answer_batch` inside the fleet driver, so
+/// only these calls (the certificate server signing, the CA's custody) reach the transport.
+const KINDS: [&str; 7] = [
     "enroll (keygen + CSR)",
     "install",
-    "trust",
     "create CA",
+    "ping",
     "discard future CA",
-    "stage",
-    "activate",
-    "unstage",
-    "recover",
     "sign certificate",
     "other",
 ];
@@ -265,10 +271,11 @@ fn kind(r: &AgentRequest) -> usize {
     match r {
         AgentRequest::Enroll { .. } => 0,
         AgentRequest::Install { .. } => 1,
-        AgentRequest::CreateCa { .. } => 3,
+        AgentRequest::CreateCa { .. } => 2,
+        AgentRequest::Ping => 3,
         AgentRequest::DiscardFutureCa { .. } => 4,
-        AgentRequest::SignCertificate { .. } => 9,
-        _ => 10,
+        AgentRequest::SignCertificate { .. } => 5,
+        _ => 6,
     }
 }
 
@@ -521,10 +528,12 @@ impl Report {
             );
         }
         println!();
-        println!("Where each timed phase spends its time (store calls and agent calls):");
+        println!(
+            "Where each timed phase spends its time (store calls and server-to-server transport calls):"
+        );
         println!();
         println!(
-            "| scenario | phase | wall | CPU (all threads) | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | agent calls | agent calls by kind |"
+            "| scenario | phase | wall | CPU (all threads) | peak RSS | live heap start / peak | store get | store scan | store commit (writes) | transport calls | transport calls by kind |"
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for d in &self.details {
@@ -761,7 +770,20 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
             let out = svc
                 .refresh(&[], &RefreshOptions::default(), |_, _| {})
                 .unwrap();
-            expect_all(&out, "trust-updated", members, "initial refresh");
+            // Servers were enrolled by `add_server` and already trust the zone; devices
+            // learn it now.
+            expect_all(
+                &out[..servers],
+                "up-to-date",
+                servers,
+                "initial refresh (servers)",
+            );
+            expect_all(
+                &out[servers..],
+                "trust-updated",
+                size.devices,
+                "initial refresh (devices)",
+            );
         },
     );
     let (rss_built, _) = rss();
@@ -810,6 +832,18 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
     assert_eq!(view.state, "assigned");
     drop(view);
 
+    // For the cost of serialisation (not timed): what a device and a satellite say before
+    // the apply refresh.
+    let wire_dev = format!("dev-{:06}", size.devices);
+    let wire_sat = "sat001.zone.example";
+    let state_of = |name: &str| {
+        svc.transport()
+            .inner
+            .with_agent(name, |a| a.state())
+            .unwrap()
+    };
+    let before_apply = (state_of(&wire_dev), state_of(wire_sat));
+
     svc.store().start_capture();
     let (out, t) = report.phase(
         S,
@@ -829,6 +863,24 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
     expect_all(&out, "applied", members, "apply refresh");
     drop(out);
     let apply = report.details.last().map(|d| d.store).unwrap();
+    let apply_wall = t;
+    let staged_of = |name: &str| {
+        svc.transport()
+            .inner
+            .with_agent(name, |a| {
+                let s = a.staged().expect("staged by the apply refresh");
+                Staged {
+                    state: a.state(),
+                    op_id: s.op_id,
+                    activation: s.activation,
+                    trust_now: a.trust().to_vec(),
+                    trust_after: s.trust_after.clone(),
+                    chain: s.chain.clone(),
+                }
+            })
+            .unwrap()
+    };
+    let after_apply = (staged_of(&wire_dev), staged_of(wire_sat));
 
     clock.set(activation);
     let (out, t) = report.phase(
@@ -846,6 +898,8 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
     total += t;
     expect_all(&out, "activated", members, "activation refresh");
     drop(out);
+    let activation_wall = t;
+    let after_activation = (state_of(&wire_dev), state_of(wire_sat));
     let (_, peak) = rss();
 
     report.check(
@@ -906,10 +960,27 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
     );
     assert_eq!(view.state, "activated");
     assert!(view.stranded.is_empty());
-    assert_eq!(view.devices.len(), members);
+    assert_eq!(view.servers.len(), servers);
+    assert_eq!(view.devices.len(), size.devices);
+    assert_eq!(view.members().count(), members);
     drop(view);
     let file = std::fs::metadata(dir.path().join("zone.redb")).map_or(0, |m| m.len());
     drop(svc);
+
+    wire_costs(
+        &WireSample {
+            device: wire_dev,
+            satellite: wire_sat.to_string(),
+            before_apply,
+            after_apply,
+            after_activation,
+            now: ts(T0),
+            activation,
+        },
+        size,
+        (apply_wall, activation_wall),
+        report,
+    );
 
     // Raw redb: the same status records, same sizes, same transactions, fresh database.
     let n = capture.len();
@@ -965,6 +1036,284 @@ fn zone_scenario(size: &ZoneSize, report: &mut Report) {
         activation,
         fmt_n(SERVICE_BATCH)
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cost of serialisation: every message of the refreshes above goes through
+// `protocol::encode` and `decode_agent_message` / `decode_zone_answer` once each, inside the
+// fleet driver (`LoopbackTransport::refresh`). The library has no timing code; the bench
+// rebuilds each kind of message from the agents' real states and staged material and times
+// encode + parse of it, then multiplies by how many of that kind each phase exchanged.
+
+/// What an agent held after the apply refresh.
+struct Staged {
+    state: AgentState,
+    op_id: u64,
+    activation: Timestamp,
+    trust_now: Vec<CertificateDer>,
+    trust_after: Vec<CertificateDer>,
+    chain: Vec<CertificateDer>,
+}
+
+struct WireSample {
+    device: String,
+    satellite: String,
+    /// Agent states (device, satellite) before the apply refresh.
+    before_apply: (AgentState, AgentState),
+    after_apply: (Staged, Staged),
+    after_activation: (AgentState, AgentState),
+    now: Timestamp,
+    activation: Timestamp,
+}
+
+/// One message on the wire, in the direction it travels.
+enum Wire {
+    Agent(AgentMessage),
+    Zone(ZoneAnswer),
+}
+
+impl Wire {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Wire::Agent(m) => protocol::encode(m),
+            Wire::Zone(a) => protocol::encode(a),
+        }
+    }
+    /// Encode and parse, as the fleet driver does for every message.
+    fn round_trip(&self) -> usize {
+        match self {
+            Wire::Agent(m) => {
+                let b = protocol::encode(black_box(m));
+                black_box(protocol::decode_agent_message(&b).unwrap());
+                b.len()
+            }
+            Wire::Zone(a) => {
+                let b = protocol::encode(black_box(a));
+                black_box(protocol::decode_zone_answer(&b).unwrap());
+                b.len()
+            }
+        }
+    }
+}
+
+fn answer(instruction: Instruction, standing: Standing, poll_by: Option<Timestamp>) -> Wire {
+    let mut a = ZoneAnswer::new(instruction, standing);
+    a.poll_by = poll_by;
+    Wire::Zone(a)
+}
+
+/// (phase, member kind, the messages by name).
+type Conversation = (&'static str, &'static str, Vec<(&'static str, Wire)>);
+
+/// The conversations of one device and one satellite in the apply and the activation
+/// refreshes, message by message, as docs/protocol.md ("Conversations") and the fleet
+/// driver have them: (phase, member kind, messages).
+fn conversations(w: &WireSample) -> Vec<Conversation> {
+    let msg = |name: &str, state: &AgentState, report: Option<AgentReport>| {
+        Wire::Agent(AgentMessage::new(name, w.now, state.clone()).with_report(report))
+    };
+    let at = w.activation;
+    let (dev, sat) = (&w.device, &w.satellite);
+    let (d1, s1) = &w.after_apply;
+    let stage = |s: &Staged| Instruction::Stage {
+        op_id: s.op_id,
+        activation: s.activation,
+        trust_now: s.trust_now.clone(),
+        trust_after: s.trust_after.clone(),
+        chain: s.chain.clone(),
+    };
+    // The satellite's CSR, as its agent makes it for `make_key` (not timed).
+    let request = CsrRequest::default_for(sat);
+    let csr = build_csr(&request, &PrivateKey::generate(KeySpec::P256).unwrap()).unwrap();
+    let mut pending = w.before_apply.1.clone();
+    pending.pending_key = true;
+    let staged_rep = |s: &Staged| AgentReport::Staged {
+        op_id: s.op_id,
+        chain: Vec::new(),
+    };
+    let activated = |s: &Staged| AgentReport::Activated { op_id: s.op_id, at };
+    vec![
+        (
+            "apply",
+            "device",
+            vec![
+                ("device poll", msg(dev, &w.before_apply.0, None)),
+                (
+                    "stage (trust now + after)",
+                    answer(stage(d1), Standing::InProgress, None),
+                ),
+                ("report staged", msg(dev, &d1.state, Some(staged_rep(d1)))),
+                (
+                    "nothing (applied)",
+                    answer(Instruction::Nothing, Standing::Applied, Some(at)),
+                ),
+            ],
+        ),
+        (
+            "apply",
+            "server",
+            vec![
+                ("server poll", msg(sat, &w.before_apply.1, None)),
+                (
+                    "make_key",
+                    answer(
+                        Instruction::MakeKey {
+                            op_id: Some(s1.op_id),
+                            key: KeySpec::P256,
+                            request,
+                        },
+                        Standing::InProgress,
+                        None,
+                    ),
+                ),
+                (
+                    "report csr",
+                    msg(
+                        sat,
+                        &pending,
+                        Some(AgentReport::Csr {
+                            op_id: Some(s1.op_id),
+                            csr,
+                        }),
+                    ),
+                ),
+                (
+                    "stage with chain",
+                    answer(stage(s1), Standing::InProgress, None),
+                ),
+                ("report staged", msg(sat, &s1.state, Some(staged_rep(s1)))),
+                (
+                    "nothing (applied)",
+                    answer(Instruction::Nothing, Standing::Applied, Some(at)),
+                ),
+            ],
+        ),
+        (
+            "activation",
+            "device",
+            vec![
+                ("poll, staged", msg(dev, &d1.state, None)),
+                (
+                    "nothing",
+                    answer(Instruction::Nothing, Standing::Applied, Some(at)),
+                ),
+                (
+                    "report activated",
+                    msg(dev, &w.after_activation.0, Some(activated(d1))),
+                ),
+                (
+                    "nothing (activated)",
+                    answer(Instruction::Nothing, Standing::Activated, None),
+                ),
+            ],
+        ),
+        (
+            "activation",
+            "server",
+            vec![
+                ("poll, staged", msg(sat, &s1.state, None)),
+                (
+                    "nothing",
+                    answer(Instruction::Nothing, Standing::Applied, Some(at)),
+                ),
+                (
+                    "report activated",
+                    msg(sat, &w.after_activation.1, Some(activated(s1))),
+                ),
+                (
+                    "nothing (activated)",
+                    answer(Instruction::Nothing, Standing::Activated, None),
+                ),
+            ],
+        ),
+    ]
+}
+
+/// Times encode + parse of each message kind (`RUNS` runs of `REPS` each) and reports
+/// the share of serialisation in the apply and activation phases.
+fn wire_costs(
+    w: &WireSample,
+    size: &ZoneSize,
+    (apply, activation): (Duration, Duration),
+    report: &mut Report,
+) {
+    const S: &str = "zone";
+    const REPS: u32 = 1_000;
+    const RUNS: usize = 7;
+    let servers = size.primaries + size.satellites;
+    // Per phase: the median total, the best total, messages, bytes.
+    let mut cost = [(Duration::ZERO, Duration::ZERO); 2];
+    let mut phase_msgs = [0usize; 2];
+    let mut phase_bytes = [0usize; 2];
+    let mut kinds = Vec::new();
+    for (phase, member, msgs) in conversations(w) {
+        let n = if member == "device" {
+            size.devices
+        } else {
+            servers
+        };
+        let (mut median, mut best) = (Duration::ZERO, Duration::ZERO);
+        let mut bytes = 0;
+        let mut parts = Vec::new();
+        for (what, m) in &msgs {
+            let mut runs: Vec<Duration> = (0..RUNS)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..REPS {
+                        black_box(m.round_trip());
+                    }
+                    t.elapsed() / REPS
+                })
+                .collect();
+            runs.sort();
+            let len = m.bytes().len();
+            median += runs[RUNS / 2];
+            best += runs[0];
+            bytes += len;
+            parts.push(format!(
+                "{what} {len} B {:.1} µs",
+                runs[RUNS / 2].as_secs_f64() * 1e6
+            ));
+        }
+        let i = usize::from(phase == "activation");
+        cost[i].0 += median * n as u32;
+        cost[i].1 += best * n as u32;
+        phase_msgs[i] += msgs.len() * n;
+        phase_bytes[i] += bytes * n;
+        kinds.push(format!(
+            "{phase}, per {member} ({} messages, {:.1} µs median, {:.1} µs best): {}",
+            msgs.len(),
+            median.as_secs_f64() * 1e6,
+            best.as_secs_f64() * 1e6,
+            parts.join("; ")
+        ));
+    }
+    for (i, (name, wall)) in [("apply", apply), ("activation", activation)]
+        .into_iter()
+        .enumerate()
+    {
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / wall.as_secs_f64();
+        report.row(
+            S,
+            format!(
+                "serialisation in {name}: encode + parse of {} messages ({:.0} MB of JSON); \
+                 median (best) of {RUNS} runs, share of the phase's wall time",
+                fmt_n(phase_msgs[i]),
+                phase_bytes[i] as f64 / MB
+            ),
+            format!(
+                "{} ({}): {:.0}% ({:.0}%) of {}",
+                fmt_d(cost[i].0),
+                fmt_d(cost[i].1),
+                share(cost[i].0),
+                share(cost[i].1),
+                fmt_d(wall)
+            ),
+        );
+    }
+    for k in kinds {
+        report.notes.push(format!("wire: {k}"));
+    }
 }
 
 /// Writes the captured status records into a fresh redb database: same keys, same stored

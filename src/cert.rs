@@ -48,9 +48,26 @@ impl CertificateDer {
         self.0.to_vec()
     }
     /// `-----BEGIN CERTIFICATE-----` PEM, LF line endings.
+    ///
+    /// The same text as `pem_rfc7468`'s encoder (64 characters a line), with the `base64`
+    /// crate's variable-time encoder: a certificate is public, and every agent message that
+    /// carries anchors or a chain is encoded so (`decode_record_pem` is the reading
+    /// side).
     pub fn to_pem(&self) -> String {
-        pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &self.0)
-            .expect("PEM encoding of a certificate-sized blob cannot fail")
+        use base64::Engine as _;
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----\n";
+        const END: &str = "-----END CERTIFICATE-----\n";
+        let body = base64::engine::general_purpose::STANDARD.encode(&self.0);
+        let mut pem =
+            String::with_capacity(BEGIN.len() + body.len() + body.len() / 64 + 1 + END.len());
+        pem.push_str(BEGIN);
+        for line in body.as_bytes().chunks(64) {
+            // base64 output is ASCII: every chunk is a valid string.
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str(END);
+        pem
     }
 }
 
@@ -163,10 +180,11 @@ fn decode_record_pem(s: &str) -> Result<Vec<u8>, String> {
     let body = rest
         .strip_suffix("-----END CERTIFICATE-----")
         .ok_or("PEM CERTIFICATE block without its END line")?;
-    let b64: Vec<u8> = body
-        .bytes()
-        .filter(|b| !matches!(b, b'\n' | b'\r'))
-        .collect();
+    // Line by line, not byte by byte: a byte filter grows its vector a byte at a time.
+    let mut b64 = Vec::with_capacity(body.len());
+    for line in body.split(['\n', '\r']) {
+        b64.extend_from_slice(line.as_bytes());
+    }
     let der = base64::engine::general_purpose::STANDARD
         .decode(&b64)
         .map_err(|e| format!("PEM CERTIFICATE body is not base64: {e}"))?;
@@ -781,6 +799,22 @@ pub(crate) fn encode_name(name: &Name) -> Vec<u8> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `to_pem` writes exactly what `pem_rfc7468` writes, at every length around a line's end.
+    #[test]
+    fn to_pem_matches_pem_rfc7468() {
+        for n in [1usize, 2, 3, 47, 48, 49, 95, 96, 97, 500, 1000] {
+            let der: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let expected =
+                pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &der)
+                    .unwrap();
+            assert_eq!(
+                CertificateDer::from_vec(der).to_pem(),
+                expected,
+                "{n} bytes"
+            );
+        }
+    }
 
     #[test]
     fn colon_hex_matches_openssl_style() {

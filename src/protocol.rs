@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cert::{CertificateDer, Fingerprint};
+use crate::cert::CertificateDer;
 use crate::clock::Timestamp;
 use crate::csr::{CsrDer, CsrRequest};
 use crate::key::KeySpec;
@@ -34,9 +34,11 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// How far an agent's clock may be from the zone's before the zone tells it (N5).
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
-/// A hex SHA-256 of a DER certificate, as agents report what they hold.
+/// The lower-case hex SHA-256 of a DER certificate (64 characters), as agents report what
+/// they hold (see docs/protocol.md, "Encoding").
 pub fn sha256_hex(der: &[u8]) -> String {
-    Fingerprint::sha256(der).to_string()
+    use sha2::Digest as _;
+    base16ct::lower::encode_string(&sha2::Sha256::digest(der))
 }
 
 /// What an agent sends: its state, and the result of the last instruction it carried out.
@@ -547,6 +549,16 @@ mod tests {
         assert_eq!(decode_agent_message(&bytes).unwrap(), m);
         let a = ZoneAnswer::new(Instruction::Nothing, Standing::UpToDate);
         assert_eq!(decode_zone_answer(&encode(&a)).unwrap(), a);
+    }
+
+    /// The wire format's fingerprints are lower-case hex SHA-256 (docs/protocol.md), not
+    /// the colon-separated upper-case form `Fingerprint` prints for people.
+    #[test]
+    fn fingerprints_are_lower_case_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -232,14 +232,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 },
             ));
         }
+        // The running operation is read in place, not cloned: a batch answers thousands of
+        // messages against it (issue 10 item 7, the scale bench).
         let running =
             b.op.as_ref()
-                .map(|(_, o)| o.clone())
-                .filter(|o| o.state.is_running());
+                .filter(|(_, o)| o.state.is_running())
+                .map(|(_, o)| o.id);
         // Something staged for an operation that is not the running one (a cancel, O7) goes
         // first, whatever else the member is due.
         if let Some(staged) = &msg.state.staged
-            && running.as_ref().is_none_or(|o| o.id != staged.op_id)
+            && running.is_none_or(|id| id != staged.op_id)
         {
             return Ok((
                 Instruction::Unstage {
@@ -249,16 +251,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Standing::Unstaged,
             ));
         }
-        let Some(op) = running else {
+        if running.is_none() {
             return Ok(self.sync_trust(b.zone, msg, now));
-        };
+        }
         // O3: a content server that polls pulls the update's content; the last one assigns
         // the update (O4).
         let mut replicated = false;
         if let Some(s) = &m.server
-            && !matches!(op.state, OpState::Activated(_))
-            && op.replication.get(&s.fqdn) == Some(&Replication::Pending)
             && let Some((_, live)) = b.op.as_mut()
+            && !matches!(live.state, OpState::Activated(_))
+            && live.replication.get(&s.fqdn) == Some(&Replication::Pending)
         {
             *live = AnyOp::from(live.clone())
                 .on_replicated(&s.fqdn, now)
@@ -266,15 +268,42 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 .into();
             replicated = true;
         }
-        let op =
-            b.op.as_ref()
-                .map(|(_, o)| o.clone())
-                .expect("running above");
-        if !Self::targeted(&op, m) {
+        if !b.op.as_ref().is_some_and(|(_, o)| Self::targeted(o, m)) {
             let (i, s) = self.sync_trust(b.zone, msg, now);
             return Ok((i, if replicated { Standing::Replicated } else { s }));
         }
-        let answer = match &op.state {
+        // The member's decision borrows the batch mutably (its update record), so the
+        // operation is taken out of it meanwhile and put back after; `apply` and
+        // `after_activation` do not read `b.op`.
+        let (version, op) = b.op.take().expect("running above");
+        let answer = self.decide_targeted(b, &op, m, msg, replicated);
+        b.op = Some((version, op));
+        let answer = answer?;
+        // O12: every Primary Server's future certificate exists.
+        let Some((_, op)) = &b.op else {
+            return Ok(answer);
+        };
+        if matches!(op.kind, OpKind::RemintCa { .. })
+            && op.is_assigned()
+            && m.server
+                .as_ref()
+                .is_some_and(|s| s.role == ServerRole::Primary)
+        {
+            self.note_legacy_point(b)?;
+        }
+        Ok(answer)
+    }
+
+    /// The instruction for `m`, which `op` (the running operation, taken out of `b`) targets.
+    fn decide_targeted(
+        &self,
+        b: &mut Batch<'_>,
+        op: &Operation,
+        m: &Member,
+        msg: &AgentMessage,
+        replicated: bool,
+    ) -> Result<(Instruction, Standing)> {
+        Ok(match &op.state {
             OpState::Replicating(_) => (
                 Instruction::Nothing,
                 if replicated {
@@ -285,20 +314,10 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     }
                 },
             ),
-            OpState::Assigned(_) => self.apply(b, &op, m, msg)?,
-            OpState::Activated(_) => self.after_activation(b, &op, m, msg)?,
+            OpState::Assigned(_) => self.apply(b, op, m, msg)?,
+            OpState::Activated(_) => self.after_activation(b, op, m, msg)?,
             _ => (Instruction::Nothing, Standing::UpToDate),
-        };
-        // O12: every Primary Server's future certificate exists.
-        if matches!(op.kind, OpKind::RemintCa { .. })
-            && op.is_assigned()
-            && m.server
-                .as_ref()
-                .is_some_and(|s| s.role == ServerRole::Primary)
-        {
-            self.note_legacy_point(b)?;
-        }
-        Ok(answer)
+        })
     }
 
     /// O12: notes the legacy refresh point once every Primary Server's future certificate

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use super::{Transport, TransportError};
 use crate::agent::files::MemberDir;
 use crate::agent::{Agent, AgentError, AgentRequest, AgentResponse};
+use crate::cert::CertificateDer;
 use crate::clock::Clock;
 use crate::protocol::{self, AgentMessage, Instruction, Report, Standing};
 use crate::service::ZoneService;
@@ -342,6 +343,7 @@ impl LoopbackTransport {
         let offline = fold(&opts.offline)?;
         let total = order.len();
         let mut outcomes = Vec::with_capacity(total);
+        let mut anchors = SharedAnchors::default();
         for chunk in order.chunks(BATCH) {
             let now = svc.now();
             let mut talks: Vec<Conversation> = Vec::with_capacity(chunk.len());
@@ -398,7 +400,10 @@ impl LoopbackTransport {
                         }
                     };
                     let answer = match answer {
-                        Ok(a) => a,
+                        Ok(mut a) => {
+                            anchors.share(&mut a.instruction);
+                            a
+                        }
                         Err(e) => {
                             t.outcome = Some((Outcome::Failed, Some(e.to_string())));
                             continue;
@@ -490,6 +495,73 @@ impl LoopbackTransport {
             progress(outcomes.len(), total);
         }
         Ok(outcomes)
+    }
+}
+
+/// The certificates of parsed answers, kept once for the whole in-process fleet.
+///
+/// Every answer is parsed from its JSON as on a wire, so each of them brings its own copy of
+/// the zone's anchors; agents on hosts of their own would each keep theirs, but 100,000
+/// agents in one process would hold 100,000 copies of the same two or three CA certificates
+/// (about 200 MB at the scale bench's size, issue 10 item 7). After parsing, a certificate
+/// equal to one already seen in this refresh is replaced by that one (clones share their
+/// bytes), so the agents keep exactly what they were sent, held once.
+#[derive(Default)]
+struct SharedAnchors(Vec<CertificateDer>);
+
+impl SharedAnchors {
+    /// At most this many distinct certificates are kept (anchors are few; servers' leaves,
+    /// each different, are not kept beyond it).
+    const MAX: usize = 64;
+
+    fn share(&mut self, instruction: &mut Instruction) {
+        match instruction {
+            Instruction::Nothing | Instruction::MakeKey { .. } => {}
+            Instruction::Trust { trust } | Instruction::Unstage { trust, .. } => {
+                self.all(trust);
+            }
+            Instruction::Stage {
+                trust_now,
+                trust_after,
+                ..
+            } => {
+                self.all(trust_now);
+                self.all(trust_after);
+            }
+            Instruction::StageManual {
+                trust_now,
+                trust_after,
+                anchor,
+                ..
+            } => {
+                self.all(trust_now);
+                self.all(trust_after);
+                self.one(anchor);
+            }
+            Instruction::Recover {
+                new_ca,
+                trust_after,
+                ..
+            } => {
+                self.one(new_ca);
+                self.all(trust_after);
+            }
+            Instruction::Install { trust, .. } => self.all(trust),
+        }
+    }
+
+    fn all(&mut self, certs: &mut [CertificateDer]) {
+        for c in certs {
+            self.one(c);
+        }
+    }
+
+    fn one(&mut self, cert: &mut CertificateDer) {
+        match self.0.iter().find(|k| *k == cert) {
+            Some(kept) => *cert = kept.clone(),
+            None if self.0.len() < Self::MAX => self.0.push(cert.clone()),
+            None => {}
+        }
     }
 }
 
