@@ -10,7 +10,7 @@ use super::{Transport, TransportError};
 use crate::agent::files::MemberDir;
 use crate::agent::{Agent, AgentError, AgentRequest, AgentResponse};
 use crate::cert::CertificateDer;
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::protocol::{self, AgentMessage, Instruction, Report, Standing};
 use crate::service::ZoneService;
 use crate::store::Storage;
@@ -390,6 +390,7 @@ impl LoopbackTransport {
                 }
                 let answers = svc.answer_batch(batch)?;
                 let now = svc.now();
+                let mut jobs: Vec<(usize, Job)> = Vec::new();
                 for (i, answer) in who.into_iter().zip(answers) {
                     let t = &mut talks[i];
                     let answer = match answer {
@@ -415,66 +416,77 @@ impl LoopbackTransport {
                     {
                         t.outcome = Some((outcome, answer.standing.detail().map(str::to_string)));
                     }
-                    let failing = fail.contains(&t.name);
                     if answer.instruction == Instruction::Nothing {
                         if t.timers_ran {
                             continue;
                         }
                         t.timers_ran = true;
-                        // The agent's timer: at the activation time it switches by its own
-                        // clock (A2, N5) and reports it.
-                        let timed = self.act(&t.name, |agent| {
-                            let due = agent.poll_timeout().is_some_and(|at| now >= at);
-                            if !due {
-                                return (None, false);
-                            }
-                            if failing {
-                                let op_id = agent.staged().map(|s| s.op_id);
-                                let msg = agent.poll(now).with_report(Some(Report::Failed {
-                                    op_id,
-                                    reason: "the member failed to switch to the staged update"
-                                        .into(),
-                                }));
-                                return (Some(msg), false);
-                            }
-                            let switched = agent.handle_timeout(now);
-                            (Some(agent.poll(now)), switched)
-                        });
-                        match timed {
-                            Ok(Some(msg)) => t.next = Some(protocol::encode(&msg)),
-                            Ok(None) => {}
-                            Err(e) => t.outcome = Some((Outcome::Failed, Some(e.to_string()))),
-                        }
+                        jobs.push((i, Job::Timer));
                         continue;
                     }
-                    let instruction = answer.instruction;
-                    let followed = self.act(&t.name, |agent| {
-                        if failing
-                            && !matches!(
-                                instruction,
-                                Instruction::Trust { .. } | Instruction::Unstage { .. }
-                            )
-                        {
-                            let op_id = instruction.op_id();
-                            let msg = agent.poll(now).with_report(Some(Report::Failed {
-                                op_id,
-                                reason: "the agent reported a failure while applying the update"
-                                    .into(),
-                            }));
-                            return (Some(msg), false);
+                    jobs.push((i, Job::Follow(answer.instruction)));
+                }
+                // Each agent does its part on its own host: the heavy parts (a key, a CSR, a
+                // chain to check) side by side, the light ones here, in order.
+                let (heavy, light): (Vec<_>, Vec<_>) =
+                    jobs.drain(..).partition(|(_, job)| job.is_heavy());
+                let mut done: Vec<(usize, JobDone)> = light
+                    .into_iter()
+                    .map(|(i, job)| {
+                        let failing = fail.contains(&talks[i].name);
+                        (i, self.run_job(&talks[i].name, job, failing, now))
+                    })
+                    .collect();
+                let workers = std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(heavy.len());
+                if workers <= 1 {
+                    for (i, job) in heavy {
+                        let failing = fail.contains(&talks[i].name);
+                        done.push((i, self.run_job(&talks[i].name, job, failing, now)));
+                    }
+                } else {
+                    let next = std::sync::atomic::AtomicUsize::new(0);
+                    let heavy = Mutex::new(heavy.into_iter().map(Some).collect::<Vec<_>>());
+                    let talks = &talks;
+                    let fail = &fail;
+                    let work = || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((i, job)) = lock(&heavy).get_mut(k).and_then(Option::take)
+                            else {
+                                break;
+                            };
+                            let failing = fail.contains(&talks[i].name);
+                            mine.push((i, self.run_job(&talks[i].name, job, failing, now)));
                         }
-                        (agent.follow(instruction.clone(), now), true)
+                        mine
+                    };
+                    std::thread::scope(|scope| {
+                        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+                        done.extend(work());
+                        for h in helpers {
+                            done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                        }
                     });
-                    match followed {
+                }
+                for (i, d) in done {
+                    let t = &mut talks[i];
+                    match d.result {
                         Ok(Some(msg)) => t.next = Some(protocol::encode(&msg)),
                         Ok(None) => {}
                         // The agent could not keep what it did (its files): it says so, from
                         // the state it still has.
-                        Err(e) => match self.with_agent(&t.name, |a| a.state()) {
+                        Err(e) => match d
+                            .follow
+                            .then(|| self.with_agent(&t.name, |a| a.state()))
+                            .flatten()
+                        {
                             Some(state) => {
                                 let msg = AgentMessage::new(t.name.clone(), now, state)
                                     .with_report(Some(Report::Failed {
-                                        op_id: instruction.op_id(),
+                                        op_id: d.op_id,
                                         reason: e.to_string(),
                                     }));
                                 t.next = Some(protocol::encode(&msg));
@@ -495,6 +507,88 @@ impl LoopbackTransport {
             progress(outcomes.len(), total);
         }
         Ok(outcomes)
+    }
+}
+
+/// What an agent does after an answer.
+enum Job {
+    /// Its own timer (a switch at the activation time, N5).
+    Timer,
+    /// The zone's instruction.
+    Follow(Instruction),
+}
+
+impl Job {
+    /// A key to make, or a chain to check: worth a thread of its own.
+    fn is_heavy(&self) -> bool {
+        match self {
+            Job::Follow(
+                Instruction::MakeKey { .. }
+                | Instruction::Install { .. }
+                | Instruction::StageManual { .. },
+            ) => true,
+            Job::Follow(Instruction::Stage { chain, .. }) => !chain.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+/// What an agent's job gave: its next message, if any.
+struct JobDone {
+    result: Result<Option<AgentMessage>, AgentError>,
+    /// Whether it followed an instruction (a failure to keep it is then reported).
+    follow: bool,
+    op_id: Option<u64>,
+}
+
+impl LoopbackTransport {
+    /// Runs one agent's job (`failing`: the agent reports a failure instead).
+    fn run_job(&self, name: &str, job: Job, failing: bool, now: Timestamp) -> JobDone {
+        match job {
+            Job::Timer => JobDone {
+                result: self.act(name, |agent| {
+                    let due = agent.poll_timeout().is_some_and(|at| now >= at);
+                    if !due {
+                        return (None, false);
+                    }
+                    if failing {
+                        let op_id = agent.staged().map(|s| s.op_id);
+                        let msg = agent.poll(now).with_report(Some(Report::Failed {
+                            op_id,
+                            reason: "the member failed to switch to the staged update".into(),
+                        }));
+                        return (Some(msg), false);
+                    }
+                    let switched = agent.handle_timeout(now);
+                    (Some(agent.poll(now)), switched)
+                }),
+                follow: false,
+                op_id: None,
+            },
+            Job::Follow(instruction) => {
+                let op_id = instruction.op_id();
+                let result = self.act(name, |agent| {
+                    if failing
+                        && !matches!(
+                            instruction,
+                            Instruction::Trust { .. } | Instruction::Unstage { .. }
+                        )
+                    {
+                        let msg = agent.poll(now).with_report(Some(Report::Failed {
+                            op_id,
+                            reason: "the agent reported a failure while applying the update".into(),
+                        }));
+                        return (Some(msg), false);
+                    }
+                    (agent.follow(instruction, now), true)
+                });
+                JobDone {
+                    result,
+                    follow: true,
+                    op_id,
+                }
+            }
+        }
     }
 }
 
