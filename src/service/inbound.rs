@@ -471,19 +471,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                     );
                 }
                 break 'answer (
-                    Instruction::StageManual {
-                        op_id: op.id,
-                        activation: op.activation.at,
-                        trust_now,
-                        trust_after,
-                        bridge: op.served_bridge().cloned(),
-                        anchor: Self::new_issuer(op, zone),
-                        intermediates: match &op.kind {
-                            OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
-                            _ => zone.ca_intermediates.clone(),
-                        },
-                        acknowledged: op.acknowledged.clone(),
-                    },
+                    Self::stage_manual(op, zone, trust_now, trust_after),
                     Standing::InProgress,
                 );
             }
@@ -619,19 +607,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 // Staged from the administrator's files; they are gone with what the member
                 // staged, so it cannot stage them again by itself.
                 break 'answer (
-                    Instruction::StageManual {
-                        op_id: op.id,
-                        activation: op.activation.at,
-                        trust_now,
-                        trust_after,
-                        bridge: op.served_bridge().cloned(),
-                        anchor: Self::new_issuer(op, zone),
-                        intermediates: match &op.kind {
-                            OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
-                            _ => zone.ca_intermediates.clone(),
-                        },
-                        acknowledged: op.acknowledged.clone(),
-                    },
+                    Self::stage_manual(op, zone, trust_now, trust_after),
                     Standing::InProgress,
                 );
             }
@@ -657,6 +633,29 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             entry.2 = true;
         }
         Ok(answer)
+    }
+
+    /// CE2 manual mode: stage the administrator's chain and key from the remint repository,
+    /// checked against the operation's CA and its subordinates.
+    fn stage_manual(
+        op: &Operation,
+        zone: &ZoneRecord,
+        trust_now: Vec<CertificateDer>,
+        trust_after: Vec<CertificateDer>,
+    ) -> Instruction {
+        Instruction::StageManual {
+            op_id: op.id,
+            activation: op.activation.at,
+            trust_now,
+            trust_after,
+            bridge: op.served_bridge().cloned(),
+            anchor: Self::new_issuer(op, zone),
+            intermediates: match &op.kind {
+                OpKind::ChangeCa { intermediates, .. } => intermediates.clone(),
+                _ => zone.ca_intermediates.clone(),
+            },
+            acknowledged: op.acknowledged.clone(),
+        }
     }
 
     /// A2, O8, O9: after activation. A member switches by its own clock and says so; a
