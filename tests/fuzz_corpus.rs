@@ -11,6 +11,8 @@ mod bundle_harness;
 mod chain_harness;
 #[path = "../fuzz/fuzz_targets/harness/csr.rs"]
 mod csr_harness;
+#[path = "../fuzz/fuzz_targets/harness/protocol.rs"]
+mod protocol_harness;
 #[path = "../fuzz/fuzz_targets/harness/store_record.rs"]
 mod store_record_harness;
 
@@ -52,6 +54,28 @@ fn bundle_corpus() {
 #[test]
 fn chain_corpus() {
     replay("chain", chain_harness::run);
+}
+
+#[test]
+fn protocol_corpus() {
+    replay("protocol", protocol_harness::run);
+    // The seeds that are messages are accepted, so the round trip above was exercised.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/protocol");
+    for (file, agent) in [
+        ("poll.json", true),
+        ("report-staged.json", true),
+        ("report-csr.json", true),
+        ("answer-stage.json", false),
+        ("answer-nothing.json", false),
+    ] {
+        let data = std::fs::read(dir.join(file)).unwrap();
+        let ok = if agent {
+            zonepki::protocol::decode_agent_message(&data).is_ok()
+        } else {
+            zonepki::protocol::decode_zone_answer(&data).is_ok()
+        };
+        assert!(ok, "seed {file} is a valid message");
+    }
 }
 
 #[test]
