@@ -356,19 +356,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     ) -> (Instruction, Standing) {
         let trust = zone.trust_bundle(now);
         let want: Vec<String> = trust.iter().map(|c| sha256_hex(c.as_bytes())).collect();
-        match &msg.report {
-            Some(Report::Failed { reason, .. }) => {
-                return (
-                    Instruction::Nothing,
-                    Standing::Failed {
-                        reason: reason.clone(),
-                    },
-                );
-            }
-            Some(Report::Done) if msg.state.trust == want => {
-                return (Instruction::Nothing, Standing::UpToDate);
-            }
-            _ => {}
+        if let Some(Report::Failed { reason, .. }) = &msg.report {
+            // Sent again at its next poll.
+            return (
+                Instruction::Nothing,
+                Standing::Failed {
+                    reason: reason.clone(),
+                },
+            );
         }
         if msg.state.trust == want {
             (Instruction::Nothing, Standing::UpToDate)
