@@ -90,7 +90,7 @@ use zonepki::service::{
 };
 use zonepki::store::{RedbStore, StoreError};
 use zonepki::transport::LoopbackTransport;
-use zonepki::transport::{Fleet, RefreshOptions, RefreshOutcome};
+use zonepki::transport::{Fleet, Outcome, RefreshOptions, RefreshOutcome};
 use zonepki::view::{
     CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, UpdateStatus, WARNING_HEADER,
 };
@@ -2768,10 +2768,15 @@ fn print_op(v: &OpView, offset: Option<UtcOffset>) {
 }
 
 fn print_outcomes(outcomes: &[RefreshOutcome]) {
-    let notable = ["failed", "stranded", "offline"];
+    let notable = |o: &RefreshOutcome| {
+        matches!(
+            o.outcome,
+            Outcome::Failed | Outcome::Stranded | Outcome::Offline
+        )
+    };
     let shown: Vec<_> = outcomes
         .iter()
-        .filter(|o| outcomes.len() <= TABLE_LIMIT || notable.contains(&o.outcome.name()))
+        .filter(|o| outcomes.len() <= TABLE_LIMIT || notable(o))
         .collect();
     let rows: Vec<Vec<String>> = shown
         .iter()

@@ -621,13 +621,27 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
                 Standing::InProgress,
             )
         };
-        if u != before {
-            u.updated_at = now;
-            let entry = self.update_of(b, op.id, &m.name)?;
+        self.keep_update(b, op.id, &m.name, &before, u)?;
+        Ok(answer)
+    }
+
+    /// Keeps `u` as the batch's version of `name`'s update record, to commit, when it differs
+    /// from the record as read (`before`).
+    fn keep_update(
+        &self,
+        b: &mut Batch<'_>,
+        op_id: u64,
+        name: &str,
+        before: &MemberUpdate,
+        mut u: MemberUpdate,
+    ) -> Result<()> {
+        if &u != before {
+            u.updated_at = b.now;
+            let entry = self.update_of(b, op_id, name)?;
             entry.1 = u;
             entry.2 = true;
         }
-        Ok(answer)
+        Ok(())
     }
 
     /// CE2 manual mode: stage the administrator's chain and key from the remint repository,
@@ -841,12 +855,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         if let Some(chain) = server_chain {
             self.set_server_chain(b, &m.name, chain)?;
         }
-        if u != before {
-            u.updated_at = now;
-            let entry = self.update_of(b, op.id, &m.name)?;
-            entry.1 = u;
-            entry.2 = true;
-        }
+        self.keep_update(b, op.id, &m.name, &before, u)?;
         Ok(answer)
     }
 
