@@ -78,6 +78,8 @@ pub mod error;
 pub mod fsio;
 pub mod key;
 pub mod lint;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod service;

@@ -517,6 +517,35 @@ pub(crate) mod base64_bytes {
     }
 }
 
+/// [`base64_bytes`] for an optional byte string (`null` or absent: `None`).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+pub(crate) mod base64_bytes_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::base64_bytes::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        use base64::Engine as _;
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => base64::engine::general_purpose::STANDARD
+                .decode(text.as_bytes())
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("not base64: {e}"))),
+        }
+    }
+}
+
 fn classify(e: &serde_json::Error) -> &'static str {
     match e.classify() {
         serde_json::error::Category::Io => "read error",

@@ -1,0 +1,5 @@
+//! The network edge (feature `net`): what zoned, zone-agent and `zonectl --server` share, so a
+//! further frontend repeats none of it. The core stays synchronous and sans-IO; everything
+//! here is async (tokio) and TLS (rustls).
+
+pub mod api;
