@@ -4,4 +4,5 @@
 
 pub mod api;
 pub mod metrics;
+pub mod server;
 pub mod tls;
