@@ -856,3 +856,245 @@ fn after_activation_each_client_gets_a_chain_it_validates_n4_b1() {
     }
     assert_eq!((load(&counts.plain), load(&counts.bridged)), (1, 3));
 }
+
+/// A flood of refusals from one peer: the first `refusals_per_peer` are audited, the rest
+/// only counted, so the audit log does not grow without bound.
+#[test]
+fn a_flood_of_refusals_is_audited_up_to_the_rate_and_counted_beyond() {
+    let z = zone(1);
+    let r = start(&z, Limits::default().with_refusals_per_peer(2));
+    let open = client(&[z.ca()], None);
+    for _ in 0..6 {
+        let (status, _) = request(
+            r.addr,
+            open.clone(),
+            "POST",
+            path::POLL,
+            &[],
+            &poll_body("dev-1"),
+        )
+        .unwrap();
+        assert_eq!(status, 401);
+    }
+    let suppressed = || {
+        r.handle
+            .metrics()
+            .refusals_suppressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while suppressed() < 4 {
+        assert!(Instant::now() < deadline, "suppressed: {}", suppressed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(wait_for_refusals(&z.store, 2).len(), 2);
+    assert_eq!(suppressed(), 4);
+}
+
+/// Runs one member's agent conversation over HTTPS, as zone-agent does: poll, carry out each
+/// instruction, report, until the zone answers nothing. Returns the last answer.
+fn converse(addr: SocketAddr, agent: &mut zonepki::agent::Agent) -> ZoneAnswer {
+    let key = agent.key().unwrap();
+    let config = client(agent.trust(), Some((agent.chain(), key)));
+    let now = Timestamp::now_utc();
+    let mut message = agent.poll(now);
+    for _ in 0..16 {
+        let (status, body) = request(
+            addr,
+            config.clone(),
+            "POST",
+            path::POLL,
+            &[],
+            &protocol::encode(&message),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let answer = protocol::decode_zone_answer(&body).unwrap();
+        match agent.follow(answer.instruction.clone(), Timestamp::now_utc()) {
+            Some(next) => message = next,
+            None => return answer,
+        }
+    }
+    panic!("the conversation did not end in 16 messages");
+}
+
+/// N5, N6 inside zoned: a Remint CA started while zoned is stopped; the content servers
+/// replicate over HTTPS (content1 after enrolling with a token); zoned's own agent (the certificate server) gets
+/// its new certificate in process, the scheduled work activates at the activation time, the
+/// own agent switches by the clock, and the new chain (with the bridge) is served from then
+/// on, without a restart.
+#[test]
+fn zoned_activates_on_time_and_serves_its_new_chain_n5_n6() {
+    let z = zone(0);
+    let fleet = zonepki::agent::files::MemberDir::new(z.dir.path().join("fleet"));
+    let old_chain = z.sim.chain(SERVER);
+    let activation = Timestamp::now_utc().plus(Duration::from_secs(4));
+    let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
+    req.activation = ActivationRequest::At(activation);
+    z.sim.svc.start_remint_ca(req).unwrap();
+    let r = start(&z, Limits::default());
+    // Replication (O3): the content server enrols with a token and a key it made (S1), then
+    // polls over the wire with its credential.
+    let mut content1 = fleet.load(sim::CONTENT1).unwrap();
+    let (enrolment, key) = enroll(&r, &z, sim::CONTENT1);
+    content1
+        .handle(zonepki::agent::AgentRequest::Adopt {
+            chain: enrolment.chain,
+            key: key.to_pkcs8_der(),
+            trust: enrolment.trust,
+            now: Timestamp::now_utc(),
+        })
+        .unwrap();
+    let answer = converse(r.addr, &mut content1);
+    assert_eq!(answer.standing, zonepki::protocol::Standing::Replicated);
+    // ps2, a Primary Server, replicates too (with the server certificate it has).
+    let mut ps2 = fleet.load(sim::PS2).unwrap();
+    converse(r.addr, &mut ps2);
+    fleet.save(&ps2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = r.handle.tls().resolver().chain();
+        let op = r.handle.service().op().unwrap().unwrap();
+        if served != old_chain && op.state.name() == "activated" {
+            assert_eq!(served.len(), 2, "leaf and bridge");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zoned did not activate and switch within 60 s: {} {:?}",
+            op.state.name(),
+            served.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The member directory on disk holds the new chain too (a restart serves it).
+    let on_disk = fleet.load(SERVER).unwrap();
+    assert_eq!(
+        on_disk.chain(),
+        r.handle.tls().resolver().chain().as_slice()
+    );
+}
+
+/// Reads lines of a child's stdout on a thread, so a test can wait for one with a bound.
+fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The zoned example as the contract says: `listening on https://ADDR:PORT` with the real
+/// port, `DIR/admin-token` (0600) made on the first start and used by the admin API, a second
+/// zoned on the same embedded store refused, `postgres://` refused, SIGTERM → exit 0.
+#[test]
+fn the_zoned_process_follows_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("zone.redb");
+    let fleet = dir.path().join("fleet");
+    let ca = {
+        let sim = Sim::build(
+            zonepki::store::RedbStore::create(&store_path).unwrap(),
+            LoopbackTransport::with_root(&fleet),
+            Spec {
+                ca_server: SERVER.into(),
+                devices: 1,
+                start: Timestamp::now_utc(),
+                bridges: true,
+            },
+        );
+        sim.svc.zone().unwrap().ca_certificate
+    };
+    let state = fleet.join(SERVER);
+    let bin = common::example_bin("zoned");
+    let zoned = |store: &str| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "--store",
+            store,
+            "--fqdn",
+            SERVER,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let refused = zoned("postgres://zone@db/zone").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("error: --store postgres://"));
+
+    let mut child = tls::Running(zoned(store_path.to_str().unwrap()).spawn().unwrap());
+    let lines = lines_of(child.0.stdout.take().unwrap());
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("zoned prints its address within 60 s");
+    let addr: SocketAddr = line
+        .strip_prefix("listening on https://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0);
+    let token_file = state.join("admin-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let (status, _) = request(
+        addr,
+        client(std::slice::from_ref(&ca), None),
+        "POST",
+        path::ADMIN_GET,
+        &[("Authorization", &format!("Bearer {}", token.trim()))],
+        &serde_json::to_vec(&api::GetRequest { key: "zone".into() }).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+
+    // One zoned per embedded store.
+    let second = zoned(store_path.to_str().unwrap()).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        text.contains("error: --store") && text.contains("already open"),
+        "{text}"
+    );
+
+    // SIGTERM: a graceful stop, exit 0.
+    let pid = i32::try_from(child.0.id()).unwrap();
+    assert_eq!(sigterm(pid), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zoned did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// SIGTERM to `pid` through the `kill` command (no unsafe code in the tests).
+fn sigterm(pid: i32) -> i32 {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
