@@ -1098,3 +1098,83 @@ fn sigterm(pid: i32) -> i32 {
         .unwrap();
     status.code().unwrap_or(-1)
 }
+
+/// zoned serves as a Primary Server of the zone, from that server's own member directory.
+#[test]
+fn zoned_refuses_a_satellite_and_another_members_directory() {
+    let z = zone(0);
+    let fleet = z.dir.path().join("fleet");
+    let e = ZoneServer::builder(z.store.clone(), sim::SAT1, fleet.join(sim::SAT1))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::net::server::ServerError::NotPrimary { .. }),
+        "{e}"
+    );
+    let e = ZoneServer::builder(z.store.clone(), SERVER, fleet.join(sim::PS2))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::net::server::ServerError::StateDir { .. }),
+        "{e}"
+    );
+    let e = ZoneServer::builder(
+        z.store.clone(),
+        "nobody.zone.example",
+        fleet.join("nobody.zone.example"),
+    )
+    .build()
+    .unwrap_err();
+    assert!(e.to_string().contains("nobody.zone.example"), "{e}");
+}
+
+/// N3 over the wire: a token enrols once (its reuse is 403, audited, nothing else changes);
+/// a device renews with its credential for a new key it made, and polls with the new one;
+/// a renewal without a credential is 401, one for another member 403.
+#[test]
+fn a_used_token_is_refused_and_a_device_renews_over_mutual_tls() {
+    let z = zone(2);
+    let r = start(&z, Limits::default());
+    let t = token(&z.sim, "dev-1");
+    let open = client(&[z.ca()], None);
+    let (_, csr) = key_and_csr("dev-1");
+    let body = protocol::encode(&EnrollRequest::new("dev-1", t, csr));
+    let (status, first) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    let before = state(&z.store);
+    let (status, again) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
+    assert_eq!(status, 403);
+    let e = api_error(&again);
+    assert_eq!(e.kind, "refused");
+    assert!(e.message.contains("already used"), "{}", e.message);
+    let audited = wait_for_refusals(&z.store, 1);
+    assert_eq!(audited[0]["what"], "enroll");
+    assert_eq!(audited[0]["claimed"], "dev-1");
+    assert_eq!(state(&z.store), before);
+
+    let (enrolment, key) = enroll(&r, &z, "dev-2");
+    let me = client(&enrolment.trust, Some((&enrolment.chain, &key)));
+    let (new_key, csr) = key_and_csr("dev-2");
+    let renew = protocol::encode(&protocol::RenewRequest::new("dev-2", csr));
+    let (status, _) = request(r.addr, open, "POST", path::RENEW, &[], &renew).unwrap();
+    assert_eq!(status, 401);
+    let (_, csr1) = key_and_csr("dev-1");
+    let (status, _) = request(
+        r.addr,
+        me.clone(),
+        "POST",
+        path::RENEW,
+        &[],
+        &protocol::encode(&protocol::RenewRequest::new("dev-1", csr1)),
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+    let (status, body) = request(r.addr, me, "POST", path::RENEW, &[], &renew).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let renewed = protocol::decode_enrolment(&body).unwrap();
+    assert_ne!(renewed.chain[0], enrolment.chain[0]);
+    let me = client(&renewed.trust, Some((&renewed.chain, &new_key)));
+    let (status, _) = request(r.addr, me, "POST", path::POLL, &[], &poll_body("dev-2")).unwrap();
+    assert_eq!(status, 200);
+    wait_for_refusals(&z.store, 3);
+}
