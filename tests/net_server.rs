@@ -1178,3 +1178,62 @@ fn a_used_token_is_refused_and_a_device_renews_over_mutual_tls() {
     assert_eq!(status, 200);
     wait_for_refusals(&z.store, 3);
 }
+
+/// A graceful stop (N7): once the server stops accepting, a request already under way is
+/// still answered, and a refusal still queued is audited before `run` returns.
+#[test]
+fn a_graceful_stop_finishes_requests_and_flushes_refusals() {
+    let z = zone(0);
+    let mut r = start(&z, Limits::default());
+    // A refusal queued just before the stop.
+    let (status, _) = request(
+        r.addr,
+        client(&[z.ca()], None),
+        "POST",
+        path::POLL,
+        &[],
+        &poll_body("dev-1"),
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    // An admin request whose body is only half sent.
+    let body = serde_json::to_vec(&api::GetRequest { key: "zone".into() }).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = connect(r.addr, client(&[z.ca()], None));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {SERVER}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n",
+        path::ADMIN_GET,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(first).unwrap();
+    s.flush().unwrap();
+    // The server reads the request (its handler waits for the rest of the body)...
+    let in_flight = || {
+        r.handle
+            .metrics()
+            .requests_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the request did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... then stops, and no longer accepts connections (a bounded wait).
+    let _ = r.stop.take().unwrap().send(());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(r.addr).is_ok() {
+        assert!(Instant::now() < deadline, "the server still accepts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.write_all(rest).unwrap();
+    s.flush().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let (status, _) = parse_response(&out);
+    assert_eq!(status, 200);
+    r.stop();
+    // `run` returned: the queued refusal was written before it did.
+    assert_eq!(refusals(&z.store).len(), 1);
+}

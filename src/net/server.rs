@@ -846,6 +846,17 @@ async fn handle<S: Storage + 'static>(
     conn: &Conn,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    struct InFlight<'a>(&'a Metrics);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    shared
+        .metrics
+        .requests_in_flight
+        .fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight(&shared.metrics);
     let label = path_label(req.uri().path());
     let method = req.method().clone();
     let result = match (method.clone(), label) {
@@ -1117,6 +1128,22 @@ async fn poll<S: Storage + 'static>(
     }
 }
 
+/// How often a command that lost a race with another commit is run again (B6: nothing was
+/// committed, so running it again is safe).
+const MAX_ATTEMPTS: usize = 8;
+
+/// Runs `f` again while it fails with a retryable error (another commit came first), up to
+/// [`MAX_ATTEMPTS`] times: zoned's own agent and scheduled work commit beside requests.
+fn retrying<R>(mut f: impl FnMut() -> Result<R, Error>) -> Result<R, Error> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
 async fn enroll<S: Storage + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn,
@@ -1131,7 +1158,7 @@ async fn enroll<S: Storage + 'static>(
         shared.refuse(WHAT, conn, None, f)
     })?;
     let member = request.member.clone();
-    let result = blocking(shared, move |s| s.svc.enroll(&request)).await?;
+    let result = blocking(shared, move |s| retrying(|| s.svc.enroll(&request))).await?;
     match result {
         Ok(enrolment) => {
             tracing::info!(member = %member, peer = %conn.peer, "enrolled");
@@ -1182,7 +1209,7 @@ async fn renew<S: Storage + 'static>(
     })?;
     let claimed = request.member.clone();
     let who = authenticated.clone();
-    let result = blocking(shared, move |s| s.svc.renew(&who, &request)).await?;
+    let result = blocking(shared, move |s| retrying(|| s.svc.renew(&who, &request))).await?;
     match result {
         Ok(enrolment) => {
             tracing::info!(member = %authenticated, peer = %conn.peer, "renewed");
