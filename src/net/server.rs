@@ -102,6 +102,12 @@ pub enum ServerError {
     /// The admin token.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// The async runtime could not start (threads, timers).
+    #[error("cannot start the server's runtime: {reason}")]
+    Runtime {
+        /// Why.
+        reason: String,
+    },
     /// zoned runs on Primary Servers only.
     #[error(
         "{fqdn} is a {role}: the zone service runs on a Primary Server; other members run \
@@ -645,9 +651,8 @@ impl<S: Storage + 'static> ZoneServer<S> {
             .enable_all()
             .thread_name("zoned")
             .build()
-            .map_err(|e| ServerError::Listen {
-                addr: self.local_addr(),
-                reason: format!("cannot start the runtime: {e}"),
+            .map_err(|e| ServerError::Runtime {
+                reason: e.to_string(),
             })?;
         runtime.block_on(self.run(shutdown_signal()))
     }
