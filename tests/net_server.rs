@@ -461,6 +461,19 @@ fn garbage_oversized_and_unknown_versions_are_refused_and_audited_n2() {
     let (status, body) = parse_response(&out);
     assert_eq!(status, 413);
     assert_eq!(api_error(&body).kind, "too_large");
+    // A head far larger than a connection's buffer (32 KiB; hyper's default is ~400 KiB):
+    // 431, the connection closed.
+    let long = "x".repeat(200 * 1024);
+    let (status, _) = request(
+        r.addr,
+        client(&[z.ca()], None),
+        "GET",
+        path::HEALTHZ,
+        &[("X-Long", &long)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 431);
     let audited = wait_for_refusals(&z.store, 3);
     assert!(
         audited

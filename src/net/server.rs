@@ -728,6 +728,9 @@ impl<S: Storage + 'static> ZoneServer<S> {
     }
 }
 
+/// The largest read buffer of one connection (request headers must fit in it).
+const MAX_CONNECTION_BUFFER: usize = 32 * 1024;
+
 /// Resolves at the first SIGTERM or SIGINT (Ctrl-C): the shutdown future of a daemon.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -804,6 +807,9 @@ async fn serve_connection<S: Storage + 'static>(
     let http = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.request_timeout)
+        // A connection's read buffer is 32 KiB (hyper's default ~400 KiB), which bounds the
+        // request head: memory per connection stays small with many connections open.
+        .max_buf_size(MAX_CONNECTION_BUFFER)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(http);
