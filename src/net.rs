@@ -3,3 +3,5 @@
 //! here is async (tokio) and TLS (rustls).
 
 pub mod api;
+pub mod client;
+pub mod remote;

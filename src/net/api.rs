@@ -355,3 +355,13 @@ pub enum CallResponse {
     /// The member could not be reached from the zone server.
     Unreachable(String),
 }
+
+/// The answer of [`path::CA`]: the zone's CA certificates (the current CA first, then a
+/// future CA of a running operation and retired CAs still trusted, B7). A client trusts them
+/// only after checking one against the fingerprint it was given ([`super::client::CaPin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaResponse {
+    /// The certificates (PEM text each).
+    pub certificates: Vec<crate::cert::CertificateDer>,
+}
