@@ -286,6 +286,9 @@ enum ProfileKind {
     Ca,
     /// A server certificate: SAN names, and whether keyEncipherment suits the key.
     Server { san: Vec<String>, rsa: bool },
+    /// A member's client credential (N3): clientAuth only, no SAN (the subject CN names the
+    /// member).
+    Client { rsa: bool },
 }
 
 fn extensions(
@@ -342,6 +345,21 @@ fn extensions(
                 false,
                 &SubjectAltName(names),
             )?);
+        }
+        ProfileKind::Client { rsa } => {
+            let bc = BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            };
+            out.push(ext(ext_oid::BASIC_CONSTRAINTS, true, &bc)?);
+            let ku = if *rsa {
+                KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment)
+            } else {
+                KeyUsage(KeyUsages::DigitalSignature.into())
+            };
+            out.push(ext(ext_oid::KEY_USAGE, true, &ku)?);
+            let eku = ExtendedKeyUsage(vec![KP_CLIENT_AUTH]);
+            out.push(ext(ext_oid::EXT_KEY_USAGE, false, &eku)?);
         }
     }
     Ok(out)
@@ -520,6 +538,35 @@ pub fn issue_server_certificate(
     let cert = sign_certificate(profile, serial, validity, csr.public_key().clone(), signer)?;
     lint_made(&cert, CertRole::ServerLeaf, Some(issuer), Some(&fqdn))?;
     Ok(cert)
+}
+
+/// Issues a member's client credential (N3) for the key proven by `csr`: subject CN
+/// `member`, clientAuth, valid from `now` until `not_after` or the issuer's notAfter, whichever
+/// is earlier. Only the CSR's public key is used.
+pub fn issue_client_certificate(
+    issuer: &Certificate,
+    signer: &dyn Signer,
+    csr: &VerifiedCsr,
+    member: &str,
+    serial: &Serial,
+    now: Timestamp,
+    not_after: Timestamp,
+) -> Result<Certificate, CaError> {
+    check_issuer(issuer, signer, now)?;
+    let subject = CsrSubject::cn(member).to_name()?;
+    let validity = Validity::new(now.to_x509()?, not_after.min(issuer.not_after()).to_x509()?);
+    let rsa = matches!(csr.key_algorithm(), KeyAlgorithm::Rsa { .. });
+    let extensions = extensions(
+        &ProfileKind::Client { rsa },
+        csr.public_key(),
+        issuer.public_key(),
+    )?;
+    let profile = Profile {
+        subject,
+        issuer: Some(issuer.subject_name().clone()),
+        extensions,
+    };
+    sign_certificate(profile, serial, validity, csr.public_key().clone(), signer)
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub enum Error {
     /// An agent protocol message was refused ([`crate::protocol`]).
     #[error(transparent)]
     Protocol(#[from] crate::protocol::ProtocolError),
+    /// A registration or a credential renewal was refused (N3).
+    #[error(transparent)]
+    Enrolment(#[from] crate::service::EnrolmentError),
     /// Reading or writing a file ([`crate::fsio`]).
     #[error(transparent)]
     File(#[from] crate::fsio::FileError),

@@ -17,6 +17,8 @@
 //! by its own clock ([`crate::agent::Agent::handle_timeout`]), whether or not a server
 //! answers then, and reports it at its next contact (N5).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cert::CertificateDer;
@@ -417,6 +419,162 @@ pub enum ProtocolError {
         /// Who the message names.
         claimed: String,
     },
+}
+
+/// A one-time registration token (N3): the secret a member presents once, at its first
+/// contact, to get its credential. It is printable (base64url, 32 characters), so it also
+/// serves as a password-based MAC secret. `Debug` never shows it; it is wiped on drop.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegistrationToken(zeroize::Zeroizing<String>);
+
+/// The number of random bytes in a [`RegistrationToken`].
+const TOKEN_BYTES: usize = 24;
+
+impl RegistrationToken {
+    /// A new random token.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        use base64::Engine as _;
+        let mut raw = zeroize::Zeroizing::new([0u8; TOKEN_BYTES]);
+        getrandom::fill(raw.as_mut())?;
+        Ok(RegistrationToken(zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref()),
+        )))
+    }
+
+    /// Reads a token as a token file holds it (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        let text = text.trim();
+        let ok = text.len() == TOKEN_BYTES / 3 * 4
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(ProtocolError::Malformed {
+                reason: format!(
+                    "a registration token is {} characters of base64url; this is not one \
+                     (use the token file the zone made for this member)",
+                    TOKEN_BYTES / 3 * 4
+                ),
+            });
+        }
+        Ok(RegistrationToken(zeroize::Zeroizing::new(text.to_owned())))
+    }
+
+    /// The token's text (a secret: do not log it).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in time that does not depend on where the two differ.
+    pub fn matches(&self, other: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for RegistrationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistrationToken(..)")
+    }
+}
+
+impl TryFrom<String> for RegistrationToken {
+    type Error = ProtocolError;
+    fn try_from(s: String) -> Result<Self, ProtocolError> {
+        let s = zeroize::Zeroizing::new(s);
+        RegistrationToken::parse(&s)
+    }
+}
+
+impl From<RegistrationToken> for String {
+    fn from(t: RegistrationToken) -> String {
+        t.0.as_str().to_owned()
+    }
+}
+
+/// A member's first contact (N3): its registration token and a CSR for a key it made itself
+/// (S1). The answer is an [`Enrolment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// [`VERSION`].
+    pub v: u32,
+    /// The member the token was made for.
+    pub member: String,
+    /// The token.
+    pub token: RegistrationToken,
+    /// PKCS#10, DER.
+    #[serde(with = "base64_bytes")]
+    pub csr: Vec<u8>,
+}
+
+impl EnrollRequest {
+    /// A request of this version.
+    pub fn new(member: impl Into<String>, token: RegistrationToken, csr: Vec<u8>) -> Self {
+        EnrollRequest {
+            v: VERSION,
+            member: member.into(),
+            token,
+            csr,
+        }
+    }
+}
+
+/// An enrolled member's request for a new credential for a new key (S1), authenticated by its
+/// current one: before that one expires, or after a CA change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// [`VERSION`].
+    pub v: u32,
+    /// The member (the one its TLS client certificate names).
+    pub member: String,
+    /// PKCS#10, DER.
+    #[serde(with = "base64_bytes")]
+    pub csr: Vec<u8>,
+}
+
+impl RenewRequest {
+    /// A request of this version.
+    pub fn new(member: impl Into<String>, csr: Vec<u8>) -> Self {
+        RenewRequest {
+            v: VERSION,
+            member: member.into(),
+            csr,
+        }
+    }
+}
+
+/// The answer to an [`EnrollRequest`] or a [`RenewRequest`]: the member's credential (a
+/// server's certificate chain, or a device's client certificate chain), leaf first, and the
+/// anchors it trusts from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolment {
+    /// [`VERSION`].
+    pub v: u32,
+    /// The member.
+    pub member: String,
+    /// Leaf first.
+    pub chain: Vec<CertificateDer>,
+    /// Trust anchors.
+    pub trust: Vec<CertificateDer>,
+}
+
+/// Reads an enrolment request: bounded, versioned, strict.
+pub fn decode_enroll_request(bytes: &[u8]) -> Result<EnrollRequest, ProtocolError> {
+    decode(bytes)
+}
+
+/// Reads a renewal request: bounded, versioned, strict.
+pub fn decode_renew_request(bytes: &[u8]) -> Result<RenewRequest, ProtocolError> {
+    decode(bytes)
+}
+
+/// Reads an enrolment answer: bounded, versioned, strict.
+pub fn decode_enrolment(bytes: &[u8]) -> Result<Enrolment, ProtocolError> {
+    decode(bytes)
 }
 
 /// Reads an agent's message: bounded, versioned, strict.

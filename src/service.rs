@@ -8,6 +8,7 @@
 //! with an unused certificate that the next enrolment replaces.
 
 mod custody;
+mod enrol;
 mod external;
 mod inbound;
 mod members;
@@ -15,6 +16,7 @@ mod op_view;
 mod operations;
 
 pub use custody::{InitExternal, Replacement};
+pub use enrol::{EnrolmentError, Refusal, TOKEN_MAX_VALIDITY, credential_member};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use inbound::InboundError;
 pub use op_view::{
@@ -66,6 +68,9 @@ pub struct NewServer {
     pub agent_version: String,
     /// Key type its agent generates.
     pub key: KeySpec,
+    /// Whether [`ZoneService::add_server`] enrols it at once through its agent (the default),
+    /// or only records it, its agent enrolling later with a registration token (N3).
+    pub enrol_now: bool,
 }
 
 impl NewServer {
@@ -79,7 +84,15 @@ impl NewServer {
             dns_names: Vec::new(),
             agent_version: "unknown".into(),
             key: KeySpec::default(),
+            enrol_now: true,
         }
+    }
+
+    /// Records the server without enrolling it: its agent, on its own host, enrols later with
+    /// a registration token ([`ZoneService::issue_tokens`], [`ZoneService::enroll`]; N3).
+    pub fn without_enrolment(mut self) -> Self {
+        self.enrol_now = false;
+        self
     }
 
     /// The Primary Server an Authentication Satellite attaches to.
@@ -626,7 +639,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             _ => {}
         }
         let now = self.clock.now();
-        let (record, mut writes) = if server.role.has_certificate() {
+        let (record, mut writes) = if server.role.has_certificate() && server.enrol_now {
             self.enrol(&zone, &server, now)?
         } else {
             (server_record(&server, Vec::new(), now), Vec::new())
@@ -944,17 +957,23 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
 pub fn dump(store: &dyn Storage) -> Result<serde_json::Value> {
     let mut map = serde_json::Map::new();
     store.scan_each("", &mut |key, rec| {
-        map.insert(key, dump_entry(&rec));
+        let entry = dump_entry(&key, &rec);
+        map.insert(key, entry);
         std::ops::ControlFlow::Continue(())
     })?;
     Ok(serde_json::Value::Object(map))
 }
 
 /// One record as the dump shows it: its version, and its value as JSON (a record that is not
-/// JSON as colon-separated hex).
-fn dump_entry(rec: &crate::store::Record) -> serde_json::Value {
-    let value = serde_json::from_slice(&rec.value)
+/// JSON as colon-separated hex). Secrets are left out: a registration token's value.
+fn dump_entry(key: &str, rec: &crate::store::Record) -> serde_json::Value {
+    let mut value = serde_json::from_slice(&rec.value)
         .unwrap_or_else(|_| serde_json::Value::String(colon_hex(&rec.value)));
+    if key.starts_with(keys::TOKEN_PREFIX)
+        && let Some(token) = value.get_mut("token")
+    {
+        *token = serde_json::Value::String("(secret)".into());
+    }
     serde_json::json!({ "version": rec.version, "value": value })
 }
 
@@ -982,7 +1001,7 @@ pub fn dump_to(store: &dyn Storage, out: &mut dyn std::io::Write) -> Result<(), 
         // entry pretty-printed one level deeper: its lines indented by two spaces. JSON
         // strings escape newlines, so every newline in the entry is a line break.
         entry.clear();
-        serde_json::to_writer_pretty(&mut entry, &dump_entry(&rec))?;
+        serde_json::to_writer_pretty(&mut entry, &dump_entry(&key, &rec))?;
         out.write_all(if first { b"{\n  " } else { b",\n  " })?;
         first = false;
         serde_json::to_writer(&mut *out, &key)?;

@@ -408,6 +408,11 @@ pub(crate) mod keys {
     pub(crate) const CA_HANDOVER: &str = "ca/handover";
     pub(crate) const SERVER_PREFIX: &str = "server/";
     pub(crate) const DEVICE_PREFIX: &str = "device/";
+    /// N3: a member's registration token.
+    pub(crate) const TOKEN_PREFIX: &str = "token/";
+    pub(crate) fn token(name: &str) -> String {
+        format!("{TOKEN_PREFIX}{name}")
+    }
     pub(crate) fn server(fqdn: &str) -> String {
         format!("{SERVER_PREFIX}{fqdn}")
     }

@@ -1,0 +1,425 @@
+//! Members on their own hosts (N3): one-time registration tokens, enrolment from a CSR the
+//! member made itself (S1), renewal of a device's credential, the CA certificates a client
+//! pins, the anchors a zone server accepts client credentials from (N4, B7), and the audit of
+//! refusals.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Result, ZoneService, decode, encode, serial_write};
+use crate::ca::{Serial, ServerProfile, issue_client_certificate, issue_server_certificate};
+use crate::cert::{Certificate, CertificateDer};
+use crate::clock::{Clock, Timestamp};
+use crate::csr::VerifiedCsr;
+use crate::error::Error;
+use crate::protocol::{EnrollRequest, Enrolment, ProtocolError, RegistrationToken, RenewRequest};
+use crate::store::{Expect, Storage, Write};
+use crate::transport::Transport;
+use crate::zone::{
+    CaKind, DeviceRecord, RECORD_VERSION, ServerRecord, ZoneError, ZoneRecord, keys,
+    member_lookup_name,
+};
+
+/// The longest a registration token may stay valid.
+pub const TOKEN_MAX_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How long a device's client credential is valid (at most until its issuer expires); the
+/// agent renews it a month before.
+const CREDENTIAL_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A registration token as the store keeps it: `token/<member>`. The token itself is kept
+/// (a password-based MAC needs the secret, not a digest of it), and left out of dumps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    v: u32,
+    member: String,
+    token: RegistrationToken,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used_at: Option<Timestamp>,
+}
+
+/// Why an enrolment or a renewal was refused. The messages never hold the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrolmentError {
+    /// No valid token: none was made for this member, or it is not the one presented. The
+    /// two are not told apart, so that a guess learns nothing.
+    #[error(
+        "the registration token presented for {member} is not valid for it: make a new token \
+         for this member and enrol with it"
+    )]
+    BadToken {
+        /// The member named.
+        member: String,
+    },
+    /// The token was already used (tokens are single-use).
+    #[error(
+        "the registration token of {member} was already used on {used_at}: a token enrols \
+         once; make a new one to enrol this member again"
+    )]
+    Used {
+        /// The member.
+        member: String,
+        /// When it was used.
+        used_at: Timestamp,
+    },
+    /// The token expired.
+    #[error("the registration token of {member} expired on {expires_at}: make a new one")]
+    Expired {
+        /// The member.
+        member: String,
+        /// When it expired.
+        expires_at: Timestamp,
+    },
+    /// A token validity of zero or beyond [`TOKEN_MAX_VALIDITY`].
+    #[error("a registration token is valid for 1 hour to {} days, not {hours} hours",
+        TOKEN_MAX_VALIDITY.as_secs() / 86400)]
+    Validity {
+        /// What was asked, in hours.
+        hours: u64,
+    },
+    /// The zone's CA is external: the zone cannot issue credentials itself.
+    #[error(
+        "the zone's CA is external, so the zone cannot issue {member} a credential: members \
+         enrol with a registration token only in a zone with an internal CA"
+    )]
+    ExternalCa {
+        /// The member.
+        member: String,
+    },
+    /// A server's certificate is renewed by the zone's operations, not on request.
+    #[error(
+        "{member} is a server whose certificate is renewed by a Server Remint, not by the \
+         member's request"
+    )]
+    ServerRenewal {
+        /// The member.
+        member: String,
+    },
+}
+
+/// A refused request, for the audit log (N3: every refusal is audited). Nothing in it may be
+/// a secret: say what was refused and why, not what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// What was refused: `poll`, `enroll`, `renew`, `tls`, `admin`, ...
+    pub what: String,
+    /// The member the request claimed to be, if it named one.
+    pub claimed: Option<String>,
+    /// Where it came from (an address), if known.
+    pub peer: Option<String>,
+    /// Why (the refusal's message).
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal of `what`, for `reason`.
+    pub fn new(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Refusal {
+            what: what.into(),
+            claimed: None,
+            peer: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// The member the request claimed to be.
+    pub fn claimed(mut self, member: impl Into<String>) -> Self {
+        self.claimed = Some(member.into());
+        self
+    }
+
+    /// Where the request came from.
+    pub fn peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
+    }
+}
+
+/// The member a TLS credential names: a server certificate's first SAN DNS name (its FQDN,
+/// S4), or else the subject CN (a device's client credential). `None` when it names none.
+pub fn credential_member(leaf: &Certificate) -> Option<String> {
+    match leaf.dns_names() {
+        Ok(names) if !names.is_empty() => names.into_iter().next(),
+        _ => leaf.common_name(),
+    }
+    .map(|n| member_lookup_name(&n))
+}
+
+/// Who a name is in the zone.
+enum Enrollee {
+    Server(u64, ServerRecord),
+    Device(DeviceRecord),
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// Makes one-time registration tokens (N3) for members already added, valid for
+    /// `valid_for` (1 hour to [`TOKEN_MAX_VALIDITY`]). A new token replaces a member's
+    /// earlier one. All or none: an unknown name refuses the whole call, changing nothing.
+    pub fn issue_tokens(
+        &self,
+        names: &[String],
+        valid_for: Duration,
+    ) -> Result<Vec<(String, RegistrationToken)>> {
+        if valid_for < Duration::from_secs(3600) || valid_for > TOKEN_MAX_VALIDITY {
+            return Err(EnrolmentError::Validity {
+                hours: valid_for.as_secs() / 3600,
+            }
+            .into());
+        }
+        let mut epoch = self.begin()?;
+        self.zone()?;
+        let now = self.clock.now();
+        let expires_at = now.plus(valid_for);
+        let mut out: Vec<(String, RegistrationToken)> = Vec::with_capacity(names.len());
+        let mut writes = Vec::with_capacity(names.len());
+        for given in names {
+            let name = self.enrollee_name(given)?;
+            if out.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let token =
+                RegistrationToken::generate().map_err(|e| crate::key::KeyError::Generation {
+                    reason: e.to_string(),
+                })?;
+            let record = TokenRecord {
+                v: RECORD_VERSION,
+                member: name.clone(),
+                token: token.clone(),
+                issued_at: now,
+                expires_at,
+                used_at: None,
+            };
+            writes.push(Write::put(keys::token(&name), Expect::Any, encode(&record)));
+            out.push((name, token));
+        }
+        let detail = serde_json::json!({
+            "members": out.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "expires_at": expires_at,
+        });
+        self.commit(&mut epoch, writes, "member.token", detail)?;
+        Ok(out)
+    }
+
+    /// Enrols a member from its registration token and a CSR for a key it made itself (S1,
+    /// N3): a server gets its server certificate, a device (or a server without one) a client
+    /// credential, both from the zone CA. The token is used up in the same commit. A refusal
+    /// changes nothing; the frontend audits it with [`Self::record_refusal`].
+    pub fn enroll(&self, request: &EnrollRequest) -> Result<Enrolment> {
+        let mut epoch = self.begin()?;
+        let zone = self.zone()?;
+        let now = self.clock.now();
+        let name = member_lookup_name(&request.member);
+        let bad = || EnrolmentError::BadToken {
+            member: request.member.clone(),
+        };
+        let key = keys::token(&name);
+        let Some(rec) = self.store.get(&key)? else {
+            return Err(bad().into());
+        };
+        let mut token: TokenRecord = decode(&key, &rec.value)?;
+        if !token.token.matches(request.token.as_str()) {
+            return Err(bad().into());
+        }
+        if let Some(used_at) = token.used_at {
+            return Err(EnrolmentError::Used {
+                member: name,
+                used_at,
+            }
+            .into());
+        }
+        if now >= token.expires_at {
+            return Err(EnrolmentError::Expired {
+                member: name,
+                expires_at: token.expires_at,
+            }
+            .into());
+        }
+        let who = self.enrollee(&name)?;
+        let csr = VerifiedCsr::from_der(&request.csr)?;
+        let (chain, mut writes) = self.issue_credential(&zone, &who, &csr, now)?;
+        token.used_at = Some(now);
+        writes.push(Write::put(
+            key,
+            Expect::Version(rec.version),
+            encode(&token),
+        ));
+        let detail = serde_json::json!({
+            "member": name,
+            "certificate_sha256": chain.first()
+                .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
+        });
+        self.commit(&mut epoch, writes, "member.enroll", detail)?;
+        Ok(Enrolment {
+            v: crate::protocol::VERSION,
+            member: name,
+            chain,
+            trust: zone.trust_bundle(now),
+        })
+    }
+
+    /// A new client credential for an enrolled member, authenticated as `authenticated` (the
+    /// member its current credential names), for a new key it made (S1): before the current
+    /// one expires, or after a CA change. Servers whose certificate the zone manages are
+    /// refused (their certificates change by the operations).
+    pub fn renew(&self, authenticated: &str, request: &RenewRequest) -> Result<Enrolment> {
+        let name = member_lookup_name(&request.member);
+        if name != member_lookup_name(authenticated) {
+            return Err(ProtocolError::WrongMember {
+                authenticated: authenticated.to_string(),
+                claimed: request.member.clone(),
+            }
+            .into());
+        }
+        let mut epoch = self.begin()?;
+        let zone = self.zone()?;
+        let now = self.clock.now();
+        let who = self.enrollee(&name)?;
+        if let Enrollee::Server(_, s) = &who
+            && s.role.has_certificate()
+        {
+            return Err(EnrolmentError::ServerRenewal { member: name }.into());
+        }
+        let csr = VerifiedCsr::from_der(&request.csr)?;
+        let (chain, writes) = self.issue_credential(&zone, &who, &csr, now)?;
+        let detail = serde_json::json!({
+            "member": name,
+            "certificate_sha256": chain.first()
+                .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
+        });
+        self.commit(&mut epoch, writes, "member.renew", detail)?;
+        Ok(Enrolment {
+            v: crate::protocol::VERSION,
+            member: name,
+            chain,
+            trust: zone.trust_bundle(now),
+        })
+    }
+
+    /// Records a refused request in the audit log (N3), changing nothing else. Retried when
+    /// another commit comes first (a refusal is never lost to a race).
+    pub fn record_refusal(&self, refusal: &Refusal) -> Result<()> {
+        let detail = serde_json::to_value(refusal).unwrap_or(serde_json::Value::Null);
+        let mut last = None;
+        for _ in 0..8 {
+            let mut epoch = self.begin()?;
+            match self.commit(&mut epoch, Vec::new(), "refused", detail.clone()) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::ZoneChanged {
+            event: "refused".into(),
+        }))
+    }
+
+    /// The CA certificates whose credentials a zone server accepts from members now (N4, B7):
+    /// the zone CA, the future CA of a running Remint CA or Change CA (a member switches by its
+    /// own clock, possibly before the zone has recorded the activation, N5), and retired CAs
+    /// whose certificates may still be in use.
+    pub fn accepted_client_anchors(&self) -> Result<Vec<CertificateDer>> {
+        let zone = self.zone()?;
+        let mut out = zone.trust_bundle(self.clock.now());
+        if let Some((_, op)) = self.current_op()?
+            && let Some(future) = op.kind.future_ca()
+            && !out.contains(future)
+        {
+            out.push(future.clone());
+        }
+        Ok(out)
+    }
+
+    /// The zone's CA certificates, for a client that pins one of them by its SHA-256 before it
+    /// trusts the zone server: the same set as [`Self::accepted_client_anchors`].
+    pub fn ca_certificates(&self) -> Result<Vec<CertificateDer>> {
+        self.accepted_client_anchors()
+    }
+
+    /// The member key a name refers to, for a token: a server's FQDN or a device's name.
+    fn enrollee_name(&self, given: &str) -> Result<String> {
+        let name = member_lookup_name(given);
+        if self.store.get(&keys::server(&name))?.is_some()
+            || self.store.get(&keys::device(&name))?.is_some()
+        {
+            Ok(name)
+        } else {
+            Err(ZoneError::UnknownMember {
+                name: given.to_string(),
+            }
+            .into())
+        }
+    }
+
+    fn enrollee(&self, name: &str) -> Result<Enrollee> {
+        let key = keys::server(name);
+        if let Some(rec) = self.store.get(&key)? {
+            return Ok(Enrollee::Server(rec.version, decode(&key, &rec.value)?));
+        }
+        let key = keys::device(name);
+        if let Some(rec) = self.store.get(&key)? {
+            return Ok(Enrollee::Device(decode(&key, &rec.value)?));
+        }
+        Err(ZoneError::UnknownMember { name: name.into() }.into())
+    }
+
+    /// Issues `who` its credential for `csr`'s key under the zone CA: a server certificate
+    /// (recorded on the server) or a client credential. Returns the chain and the writes.
+    fn issue_credential(
+        &self,
+        zone: &ZoneRecord,
+        who: &Enrollee,
+        csr: &VerifiedCsr,
+        now: Timestamp,
+    ) -> Result<(Vec<CertificateDer>, Vec<Write>)> {
+        let name = match who {
+            Enrollee::Server(_, s) => s.fqdn.to_string(),
+            Enrollee::Device(d) => d.name.clone(),
+        };
+        let CaKind::Internal { certificate_server } = &zone.ca else {
+            return Err(EnrolmentError::ExternalCa { member: name }.into());
+        };
+        let issuer = Certificate::try_from(&zone.ca_certificate)?;
+        let signer = self.ca_signer(certificate_server, &issuer)?;
+        let serial = Serial::random()?;
+        let leaf = match who {
+            Enrollee::Server(_, s) if s.role.has_certificate() => {
+                let profile = ServerProfile {
+                    fqdn: s.fqdn.to_string(),
+                    common_name: None,
+                    dns_names: s.dns_names.clone(),
+                    include_dns: true,
+                    not_after: None,
+                };
+                issue_server_certificate(&issuer, &signer, csr, &profile, &serial, now)?
+            }
+            _ => issue_client_certificate(
+                &issuer,
+                &signer,
+                csr,
+                &name,
+                &serial,
+                now,
+                now.plus(CREDENTIAL_VALIDITY),
+            )?,
+        };
+        let chain = vec![leaf.der().clone(), zone.ca_certificate.clone()];
+        let mut writes = vec![serial_write(&issuer, &serial, &leaf.subject(), now)?];
+        if let Enrollee::Server(version, s) = who
+            && s.role.has_certificate()
+        {
+            let mut s = s.clone();
+            s.certificate = chain.clone();
+            writes.push(Write::put(
+                keys::server(s.fqdn.as_str()),
+                Expect::Version(*version),
+                encode(&s),
+            ));
+        }
+        Ok((chain, writes))
+    }
+}
