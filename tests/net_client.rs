@@ -4,6 +4,8 @@
 //! the tiny test double of tests/common/net.rs (zoned's real server is another slice's).
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/live.rs"]
+mod live;
 #[path = "common/net.rs"]
 mod net;
 #[path = "common/sim.rs"]
@@ -12,8 +14,8 @@ mod sim;
 use std::sync::Arc;
 use std::time::Duration;
 
-use net::{Backend, TestServer, ZoneApi, own_ca};
-use sim::{PS1, Sim, Spec};
+use live::{LiveZone, live_zone};
+use net::{Backend, TestServer, own_ca};
 use zonepki::agent::files::MemberDir;
 use zonepki::clock::{SystemClock, Timestamp};
 use zonepki::key::{KeySpec, Signer as _};
@@ -27,7 +29,6 @@ use zonepki::net::remote::{AdminClient, RemoteStore, RemoteTransport};
 use zonepki::protocol::RegistrationToken;
 use zonepki::service::{ZoneService, dump};
 use zonepki::store::{MemoryStore, Storage, StoreError, Write};
-use zonepki::transport::LoopbackTransport;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -189,49 +190,6 @@ fn a_store_on_a_server_that_is_gone_is_a_retryable_backend_error() {
     let e = remote.get("x").unwrap_err();
     assert!(matches!(e, StoreError::Backend { .. }), "{e:?}");
     assert!(e.is_retryable(), "{e}");
-}
-
-/// A zone whose clock is the real one (TLS checks validity by the system clock), served by the
-/// test server with its first server's certificate; the server's `ZoneService` shares the
-/// zone's store and its agents.
-struct LiveZone {
-    sim: Sim<Arc<MemoryStore>>,
-    server: TestServer,
-}
-
-fn live_zone(devices: usize) -> LiveZone {
-    let spec = Spec {
-        start: Timestamp::now_utc().minus(Duration::from_secs(120)),
-        ..Spec::new(devices)
-    };
-    let store = Arc::new(MemoryStore::new());
-    let sim = Sim::build(Arc::clone(&store), LoopbackTransport::in_memory(), spec);
-    let (chain, key) = sim
-        .transport
-        .with_agent(PS1, |a| {
-            (a.chain().to_vec(), a.key().unwrap().to_pkcs8_der())
-        })
-        .unwrap();
-    let key = zonepki::key::PrivateKey::from_pkcs8(&key).unwrap();
-    let ca = sim.svc.ca_certificate().unwrap().der().clone();
-    let zone: Arc<dyn ZoneApi> = Arc::new(ZoneService::new(
-        Arc::clone(&store),
-        Arc::clone(&sim.transport),
-        SystemClock,
-    ));
-    let server = TestServer::start(
-        Backend {
-            store,
-            zone: Some(zone),
-            transport: Some(sim.transport.clone()),
-            admin_token: "admin-secret-token".into(),
-            ca: Vec::new(),
-        },
-        ca,
-        chain,
-        &key,
-    );
-    LiveZone { sim, server }
 }
 
 fn token(z: &LiveZone, name: &str) -> RegistrationToken {
