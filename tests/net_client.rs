@@ -369,3 +369,87 @@ fn a_zone_service_runs_against_the_servers_store_through_the_admin_api() {
     let tmp = tempfile::tempdir().unwrap();
     enroll(&z, "dev-2", tokens[0].1.clone(), tmp.path()).unwrap();
 }
+
+#[test]
+fn a_device_stages_over_https_and_switches_by_its_own_clock_with_the_server_down_n5() {
+    let LiveZone { sim, server } = live_zone(1);
+    sim.svc
+        .add_devices(&["laptop-1".to_string()], "24.4")
+        .unwrap();
+    let t = sim
+        .svc
+        .issue_tokens(&["laptop-1".to_string()], Duration::from_secs(3600))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("laptop-1");
+    rt().block_on(agent_net::enroll(
+        &url(&server),
+        "laptop-1",
+        t,
+        &server.pin.parse().unwrap(),
+        &dir,
+        KeySpec::P256,
+        AgentOptions::default(),
+    ))
+    .unwrap();
+
+    // A Remint CA: the in-process members go through it, laptop-1 polls over HTTPS.
+    let activation = Timestamp::now_utc().plus(Duration::from_secs(3600));
+    let mut req = sim::remint_ca("2027-01-08T00:00:00Z");
+    req.activation = zonepki::ops::ActivationRequest::At(activation);
+    sim.svc.start_remint_ca(req).unwrap();
+    let away = zonepki::transport::RefreshOptions::new().offline(["laptop-1"]);
+    sim.drive(&away);
+    for _ in 0..4 {
+        rt().block_on(agent_net::refresh(
+            &dir,
+            Timestamp::now_utc(),
+            AgentOptions::default(),
+        ))
+        .unwrap();
+        if agent_net::poll_timeout(&dir).unwrap().is_some() {
+            break;
+        }
+    }
+    assert_eq!(agent_net::poll_timeout(&dir).unwrap(), Some(activation));
+    let staged_trust = MemberDir::single(&dir)
+        .load("laptop-1")
+        .unwrap()
+        .staged()
+        .unwrap()
+        .trust_after
+        .clone();
+
+    // The zone server goes away. Before the activation time, nothing switches.
+    drop(server);
+    let e = rt()
+        .block_on(agent_net::refresh(
+            &dir,
+            activation.minus(Duration::from_secs(1)),
+            AgentOptions::default(),
+        ))
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(agent_net::poll_timeout(&dir).unwrap(), Some(activation));
+
+    // At the activation time by its own clock, the refresh switches first and keeps the switch,
+    // though no server answers (N5, A2).
+    let e = rt()
+        .block_on(agent_net::refresh(
+            &dir,
+            activation.plus(Duration::from_secs(1)),
+            AgentOptions::default(),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(e, AgentRunError::Client(ClientError::Unreachable { .. })),
+        "{e:?}"
+    );
+    let agent = MemberDir::single(&dir).load("laptop-1").unwrap();
+    assert!(agent.staged().is_none());
+    assert_eq!(agent.trust(), &staged_trust[..]);
+    assert_eq!(agent_net::poll_timeout(&dir).unwrap(), None);
+}

@@ -469,9 +469,21 @@ impl ServerCertVerifier for PinBootstrapVerifier {
 }
 
 /// A TLS client configuration for a member (or an administrator's frontend) that trusts
-/// `trust` (N3, N4): see [`ZoneServerVerifier`]'s rules above. With `credential` (chain leaf
-/// first, and its key) the client authenticates with it (mutual TLS); without, it does not
-/// (enrolment, the admin API).
+/// `trust` (N3, N4):
+///
+/// - The server's chain must reach one of the anchors and its leaf must allow serverAuth
+///   (webpki).
+/// - When the server is named by a DNS name, the leaf must carry it. When it is named by an IP
+///   address (a test on 127.0.0.1, a host without DNS), any server certificate of the zone is
+///   accepted: the zone CA issues server certificates only to the zone's own servers (S4),
+///   any of which may answer for the zone, so the chain to the member's anchors is what
+///   authenticates the server. Zone certificates carry no IP addresses to check.
+/// - The anchors' subjects go out as root hints (the TLS 1.3 `certificate_authorities`
+///   extension), so the server serves the chain this member can validate: the new chain once
+///   it trusts the new CA, the bridge while it trusts only the old one (N4, B1).
+///
+/// With `credential` (chain leaf first, and its key) the client authenticates with it (mutual
+/// TLS); without, it does not (enrolment, the admin API).
 pub fn agent_tls_config(
     trust: &[CertificateDer],
     credential: Option<(&[CertificateDer], &PrivateKey)>,
@@ -539,8 +551,9 @@ fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, ClientError> {
 /// (through the others, e.g. a bridge). Refuses with [`ClientError::PinMismatch`] when the
 /// server holds no CA with that fingerprint.
 ///
-/// The fetch itself trusts nothing (the server is not authenticated yet; see
-/// [`PinBootstrapVerifier`]): the pin is what makes the answer trusted.
+/// The fetch itself trusts nothing: the server is not authenticated yet (its handshake
+/// signatures are checked, its certificate is not), nothing secret is sent, and the pin is
+/// what makes the answer trusted.
 pub async fn fetch_pinned_ca(
     url: &ServerUrl,
     pin: &CaPin,
