@@ -39,6 +39,13 @@
 //! `csr generate FQDN ...` first, have the current CA sign the CSR, and give the certificate
 //! (with any subordinate CAs) as FILE. It prints the new certificate and the members that must
 //! re-establish trust with the server.
+//!
+//! Through a zone server (issue 11): `--server https://HOST:PORT --admin-token-file FILE
+//! --ca-sha256 FP` runs the command against the zone's store through zoned's admin API (same
+//! output, JSON and exit codes), after checking that the server holds the CA with that
+//! SHA-256. `init`, `fleet refresh`, `chain verify`, `lint` and `completions` run where the
+//! files are and refuse it. `member token NAME... --out-dir DIR` writes one-time registration
+//! tokens for `zone-agent enroll`, locally or through `--server`.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;

@@ -453,3 +453,35 @@ fn a_device_stages_over_https_and_switches_by_its_own_clock_with_the_server_down
     assert_eq!(agent.trust(), &staged_trust[..]);
     assert_eq!(agent_net::poll_timeout(&dir).unwrap(), None);
 }
+
+#[test]
+fn an_enrolment_a_kill_interrupted_before_the_credential_was_saved_enrols_again() {
+    let z = live_zone(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev-1");
+    std::fs::create_dir(&dir).unwrap();
+    // What a kill between the configuration and the credential leaves.
+    std::fs::write(
+        dir.join(CONFIG_FILE),
+        format!(
+            r#"{{"v": 1, "server": "{}", "name": "dev-1"}}"#,
+            z.server.url
+        ),
+    )
+    .unwrap();
+    let e = rt()
+        .block_on(agent_net::refresh(
+            &dir,
+            Timestamp::now_utc(),
+            AgentOptions::default(),
+        ))
+        .unwrap_err();
+    assert!(matches!(e, AgentRunError::NotEnrolled { .. }), "{e:?}");
+    enroll(&z, "dev-1", token(&z, "dev-1"), &dir).unwrap();
+    rt().block_on(agent_net::refresh(
+        &dir,
+        Timestamp::now_utc(),
+        AgentOptions::default(),
+    ))
+    .unwrap();
+}

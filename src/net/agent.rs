@@ -142,6 +142,8 @@ impl AgentConfig {
 
     fn save(&self, dir: &Path) -> Result<(), AgentRunError> {
         let json = serde_json::to_vec_pretty(self).expect("a config is plain data");
+        // The directory is made if missing; a symbolic link there is refused, not followed.
+        fsio::check_root(dir, true).map_err(AgentError::from)?;
         fsio::write_atomic(&dir.join(CONFIG_FILE), &json, false).map_err(AgentError::from)?;
         Ok(())
     }
@@ -190,18 +192,15 @@ pub async fn enroll(
     key: KeySpec,
     options: AgentOptions,
 ) -> Result<Enrolled, AgentRunError> {
-    if let Some(config) = AgentConfig::load(state_dir)? {
-        return Err(AgentRunError::AlreadyEnrolled {
-            dir: state_dir.to_path_buf(),
-            name: config.name,
-        });
-    }
+    // Enrolled means holding a credential. A directory whose enrolment a kill interrupted
+    // (the configuration written, the credential not yet) enrols again with a new token.
     let dir = MemberDir::single(state_dir);
     let existing = dir.load(name)?;
-    if existing.key().is_some() || !existing.chain().is_empty() {
+    if existing.key().is_some() && !existing.chain().is_empty() {
+        let config = AgentConfig::load(state_dir).ok().flatten();
         return Err(AgentRunError::AlreadyEnrolled {
             dir: state_dir.to_path_buf(),
-            name: name.to_string(),
+            name: config.map_or_else(|| name.to_string(), |c| c.name),
         });
     }
     let now = Timestamp::now_utc();
@@ -230,13 +229,16 @@ pub async fn enroll(
         trust: enrolment.trust,
         now: Timestamp::now_utc(),
     })?;
-    dir.save(&agent)?;
+    // The configuration first, then the credential: a kill between the two leaves a
+    // directory without a credential, which enrols again (see above); the reverse order could
+    // leave a credential no command can use.
     AgentConfig {
         v: 1,
         server: server.to_string(),
         name: agent.name().to_string(),
     }
     .save(state_dir)?;
+    dir.save(&agent)?;
     Ok(Enrolled {
         name: agent.name().to_string(),
         certificate_sha256: agent
