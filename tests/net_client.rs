@@ -485,3 +485,30 @@ fn an_enrolment_a_kill_interrupted_before_the_credential_was_saved_enrols_again(
     ))
     .unwrap();
 }
+
+#[test]
+fn a_remote_store_works_from_inside_another_runtime_and_from_plain_threads() {
+    let (server, local) = store_server();
+    local.commit(&[Write::create("a", *b"1")]).unwrap();
+    let remote = Arc::new(RemoteStore::new(admin(&server, "admin-secret-token")));
+    // Called from a task of another runtime (a frontend that is itself async): it must not
+    // block that runtime's thread into a panic.
+    let r = Arc::clone(&remote);
+    let got = rt().block_on(async move { r.get("a").unwrap() });
+    assert_eq!(got.unwrap().value, b"1");
+    // And from threads that are in no runtime at all.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let r = Arc::clone(&remote);
+            std::thread::spawn(move || {
+                r.commit(&[Write::create(format!("t{i}"), *b"x")]).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(local.scan_all("t").unwrap().len(), 4);
+    // Dropping it inside a runtime is fine too.
+    rt().block_on(async move { drop(remote) });
+}
