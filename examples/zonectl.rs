@@ -163,8 +163,9 @@ struct Global {
     /// Run the command through the zone server at https://HOST:PORT (zoned's admin API)
     /// instead of opening --store: same output, JSON and exit codes. Needs
     /// --admin-token-file and --ca-sha256. Refused by the commands that run where the files
-    /// are: init, fleet refresh, chain verify, lint, completions.
-    #[arg(long, global = true, env = "ZONECTL_SERVER", value_name = "URL")]
+    /// are: init, fleet refresh, chain verify, lint, completions. Give it before the command
+    /// (`ca change internal --server FQDN` is that command's own option).
+    #[arg(long, env = "ZONECTL_SERVER", value_name = "URL")]
     server: Option<String>,
     /// With --server: the file holding the administrator's token (zoned writes it to
     /// DIR/admin-token). Read, never printed.

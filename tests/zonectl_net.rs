@@ -305,6 +305,47 @@ fn a_device_is_added_given_a_token_and_enrolled_through_the_zone_server_n3() {
     let o = zone_agent(&["refresh", "--state", state.to_str().unwrap()]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 
+    // Through --server, `server add` records a satellite without enrolling it; its agent
+    // enrols on its own host with a token and gets its server certificate (N3, S1).
+    let sat = "sat9.zone.example";
+    let o = run(&[
+        "server",
+        "add",
+        sat,
+        "--role",
+        "auth-satellite",
+        "--parent",
+        sim::PS2,
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("member token"), "{}", o.stderr);
+    let o = run(&["member", "token", sat, "--out-dir", "tokens"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let sat_state = z.path("sat9");
+    let o = zone_agent(&[
+        "enroll",
+        "--server",
+        &url,
+        "--name",
+        sat,
+        "--token-file",
+        z.path(&format!("tokens/{sat}.token")).to_str().unwrap(),
+        "--ca-sha256",
+        &lz.server.pin,
+        "--state",
+        sat_state.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let chain = zonepki::cert::bundle::read_file(&sat_state.join("current/cert.pem")).unwrap();
+    assert_eq!(chain[0].dns_names().unwrap(), [sat]);
+    let o = run(&["server", "show", sat, "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        shown["sha256"],
+        chain[0].fingerprints().sha256.to_string().as_str()
+    );
+
     // A wrong pin: refused before anything is sent, saying what to check.
     let other = zonepki::net::client::CaPin::of(&net::own_ca("x.example").0).to_string();
     let mut a = remote(&["ca", "show"]);
