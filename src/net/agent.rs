@@ -279,6 +279,8 @@ pub struct Refreshed {
     pub switched: bool,
     /// Whether the device's credential was renewed.
     pub renewed: bool,
+    /// Why a renewal that was due failed (it is tried again at the next refresh).
+    pub renewal_error: Option<String>,
     /// The zone asks for the next poll by then at the latest.
     pub poll_by: Option<Timestamp>,
     /// The zone finds the agent's clock off by this many seconds (N5; positive: ahead).
@@ -372,9 +374,18 @@ pub async fn refresh(
         }
     }
     let answer = last.expect("at least one exchange ran");
+    // The poll was answered: a renewal that fails now is tried again at the next refresh,
+    // and does not make this one fail.
+    let mut renewal_error = None;
     let renewed = if needs_renewal(&agent, now) {
-        renew(&url, &dir, &mut agent, options).await?;
-        true
+        match renew(&url, &dir, &mut agent, options).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(member = agent.name(), error = %e, "renewal failed; retried at the next refresh");
+                renewal_error = Some(e.to_string());
+                false
+            }
+        }
     } else {
         false
     };
@@ -383,6 +394,7 @@ pub async fn refresh(
         exchanges,
         switched,
         renewed,
+        renewal_error,
         poll_by: answer.poll_by,
         clock_skew_secs: answer.clock_skew_secs,
     })
