@@ -1,7 +1,8 @@
 //! Finds the external tools that the interoperability tests drive (OpenSSL, GnuTLS `certtool`,
 //! pkilint, Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
 //! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pkilint`,
-//! `zonepki_has_pycryptography`.
+//! `zonepki_has_pycryptography`; and whether `$ZONEPKI_TEST_POSTGRES` names a PostgreSQL server
+//! for the tests of the PostgreSQL store, as `zonepki_has_postgres`.
 //!
 //! A test that needs a missing tool is then marked *ignored* with the reason (`cargo test`
 //! lists it as `ignored, needs ...`), never passed silently. With `CI` set every `cfg` is on,
@@ -17,6 +18,10 @@ const TOOLS: [(&str, &str); 3] = [
     ("lint_pkix_cert", "zonepki_has_pkilint"),
 ];
 const PY_CFG: &str = "zonepki_has_pycryptography";
+/// A PostgreSQL server for the tests of `PostgresStore`: `$ZONEPKI_TEST_POSTGRES` names it
+/// (`postgres://USER@HOST:PORT/DB`, a user that may create databases; `.ci/run` starts one).
+const PG_CFG: &str = "zonepki_has_postgres";
+const PG_ENV: &str = "ZONEPKI_TEST_POSTGRES";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -26,6 +31,8 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     println!("cargo::rustc-check-cfg=cfg({PY_CFG})");
+    println!("cargo::rustc-check-cfg=cfg({PG_CFG})");
+    println!("cargo::rerun-if-env-changed={PG_ENV}");
 
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -39,6 +46,9 @@ fn main() {
         if ci || dirs.iter().any(|d| is_executable(&d.join(tool))) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    if ci || std::env::var_os(PG_ENV).is_some_and(|v| !v.is_empty()) {
+        println!("cargo::rustc-cfg={PG_CFG}");
     }
     match python_cryptography() {
         Some(package) => {
