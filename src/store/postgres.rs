@@ -431,7 +431,7 @@ impl PostgresStore {
                              way: it may or may not have been applied; read the store again",
                             self.location
                         ),
-                        e,
+                        PgError(e),
                     ));
                 }
                 Err(Failure::Pg(e)) => {
@@ -450,7 +450,7 @@ impl PostgresStore {
                     "{what} store {}: gave up after {ATTEMPTS} attempts",
                     self.location
                 ),
-                e,
+                PgError(e),
             ),
             None => StoreError::backend_retryable(
                 format!("{what} store {}", self.location),
@@ -472,26 +472,57 @@ impl PostgresStore {
     /// A PostgreSQL error as a [`StoreError`], with what the store was doing and where, and
     /// the server's own message (the client's error shows only "db error").
     fn error(&self, what: &str, e: ::postgres::Error) -> StoreError {
-        let context = match e.as_db_error() {
-            Some(db) => format!(
-                "{what} store {}: PostgreSQL says {} ({})",
-                self.location,
-                db.message(),
-                db.code().code()
-            ),
-            None => format!("{what} store {}", self.location),
-        };
+        let context = format!("{what} store {}", self.location);
         if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
             return StoreError::Damaged {
                 path: self.path(),
-                source: e.into(),
+                source: PgError(e).into(),
             };
         }
         if retryable(&e) {
-            StoreError::backend_retryable(context, e)
+            StoreError::backend_retryable(context, PgError(e))
         } else {
-            StoreError::backend(context, e)
+            StoreError::backend(context, PgError(e))
         }
+    }
+}
+
+/// An error of the PostgreSQL client, shown with the server's own message and SQLSTATE (the
+/// client shows a server's error as "db error" alone). Its [`source`](StdError::source) is the
+/// client's [`postgres::Error`](::postgres::Error), for callers that inspect it.
+#[derive(Debug)]
+pub struct PgError(pub ::postgres::Error);
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(
+                    f,
+                    "{}: {} (SQLSTATE {})",
+                    db.severity(),
+                    db.message(),
+                    db.code().code()
+                )?;
+                if let Some(detail) = db.detail() {
+                    write!(f, "; {detail}")?;
+                }
+                Ok(())
+            }
+            None => {
+                write!(f, "{}", self.0)?;
+                if let Some(source) = StdError::source(&self.0) {
+                    write!(f, ": {source}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl StdError for PgError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
     }
 }
 
