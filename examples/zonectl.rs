@@ -6,11 +6,14 @@
 //! (for monitoring scripts). With `--json`, an error is one JSON object on stderr,
 //! `{"error": "..."}` (usage errors add `"usage": true`), with the same exit status.
 //!
-//! The store: a second zonectl waits for one that holds the store, up to `--wait SECONDS`
-//! (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying so. A missing
-//! store is told to `init`, a damaged one is named damaged. Commands that only show the zone
-//! open the store read-only (a read-only file works, and its modification time stays), and
-//! write only when an activation is due.
+//! The store: `--store` (or `$ZONECTL_STORE`) names a file, the embedded store, or a PostgreSQL
+//! database as `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, shared by several servers (D1);
+//! zonectl never prints a URL's password. `store copy --from STORE --to STORE` moves a zone
+//! between any two (D3). A second zonectl waits for one that holds a store file, up to
+//! `--wait SECONDS` (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying
+//! so. A missing store is told to `init`, a damaged one is named damaged. Commands that only
+//! show the zone open the store read-only (a read-only file works, and its modification time
+//! stays), and write only when an activation is due.
 //!
 //! Output files (`--out`, `--zip`) are never replaced without `--force`; `-` is standard
 //! output, which then holds the data alone. `op baseline --force` and `ca restore` ask for
@@ -288,7 +291,8 @@ zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
 zonectl chain verify --trust root.pem --untrusted int.pem --leaf server.p7b --at 2027-06-01T00:00:00Z"),
     (&["audit", "verify"], "zonectl audit verify"),
     (&["store", "dump"], "zonectl store dump > before.json"),
-    (&["store", "copy"], "zonectl store copy --from zone.db --to postgres://zonepki@db.acme.example/zone"),
+    (&["store", "copy"], "zonectl store copy --from zone.db --to postgres://zonepki@db.acme.example/zone
+zonectl store copy --from postgres://zonepki@db.acme.example/zone --to zone-copy.db"),
     (&["lint"], "zonectl lint ca.pem
 zonectl lint server.p7b --fqdn ps1.acme.example --external
 zonectl lint --json chain.pem"),

@@ -259,7 +259,11 @@ pg_test! {
             ])
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::Conflict { ref key, expected: Expect::Absent, found: Some(1) } if key == "b"),
+            matches!(
+                err,
+                StoreError::Conflict { ref key, expected: Expect::Absent, found: Some(1) }
+                    if key == "b"
+            ),
             "{err:?}"
         );
         assert_eq!(store.get("c").unwrap(), None);
