@@ -340,6 +340,24 @@ fn found_text(found: Option<u64>) -> String {
     }
 }
 
+/// Opens the existing store `name` names: a PostgreSQL database for a `postgres://` or
+/// `postgresql://` URL (with the `postgres` feature; without it such a URL is refused, saying
+/// so), a redb file for anything else. For frontends whose `--store` takes either (zonectl,
+/// zoned); errors as [`RedbStore::open`] and `PostgresStore::open` give them.
+pub fn open(name: &str) -> Result<Box<dyn Storage>, StoreError> {
+    if name.starts_with("postgres://") || name.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(PostgresStore::open(name)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::backend(
+            "cannot open a PostgreSQL store",
+            "this build of zonepki has no PostgreSQL support: build it with the `postgres` \
+             feature",
+        ));
+    }
+    Ok(Box::new(RedbStore::open(name)?))
+}
+
 /// How many records [`Storage::scan_each`] and [`Storage::scan_all`] read per page.
 pub const SCAN_PAGE: usize = 512;
 
@@ -836,6 +854,24 @@ mod tests {
         let boxed: Box<dyn Storage> = Box::new(Arc::clone(&shared));
         assert_eq!(boxed.scan("", None, 5)?.len(), 1);
         assert_eq!(boxed.last("")?.map(|(k, _)| k).as_deref(), Some("k"));
+        Ok(())
+    }
+
+    #[test]
+    fn open_chooses_the_backend_by_name() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend("temp dir", e))?;
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        assert!(matches!(
+            open(&path("none.db")),
+            Err(StoreError::NotFound { .. })
+        ));
+        RedbStore::create(path("zone.db"))?.close()?;
+        open(&path("zone.db"))?.commit(&[Write::create("k", *b"v")])?;
+        // A URL is a database: here one where nothing listens, named without its password.
+        let err = open("postgres://zone:pw-x@127.0.0.1:1/zone").err();
+        let text = format!("{err:?}");
+        assert!(!text.contains("pw-x"), "{text}");
+        assert!(err.is_some_and(|e| matches!(e, StoreError::Backend { .. })));
         Ok(())
     }
 

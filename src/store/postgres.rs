@@ -489,7 +489,7 @@ impl PostgresStore {
 
 /// An error of the PostgreSQL client, shown with the server's own message and SQLSTATE (the
 /// client shows a server's error as "db error" alone). Its [`source`](StdError::source) is the
-/// client's [`postgres::Error`](::postgres::Error), for callers that inspect it.
+/// client's [`postgres::Error`], for callers that inspect it.
 #[derive(Debug)]
 pub struct PgError(pub ::postgres::Error);
 
