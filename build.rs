@@ -2,7 +2,8 @@
 //! pkilint, Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
 //! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pkilint`,
 //! `zonepki_has_pycryptography`; and whether `$ZONEPKI_TEST_POSTGRES` names a PostgreSQL server
-//! for the tests of the PostgreSQL store, as `zonepki_has_postgres`.
+//! for the tests of the PostgreSQL store, as `zonepki_has_postgres` (and `$ZONEPKI_TEST_POSTGRES_CTL`
+//! its `pg_ctl`, for the restart test, as `zonepki_has_postgres_ctl`).
 //!
 //! A test that needs a missing tool is then marked *ignored* with the reason (`cargo test`
 //! lists it as `ignored, needs ...`), never passed silently. With `CI` set every `cfg` is on,
@@ -22,6 +23,10 @@ const PY_CFG: &str = "zonepki_has_pycryptography";
 /// (`postgres://USER@HOST:PORT/DB`, a user that may create databases; `.ci/run` starts one).
 const PG_CFG: &str = "zonepki_has_postgres";
 const PG_ENV: &str = "ZONEPKI_TEST_POSTGRES";
+/// The test server's `pg_ctl` with its options (`$ZONEPKI_TEST_POSTGRES_CTL`, to which a test
+/// appends `stop ...` or `start ...`): tests/postgres_restart.rs stops and starts the server.
+const PG_CTL_CFG: &str = "zonepki_has_postgres_ctl";
+const PG_CTL_ENV: &str = "ZONEPKI_TEST_POSTGRES_CTL";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -33,6 +38,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg({PY_CFG})");
     println!("cargo::rustc-check-cfg=cfg({PG_CFG})");
     println!("cargo::rerun-if-env-changed={PG_ENV}");
+    println!("cargo::rustc-check-cfg=cfg({PG_CTL_CFG})");
+    println!("cargo::rerun-if-env-changed={PG_CTL_ENV}");
 
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -47,8 +54,10 @@ fn main() {
             println!("cargo::rustc-cfg={cfg}");
         }
     }
-    if ci || std::env::var_os(PG_ENV).is_some_and(|v| !v.is_empty()) {
-        println!("cargo::rustc-cfg={PG_CFG}");
+    for (env, cfg) in [(PG_ENV, PG_CFG), (PG_CTL_ENV, PG_CTL_CFG)] {
+        if ci || std::env::var_os(env).is_some_and(|v| !v.is_empty()) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
     }
     match python_cryptography() {
         Some(package) => {
