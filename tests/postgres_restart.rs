@@ -111,10 +111,7 @@ fn remint_ca_across_a_postgres_restart() {
         sim::drive_svc(&sim.svc, &RefreshOptions::default())
     });
     assert_eq!(v.state.to_string(), "activated");
-    assert!(
-        v.members().all(|(_, s)| s.to_string() == "activated"),
-        "{v:?}"
-    );
+    assert!(v.members().all(|(_, s)| s == "activated"), "{v:?}");
     for name in sim.all_names() {
         for server in [sim::PS1, sim::PS2, sim::SAT1] {
             if name != server && !name.starts_with("content") {
