@@ -1,7 +1,9 @@
 //! Finds the external tools that the interoperability tests drive (OpenSSL, GnuTLS `certtool`,
 //! pkilint, Python `cryptography` >= 42) and tells the tests which are present, as `cfg`s:
 //! `zonepki_has_openssl`, `zonepki_has_certtool`, `zonepki_has_pkilint`,
-//! `zonepki_has_pycryptography`.
+//! `zonepki_has_pycryptography`; and whether `$ZONEPKI_TEST_POSTGRES` names a PostgreSQL server
+//! for the tests of the PostgreSQL store, as `zonepki_has_postgres` (and `$ZONEPKI_TEST_POSTGRES_CTL`
+//! its `pg_ctl`, for the restart test, as `zonepki_has_postgres_ctl`).
 //!
 //! A test that needs a missing tool is then marked *ignored* with the reason (`cargo test`
 //! lists it as `ignored, needs ...`), never passed silently. With `CI` set every `cfg` is on,
@@ -17,6 +19,14 @@ const TOOLS: [(&str, &str); 3] = [
     ("lint_pkix_cert", "zonepki_has_pkilint"),
 ];
 const PY_CFG: &str = "zonepki_has_pycryptography";
+/// A PostgreSQL server for the tests of `PostgresStore`: `$ZONEPKI_TEST_POSTGRES` names it
+/// (`postgres://USER@HOST:PORT/DB`, a user that may create databases; `.ci/run` starts one).
+const PG_CFG: &str = "zonepki_has_postgres";
+const PG_ENV: &str = "ZONEPKI_TEST_POSTGRES";
+/// The test server's `pg_ctl` with its options (`$ZONEPKI_TEST_POSTGRES_CTL`, to which a test
+/// appends `stop ...` or `start ...`): tests/postgres_restart.rs stops and starts the server.
+const PG_CTL_CFG: &str = "zonepki_has_postgres_ctl";
+const PG_CTL_ENV: &str = "ZONEPKI_TEST_POSTGRES_CTL";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -26,6 +36,10 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     println!("cargo::rustc-check-cfg=cfg({PY_CFG})");
+    println!("cargo::rustc-check-cfg=cfg({PG_CFG})");
+    println!("cargo::rerun-if-env-changed={PG_ENV}");
+    println!("cargo::rustc-check-cfg=cfg({PG_CTL_CFG})");
+    println!("cargo::rerun-if-env-changed={PG_CTL_ENV}");
 
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -37,6 +51,11 @@ fn main() {
     }
     for (tool, cfg) in TOOLS {
         if ci || dirs.iter().any(|d| is_executable(&d.join(tool))) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+    for (env, cfg) in [(PG_ENV, PG_CFG), (PG_CTL_ENV, PG_CTL_CFG)] {
+        if ci || std::env::var_os(env).is_some_and(|v| !v.is_empty()) {
             println!("cargo::rustc-cfg={cfg}");
         }
     }

@@ -6,11 +6,14 @@
 //! (for monitoring scripts). With `--json`, an error is one JSON object on stderr,
 //! `{"error": "..."}` (usage errors add `"usage": true`), with the same exit status.
 //!
-//! The store: a second zonectl waits for one that holds the store, up to `--wait SECONDS`
-//! (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying so. A missing
-//! store is told to `init`, a damaged one is named damaged. Commands that only show the zone
-//! open the store read-only (a read-only file works, and its modification time stays), and
-//! write only when an activation is due.
+//! The store: `--store` (or `$ZONECTL_STORE`) names a file, the embedded store, or a PostgreSQL
+//! database as `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`, shared by several servers (D1);
+//! zonectl never prints a URL's password. `store copy --from STORE --to STORE` moves a zone
+//! between any two (D3). A second zonectl waits for one that holds a store file, up to
+//! `--wait SECONDS` (default 10, `$ZONECTL_WAIT`), announced on stderr, then is refused saying
+//! so. A missing store is told to `init`, a damaged one is named damaged. Commands that only
+//! show the zone open the store read-only (a read-only file works, and its modification time
+//! stays), and write only when an activation is due.
 //!
 //! Output files (`--out`, `--zip`) are never replaced without `--force`; `-` is standard
 //! output, which then holds the data alone. `op baseline --force` and `ca restore` ask for
@@ -96,7 +99,7 @@ use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
     Plan, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
-use zonepki::store::{RedbStore, Storage, StoreError};
+use zonepki::store::{CopyError, MemoryStore, PostgresStore, RedbStore, Storage, StoreError};
 use zonepki::transport::{Fleet, Outcome, RefreshOptions, RefreshOutcome};
 use zonepki::transport::{LoopbackTransport, Transport};
 use zonepki::view::{
@@ -108,7 +111,7 @@ use zonepki::zone::{Fqdn, ServerRole};
 /// or, with `--server`, the zone server's store and agents through its admin API.
 type Service = ZoneService<Box<dyn Storage>, Arc<dyn Transport>, ManualClock>;
 /// The zone in this process only (`init`, `fleet refresh`: they run where the files are).
-type LocalService = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
+type LocalService = ZoneService<Box<dyn Storage>, LoopbackTransport, ManualClock>;
 type CmdResult = Result<(), String>;
 
 #[derive(Parser)]
@@ -126,7 +129,8 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// The zone's embedded store.
+    /// The zone's store: a file (the embedded store), or postgres://USER@HOST:PORT/DB (a
+    /// PostgreSQL database shared by several servers).
     #[arg(
         long,
         global = true,
@@ -326,6 +330,8 @@ zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
 zonectl chain verify --trust root.pem --untrusted int.pem --leaf server.p7b --at 2027-06-01T00:00:00Z"),
     (&["audit", "verify"], "zonectl audit verify"),
     (&["store", "dump"], "zonectl store dump > before.json"),
+    (&["store", "copy"], "zonectl store copy --from zone.db --to postgres://zonepki@db.acme.example/zone
+zonectl store copy --from postgres://zonepki@db.acme.example/zone --to zone-copy.db"),
     (&["lint"], "zonectl lint ca.pem
 zonectl lint server.p7b --fqdn ps1.acme.example --external
 zonectl lint --json chain.pem"),
@@ -934,6 +940,16 @@ enum AuditCmd {
 enum StoreCmd {
     /// Every record as one JSON document, secrets left out.
     Dump,
+    /// Copy a whole zone into an empty store (D3): a file or a postgres:// URL each, e.g. the
+    /// embedded store into a PostgreSQL database. Refuses a target that holds records.
+    Copy {
+        /// The store holding the zone (read only).
+        #[arg(long, value_name = "STORE")]
+        from: PathBuf,
+        /// The empty store to copy it into: a new file, or a database without a zone.
+        #[arg(long, value_name = "STORE")]
+        to: PathBuf,
+    },
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -1129,9 +1145,9 @@ fn open_shown(g: &Global) -> Result<Service, String> {
     }
 }
 
-fn service(g: &Global, store: RedbStore) -> Result<Service, String> {
+fn service(g: &Global, store: Box<dyn Storage>) -> Result<Service, String> {
     let transport: Arc<dyn Transport> = Arc::new(LoopbackTransport::with_root(&g.root));
-    let svc = ZoneService::new(Box::new(store) as Box<dyn Storage>, transport, clock(g));
+    let svc = ZoneService::new(store, transport, clock(g));
     Ok(if g.no_bridge {
         svc.without_bridges()
     } else {
@@ -1192,10 +1208,37 @@ fn remote_service(g: &Global, url: &str) -> Result<Service, String> {
     })
 }
 
-/// Opens the store file, waiting up to `--wait` seconds (announced on stderr) while another
-/// process holds it. The library's error says what is wrong with the store; zonectl adds
-/// what to do about it on the command line.
-fn open_store(g: &Global, read_only: bool) -> Result<RedbStore, String> {
+/// Opens `--store` (see [`open_any`]).
+fn open_store(g: &Global, read_only: bool) -> Result<Box<dyn Storage>, String> {
+    open_any(g, &g.store, read_only)
+}
+
+/// The PostgreSQL URL that `name` is, if it is one (`postgres://` or `postgresql://`).
+fn pg_url(name: &Path) -> Option<&str> {
+    name.to_str()
+        .filter(|s| zonepki::store::postgres::is_url(s))
+}
+
+/// A store's name as zonectl shows it: a file's path, or a URL without its password.
+fn shown(name: &Path) -> String {
+    match pg_url(name) {
+        Some(url) => zonepki::store::postgres::redact(url),
+        None => name.display().to_string(),
+    }
+}
+
+/// Opens the store `name` (a file, or a postgres:// URL), the one place that tells the kinds
+/// apart. A file is waited for up to `--wait` seconds (announced on stderr) while another
+/// process holds it; a database is shared and never held. The library's error says what is
+/// wrong with the store; zonectl adds what to do about it on the command line.
+fn open_any(g: &Global, name: &Path, read_only: bool) -> Result<Box<dyn Storage>, String> {
+    if let Some(url) = pg_url(name) {
+        // No read-only mode: a database's permissions decide.
+        return match PostgresStore::open(url) {
+            Ok(store) => Ok(Box::new(store)),
+            Err(e) => Err(store_error(g, name, e)),
+        };
+    }
     let open = |path: &Path| {
         if read_only {
             RedbStore::open_read_only(path)
@@ -1206,24 +1249,24 @@ fn open_store(g: &Global, read_only: bool) -> Result<RedbStore, String> {
     let deadline = Instant::now() + Duration::from_secs(g.wait);
     let mut announced = false;
     loop {
-        match open(&g.store) {
-            Ok(store) => return Ok(store),
+        match open(name) {
+            Ok(store) => return Ok(Box::new(store)),
             Err(StoreError::Busy { .. }) if Instant::now() < deadline => {
                 if !announced {
                     announced = true;
                     notice(&format!(
                         "waiting for another zonectl holding {} (up to {}s)",
-                        g.store.display(),
+                        name.display(),
                         g.wait
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             // A file left unclean by a crash needs a recovery, which is a write.
-            Err(StoreError::Backend { .. }) if read_only && writable(&g.store) => {
-                return open_store(g, false);
+            Err(StoreError::Backend { .. }) if read_only && writable(name) => {
+                return open_any(g, name, false);
             }
-            Err(e) => return Err(store_error(g, e)),
+            Err(e) => return Err(store_error(g, name, e)),
         }
     }
 }
@@ -1233,7 +1276,7 @@ fn writable(path: &Path) -> bool {
 }
 
 /// A store error with zonectl's advice.
-fn store_error(g: &Global, e: StoreError) -> String {
+fn store_error(g: &Global, name: &Path, e: StoreError) -> String {
     match &e {
         StoreError::NotFound { .. } => format!(
             "{e}: create a zone with `zonectl init`, or point --store / $ZONECTL_STORE at an \
@@ -1252,10 +1295,10 @@ fn store_error(g: &Global, e: StoreError) -> String {
             "{e} (zonectl does not repair a store; --store / $ZONECTL_STORE names the file it \
              opened)"
         ),
-        _ if !writable(&g.store) && g.store.exists() => format!(
+        _ if pg_url(name).is_none() && !writable(name) && name.exists() => format!(
             "{e}: {} is read-only, and this command changes the zone; commands that only show \
              it work on a read-only store",
-            g.store.display()
+            name.display()
         ),
         _ => e.to_string(),
     }
@@ -1326,6 +1369,10 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Chain(_) => Some("chain verify checks local files and needs no zone"),
         Command::Lint(_) => Some("lint checks local files and needs no zone"),
         Command::Completions { .. } => Some("completions prints a script and needs no zone"),
+        Command::Store(StoreCmd::Copy { .. }) => Some(
+            "store copy opens both stores itself (a file or a postgres:// URL); run it where \
+             they can be opened, with zoned stopped",
+        ),
         _ => None,
     }
 }
@@ -1393,6 +1440,7 @@ fn run(cli: Cli) -> CmdResult {
             out(format_args!("{}", String::from_utf8_lossy(&script)));
             Ok(())
         }
+        Command::Store(StoreCmd::Copy { from, to }) => store_copy(g, &from, &to),
         Command::Store(StoreCmd::Dump) => {
             let svc = open_read(g)?;
             // Streamed as the store is read: a large zone's dump is never held in memory.
@@ -1452,7 +1500,22 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
             );
         }
     }
-    if g.store.exists() {
+    if let Some(url) = pg_url(&g.store) {
+        // Checked before the zone is built (its agents' files written): a database that
+        // holds records is refused as a file that exists is.
+        match PostgresStore::open(url) {
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(g, &g.store, e)),
+            Ok(store) => {
+                if !store.scan("", None, 1).map_err(msg)?.is_empty() {
+                    return Err(format!(
+                        "{} already holds a zone: a store holds one zone",
+                        shown(&g.store)
+                    ));
+                }
+            }
+        }
+    } else if g.store.exists() {
         return Err(format!(
             "{} already exists: a store holds one zone",
             g.store.display()
@@ -1503,17 +1566,37 @@ fn create_zone(
     g: &Global,
     build: impl FnOnce(&LocalService) -> Result<(), String>,
 ) -> Result<CaView, String> {
+    if pg_url(&g.store).is_some() {
+        // Built in memory, then copied with the zone record last: a refused init writes
+        // nothing, and a copy cut short is no zone.
+        let svc = ZoneService::new(
+            Box::new(MemoryStore::new()) as Box<dyn Storage>,
+            LoopbackTransport::with_root(&g.root),
+            clock(g),
+        );
+        build(&svc)?;
+        let view = svc.ca_view().map_err(msg)?;
+        let (store, _, _) = svc.into_parts();
+        copy_into(g, &*store, &g.store)?;
+        return Ok(view);
+    }
     // A fixed temporary name, so that a killed init leaves nothing the next one does not
     // remove (issue 9 item 3).
     let tmp = remove_stale_tmp(&g.store)?;
     let mut created = None;
     let result = (|| {
-        let store = RedbStore::create(&tmp).map_err(msg)?;
+        let store = std::sync::Arc::new(RedbStore::create(&tmp).map_err(msg)?);
         created = file_id(&tmp);
-        let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
+        let svc = ZoneService::new(
+            Box::new(std::sync::Arc::clone(&store)) as Box<dyn Storage>,
+            LoopbackTransport::with_root(&g.root),
+            clock(g),
+        );
         build(&svc)?;
         let view = svc.ca_view().map_err(msg)?;
-        let (store, _, _) = svc.into_parts();
+        drop(svc);
+        let store = std::sync::Arc::into_inner(store)
+            .expect("the service, the store's only other holder, was dropped");
         store.close().map_err(msg)?;
         Ok::<CaView, String>(view)
     })();
@@ -1572,6 +1655,83 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
         let _ = path;
         None
     }
+}
+
+/// `store copy` (D3): the whole zone of `from` into the empty store `to`.
+fn store_copy(g: &Global, from: &Path, to: &Path) -> CmdResult {
+    let source = open_any(g, from, true)?;
+    let copied = copy_into(g, &*source, to)?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "from": shown(from),
+            "to": shown(to),
+            "records": copied.records,
+        }));
+    } else {
+        println!(
+            "copied {} records from {} to {}",
+            copied.records,
+            shown(from),
+            shown(to)
+        );
+    }
+    Ok(())
+}
+
+/// Copies the zone in `source` into the store `to`, which must hold no records. A new file is
+/// written under a temporary name and moved into place once complete; a database's tables are
+/// made if it has none, and removed again if this run made them and the copy failed. So a
+/// refused or failed copy leaves the target as it was, short of a crash in the middle of a
+/// copy into a database (then the target holds no zone, and a copy refuses it as incomplete).
+fn copy_into(
+    g: &Global,
+    source: &dyn Storage,
+    to: &Path,
+) -> Result<zonepki::store::Copied, String> {
+    let copy_error = |e: CopyError| format!("{e} (copying into {})", shown(to));
+    if let Some(url) = pg_url(to) {
+        let (target, created) = match PostgresStore::create(url) {
+            Ok(store) => (store, true),
+            Err(StoreError::AlreadyExists { .. }) => (
+                PostgresStore::open(url).map_err(|e| store_error(g, to, e))?,
+                false,
+            ),
+            Err(e) => return Err(store_error(g, to, e)),
+        };
+        return match zonepki::store::copy(source, &target) {
+            Ok(copied) => Ok(copied),
+            Err(e) => {
+                if created {
+                    // Best effort: the tables are this run's and hold no zone.
+                    let _ = target.destroy();
+                }
+                Err(copy_error(e))
+            }
+        };
+    }
+    if to.exists() {
+        let target = open_any(g, to, false)?;
+        return zonepki::store::copy(source, &*target).map_err(copy_error);
+    }
+    let tmp = remove_stale_tmp(to)?;
+    let result = (|| {
+        let target = RedbStore::create(&tmp).map_err(msg)?;
+        let copied = zonepki::store::copy(source, &target).map_err(copy_error)?;
+        target.close().map_err(msg)?;
+        Ok::<_, String>(copied)
+    })();
+    let copied = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    // A hard link, not a rename: it refuses a name that appeared meanwhile.
+    let linked = std::fs::hard_link(&tmp, to);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    Ok(copied)
 }
 
 fn server(g: &Global, cmd: ServerCmd) -> CmdResult {

@@ -19,7 +19,7 @@ use crate::clock::Timestamp;
 use crate::store::{Committed, Expect, Storage, StoreError, Write};
 use crate::zone::RECORD_VERSION;
 
-const HEAD: &str = "audit/head";
+pub(crate) const HEAD: &str = "audit/head";
 const PREFIX: &str = "audit/entry/";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -52,9 +52,14 @@
 //!   keeps the backend's own error as its [`source`](std::error::Error::source), so a caller
 //!   can inspect it.
 //!
-//! Two backends are provided: [`RedbStore`], a single-file embedded database (the default), and
-//! [`MemoryStore`], for tests and ephemeral use. With the `test-util` feature, `FaultyStore`
-//! wraps either one to inject commit failures in crash tests.
+//! * **Moving a zone (D3).** [`Storage::import`] creates records with the versions they have
+//!   elsewhere, so [`copy`] moves every record of a zone to another store exactly (a `store dump`
+//!   of both is the same), in pages; the zone record goes last, so a copy cut short is no zone.
+//!
+//! Three backends are provided: [`RedbStore`], a single-file embedded database (the default),
+//! [`MemoryStore`], for tests and ephemeral use, and with the `postgres` feature
+//! `PostgresStore`, a PostgreSQL database that several servers share (B6, D1). With the
+//! `test-util` feature, `FaultyStore` wraps any of them to inject commit failures in crash tests.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -64,10 +69,16 @@ use std::sync::Arc;
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::{Mutex, PoisonError};
 
+mod copy;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod redb;
 
+pub use self::copy::{Copied, CopyError, copy};
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresStore;
 pub use self::redb::RedbStore;
 
 /// A stored value and its version.
@@ -329,6 +340,24 @@ fn found_text(found: Option<u64>) -> String {
     }
 }
 
+/// Opens the existing store `name` names: a PostgreSQL database for a `postgres://` or
+/// `postgresql://` URL (with the `postgres` feature; without it such a URL is refused, saying
+/// so), a redb file for anything else. For frontends whose `--store` takes either (zonectl,
+/// zoned); errors as [`RedbStore::open`] and `PostgresStore::open` give them.
+pub fn open(name: &str) -> Result<Box<dyn Storage>, StoreError> {
+    if name.starts_with("postgres://") || name.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(PostgresStore::open(name)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::backend(
+            "cannot open a PostgreSQL store",
+            "this build of zonepki has no PostgreSQL support: build it with the `postgres` \
+             feature",
+        ));
+    }
+    Ok(Box::new(RedbStore::open(name)?))
+}
+
 /// How many records [`Storage::scan_each`] and [`Storage::scan_all`] read per page.
 pub const SCAN_PAGE: usize = 512;
 
@@ -369,6 +398,29 @@ pub trait Storage: Send + Sync {
     /// write (in order) whose precondition does not hold. An empty transaction succeeds,
     /// changes nothing and returns no versions.
     fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError>;
+
+    /// Creates every key of `records` with that record's value *and version*, atomically (all
+    /// or none): what [`copy`] writes, so that the target holds the source's records exactly.
+    ///
+    /// Every key must be absent: the first one (in order) that exists fails the whole import
+    /// with [`StoreError::Conflict`] (expected absent). Fails with
+    /// [`StoreError::InvalidWrite`] for an empty key, a key given twice, or version 0. An empty
+    /// import succeeds and changes nothing.
+    ///
+    /// The provided method can only create keys at version 1 (through
+    /// [`commit`](Storage::commit)) and refuses a record at a later version with
+    /// [`StoreError::InvalidWrite`]; the crate's backends import any version.
+    fn import(&self, records: &[(String, Record)]) -> Result<(), StoreError> {
+        let writes = import_writes(records)?;
+        if let Some((w, v)) = writes.iter().find(|(_, v)| *v != 1) {
+            return Err(invalid(
+                &w.key,
+                &format!("this store can only create a record at version 1, not {v}"),
+            ));
+        }
+        let creates: Vec<Write> = writes.into_iter().map(|(w, _)| w).collect();
+        self.commit(&creates).map(|_| ())
+    }
 
     /// Calls `f` with every record whose key starts with `prefix`, in key order, until `f`
     /// returns [`ControlFlow::Break`], holding one page of records at a time.
@@ -431,6 +483,9 @@ macro_rules! forward_storage {
             }
             fn commit(&self, writes: &[Write]) -> Result<Committed, StoreError> {
                 (**self).commit(writes)
+            }
+            fn import(&self, records: &[(String, Record)]) -> Result<(), StoreError> {
+                (**self).import(records)
             }
             fn scan_each(
                 &self,
@@ -510,6 +565,23 @@ pub(crate) fn validate(writes: &[Write]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// An import as creates, each with the version it must get: checked as [`validate`] checks a
+/// commit (no empty key, no key twice, no version 0). Shared by every backend.
+pub(crate) fn import_writes(records: &[(String, Record)]) -> Result<Vec<(Write, u64)>, StoreError> {
+    let writes: Vec<Write> = records
+        .iter()
+        .map(|(key, rec)| Write::create(key.clone(), rec.value.clone()))
+        .collect();
+    validate(&writes)?;
+    if let Some((key, _)) = records.iter().find(|(_, rec)| rec.version == 0) {
+        return Err(invalid(key, "version 0, but versions start at 1"));
+    }
+    Ok(writes
+        .into_iter()
+        .zip(records.iter().map(|(_, rec)| rec.version))
+        .collect())
 }
 
 fn invalid(key: &str, reason: &str) -> StoreError {
@@ -665,6 +737,22 @@ impl<S: Storage> Storage for FaultyStore<S> {
         state.commits += 1;
         Ok(committed)
     }
+
+    /// Counts, and fails, as a commit.
+    fn import(&self, records: &[(String, Record)]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if let Some(n) = state.fail_after
+            && state.commits >= n
+        {
+            return Err(StoreError::backend(
+                "injected import failure",
+                InjectedFailure { commits: n },
+            ));
+        }
+        self.inner.import(records)?;
+        state.commits += 1;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -766,6 +854,24 @@ mod tests {
         let boxed: Box<dyn Storage> = Box::new(Arc::clone(&shared));
         assert_eq!(boxed.scan("", None, 5)?.len(), 1);
         assert_eq!(boxed.last("")?.map(|(k, _)| k).as_deref(), Some("k"));
+        Ok(())
+    }
+
+    #[test]
+    fn open_chooses_the_backend_by_name() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::backend("temp dir", e))?;
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        assert!(matches!(
+            open(&path("none.db")),
+            Err(StoreError::NotFound { .. })
+        ));
+        RedbStore::create(path("zone.db"))?.close()?;
+        open(&path("zone.db"))?.commit(&[Write::create("k", *b"v")])?;
+        // A URL is a database: here one where nothing listens, named without its password.
+        let err = open("postgres://zone:pw-x@127.0.0.1:1/zone").err();
+        let text = format!("{err:?}");
+        assert!(!text.contains("pw-x"), "{text}");
+        assert!(err.is_some_and(|e| matches!(e, StoreError::Backend { .. })));
         Ok(())
     }
 

@@ -8,10 +8,16 @@
 //! - the zone's certificate server holds the zone CA's key;
 //! - no (issuer, serial) pair is issued twice (S3).
 //!
+//! The model runs on a memory store (both frontends on one store) and on PostgreSQL (issue 12
+//! item 1: each frontend with a connection pool of its own to one database, as two servers;
+//! `$ZONEPKI_TEST_POSTGRES`, ignored with the reason without it).
+//!
 //! Errors of single commands are expected (refusals, `ZoneChanged`); invariants are not. The
 //! model found that a cancel which discarded the future CA key before its commit lost a race
 //! left a running operation without its key; the key now goes after the commit.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -27,7 +33,7 @@ use zonepki::ops::{ActivationRequest, OpKind};
 use zonepki::service::{
     InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
-use zonepki::store::MemoryStore;
+use zonepki::store::{MemoryStore, PostgresStore, Storage};
 use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{CaKind, Fqdn, ServerRole};
@@ -110,7 +116,7 @@ impl zonepki::transport::InProcessFleet for Interleave<'_> {
     }
 }
 
-type Svc<'a, T> = ZoneService<&'a MemoryStore, T, &'a ManualClock>;
+type Svc<'a, T> = ZoneService<&'a dyn Storage, T, &'a ManualClock>;
 
 fn fq(s: &str) -> Fqdn {
     s.parse().unwrap()
@@ -247,38 +253,78 @@ fn check(
     Ok(())
 }
 
+/// Runs `steps`: frontend A (and the checks) on `a_store`, frontend B on `b_store`, which
+/// hold one zone (one store, or two handles of one database).
+fn model(
+    steps: Vec<Step>,
+    a_store: &dyn Storage,
+    b_store: &dyn Storage,
+) -> Result<(), TestCaseError> {
+    let transport = LoopbackTransport::in_memory();
+    let clock = ManualClock::new("2027-01-01T00:00:00Z".parse().unwrap());
+    let a_plain = ZoneService::new(a_store, &transport, &clock);
+    a_plain
+        .init_internal(
+            InitInternal::new(
+                "Model",
+                NewServer::new(fq("ps1.m.example"), ServerRole::Primary),
+            )
+            .with_ca_key(KeySpec::P256)
+            .with_validity(5.try_into().unwrap()),
+        )
+        .unwrap();
+    a_plain
+        .add_server(NewServer::new(fq("ps2.m.example"), ServerRole::Primary))
+        .unwrap();
+    let mut retired: Vec<(Vec<u8>, Timestamp)> = Vec::new();
+    for s in steps {
+        let before = a_plain.zone().unwrap().ca_certificate;
+        let b = ZoneService::new(b_store, &transport, &clock);
+        let racing = Interleave {
+            inner: &transport,
+            hook: Mutex::new(s.inner.map(|c| -> Hook<'_> {
+                let (b, clock) = (&b, &clock);
+                Box::new(move || run(b, c, clock))
+            })),
+        };
+        let a = ZoneService::new(a_store, &racing, &clock);
+        run(&a, s.outer, &clock);
+        racing.fire(); // B's command, if A called no agent
+        let after = a_plain.zone().unwrap().ca_certificate;
+        if after != before {
+            retired.push((before.as_bytes().to_vec(), clock.now()));
+        }
+        check(&a_plain, &transport, &clock, &retired)?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn two_frontends_never_break_the_zone(steps in proptest::collection::vec(step(), 1..10)) {
         let store = MemoryStore::new();
-        let transport = LoopbackTransport::in_memory();
-        let clock = ManualClock::new("2027-01-01T00:00:00Z".parse().unwrap());
-        let a_plain = ZoneService::new(&store, &transport, &clock);
-        a_plain.init_internal(InitInternal::new("Model", NewServer::new(fq("ps1.m.example"), ServerRole::Primary))
-.with_ca_key(KeySpec::P256)
-.with_validity(5.try_into().unwrap())).unwrap();
-        a_plain.add_server(NewServer::new(fq("ps2.m.example"), ServerRole::Primary)).unwrap();
-        let mut retired: Vec<(Vec<u8>, Timestamp)> = Vec::new();
-        for s in steps {
-            let before = a_plain.zone().unwrap().ca_certificate;
-            let b = ZoneService::new(&store, &transport, &clock);
-            let racing = Interleave {
-                inner: &transport,
-                hook: Mutex::new(s.inner.map(|c| -> Hook<'_> {
-                    let (b, clock) = (&b, &clock);
-                    Box::new(move || run(b, c, clock))
-                })),
-            };
-            let a = ZoneService::new(&store, &racing, &clock);
-            run(&a, s.outer, &clock);
-            racing.fire(); // B's command, if A called no agent
-            let after = a_plain.zone().unwrap().ca_certificate;
-            if after != before {
-                retired.push((before.as_bytes().to_vec(), clock.now()));
-            }
-            check(&a_plain, &transport, &clock, &retired)?;
-        }
+        model(steps, &store, &store)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// B6 and D1 on PostgreSQL: the frontends are two stores (connection pools) on one
+    /// database, as two servers are.
+    #[test]
+    #[cfg_attr(
+        not(zonepki_has_postgres),
+        ignore = "needs PostgreSQL: set ZONEPKI_TEST_POSTGRES=postgres://USER@HOST:PORT/DB"
+    )]
+    fn two_servers_on_postgres_never_break_the_zone(
+        steps in proptest::collection::vec(step(), 1..10)
+    ) {
+        let db = common::pg::TestDb::new("b6");
+        let a = PostgresStore::create(&db.url).unwrap();
+        let b = PostgresStore::open(&db.url).unwrap();
+        model(steps, &a, &b)?;
     }
 }

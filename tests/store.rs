@@ -1,5 +1,11 @@
-//! One test suite for every `Storage` backend, plus redb-specific file handling and a model
-//! test comparing `RedbStore` against `MemoryStore`.
+//! One test suite for every `Storage` backend (memory, redb, PostgreSQL), plus redb-specific
+//! file handling and model tests comparing `RedbStore` and `PostgresStore` against
+//! `MemoryStore`.
+//!
+//! The PostgreSQL runs need a server (`$ZONEPKI_TEST_POSTGRES`, see tests/common/pg.rs); each
+//! test gets a database of its own. Without the variable they are ignored with the reason.
+
+mod common;
 
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -8,19 +14,22 @@ use std::thread;
 #[path = "common/net.rs"]
 mod net;
 
+use common::pg::TestDb;
 use proptest::prelude::*;
 use tempfile::TempDir;
 use zonepki::store::{
-    Committed, Expect, FaultyStore, InjectedFailure, MemoryStore, Record, RedbStore, Storage,
-    StoreError, Write,
+    Committed, Expect, FaultyStore, InjectedFailure, MemoryStore, PostgresStore, Record, RedbStore,
+    Storage, StoreError, Write,
 };
 
-/// A store under test, with the directory that holds its file (if any).
+/// A store under test, with the directory that holds its file or the database that holds its
+/// tables (if any), dropped after the store.
 struct Fixture {
     store: Arc<dyn Storage>,
     _dir: Option<TempDir>,
     /// What must live as long as the store (a remote store's server).
     _server: Option<net::TestServer>,
+    _db: Option<TestDb>,
 }
 
 fn memory() -> Fixture {
@@ -28,6 +37,7 @@ fn memory() -> Fixture {
         store: Arc::new(MemoryStore::new()),
         _dir: None,
         _server: None,
+        _db: None,
     }
 }
 
@@ -38,6 +48,7 @@ fn redb() -> Fixture {
         store: Arc::new(store),
         _dir: Some(dir),
         _server: None,
+        _db: None,
     }
 }
 
@@ -62,6 +73,19 @@ fn remote() -> Fixture {
         store: Arc::new(zonepki::net::remote::RemoteStore::new(client)),
         _dir: None,
         _server: Some(server),
+        _db: None,
+    }
+}
+
+
+fn postgres() -> Fixture {
+    let db = TestDb::new("store");
+    let store = PostgresStore::create(&db.url).expect("create store");
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+        _db: Some(db),
+        _server: None,
     }
 }
 
@@ -737,79 +761,97 @@ fn error_source_chain_is_kept(s: Arc<dyn Storage>) {
 }
 
 macro_rules! suite {
-    ($backend:ident) => {
+    ($backend:ident $(, #[$attr:meta])*) => {
         mod $backend {
             use super::*;
 
             #[test]
+            $(#[$attr])*
             fn create_get_and_version_increments() {
                 super::create_get_and_version_increments(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn absent_on_existing_conflicts_and_applies_nothing() {
                 super::absent_on_existing_conflicts_and_applies_nothing(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn version_mismatch_conflicts() {
                 super::version_mismatch_conflicts(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn delete() {
                 super::delete(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn scan_prefix_in_key_order() {
                 super::scan_prefix_in_key_order(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn invalid_writes_are_refused() {
                 super::invalid_writes_are_refused(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn empty_transaction_is_ok() {
                 super::empty_transaction_is_ok(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn racing_creates_have_one_winner() {
                 super::racing_creates_have_one_winner($backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn racing_read_modify_write_loses_no_update() {
                 super::racing_read_modify_write_loses_no_update($backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn faulty_store_applies_nothing_once_failing() {
                 super::faulty_store_applies_nothing_once_failing($backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn paging_crosses_page_boundaries() {
                 super::paging_crosses_page_boundaries(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn scan_after_at_between_and_past_keys() {
                 super::scan_after_at_between_and_past_keys(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn scan_limit_zero_and_one() {
                 super::scan_limit_zero_and_one(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn prefix_edge_cases() {
                 super::prefix_edge_cases(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn last_on_empty_and_non_empty() {
                 super::last_on_empty_and_non_empty(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn commit_returns_the_versions_get_reports() {
                 super::commit_returns_the_versions_get_reports(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn conflict_is_retryable_and_changes_nothing() {
                 super::conflict_is_retryable_and_changes_nothing(&*$backend().store);
             }
             #[test]
+            $(#[$attr])*
             fn error_source_chain_is_kept() {
                 super::error_source_chain_is_kept($backend().store);
             }
@@ -820,6 +862,13 @@ macro_rules! suite {
 suite!(memory);
 suite!(redb);
 suite!(remote);
+suite!(
+    postgres,
+    #[cfg_attr(
+        not(zonepki_has_postgres),
+        ignore = "needs PostgreSQL: set ZONEPKI_TEST_POSTGRES=postgres://USER@HOST:PORT/DB"
+    )]
+);
 
 // ---------------------------------------------------------------------------------------------
 // RedbStore files.
@@ -1114,6 +1163,44 @@ proptest! {
             if i % 8 == 7 {
                 redb.close().unwrap();
                 redb = RedbStore::open(&path).unwrap();
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    #[cfg_attr(
+        not(zonepki_has_postgres),
+        ignore = "needs PostgreSQL: set ZONEPKI_TEST_POSTGRES=postgres://USER@HOST:PORT/DB"
+    )]
+    fn postgres_behaves_like_memory(txns in arb_txns()) {
+        let model = MemoryStore::new();
+        let db = TestDb::new("model");
+        let mut pg = PostgresStore::create(&db.url).unwrap();
+        for (i, txn) in txns.iter().enumerate() {
+            let expected = outcome(model.commit(txn));
+            let actual = outcome(pg.commit(txn));
+            prop_assert_eq!(&actual, &expected, "transaction {} {:?}", i, txn);
+            for prefix in PREFIXES {
+                prop_assert_eq!(pg.scan_all(prefix).unwrap(), model.scan_all(prefix).unwrap());
+                prop_assert_eq!(pg.last(prefix).unwrap(), model.last(prefix).unwrap());
+                for after in AFTERS {
+                    for limit in [0, 1, 2, 100] {
+                        prop_assert_eq!(
+                            pg.scan(prefix, after, limit).unwrap(),
+                            model.scan(prefix, after, limit).unwrap()
+                        );
+                    }
+                }
+            }
+            for key in KEYS {
+                prop_assert_eq!(pg.get(key).unwrap(), model.get(key).unwrap());
+            }
+            if i % 8 == 7 {
+                pg = PostgresStore::open(&db.url).unwrap();
             }
         }
     }

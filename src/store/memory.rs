@@ -5,8 +5,8 @@ use std::ops::{Bound, ControlFlow};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Committed, Record, Storage, StoreError, Write, check, next_version, page_bounds, prefix_end,
-    validate,
+    Committed, Record, Storage, StoreError, Write, check, import_writes, next_version, page_bounds,
+    prefix_end, validate,
 };
 
 /// A [`Storage`] kept in a `BTreeMap` behind a mutex. Nothing is persisted.
@@ -125,6 +125,18 @@ impl Storage for MemoryStore {
             }
         }
         Ok(Committed::new(versions))
+    }
+
+    fn import(&self, records: &[(String, Record)]) -> Result<(), StoreError> {
+        let writes = import_writes(records)?;
+        let mut stored = self.lock();
+        for (w, _) in &writes {
+            check(w, stored.get(&w.key).map(|r| r.version))?;
+        }
+        for (key, rec) in records {
+            stored.insert(key.clone(), rec.clone());
+        }
+        Ok(())
     }
 }
 

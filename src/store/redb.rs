@@ -36,8 +36,8 @@ use ::redb::{
 };
 
 use super::{
-    Committed, Expect, Record, Storage, StoreError, Write, check, next_version, page_bounds,
-    prefix_end, validate,
+    Committed, Expect, Record, Storage, StoreError, Write, check, import_writes, next_version,
+    page_bounds, prefix_end, validate,
 };
 
 /// The one table holding every record.
@@ -386,6 +386,50 @@ impl Storage for RedbStore {
             }
             Err(e) => {
                 // Dropping the transaction would abort it as well; the refusal is what matters.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    fn import(&self, records: &[(String, Record)]) -> Result<(), StoreError> {
+        let writes = import_writes(records)?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.as_path();
+        let Db::Write(db) = &self.db else {
+            return Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+            });
+        };
+        let txn = db
+            .begin_write()
+            .map_err(|e| backend(path, "cannot write", e))?;
+        let applied = (|| {
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(|e| backend(path, "cannot open table of", e))?;
+            let mut bytes = Vec::new();
+            for (w, version) in &writes {
+                let value = w.value.as_deref().unwrap_or_default();
+                encode_into(&mut bytes, *version, value);
+                let replaced = table
+                    .insert(w.key.as_str(), bytes.as_slice())
+                    .map_err(|e| backend(path, "cannot write", e))?;
+                let found = match replaced {
+                    Some(guard) => Some(decode_version(&w.key, guard.value())?),
+                    None => None,
+                };
+                check(w, found)?;
+            }
+            Ok::<(), StoreError>(())
+        })();
+        match applied {
+            Ok(()) => txn
+                .commit()
+                .map_err(|e| backend(path, "cannot commit to", e)),
+            Err(e) => {
                 let _ = txn.abort();
                 Err(e)
             }

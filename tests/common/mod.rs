@@ -101,3 +101,5 @@ pub fn example_bin(name: &str) -> PathBuf {
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reports the {name} executable"))
 }
+
+pub mod pg;
