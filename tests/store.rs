@@ -77,7 +77,6 @@ fn remote() -> Fixture {
     }
 }
 
-
 fn postgres() -> Fixture {
     let db = TestDb::new("store");
     let store = PostgresStore::create(&db.url).expect("create store");

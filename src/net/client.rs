@@ -317,15 +317,6 @@ impl fmt::Debug for CaPin {
     }
 }
 
-/// ring, as Cargo.toml chose (README "Dependencies"). rustls 0.23.48 deprecates ring's
-/// provider because it has no post-quantum key exchange (ML-KEM is aws-lc-rs's); the zone's
-/// traffic is short-lived polls under certificates of at most a few years, and the choice
-/// of provider is the crate's, made once there.
-#[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn tls_err(e: impl fmt::Display) -> ClientError {
     ClientError::TlsConfig {
         reason: e.to_string(),
@@ -499,7 +490,7 @@ pub fn agent_tls_config(
             "no trust anchor: the member must enrol with the zone CA's fingerprint first",
         ));
     }
-    let provider = provider();
+    let provider = super::tls::provider();
     let verifier = ZoneServerVerifier {
         hints: roots.subjects(),
         roots: Arc::new(roots),
@@ -532,7 +523,7 @@ pub fn agent_tls_config(
 }
 
 fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, ClientError> {
-    let provider = provider();
+    let provider = super::tls::provider();
     let verifier = PinBootstrapVerifier {
         provider: Arc::clone(&provider),
     };

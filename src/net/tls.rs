@@ -70,7 +70,7 @@ fn rustls_err(e: impl std::fmt::Display) -> TlsError {
 /// The crypto provider of zoned and its clients: *ring* (README "Dependencies" says why).
 ///
 /// rustls 0.23.48 deprecates *ring*'s provider for its lack of post-quantum key exchange; the
-/// feature `net` chose *ring* (no C toolchain or cmake, unlike aws-lc-rs) and accepts that.
+/// feature `net` chose *ring* (a C compiler but no cmake or Go, unlike aws-lc-rs; fast P-256) and accepts that.
 #[allow(deprecated)]
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
