@@ -757,8 +757,10 @@ fn replace_expired_with_an_external_ca() {
     let (t0, soon, expired) = (t.at(0, 1), t.at(0, 2), t.at(3, 0));
     let z = Zone::new();
     let ext = ExternalCa::new(&z, "ext-", "Ext");
-    // ps1's certificate from the external CA lives one day.
-    ext.server(&z, PS1, "ps1", 1);
+    // ps1's certificate from the external CA lives two days from the real clock: `t0` (the
+    // next midnight + 1 h) is at most 25 h away, so it is valid then at any time of day, and
+    // expired at `expired` (+ 3 days). (One day failed between 00:00 and 01:00 UTC.)
+    ext.server(&z, PS1, "ps1", 2);
     z.ok(&strs(&init_external(
         "ext-chain.pem",
         "ps1.pem",
