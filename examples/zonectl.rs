@@ -39,6 +39,13 @@
 //! `csr generate FQDN ...` first, have the current CA sign the CSR, and give the certificate
 //! (with any subordinate CAs) as FILE. It prints the new certificate and the members that must
 //! re-establish trust with the server.
+//!
+//! Through a zone server (issue 11): `--server https://HOST:PORT --admin-token-file FILE
+//! --ca-sha256 FP` runs the command against the zone's store through zoned's admin API (same
+//! output, JSON and exit codes), after checking that the server holds the CA with that
+//! SHA-256. `init`, `fleet refresh`, `chain verify`, `lint` and `completions` run where the
+//! files are and refuse it. `member token NAME... --out-dir DIR` writes one-time registration
+//! tokens for `zone-agent enroll`, locally or through `--server`.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -64,6 +71,7 @@ fn out(args: std::fmt::Arguments<'_>) {
 }
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -88,15 +96,19 @@ use zonepki::service::{
     ChangeCaRequest, ChangeCaTarget, DumpError, InitExternal, InitInternal, NewServer, OpView,
     Plan, RemintCaRequest, Replacement, ServerRemintRequest, ZoneService,
 };
-use zonepki::store::{RedbStore, StoreError};
-use zonepki::transport::LoopbackTransport;
+use zonepki::store::{RedbStore, Storage, StoreError};
 use zonepki::transport::{Fleet, Outcome, RefreshOptions, RefreshOutcome};
+use zonepki::transport::{LoopbackTransport, Transport};
 use zonepki::view::{
     CaView, DEFAULT_WARNING_WINDOW, DeviceQuery, ServerView, UpdateStatus, WARNING_HEADER,
 };
 use zonepki::zone::{Fqdn, ServerRole};
 
-type Service = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
+/// The zone as a command sees it: the embedded store and the members' agents in this process,
+/// or, with `--server`, the zone server's store and agents through its admin API.
+type Service = ZoneService<Box<dyn Storage>, Arc<dyn Transport>, ManualClock>;
+/// The zone in this process only (`init`, `fleet refresh`: they run where the files are).
+type LocalService = ZoneService<RedbStore, LoopbackTransport, ManualClock>;
 type CmdResult = Result<(), String>;
 
 #[derive(Parser)]
@@ -148,6 +160,25 @@ struct Global {
         default_value_t = 10
     )]
     wait: u64,
+    /// Run the command through the zone server at https://HOST:PORT (zoned's admin API)
+    /// instead of opening --store: same output, JSON and exit codes. Needs
+    /// --admin-token-file and --ca-sha256. Refused by the commands that run where the files
+    /// are: init, fleet refresh, chain verify, lint, completions.
+    #[arg(long, global = true, env = "ZONECTL_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// With --server: the file holding the administrator's token (zoned writes it to
+    /// DIR/admin-token). Read, never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "ZONECTL_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    admin_token_file: Option<PathBuf>,
+    /// With --server: the zone CA's SHA-256 (as `ca show --json` prints `sha256`), which the
+    /// server must prove it holds before anything is sent to it.
+    #[arg(long, global = true, env = "ZONECTL_CA_SHA256", value_name = "FP")]
+    ca_sha256: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +223,9 @@ enum Command {
     /// Play the members' agents (A1, A2, O8, O9).
     #[command(subcommand)]
     Fleet(FleetCmd),
+    /// Members on their own hosts (N3): registration tokens for `zone-agent enroll`.
+    #[command(subcommand)]
+    Member(MemberCmd),
     /// Dry run (B3): per member of the running operation, whether it would still communicate
     /// after activation, with what members have applied now. Changes nothing.
     Plan {
@@ -279,6 +313,10 @@ zonectl csr export --zip csrs.zip sat1.acme.example"),
     (&["csr", "show"], "zonectl csr show sat1.acme.example
 zonectl csr show sat1.acme.example --out sat1.csr"),
     (&["cert", "import"], "zonectl cert import sat1.acme.example --file sat1.p7b"),
+    (&["member", "token"], "zonectl member token laptop-1 laptop-2 --out-dir tokens/
+zonectl member token sat1.acme.example --out-dir tokens/ --valid-hours 24
+zonectl --server https://ps1.acme.example:8443 --admin-token-file admin-token \\
+  --ca-sha256 AB:CD:... member token laptop-3 --out-dir tokens/"),
     (&["fleet", "refresh"], "zonectl fleet refresh --all
 zonectl fleet refresh laptop-7 laptop-9 --offline laptop-9
 zonectl fleet refresh --all --fail laptop-3 --now 2027-06-01T02:00:00Z"),
@@ -845,6 +883,28 @@ enum FleetCmd {
 }
 
 #[derive(Subcommand)]
+enum MemberCmd {
+    /// One-time registration tokens (N3) for members already added (servers by FQDN, devices
+    /// by name): one file DIR/NAME.token each (mode 0600, the token and a newline), for the
+    /// member's `zone-agent enroll --token-file`. A new token replaces the member's earlier
+    /// one. Prints one line per member (with --json: name, file, expires_at), never a token.
+    Token {
+        /// The members.
+        #[arg(required = true, num_args = 1.., value_name = "NAME")]
+        names: Vec<String>,
+        /// Where the token files go (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// How long the tokens stay valid, in hours (1 to 2160).
+        #[arg(long, default_value_t = 168, value_name = "N")]
+        valid_hours: u64,
+        /// Replace existing token files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ChainCmd {
     /// Validate a chain (S7): exit 0 and the path, or exit 1 and the reason.
     Verify {
@@ -1036,12 +1096,18 @@ fn clock(g: &Global) -> ManualClock {
 
 /// Opens the store for a command that changes the zone.
 fn open(g: &Global) -> Result<Service, String> {
+    if let Some(url) = &g.server {
+        return remote_service(g, url);
+    }
     service(g, open_store(g, false)?)
 }
 
 /// Opens the store read-only, for a command that only reads it (`store dump`, `audit verify`,
 /// `plan`, `csr show`): it works on a read-only file and leaves the file untouched.
 fn open_read(g: &Global) -> Result<Service, String> {
+    if let Some(url) = &g.server {
+        return remote_service(g, url);
+    }
     service(g, open_store(g, true)?)
 }
 
@@ -1063,7 +1129,61 @@ fn open_shown(g: &Global) -> Result<Service, String> {
 }
 
 fn service(g: &Global, store: RedbStore) -> Result<Service, String> {
-    let svc = ZoneService::new(store, LoopbackTransport::with_root(&g.root), clock(g));
+    let transport: Arc<dyn Transport> = Arc::new(LoopbackTransport::with_root(&g.root));
+    let svc = ZoneService::new(Box::new(store) as Box<dyn Storage>, transport, clock(g));
+    Ok(if g.no_bridge {
+        svc.without_bridges()
+    } else {
+        svc
+    })
+}
+
+/// The zone in this process, for the commands that run where the files are.
+fn open_local(g: &Global) -> Result<LocalService, String> {
+    let svc = ZoneService::new(
+        open_store(g, false)?,
+        LoopbackTransport::with_root(&g.root),
+        clock(g),
+    );
+    Ok(if g.no_bridge {
+        svc.without_bridges()
+    } else {
+        svc
+    })
+}
+
+/// The largest admin token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// With `--server`: the zone through the zone server's admin API. Every command's rules run
+/// here, against the zone's store there (each commit conditioned on what it read, B6); the
+/// members' agents are reached through the server.
+fn remote_service(g: &Global, url: &str) -> Result<Service, String> {
+    use zonepki::net::client::{BearerToken, CaPin, ServerUrl};
+    use zonepki::net::remote::{AdminClient, RemoteStore, RemoteTransport};
+    let url: ServerUrl = url.parse().map_err(msg)?;
+    let (Some(token_file), Some(pin)) = (&g.admin_token_file, &g.ca_sha256) else {
+        return Err(format!(
+            "--server {url} needs --admin-token-file FILE (the administrator's token zoned \
+             wrote) and --ca-sha256 FP (the zone CA's SHA-256 from `zonectl ca show --json`)"
+        ));
+    };
+    let pin: CaPin = pin.parse().map_err(msg)?;
+    let token = fsio::read(token_file, MAX_TOKEN_FILE, "an admin token file")
+        .map_err(|e| format!("--admin-token-file: {e}"))?;
+    let token = Zeroizing::new(token);
+    let token = std::str::from_utf8(&token)
+        .map_err(|_| format!("{} does not hold a token (not text)", token_file.display()))?;
+    if token.trim().is_empty() {
+        return Err(format!(
+            "{} is empty: it holds no token",
+            token_file.display()
+        ));
+    }
+    let client = AdminClient::connect_default(url, &pin, BearerToken::new(token)).map_err(msg)?;
+    let transport: Arc<dyn Transport> = Arc::new(RemoteTransport::new(Arc::clone(&client)));
+    let store: Box<dyn Storage> = Box::new(RemoteStore::new(client));
+    let svc = ZoneService::new(store, transport, clock(g));
     Ok(if g.no_bridge {
         svc.without_bridges()
     } else {
@@ -1191,9 +1311,38 @@ fn parse_fqdn(s: &str) -> Result<Fqdn, String> {
         .map_err(|e: zonepki::zone::ZoneError| e.to_string())
 }
 
+/// The commands that run where the files are, and so refuse `--server`: why, for the error.
+fn local_only(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Init(_) => Some(
+            "init creates the zone's store and the first server's files on this host; run it \
+             there, then start zoned on that store",
+        ),
+        Command::Fleet(_) => Some(
+            "fleet refresh plays the members' agents over their files on this host; members on \
+             their own hosts run `zone-agent refresh`",
+        ),
+        Command::Chain(_) => Some("chain verify checks local files and needs no zone"),
+        Command::Lint(_) => Some("lint checks local files and needs no zone"),
+        Command::Completions { .. } => Some("completions prints a script and needs no zone"),
+        _ => None,
+    }
+}
+
 fn run(cli: Cli) -> CmdResult {
     let g = &cli.global;
+    if g.server.is_some()
+        && let Some(why) = local_only(&cli.command)
+    {
+        return Err(format!("--server cannot be used here: {why}"));
+    }
     match cli.command {
+        Command::Member(MemberCmd::Token {
+            names,
+            out_dir,
+            valid_hours,
+            force,
+        }) => member_token(g, &names, &out_dir, valid_hours, force),
         Command::Init(args) => init(g, args),
         Command::Server(cmd) => server(g, cmd),
         Command::Device(cmd) => device(g, cmd),
@@ -1351,7 +1500,7 @@ fn init(g: &Global, args: InitArgs) -> CmdResult {
 /// everything succeeded: a refused init leaves no store file.
 fn create_zone(
     g: &Global,
-    build: impl FnOnce(&Service) -> Result<(), String>,
+    build: impl FnOnce(&LocalService) -> Result<(), String>,
 ) -> Result<CaView, String> {
     // A fixed temporary name, so that a killed init leaves nothing the next one does not
     // remove (issue 9 item 3).
@@ -1461,7 +1610,19 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             new.dns_names = dns;
             new.agent_version = agent_version;
             new.key = key;
+            if g.server.is_some() {
+                // Its agent runs on its own host and enrols there with a token (N3).
+                new = new.without_enrolment();
+            }
             let view = svc.add_server(new).map_err(|e| e.to_string())?;
+            if g.server.is_some() {
+                notice(&format!(
+                    "{} is recorded; its agent enrols on its own host: `zonectl member token {} \
+                     --out-dir DIR`, then `zone-agent enroll --name {} --token-file \
+                     DIR/{}.token ...`",
+                    view.fqdn, view.fqdn, view.fqdn, view.fqdn
+                ));
+            }
             if g.json {
                 print_json(&view);
             } else if view.sha256.is_none() && role != ServerRole::ContentSatellite {
@@ -2347,6 +2508,91 @@ fn op_show(g: &Global, svc: &Service) -> CmdResult {
     Ok(())
 }
 
+/// `member token` (N3): one-time registration tokens, each in its own file `DIR/NAME.token`
+/// (mode 0600 from the moment it exists, created new: never through a symbolic link, never
+/// over an existing file without `--force`). The files are checked before the tokens are
+/// made, so a refusal writes nothing and leaves the store unchanged.
+fn member_token(
+    g: &Global,
+    names: &[String],
+    out_dir: &Path,
+    valid_hours: u64,
+    force: bool,
+) -> CmdResult {
+    let file_of = |name: &str| out_dir.join(format!("{}.token", name.trim().to_ascii_lowercase()));
+    for name in names {
+        let path = file_of(name);
+        match path.symlink_metadata() {
+            Ok(m) if m.is_dir() => {
+                return Err(format!("{} is a directory", path.display()));
+            }
+            Ok(_) if !force => {
+                return Err(format!(
+                    "{} exists: give --force to replace it, or choose another --out-dir",
+                    path.display()
+                ));
+            }
+            _ => {}
+        }
+    }
+    let svc = open(g)?;
+    let valid_for = Duration::from_secs(valid_hours.saturating_mul(3600));
+    let tokens = svc.issue_tokens(names, valid_for).map_err(msg)?;
+    let expires_at = svc.now().plus(valid_for);
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let mut written = Vec::new();
+    for (name, token) in &tokens {
+        let path = file_of(name);
+        write_secret_file(&path, format!("{}\n", token.as_str()).as_bytes(), force)?;
+        written.push(serde_json::json!({
+            "name": name,
+            "file": path.display().to_string(),
+            "expires_at": expires_at,
+        }));
+    }
+    if g.json {
+        print_json(&written);
+    } else {
+        for w in &written {
+            println!(
+                "{}: {} (valid until {})",
+                w["name"].as_str().unwrap_or_default(),
+                w["file"].as_str().unwrap_or_default(),
+                show_time(expires_at, g.utc_offset)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a secret file: created new with mode 0600 (O_EXCL: a symbolic link at the name is
+/// not followed); with `force` an existing file (or link) there is removed first.
+fn write_secret_file(path: &Path, data: &[u8], force: bool) -> CmdResult {
+    use std::io::Write as _;
+    if force {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot replace {}: {e}", path.display()));
+            }
+            _ => {}
+        }
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 fn fleet_refresh(
     g: &Global,
     names: Vec<String>,
@@ -2354,7 +2600,7 @@ fn fleet_refresh(
     fail: Vec<String>,
     offline: Vec<String>,
 ) -> CmdResult {
-    let svc = open(g)?;
+    let svc = open_local(g)?;
     let opts = RefreshOptions::new().failing(fail).offline(offline);
     // Fleet-wide work reports progress on stderr: a bar for a person at a terminal, else a
     // line per batch the library commits (with --json, JSON notices), so a log shows it.

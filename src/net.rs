@@ -2,7 +2,10 @@
 //! further frontend repeats none of it. The core stays synchronous and sans-IO; everything
 //! here is async (tokio) and TLS (rustls).
 
+pub mod agent;
 pub mod api;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod client;
+pub mod remote;

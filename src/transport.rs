@@ -31,6 +31,15 @@ pub enum TransportError {
         #[source]
         source: Box<AgentError>,
     },
+    /// The member's agent refused, as another process reported it (a remote transport
+    /// through a zone server): its reason, as text.
+    #[error("member {member} refused: {reason}")]
+    RefusedRemotely {
+        /// The member.
+        member: String,
+        /// The agent's reason, in its words.
+        reason: String,
+    },
 }
 
 /// Sends requests to members' agents and returns their answers.

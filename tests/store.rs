@@ -5,6 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+#[path = "common/net.rs"]
+mod net;
+
 use proptest::prelude::*;
 use tempfile::TempDir;
 use zonepki::store::{
@@ -16,12 +19,15 @@ use zonepki::store::{
 struct Fixture {
     store: Arc<dyn Storage>,
     _dir: Option<TempDir>,
+    /// What must live as long as the store (a remote store's server).
+    _server: Option<net::TestServer>,
 }
 
 fn memory() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new()),
         _dir: None,
+        _server: None,
     }
 }
 
@@ -31,6 +37,31 @@ fn redb() -> Fixture {
     Fixture {
         store: Arc::new(store),
         _dir: Some(dir),
+        _server: None,
+    }
+}
+
+/// A `RemoteStore` (issue 11 item 4): a memory store behind the admin API of a test server
+/// (tests/common/net.rs), over TLS pinned to the server's CA.
+fn remote() -> Fixture {
+    let (ca, chain, key) = net::own_ca("zone1.test.example");
+    let server = net::TestServer::start(
+        net::Backend::store_only(Arc::new(MemoryStore::new()), "store-suite-token"),
+        ca,
+        chain,
+        &key,
+    );
+    let client = zonepki::net::remote::AdminClient::connect(
+        server.url.parse().unwrap(),
+        &server.pin.parse().unwrap(),
+        zonepki::net::client::BearerToken::new(&server.admin_token),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    Fixture {
+        store: Arc::new(zonepki::net::remote::RemoteStore::new(client)),
+        _dir: None,
+        _server: Some(server),
     }
 }
 
@@ -788,6 +819,7 @@ macro_rules! suite {
 
 suite!(memory);
 suite!(redb);
+suite!(remote);
 
 // ---------------------------------------------------------------------------------------------
 // RedbStore files.

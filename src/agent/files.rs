@@ -43,6 +43,8 @@ use crate::key::PrivateKey;
 #[derive(Debug, Clone)]
 pub struct MemberDir {
     root: PathBuf,
+    /// [`MemberDir::single`]: `root` is the member's own directory.
+    single: bool,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> AgentError {
@@ -89,7 +91,20 @@ fn remove_scratch_dir(path: &Path) -> Result<(), AgentError> {
 impl MemberDir {
     /// Members live under `root` (created on first save).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        MemberDir { root: root.into() }
+        MemberDir {
+            root: root.into(),
+            single: false,
+        }
+    }
+
+    /// One member's own directory, whatever its name: `dir/current/`, `dir/remint-repo/`, ...
+    /// (a member on its own host: `zone-agent --state DIR`). `dir` must not be a symbolic
+    /// link, as a root.
+    pub fn single(dir: impl Into<PathBuf>) -> Self {
+        MemberDir {
+            root: dir.into(),
+            single: true,
+        }
     }
 
     /// The root.
@@ -98,7 +113,11 @@ impl MemberDir {
     }
 
     /// `root/<name>`. Names are FQDNs or checked device names (no `/`, never `.` or `..`).
+    /// (With [`MemberDir::single`]: the directory itself.)
     pub fn member(&self, name: &str) -> PathBuf {
+        if self.single {
+            return self.root.clone();
+        }
         self.root.join(name)
     }
 

@@ -358,7 +358,7 @@ pub enum CallResponse {
 
 /// The answer of [`path::CA`]: the zone's CA certificates (the current CA first, then a
 /// future CA of a running operation and retired CAs still trusted, B7). A client trusts them
-/// only after checking one against the fingerprint it was given.
+/// only after checking one against the fingerprint it was given ([`super::client::CaPin`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaResponse {
