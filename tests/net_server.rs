@@ -461,6 +461,19 @@ fn garbage_oversized_and_unknown_versions_are_refused_and_audited_n2() {
     let (status, body) = parse_response(&out);
     assert_eq!(status, 413);
     assert_eq!(api_error(&body).kind, "too_large");
+    // A head far larger than a connection's buffer (32 KiB; hyper's default is ~400 KiB):
+    // 431, the connection closed.
+    let long = "x".repeat(200 * 1024);
+    let (status, _) = request(
+        r.addr,
+        client(&[z.ca()], None),
+        "GET",
+        path::HEALTHZ,
+        &[("X-Long", &long)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 431);
     let audited = wait_for_refusals(&z.store, 3);
     assert!(
         audited
@@ -855,4 +868,385 @@ fn after_activation_each_client_gets_a_chain_it_validates_n4_b1() {
         assert_eq!(status, 200);
     }
     assert_eq!((load(&counts.plain), load(&counts.bridged)), (1, 3));
+}
+
+/// A flood of refusals from one peer: the first `refusals_per_peer` are audited, the rest
+/// only counted, so the audit log does not grow without bound.
+#[test]
+fn a_flood_of_refusals_is_audited_up_to_the_rate_and_counted_beyond() {
+    let z = zone(1);
+    let r = start(&z, Limits::default().with_refusals_per_peer(2));
+    let open = client(&[z.ca()], None);
+    for _ in 0..6 {
+        let (status, _) = request(
+            r.addr,
+            open.clone(),
+            "POST",
+            path::POLL,
+            &[],
+            &poll_body("dev-1"),
+        )
+        .unwrap();
+        assert_eq!(status, 401);
+    }
+    let suppressed = || {
+        r.handle
+            .metrics()
+            .refusals_suppressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while suppressed() < 4 {
+        assert!(Instant::now() < deadline, "suppressed: {}", suppressed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(wait_for_refusals(&z.store, 2).len(), 2);
+    assert_eq!(suppressed(), 4);
+}
+
+/// Runs one member's agent conversation over HTTPS, as zone-agent does: poll, carry out each
+/// instruction, report, until the zone answers nothing. Returns the last answer.
+fn converse(addr: SocketAddr, agent: &mut zonepki::agent::Agent) -> ZoneAnswer {
+    let key = agent.key().unwrap();
+    let config = client(agent.trust(), Some((agent.chain(), key)));
+    let now = Timestamp::now_utc();
+    let mut message = agent.poll(now);
+    for _ in 0..16 {
+        let (status, body) = request(
+            addr,
+            config.clone(),
+            "POST",
+            path::POLL,
+            &[],
+            &protocol::encode(&message),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let answer = protocol::decode_zone_answer(&body).unwrap();
+        match agent.follow(answer.instruction.clone(), Timestamp::now_utc()) {
+            Some(next) => message = next,
+            None => return answer,
+        }
+    }
+    panic!("the conversation did not end in 16 messages");
+}
+
+/// N5, N6 inside zoned: a Remint CA started while zoned is stopped; the content servers
+/// replicate over HTTPS (content1 after enrolling with a token); zoned's own agent (the certificate server) gets
+/// its new certificate in process, the scheduled work activates at the activation time, the
+/// own agent switches by the clock, and the new chain (with the bridge) is served from then
+/// on, without a restart.
+#[test]
+fn zoned_activates_on_time_and_serves_its_new_chain_n5_n6() {
+    let z = zone(0);
+    let fleet = zonepki::agent::files::MemberDir::new(z.dir.path().join("fleet"));
+    let old_chain = z.sim.chain(SERVER);
+    let activation = Timestamp::now_utc().plus(Duration::from_secs(4));
+    let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
+    req.activation = ActivationRequest::At(activation);
+    z.sim.svc.start_remint_ca(req).unwrap();
+    let r = start(&z, Limits::default());
+    // Replication (O3): the content server enrols with a token and a key it made (S1), then
+    // polls over the wire with its credential.
+    let mut content1 = fleet.load(sim::CONTENT1).unwrap();
+    let (enrolment, key) = enroll(&r, &z, sim::CONTENT1);
+    content1
+        .handle(zonepki::agent::AgentRequest::Adopt {
+            chain: enrolment.chain,
+            key: key.to_pkcs8_der(),
+            trust: enrolment.trust,
+            now: Timestamp::now_utc(),
+        })
+        .unwrap();
+    let answer = converse(r.addr, &mut content1);
+    assert_eq!(answer.standing, zonepki::protocol::Standing::Replicated);
+    // ps2, a Primary Server, replicates too (with the server certificate it has).
+    let mut ps2 = fleet.load(sim::PS2).unwrap();
+    converse(r.addr, &mut ps2);
+    fleet.save(&ps2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = r.handle.tls().resolver().chain();
+        let op = r.handle.service().op().unwrap().unwrap();
+        if served != old_chain && op.state.name() == "activated" {
+            assert_eq!(served.len(), 2, "leaf and bridge");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zoned did not activate and switch within 60 s: {} {:?}",
+            op.state.name(),
+            served.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The member directory on disk holds the new chain too (a restart serves it).
+    let on_disk = fleet.load(SERVER).unwrap();
+    assert_eq!(
+        on_disk.chain(),
+        r.handle.tls().resolver().chain().as_slice()
+    );
+}
+
+/// Reads lines of a child's stdout on a thread, so a test can wait for one with a bound.
+fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The zoned example as the contract says: `listening on https://ADDR:PORT` with the real
+/// port, `DIR/admin-token` (0600) made on the first start and used by the admin API, a second
+/// zoned on the same embedded store refused, `postgres://` refused, SIGTERM → exit 0.
+#[test]
+fn the_zoned_process_follows_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("zone.redb");
+    let fleet = dir.path().join("fleet");
+    let ca = {
+        let sim = Sim::build(
+            zonepki::store::RedbStore::create(&store_path).unwrap(),
+            LoopbackTransport::with_root(&fleet),
+            Spec {
+                ca_server: SERVER.into(),
+                devices: 1,
+                start: Timestamp::now_utc(),
+                bridges: true,
+            },
+        );
+        sim.svc.zone().unwrap().ca_certificate
+    };
+    let state = fleet.join(SERVER);
+    let bin = common::example_bin("zoned");
+    let zoned = |store: &str| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args([
+            "--store",
+            store,
+            "--fqdn",
+            SERVER,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let refused = zoned("postgres://zone@db/zone").output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("error: --store postgres://"));
+
+    let mut child = tls::Running(zoned(store_path.to_str().unwrap()).spawn().unwrap());
+    let lines = lines_of(child.0.stdout.take().unwrap());
+    let line = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("zoned prints its address within 60 s");
+    let addr: SocketAddr = line
+        .strip_prefix("listening on https://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0);
+    let token_file = state.join("admin-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let (status, _) = request(
+        addr,
+        client(std::slice::from_ref(&ca), None),
+        "POST",
+        path::ADMIN_GET,
+        &[("Authorization", &format!("Bearer {}", token.trim()))],
+        &serde_json::to_vec(&api::GetRequest { key: "zone".into() }).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+
+    // One zoned per embedded store.
+    let second = zoned(store_path.to_str().unwrap()).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        text.contains("error: --store") && text.contains("already open"),
+        "{text}"
+    );
+
+    // SIGTERM: a graceful stop, exit 0.
+    let pid = i32::try_from(child.0.id()).unwrap();
+    assert_eq!(sigterm(pid), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zoned did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// SIGTERM to `pid` through the `kill` command (no unsafe code in the tests).
+fn sigterm(pid: i32) -> i32 {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
+
+/// zoned serves as a Primary Server of the zone, from that server's own member directory.
+#[test]
+fn zoned_refuses_a_satellite_and_another_members_directory() {
+    let z = zone(0);
+    let fleet = z.dir.path().join("fleet");
+    let e = ZoneServer::builder(z.store.clone(), sim::SAT1, fleet.join(sim::SAT1))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::net::server::ServerError::NotPrimary { .. }),
+        "{e}"
+    );
+    let e = ZoneServer::builder(z.store.clone(), SERVER, fleet.join(sim::PS2))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, zonepki::net::server::ServerError::StateDir { .. }),
+        "{e}"
+    );
+    let e = ZoneServer::builder(
+        z.store.clone(),
+        "nobody.zone.example",
+        fleet.join("nobody.zone.example"),
+    )
+    .build()
+    .unwrap_err();
+    assert!(e.to_string().contains("nobody.zone.example"), "{e}");
+}
+
+/// N3 over the wire: a token enrols once (its reuse is 403, audited, nothing else changes);
+/// a device renews with its credential for a new key it made, and polls with the new one;
+/// a renewal without a credential is 401, one for another member 403.
+#[test]
+fn a_used_token_is_refused_and_a_device_renews_over_mutual_tls() {
+    let z = zone(2);
+    let r = start(&z, Limits::default());
+    let t = token(&z.sim, "dev-1");
+    let open = client(&[z.ca()], None);
+    let (_, csr) = key_and_csr("dev-1");
+    let body = protocol::encode(&EnrollRequest::new("dev-1", t, csr));
+    let (status, first) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    let before = state(&z.store);
+    let (status, again) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
+    assert_eq!(status, 403);
+    let e = api_error(&again);
+    assert_eq!(e.kind, "refused");
+    assert!(e.message.contains("already used"), "{}", e.message);
+    let audited = wait_for_refusals(&z.store, 1);
+    assert_eq!(audited[0]["what"], "enroll");
+    assert_eq!(audited[0]["claimed"], "dev-1");
+    assert_eq!(state(&z.store), before);
+
+    let (enrolment, key) = enroll(&r, &z, "dev-2");
+    let me = client(&enrolment.trust, Some((&enrolment.chain, &key)));
+    let (new_key, csr) = key_and_csr("dev-2");
+    let renew = protocol::encode(&protocol::RenewRequest::new("dev-2", csr));
+    let (status, _) = request(r.addr, open, "POST", path::RENEW, &[], &renew).unwrap();
+    assert_eq!(status, 401);
+    let (_, csr1) = key_and_csr("dev-1");
+    let (status, _) = request(
+        r.addr,
+        me.clone(),
+        "POST",
+        path::RENEW,
+        &[],
+        &protocol::encode(&protocol::RenewRequest::new("dev-1", csr1)),
+    )
+    .unwrap();
+    assert_eq!(status, 403);
+    let (status, body) = request(r.addr, me, "POST", path::RENEW, &[], &renew).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let renewed = protocol::decode_enrolment(&body).unwrap();
+    assert_ne!(renewed.chain[0], enrolment.chain[0]);
+    let me = client(&renewed.trust, Some((&renewed.chain, &new_key)));
+    let (status, _) = request(r.addr, me, "POST", path::POLL, &[], &poll_body("dev-2")).unwrap();
+    assert_eq!(status, 200);
+    wait_for_refusals(&z.store, 3);
+}
+
+/// A graceful stop (N7): once the server stops accepting, a request already under way is
+/// still answered, and a refusal still queued is audited before `run` returns.
+#[test]
+fn a_graceful_stop_finishes_requests_and_flushes_refusals() {
+    let z = zone(0);
+    let mut r = start(&z, Limits::default());
+    // A refusal queued just before the stop.
+    let (status, _) = request(
+        r.addr,
+        client(&[z.ca()], None),
+        "POST",
+        path::POLL,
+        &[],
+        &poll_body("dev-1"),
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    // An admin request whose body is only half sent.
+    let body = serde_json::to_vec(&api::GetRequest { key: "zone".into() }).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut s = connect(r.addr, client(&[z.ca()], None));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {SERVER}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: {}\r\n\r\n",
+        path::ADMIN_GET,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(first).unwrap();
+    s.flush().unwrap();
+    // The server reads the request (its handler waits for the rest of the body)...
+    let in_flight = || {
+        r.handle
+            .metrics()
+            .requests_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the request did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... then stops, and no longer accepts connections (a bounded wait).
+    let _ = r.stop.take().unwrap().send(());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(r.addr).is_ok() {
+        assert!(Instant::now() < deadline, "the server still accepts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.write_all(rest).unwrap();
+    s.flush().unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let (status, _) = parse_response(&out);
+    assert_eq!(status, 200);
+    r.stop();
+    // `run` returned: the queued refusal was written before it did.
+    assert_eq!(refusals(&z.store).len(), 1);
 }

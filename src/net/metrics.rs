@@ -35,6 +35,8 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
+    /// Requests being answered now (headers read, answer not yet sent).
+    pub requests_in_flight: AtomicU64,
     /// Connections closed at once because the limit of open connections was reached.
     pub connections_rejected: AtomicU64,
     /// TLS handshakes that failed (the client's certificate refused, a protocol error).
@@ -234,6 +236,12 @@ impl Metrics {
             "zoned_connections_open",
             "Connections open now.",
             load(&self.connections_open),
+        );
+        gauge(
+            &mut out,
+            "zoned_requests_in_flight",
+            "Requests being answered now.",
+            load(&self.requests_in_flight),
         );
         counter(
             &mut out,

@@ -102,6 +102,23 @@ pub enum ServerError {
     /// The admin token.
     #[error("admin token: {0}")]
     AdminToken(String),
+    /// The async runtime could not start (threads, timers).
+    #[error("cannot start the server's runtime: {reason}")]
+    Runtime {
+        /// Why.
+        reason: String,
+    },
+    /// zoned runs on Primary Servers only.
+    #[error(
+        "{fqdn} is a {role}: the zone service runs on a Primary Server; other members run \
+         their agent"
+    )]
+    NotPrimary {
+        /// The server.
+        fqdn: String,
+        /// Its role.
+        role: String,
+    },
 }
 
 /// The timeouts and bounds of a [`ZoneServer`].
@@ -314,15 +331,10 @@ impl Transport for LocalAgentTransport {
             member: member.to_string(),
             source: Box::new(e),
         };
-        self.with_agent(false, |a| a.handle(request))
+        // One lock for the request and the save: the files follow every change.
+        self.with_agent(mutating, |a| a.handle(request))
             .map_err(refused)?
             .map_err(refused)
-            .and_then(|r| {
-                if mutating {
-                    self.with_agent(true, |_| ()).map_err(refused)?;
-                }
-                Ok(r)
-            })
     }
 }
 
@@ -448,7 +460,13 @@ struct Shared<S: Storage + 'static> {
     wake_schedule: Notify,
     /// Wakes the server's own agent (after an admin commit or call).
     wake_agent: Notify,
+    /// The zone's gauges of the last scrape, reused for [`GAUGES_MAX_AGE`] (reading them
+    /// reads every member's update record).
+    gauges: tokio::sync::Mutex<Option<(Instant, ZoneGauges)>>,
 }
+
+/// How long a scrape reuses the zone's gauges of the previous one.
+const GAUGES_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A handle on a running (or built) server: its metrics, TLS and zone service, for the
 /// embedding program and tests.
@@ -533,7 +551,13 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
         let own = Arc::new(LocalAgentTransport::load(MemberDir::new(root), name)?);
         let svc = ZoneService::new(self.store, own.clone(), SystemClock);
         let fqdn: crate::zone::Fqdn = self.fqdn.parse().map_err(Error::from)?;
-        svc.server(&fqdn)?;
+        let view = svc.server(&fqdn)?;
+        if view.role != crate::zone::ServerRole::Primary {
+            return Err(ServerError::NotPrimary {
+                fqdn: self.fqdn.clone(),
+                role: view.role.to_string(),
+            });
+        }
         let anchors = svc.accepted_client_anchors()?;
         let (sink, refusals) = RefusalSink::channel(4096);
         let tls = own.with_agent(false, |a| match a.key() {
@@ -565,6 +589,7 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
             polls,
             wake_schedule: Notify::new(),
             wake_agent: Notify::new(),
+            gauges: tokio::sync::Mutex::new(None),
         });
         Ok(ZoneServer {
             shared,
@@ -626,9 +651,8 @@ impl<S: Storage + 'static> ZoneServer<S> {
             .enable_all()
             .thread_name("zoned")
             .build()
-            .map_err(|e| ServerError::Listen {
-                addr: self.local_addr(),
-                reason: format!("cannot start the runtime: {e}"),
+            .map_err(|e| ServerError::Runtime {
+                reason: e.to_string(),
             })?;
         runtime.block_on(self.run(shutdown_signal()))
     }
@@ -703,6 +727,9 @@ impl<S: Storage + 'static> ZoneServer<S> {
         Ok(())
     }
 }
+
+/// The largest read buffer of one connection (request headers must fit in it).
+const MAX_CONNECTION_BUFFER: usize = 32 * 1024;
 
 /// Resolves at the first SIGTERM or SIGINT (Ctrl-C): the shutdown future of a daemon.
 pub async fn shutdown_signal() {
@@ -780,6 +807,9 @@ async fn serve_connection<S: Storage + 'static>(
     let http = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.request_timeout)
+        // A connection's read buffer is 32 KiB (hyper's default ~400 KiB), which bounds the
+        // request head: memory per connection stays small with many connections open.
+        .max_buf_size(MAX_CONNECTION_BUFFER)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(http);
@@ -827,6 +857,17 @@ async fn handle<S: Storage + 'static>(
     conn: &Conn,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    struct InFlight<'a>(&'a Metrics);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    shared
+        .metrics
+        .requests_in_flight
+        .fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight(&shared.metrics);
     let label = path_label(req.uri().path());
     let method = req.method().clone();
     let result = match (method.clone(), label) {
@@ -998,9 +1039,19 @@ mod erased {
 async fn metrics<S: Storage + 'static>(
     shared: &Arc<Shared<S>>,
 ) -> Result<Response<Full<Bytes>>, Failure> {
-    let gauges = blocking(shared, |s| zone_gauges(&s.svc))
-        .await?
-        .map_err(|e| Failure::of(&e))?;
+    // One scrape reads the zone at a time; the others wait and reuse what it read.
+    let mut cached = shared.gauges.lock().await;
+    let gauges = match &*cached {
+        Some((at, g)) if at.elapsed() < GAUGES_MAX_AGE => g.clone(),
+        _ => {
+            let g = blocking(shared, |s| zone_gauges(&s.svc))
+                .await?
+                .map_err(|e| Failure::of(&e))?;
+            *cached = Some((Instant::now(), g.clone()));
+            g
+        }
+    };
+    drop(cached);
     let text = shared.metrics.render(
         &gauges,
         shared.tls.resolver().counts(),
@@ -1088,6 +1139,22 @@ async fn poll<S: Storage + 'static>(
     }
 }
 
+/// How often a command that lost a race with another commit is run again (B6: nothing was
+/// committed, so running it again is safe).
+const MAX_ATTEMPTS: usize = 8;
+
+/// Runs `f` again while it fails with a retryable error (another commit came first), up to
+/// [`MAX_ATTEMPTS`] times: zoned's own agent and scheduled work commit beside requests.
+fn retrying<R>(mut f: impl FnMut() -> Result<R, Error>) -> Result<R, Error> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
 async fn enroll<S: Storage + 'static>(
     shared: &Arc<Shared<S>>,
     conn: &Conn,
@@ -1102,7 +1169,7 @@ async fn enroll<S: Storage + 'static>(
         shared.refuse(WHAT, conn, None, f)
     })?;
     let member = request.member.clone();
-    let result = blocking(shared, move |s| s.svc.enroll(&request)).await?;
+    let result = blocking(shared, move |s| retrying(|| s.svc.enroll(&request))).await?;
     match result {
         Ok(enrolment) => {
             tracing::info!(member = %member, peer = %conn.peer, "enrolled");
@@ -1153,7 +1220,7 @@ async fn renew<S: Storage + 'static>(
     })?;
     let claimed = request.member.clone();
     let who = authenticated.clone();
-    let result = blocking(shared, move |s| s.svc.renew(&who, &request)).await?;
+    let result = blocking(shared, move |s| retrying(|| s.svc.renew(&who, &request))).await?;
     match result {
         Ok(enrolment) => {
             tracing::info!(member = %authenticated, peer = %conn.peer, "renewed");
@@ -1231,24 +1298,20 @@ async fn batcher<S: Storage + 'static>(
 async fn scheduler<S: Storage + 'static>(shared: Arc<Shared<S>>, mut stop: watch::Receiver<bool>) {
     loop {
         let s = shared.clone();
-        let next = tokio::task::spawn_blocking(move || -> Result<Option<Timestamp>, Error> {
-            if s.svc.handle_timeout()? {
-                s.metrics.activations.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("scheduled work: the operation activated");
-                s.wake_agent.notify_one();
-            }
-            let anchors = s.svc.accepted_client_anchors()?;
-            if s.tls.set_client_anchors(&anchors).map_err(|e| {
-                Error::from(crate::zone::ZoneError::BadRecord {
-                    key: "zone".into(),
-                    reason: e.to_string(),
-                })
-            })? {
-                tracing::info!(anchors = anchors.len(), "client anchors changed");
-            }
-            s.svc.poll_timeout()
-        })
-        .await;
+        let next =
+            tokio::task::spawn_blocking(move || -> Result<Option<Timestamp>, ServerError> {
+                if s.svc.handle_timeout()? {
+                    s.metrics.activations.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("scheduled work: the operation activated");
+                    s.wake_agent.notify_one();
+                }
+                let anchors = s.svc.accepted_client_anchors()?;
+                if s.tls.set_client_anchors(&anchors)? {
+                    tracing::info!(anchors = anchors.len(), "client anchors changed");
+                }
+                Ok(s.svc.poll_timeout()?)
+            })
+            .await;
         let cap = shared.limits.schedule_cap;
         let wait = match next {
             Ok(Ok(Some(at))) => {
@@ -1286,7 +1349,7 @@ const MAX_CONVERSATION: usize = 16;
 
 /// One round of the server's own agent: its timer (N5), then a conversation with the zone in
 /// process, saving after every change. Returns when it wants to run next.
-fn own_agent_round<S: Storage + 'static>(s: &Shared<S>) -> Result<Option<Timestamp>, Error> {
+fn own_agent_round<S: Storage + 'static>(s: &Shared<S>) -> Result<Option<Timestamp>, ServerError> {
     let own = &s.own;
     let now = s.svc.now();
     let due = own.with_agent(false, |a| a.poll_timeout().is_some_and(|t| t <= now))?;
@@ -1310,21 +1373,13 @@ fn own_agent_round<S: Storage + 'static>(s: &Shared<S>) -> Result<Option<Timesta
         }
     }
     // The chain served follows the agent's (a new certificate at activation, N4).
-    own.with_agent(false, |a| match a.key() {
+    let changed = own.with_agent(false, |a| match a.key() {
         Some(key) => s.tls.set_identity(key, a.chain()),
         None => Ok(false),
-    })?
-    .map(|changed| {
-        if changed {
-            tracing::info!("serving the server's new certificate chain");
-        }
-    })
-    .map_err(|e| {
-        Error::from(crate::zone::ZoneError::BadRecord {
-            key: own.fqdn().to_string(),
-            reason: e.to_string(),
-        })
-    })?;
+    })??;
+    if changed {
+        tracing::info!("serving the server's new certificate chain");
+    }
     let timer = own.with_agent(false, |a| a.poll_timeout())?;
     Ok(match (timer, poll_by) {
         (Some(a), Some(b)) => Some(a.min(b)),
