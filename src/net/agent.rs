@@ -342,7 +342,7 @@ pub async fn refresh(
     let (config, dir, mut agent) = load(state_dir)?;
     let switched = timer(&dir, &mut agent, now)?;
     let url: ServerUrl = config.server.parse()?;
-    let client = member_client(&url, &agent, options)?;
+    let client = member_client(&url, &dir, &agent, options)?;
     let mut message = agent.poll(now);
     let mut exchanges = 0;
     let mut last = None;
@@ -391,11 +391,12 @@ pub async fn refresh(
 /// An HTTPS client that authenticates as the member and trusts what it trusts.
 fn member_client(
     url: &ServerUrl,
+    dir: &MemberDir,
     agent: &Agent,
     options: AgentOptions,
 ) -> Result<HttpsClient, AgentRunError> {
     let key = agent.key().ok_or_else(|| AgentRunError::NotEnrolled {
-        dir: PathBuf::new(),
+        dir: dir.root().to_path_buf(),
     })?;
     let tls = agent_tls_config(agent.trust(), Some((agent.chain(), key)))?;
     Ok(HttpsClient::new(url.clone(), tls).with_timeout(options.timeout))
@@ -442,7 +443,7 @@ async fn renew(
     agent: &mut Agent,
     options: AgentOptions,
 ) -> Result<(), AgentRunError> {
-    let client = member_client(url, agent, options)?;
+    let client = member_client(url, dir, agent, options)?;
     let csr = make_csr(agent, agent_key_spec(agent))?;
     let request = RenewRequest::new(agent.name(), csr);
     let answer = client
