@@ -1,0 +1,625 @@
+//! CMP (RFC 4210 as updated by RFC 9480, lightweight profile RFC 9483) for clients that do not
+//! run a zonepki agent (E1): appliances, printers, `openssl cmp`. Sans-IO: [`respond`] takes
+//! the bytes of a PKIMessage and returns the bytes of the answer, with the refusal to audit
+//! when it refused; zoned's HTTP glue (feature `net`) only carries them.
+//!
+//! What is answered:
+//! - `ir` and `cr` protected by a password-based MAC (RFC 4210 5.1.3.1) whose secret is the
+//!   member's registration token (N3) and whose senderKID is the member's name; the request's
+//!   proof of possession is a signature, checked. The certificate is issued through the core
+//!   (the token used up in the same commit, audited as `member.enroll`) and answered in an `ip`
+//!   or `cp` protected with the same secret, with the zone's CA certificates in caPubs.
+//! - implicitConfirm in generalInfo: granted (the transaction is recorded as confirmed);
+//!   otherwise `certConf` answered by `pkiConf`.
+//! - A repeated transactionID of the same member gets the same certificate again, never a
+//!   second one (the transaction is recorded in the commit that issues it).
+//! - Anything refused is answered by an `error` message with a PKIFailureInfo and a text, and
+//!   returned as a [`Refusal`] for the audit (N3). An error is MAC-protected when the request's
+//!   MAC was verified, unprotected otherwise (the client cannot be answered with a secret it
+//!   did not prove).
+
+pub mod asn1;
+
+use der::asn1::{Any, GeneralizedTime, OctetString};
+use der::{Decode, Encode};
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha384};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::Name;
+
+use crate::cert::Certificate;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::service::{Refusal, ZoneService};
+use crate::store::Storage;
+use crate::transport::Transport;
+use asn1::{
+    BodyType, CertRepMessage, CertResponse, CertifiedKeyPair, ErrorMsgContent, FailureInfo,
+    InfoTypeAndValue, PbmParameter, PkiHeader, PkiMessage, PkiStatusInfo,
+};
+
+/// The fewest and most PBM iterations accepted (RFC 4210 recommends at least 100; a bound
+/// above keeps one request's cost small).
+const PBM_ITERATIONS: std::ops::RangeInclusive<u32> = 100..=100_000;
+/// The longest PBM salt accepted.
+const PBM_MAX_SALT: usize = 128;
+/// The shortest transactionID accepted (RFC 9483 3.1: 128 bits).
+const MIN_TRANSACTION_ID: usize = 16;
+/// How often a request that lost a race with another commit is run again (nothing was
+/// committed, B6).
+const MAX_ATTEMPTS: usize = 8;
+
+/// Why a CMP message was refused. The messages never hold a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CmpError {
+    /// Longer than [`asn1::MAX_MESSAGE_BYTES`].
+    #[error("the CMP message is {len} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not DER of the expected type.
+    #[error("the CMP message is malformed: {what}: {reason}")]
+    Malformed {
+        /// The part that failed.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A message type or option zoned does not answer.
+    #[error("{what} is not supported by this zone's CMP server")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// An algorithm or parameter zoned does not accept.
+    #[error("{what} is not accepted: use PBM with SHA-256 or SHA-1 and HMAC-SHA1 or HMAC-SHA256")]
+    BadAlgorithm {
+        /// What.
+        what: String,
+    },
+    /// The protection is missing or does not verify.
+    #[error("the message's protection does not verify: {reason}")]
+    BadProtection {
+        /// Why.
+        reason: String,
+    },
+    /// The proof of possession is missing or does not verify.
+    #[error("the proof of possession of the requested key does not verify: {reason}")]
+    BadPop {
+        /// Why.
+        reason: String,
+    },
+    /// The certificate template lacks what is needed.
+    #[error("the certificate template is not usable: {reason}")]
+    BadTemplate {
+        /// Why.
+        reason: String,
+    },
+    /// The transactionID belongs to another member's transaction.
+    #[error("the transactionID is in use by another transaction: start a new transaction")]
+    TransactionInUse,
+    /// certConf for a transaction zoned has no record of.
+    #[error("no certificate was issued in this transaction: send certConf only after ip/cp")]
+    UnknownTransaction,
+    /// The zone refused or failed.
+    #[error(transparent)]
+    Zone(Box<Error>),
+}
+
+impl From<Error> for CmpError {
+    fn from(e: Error) -> Self {
+        CmpError::Zone(Box::new(e))
+    }
+}
+
+impl CmpError {
+    /// The PKIFailureInfo bit that says what went wrong (RFC 4210 5.2.3).
+    pub fn failure_info(&self) -> FailureInfo {
+        match self {
+            CmpError::TooLarge { .. } | CmpError::Malformed { .. } => FailureInfo::BadDataFormat,
+            CmpError::Unsupported { .. } => FailureInfo::BadRequest,
+            CmpError::BadAlgorithm { .. } => FailureInfo::BadAlg,
+            CmpError::BadProtection { .. } => FailureInfo::BadMessageCheck,
+            CmpError::BadPop { .. } => FailureInfo::BadPop,
+            CmpError::BadTemplate { .. } => FailureInfo::BadCertTemplate,
+            CmpError::TransactionInUse => FailureInfo::TransactionIdInUse,
+            CmpError::UnknownTransaction => FailureInfo::BadRequest,
+            CmpError::Zone(e) => match e.as_ref() {
+                e if e.is_retryable() => FailureInfo::SystemUnavail,
+                Error::Enrolment(_) | Error::Zone(crate::zone::ZoneError::UnknownMember { .. }) => {
+                    FailureInfo::NotAuthorized
+                }
+                Error::Csr(_) | Error::Key(_) => FailureInfo::BadCertTemplate,
+                _ => FailureInfo::SystemFailure,
+            },
+        }
+    }
+
+    /// Whether this is the client's fault (a refusal to audit), not the zone's.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self.failure_info(),
+            FailureInfo::SystemUnavail | FailureInfo::SystemFailure
+        )
+    }
+}
+
+/// An answer to a CMP request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CmpAnswer {
+    /// The DER of the PKIMessage to send back.
+    pub message: Vec<u8>,
+    /// The refusal to audit (with [`ZoneService::record_refusal`]), when the request was
+    /// refused.
+    pub refusal: Option<Refusal>,
+    /// The member a certificate was issued to (or re-sent to), for the log.
+    pub issued_to: Option<String>,
+}
+
+/// What the request proved: its member and the MAC parameters to answer with.
+struct Verified {
+    member: String,
+    secret: crate::protocol::RegistrationToken,
+    params: PbmParameter,
+}
+
+/// Answers one CMP request (E1). Never fails: a refusal is an `error` message (with
+/// [`CmpAnswer::refusal`] set) and a failure of the zone an `error` with systemFailure or
+/// systemUnavail.
+pub fn respond<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    request: &[u8],
+) -> CmpAnswer {
+    let msg = match PkiMessage::from_der(request) {
+        Ok(m) => m,
+        Err(e) => return error_answer(svc, None, None, &e),
+    };
+    let mut verified = None;
+    let mut attempt = 1;
+    let result = loop {
+        let r = answer(svc, &msg, &mut verified);
+        match r {
+            Err(CmpError::Zone(e)) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                attempt += 1;
+            }
+            r => break r,
+        }
+    };
+    match result {
+        Ok((message, issued_to)) => CmpAnswer {
+            message,
+            refusal: None,
+            issued_to,
+        },
+        Err(e) => error_answer(svc, Some(&msg), verified.as_ref(), &e),
+    }
+}
+
+/// The `error` message (unprotected) for a request refused before it could be read, e.g. a
+/// body longer than [`asn1::MAX_MESSAGE_BYTES`], with its refusal to audit.
+pub fn refuse<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    error: &CmpError,
+) -> CmpAnswer {
+    error_answer(svc, None, None, error)
+}
+
+fn answer<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    verified: &mut Option<Verified>,
+) -> Result<(Vec<u8>, Option<String>), CmpError> {
+    match msg.body_type {
+        BodyType::Ir | BodyType::Cr => {
+            let v = verify_mac(svc, msg)?;
+            let member = v.member.clone();
+            *verified = Some(v);
+            let v = verified.as_ref().ok_or(CmpError::UnknownTransaction)?;
+            let out = enrol(svc, msg, v)?;
+            Ok((out, Some(member)))
+        }
+        BodyType::CertConf => {
+            let v = verify_mac(svc, msg)?;
+            *verified = Some(v);
+            let v = verified.as_ref().ok_or(CmpError::UnknownTransaction)?;
+            Ok((confirm(svc, msg, v)?, None))
+        }
+        other => Err(CmpError::Unsupported {
+            what: format!("the body type {other:?}"),
+        }),
+    }
+}
+
+/// Checks the request's password-based MAC with the registration token of the member its
+/// senderKID names.
+fn verify_mac<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+) -> Result<Verified, CmpError> {
+    let Some(alg) = &msg.header.protection_alg else {
+        return Err(CmpError::BadProtection {
+            reason: "the message is not protected: protect it with a MAC keyed by the \
+                     member's registration token"
+                .into(),
+        });
+    };
+    if alg.oid != asn1::PASSWORD_BASED_MAC {
+        return Err(CmpError::Unsupported {
+            what: format!(
+                "protection by {} for this request (an initial request is protected by a \
+                 password-based MAC)",
+                alg.oid
+            ),
+        });
+    }
+    let params: PbmParameter = alg
+        .parameters
+        .as_ref()
+        .ok_or(CmpError::Malformed {
+            what: "PBMParameter",
+            reason: "absent".into(),
+        })?
+        .decode_as()
+        .map_err(asn1::malformed("PBMParameter"))?;
+    let Some(member) = msg.sender_kid() else {
+        return Err(CmpError::BadProtection {
+            reason: "the senderKID must name the member (its reference)".into(),
+        });
+    };
+    let protection = msg.protection.as_deref().ok_or(CmpError::BadProtection {
+        reason: "the protection is absent".into(),
+    })?;
+    let bad = || CmpError::BadProtection {
+        reason: format!("the MAC does not verify with the registration token of {member}"),
+    };
+    let secret = svc.registration_secret(&member)?.ok_or_else(bad)?;
+    let mac = pbm(secret.as_str().as_bytes(), &params, &msg.protected_part()?)?;
+    if !equal(&mac, protection) {
+        return Err(bad());
+    }
+    Ok(Verified {
+        member,
+        secret,
+        params,
+    })
+}
+
+/// The PBM of `data` (RFC 4210 5.1.3.1): the key is `owf` applied `iterationCount` times to
+/// secret || salt.
+fn pbm(secret: &[u8], params: &PbmParameter, data: &[u8]) -> Result<Vec<u8>, CmpError> {
+    if !PBM_ITERATIONS.contains(&params.iteration_count) {
+        return Err(CmpError::BadAlgorithm {
+            what: format!(
+                "a PBM iteration count of {} (allowed: {} to {})",
+                params.iteration_count,
+                PBM_ITERATIONS.start(),
+                PBM_ITERATIONS.end()
+            ),
+        });
+    }
+    let salt = params.salt.as_bytes();
+    if salt.len() > PBM_MAX_SALT {
+        return Err(CmpError::BadAlgorithm {
+            what: format!("a PBM salt of {} bytes", salt.len()),
+        });
+    }
+    let mut key = zeroize::Zeroizing::new([secret, salt].concat());
+    for _ in 0..params.iteration_count {
+        *key = match params.owf.oid {
+            o if o == asn1::SHA256 => Sha256::digest(key.as_slice()).to_vec(),
+            o if o == asn1::SHA1 => Sha1::digest(key.as_slice()).to_vec(),
+            o => {
+                return Err(CmpError::BadAlgorithm {
+                    what: format!("the PBM one-way function {o}"),
+                });
+            }
+        };
+    }
+    let bad_key = |_| CmpError::BadAlgorithm {
+        what: "the PBM key".into(),
+    };
+    Ok(match params.mac.oid {
+        o if o == asn1::HMAC_SHA1 || o == asn1::HMAC_WITH_SHA1 => {
+            let mut m = <Hmac<Sha1> as KeyInit>::new_from_slice(&key).map_err(bad_key)?;
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        o if o == asn1::HMAC_WITH_SHA256 => {
+            let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).map_err(bad_key)?;
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        o => {
+            return Err(CmpError::BadAlgorithm {
+                what: format!("the PBM MAC {o}"),
+            });
+        }
+    })
+}
+
+/// Compares in time independent of where they differ.
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn transaction_id(msg: &PkiMessage) -> Result<&[u8], CmpError> {
+    match msg.transaction_id() {
+        Some(t) if t.len() >= MIN_TRANSACTION_ID && t.len() <= 64 => Ok(t),
+        _ => Err(CmpError::Malformed {
+            what: "transactionID",
+            reason: format!("must be {MIN_TRANSACTION_ID} to 64 bytes (RFC 9483 3.1)"),
+        }),
+    }
+}
+
+/// ir/cr: checks the POP, issues (or finds the transaction's certificate), answers ip/cp.
+fn enrol<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    v: &Verified,
+) -> Result<Vec<u8>, CmpError> {
+    let tid = transaction_id(msg)?;
+    let reply_type = if msg.body_type == BodyType::Ir {
+        BodyType::Ip
+    } else {
+        BodyType::Cp
+    };
+    let implicit = msg.header.implicit_confirm();
+    if let Some(txn) = svc.cmp_transaction(tid)? {
+        if txn.member != crate::zone::member_lookup_name(&v.member) {
+            return Err(CmpError::TransactionInUse);
+        }
+        // A retry (E1): the same certificate again, never a second one.
+        return certificate_reply(svc, msg, v, reply_type, &txn, txn.confirmed && implicit);
+    }
+    let reqs = asn1::cert_req_messages(&msg.body)?;
+    let [req] = reqs.as_slice() else {
+        return Err(CmpError::Unsupported {
+            what: format!("{} certificate requests in one message", reqs.len()),
+        });
+    };
+    let spki_der = req.public_key.as_deref().ok_or(CmpError::BadTemplate {
+        reason: "the template has no public key (zoned never makes a member's key, S1)".into(),
+    })?;
+    let spki =
+        SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(asn1::malformed("publicKey"))?;
+    let Some((input, alg, sig)) = &req.pop_signature else {
+        return Err(CmpError::BadPop {
+            reason: "a signature POP is needed".into(),
+        });
+    };
+    if *input {
+        return Err(CmpError::BadPop {
+            reason: "poposkInput is not supported: give the subject and the public key in the \
+                     template"
+                .into(),
+        });
+    }
+    crate::key::verify_signature(&spki, alg, &req.cert_req_der, sig).map_err(|e| {
+        CmpError::BadPop {
+            reason: e.to_string(),
+        }
+    })?;
+    let txn = svc.cmp_enroll(&v.member, spki, tid, req.cert_req_id, implicit)?;
+    certificate_reply(svc, msg, v, reply_type, &txn, implicit)
+}
+
+/// certConf: records the confirmation and answers pkiConf.
+fn confirm<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    v: &Verified,
+) -> Result<Vec<u8>, CmpError> {
+    let tid = transaction_id(msg)?;
+    let Some(txn) = svc.cmp_transaction(tid)? else {
+        return Err(CmpError::UnknownTransaction);
+    };
+    if txn.member != crate::zone::member_lookup_name(&v.member) {
+        return Err(CmpError::TransactionInUse);
+    }
+    let statuses = asn1::cert_conf(&msg.body)?;
+    let leaf = txn
+        .chain
+        .first()
+        .ok_or(CmpError::UnknownTransaction)?
+        .as_bytes();
+    for s in &statuses {
+        let hashes = [Sha256::digest(leaf).to_vec(), Sha384::digest(leaf).to_vec()];
+        if s.cert_req_id != txn.cert_req_id || !hashes.iter().any(|h| equal(h, &s.cert_hash)) {
+            return Err(CmpError::Malformed {
+                what: "certConf",
+                reason: "the certHash or certReqId is not that of the certificate issued".into(),
+            });
+        }
+    }
+    svc.cmp_confirm(tid)?;
+    let body = asn1::body_der(BodyType::PkiConf, &asn1::null_der())?;
+    protected_reply(svc, msg, Some(v), &body, &[], false)
+}
+
+fn certificate_reply<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    v: &Verified,
+    reply_type: BodyType,
+    txn: &crate::service::CmpTransaction,
+    implicit: bool,
+) -> Result<Vec<u8>, CmpError> {
+    let leaf = txn.chain.first().ok_or(CmpError::UnknownTransaction)?;
+    let rep = CertRepMessage {
+        ca_pubs: Some(
+            txn.trust
+                .iter()
+                .map(|c| asn1::any_der(c.as_bytes()))
+                .collect::<Result<_, _>>()?,
+        ),
+        response: vec![CertResponse {
+            cert_req_id: txn.cert_req_id,
+            status: PkiStatusInfo {
+                status: 0,
+                status_string: None,
+                fail_info: None,
+            },
+            certified_key_pair: Some(CertifiedKeyPair {
+                cert: asn1::tagged_certificate(leaf.as_bytes())?,
+            }),
+        }],
+    };
+    let body = asn1::body_der(
+        reply_type,
+        &rep.to_der().map_err(asn1::malformed("CertRepMessage"))?,
+    )?;
+    let extra: Vec<Vec<u8>> = txn.chain.iter().map(|c| c.as_bytes().to_vec()).collect();
+    protected_reply(svc, msg, Some(v), &body, &extra, implicit)
+}
+
+/// A reply to `msg` (header fields echoed as RFC 4210 5.1.1 says), MAC-protected with the
+/// verified secret when there is one.
+fn protected_reply<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    v: Option<&Verified>,
+    body: &[u8],
+    extra_certs: &[Vec<u8>],
+    implicit: bool,
+) -> Result<Vec<u8>, CmpError> {
+    let params = match v {
+        Some(v) => {
+            let mut salt = [0u8; 16];
+            getrandom::fill(&mut salt).map_err(|e| CmpError::Zone(Box::new(random_err(e))))?;
+            Some(PbmParameter {
+                salt: OctetString::new(salt.to_vec()).map_err(asn1::malformed("salt"))?,
+                ..v.params.clone()
+            })
+        }
+        None => None,
+    };
+    let protection_alg = match &params {
+        Some(p) => Some(AlgorithmIdentifierOwned {
+            oid: asn1::PASSWORD_BASED_MAC,
+            parameters: Some(Any::encode_from(p).map_err(asn1::malformed("PBMParameter"))?),
+        }),
+        None => None,
+    };
+    let header = PkiHeader {
+        pvno: 2,
+        sender: GeneralName::DirectoryName(ca_name(svc)),
+        recipient: msg.header.sender.clone(),
+        message_time: GeneralizedTime::from_system_time(std::time::SystemTime::now()).ok(),
+        protection_alg,
+        sender_kid: None,
+        recip_kid: msg.header.sender_kid.clone(),
+        transaction_id: msg.header.transaction_id.clone(),
+        sender_nonce: Some(nonce()?),
+        recip_nonce: msg.header.sender_nonce.clone(),
+        free_text: None,
+        general_info: implicit.then(|| {
+            vec![InfoTypeAndValue {
+                info_type: asn1::IMPLICIT_CONFIRM,
+                info_value: Some(Any::from(der::asn1::Null)),
+            }]
+        }),
+    };
+    let header_der = header.to_der().map_err(asn1::malformed("PKIHeader"))?;
+    let protection = match (v, &params) {
+        (Some(v), Some(p)) => Some(pbm(
+            v.secret.as_str().as_bytes(),
+            p,
+            &asn1::protected_part(&header_der, body)?,
+        )?),
+        _ => None,
+    };
+    asn1::message_der(&header_der, body, protection.as_deref(), extra_certs)
+}
+
+fn random_err(e: getrandom::Error) -> Error {
+    crate::key::KeyError::Generation {
+        reason: e.to_string(),
+    }
+    .into()
+}
+
+fn nonce() -> Result<OctetString, CmpError> {
+    let mut n = [0u8; 16];
+    getrandom::fill(&mut n).map_err(|e| CmpError::Zone(Box::new(random_err(e))))?;
+    OctetString::new(n.to_vec()).map_err(asn1::malformed("senderNonce"))
+}
+
+/// The zone CA's subject (the sender of every answer), or an empty name when it cannot be
+/// read.
+fn ca_name<S: Storage, T: Transport, C: Clock>(svc: &ZoneService<S, T, C>) -> Name {
+    svc.zone()
+        .ok()
+        .and_then(|z| Certificate::try_from(&z.ca_certificate).ok())
+        .map(|c| c.subject_name().clone())
+        .unwrap_or_default()
+}
+
+/// An `error` message for `e`, protected when the request's MAC was verified.
+fn error_answer<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: Option<&PkiMessage>,
+    v: Option<&Verified>,
+    e: &CmpError,
+) -> CmpAnswer {
+    let text = e.to_string();
+    let refusal = e.is_refusal().then(|| {
+        let mut r = Refusal::new("cmp", text.clone());
+        if let Some(m) = msg.and_then(PkiMessage::sender_kid) {
+            r = r.claimed(m);
+        }
+        r
+    });
+    let message = e
+        .failure_info()
+        .bits()
+        .and_then(|bits| {
+            ErrorMsgContent {
+                status: PkiStatusInfo {
+                    status: 2,
+                    status_string: Some(vec![text.clone()]),
+                    fail_info: Some(bits),
+                },
+                error_code: None,
+                error_details: None,
+            }
+            .to_der()
+            .map_err(asn1::malformed("ErrorMsgContent"))
+        })
+        .and_then(|c| asn1::body_der(BodyType::Error, &c))
+        .and_then(|body| match msg {
+            Some(m) => protected_reply(svc, m, v, &body, &[], false),
+            None => {
+                let header = PkiHeader {
+                    pvno: 2,
+                    sender: GeneralName::DirectoryName(ca_name(svc)),
+                    recipient: GeneralName::DirectoryName(Name::default()),
+                    message_time: GeneralizedTime::from_system_time(std::time::SystemTime::now())
+                        .ok(),
+                    protection_alg: None,
+                    sender_kid: None,
+                    recip_kid: None,
+                    transaction_id: None,
+                    sender_nonce: Some(nonce()?),
+                    recip_nonce: None,
+                    free_text: None,
+                    general_info: None,
+                };
+                let h = header.to_der().map_err(asn1::malformed("PKIHeader"))?;
+                asn1::message_der(&h, &body, None, &[])
+            }
+        })
+        .unwrap_or_default();
+    CmpAnswer {
+        message,
+        refusal,
+        issued_to: None,
+    }
+}

@@ -1,0 +1,343 @@
+//! CMP in zoned (issue 15; E1, N3) proven with an implementation nobody here wrote: OpenSSL
+//! 3.0's `openssl cmp` against `net::server::ZoneServer` on 127.0.0.1 (a zone made by the
+//! in-process simulation). Each certificate obtained must pass `openssl verify -x509_strict`
+//! against the zone CA; each refusal must be a CMP error with its PKIFailureInfo, audited, with
+//! the store otherwise unchanged. Every wait is bounded (openssl's own `-msg_timeout`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{run, tool};
+use sim::{Sim, Spec};
+use zonepki::cert::Certificate;
+use zonepki::clock::Timestamp;
+use zonepki::net::server::ZoneServer;
+use zonepki::service::dump;
+use zonepki::store::MemoryStore;
+use zonepki::transport::LoopbackTransport;
+
+type Store = Arc<MemoryStore>;
+
+/// The zone server's FQDN: `localhost`, which the TLS check of `openssl cmp` is given.
+const SERVER: &str = "localhost";
+const DEVICE: &str = "dev-1";
+
+struct Zone {
+    dir: tempfile::TempDir,
+    store: Store,
+    sim: Sim<Store>,
+}
+
+fn zone() -> Zone {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Store = Arc::new(MemoryStore::new());
+    let spec = Spec {
+        ca_server: SERVER.into(),
+        devices: 2,
+        start: Timestamp::now_utc(),
+        bridges: true,
+    };
+    let sim = Sim::build(
+        store.clone(),
+        LoopbackTransport::with_root(dir.path().join("fleet")),
+        spec,
+    );
+    Zone { dir, store, sim }
+}
+
+impl Zone {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The zone CA certificate as a PEM file.
+    fn ca_pem(&self) -> PathBuf {
+        let p = self.path("zone-ca.pem");
+        let ca = self.sim.svc.zone().unwrap().ca_certificate;
+        std::fs::write(&p, ca.to_pem()).unwrap();
+        p
+    }
+
+    /// A registration token for `member`.
+    fn token(&self, member: &str) -> String {
+        self.sim
+            .svc
+            .issue_tokens(&[member.to_string()], Duration::from_secs(3600))
+            .unwrap()
+            .pop()
+            .unwrap()
+            .1
+            .as_str()
+            .to_string()
+    }
+}
+
+/// A server on its own runtime; stopped on drop.
+struct Running {
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(join) = self.join.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(30), join).await });
+        }
+    }
+}
+
+fn start(z: &Zone) -> Running {
+    let server = ZoneServer::builder(
+        z.store.clone(),
+        SERVER,
+        z.dir.path().join("fleet").join(SERVER),
+    )
+    .build()
+    .unwrap();
+    let addr = server.local_addr();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let join = rt.spawn(async move {
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        rt,
+        stop: Some(stop),
+        join: Some(join),
+        addr,
+    }
+}
+
+/// A P-256 key made by openssl (the key stays with the client, S1).
+fn new_key(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let (ok, out) = run(tool("openssl").args([
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        p.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}");
+    p
+}
+
+/// `openssl cmp` against the server over TLS (server authentication only), with `args`.
+fn cmp(z: &Zone, server: &Running, path: &str, args: &[&str]) -> (bool, String) {
+    let ca = z.ca_pem();
+    let mut cmd: Command = tool("openssl");
+    cmd.args([
+        "cmp",
+        "-server",
+        &format!("127.0.0.1:{}", server.addr.port()),
+        "-path",
+        path,
+        "-tls_used",
+        "-tls_trusted",
+        ca.to_str().unwrap(),
+        "-tls_host",
+        SERVER,
+        "-msg_timeout",
+        "30",
+        "-total_timeout",
+        "60",
+    ]);
+    cmd.args(args);
+    run(&mut cmd)
+}
+
+/// The certificate in the PEM file `pem`.
+fn der_of(pem: &Path) -> Certificate {
+    let der = pem.with_extension("der");
+    let (ok, out) = run(tool("openssl").args([
+        "x509",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-out",
+        der.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}");
+    Certificate::from_der(&std::fs::read(&der).unwrap()).unwrap()
+}
+
+/// `openssl verify -x509_strict` of `cert` against `ca`.
+fn verify(ca: &Path, cert: &Path) {
+    let (ok, out) = run(tool("openssl").args([
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]));
+    assert!(ok && out.contains(": OK"), "openssl verify: {out}");
+}
+
+/// The store without the audit log: what a refusal must leave unchanged.
+fn state(store: &Store) -> serde_json::Value {
+    let mut d = dump(store.as_ref()).unwrap();
+    d.as_object_mut()
+        .unwrap()
+        .retain(|k, _| !k.starts_with("audit/"));
+    d
+}
+
+/// The audit entries `refused` (their details).
+fn refusals(store: &Store) -> Vec<serde_json::Value> {
+    let d = dump(store.as_ref()).unwrap();
+    d.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("audit/") && *k != "audit/head")
+        .filter(|(_, v)| v["value"]["event"] == "refused")
+        .map(|(_, v)| v["value"]["detail"].clone())
+        .collect()
+}
+
+/// Waits (bounded) until the audit log holds `n` refusals with `what` = cmp.
+fn wait_for_cmp_refusals(store: &Store, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r: Vec<_> = refusals(store)
+            .into_iter()
+            .filter(|r| r["what"] == "cmp")
+            .collect();
+        if r.len() >= n {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} cmp refusals expected within 20 s, got {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The certificates `member.enroll` audited, in order.
+fn enrolments(store: &Store) -> Vec<serde_json::Value> {
+    let d = dump(store.as_ref()).unwrap();
+    d.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("audit/") && *k != "audit/head")
+        .filter(|(_, v)| v["value"]["event"] == "member.enroll")
+        .map(|(_, v)| v["value"]["detail"].clone())
+        .collect()
+}
+
+const IR_PATH: &str = ".well-known/cmp/p/zone/initialization";
+
+fn ir_args<'a>(token: &'a str, key: &'a str, cert_out: &'a str) -> Vec<String> {
+    vec![
+        "-cmd".into(),
+        "ir".into(),
+        "-secret".into(),
+        format!("pass:{token}"),
+        "-ref".into(),
+        DEVICE.into(),
+        "-newkey".into(),
+        key.into(),
+        "-subject".into(),
+        format!("/CN={DEVICE}"),
+        "-certout".into(),
+        cert_out.into(),
+    ]
+}
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_ir_with_the_registration_token_enrols_once() {
+    let z = zone();
+    let server = start(&z);
+    let token = z.token(DEVICE);
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let cert = z.path("dev-cert.pem");
+    let cacerts = z.path("cacerts.pem");
+    let before = enrolments(&z.store).len();
+    let mut args = ir_args(&token, key.to_str().unwrap(), cert.to_str().unwrap());
+    args.extend(["-cacertsout".into(), cacerts.to_str().unwrap().into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(ok, "openssl cmp -cmd ir: {out}");
+
+    // E1: the certificate chains to the zone CA under -x509_strict, names the member, and
+    // certifies the key openssl made (S1: the key never left the client).
+    let ca = z.ca_pem();
+    verify(&ca, &cert);
+    let issued = der_of(&cert);
+    assert_eq!(issued.common_name().as_deref(), Some(DEVICE));
+    let (ok, pubkey) = run(tool("openssl").args(["pkey", "-pubout", "-in", key.to_str().unwrap()]));
+    assert!(ok, "{pubkey}");
+    let (ok, certkey) =
+        run(tool("openssl").args(["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]));
+    assert!(ok, "{certkey}");
+    assert_eq!(
+        pubkey, certkey,
+        "the certificate is for the client's own key"
+    );
+    // caPubs: the zone's CA certificate.
+    let cas = std::fs::read_to_string(&cacerts).unwrap();
+    assert!(cas.contains("BEGIN CERTIFICATE"), "{cas}");
+    // One enrolment audited, the token used up (N3), the transaction confirmed by certConf.
+    let after = enrolments(&z.store);
+    assert_eq!(after.len(), before + 1, "{after:?}");
+    assert_eq!(after.last().unwrap()["via"], "cmp");
+    let dumped = dump(z.store.as_ref()).unwrap();
+    let txns: Vec<_> = dumped
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("cmp/"))
+        .collect();
+    assert_eq!(txns.len(), 1, "{txns:?}");
+    assert_eq!(txns[0].1["value"]["confirmed"], true, "{txns:?}");
+
+    // The token enrols once: a second ir with it is refused, audited, and changes nothing.
+    let unchanged = state(&z.store);
+    let cert2 = z.path("dev-cert2.pem");
+    let key2 = new_key(z.dir.path(), "dev-key2.pem");
+    let args = ir_args(&token, key2.to_str().unwrap(), cert2.to_str().unwrap());
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("-unprotected_errors");
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(!ok, "a reused token must be refused: {out}");
+    assert!(
+        out.contains("notAuthorized") || out.contains("not authorized"),
+        "{out}"
+    );
+    assert!(out.contains("already used"), "{out}");
+    assert!(!cert2.exists());
+    let r = wait_for_cmp_refusals(&z.store, 1);
+    assert_eq!(r[0]["claimed"], DEVICE, "{r:?}");
+    assert_eq!(state(&z.store), unchanged);
+}
