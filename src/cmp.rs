@@ -4,9 +4,9 @@
 //! when it refused; zoned's HTTP glue (feature `net`) only carries them.
 //!
 //! What is answered:
-//! - `ir` and `cr` protected by a password-based MAC (RFC 4210 5.1.3.1) whose secret is the
+//! - `ir`, `cr` and `p10cr` protected by a password-based MAC (RFC 4210 5.1.3.1) whose secret is the
 //!   member's registration token (N3) and whose senderKID is the member's name; the request's
-//!   proof of possession is a signature, checked. The certificate is issued through the core
+//!   proof of possession is a signature (the PKCS #10 self-signature of a `p10cr`), checked. The certificate is issued through the core
 //!   (the token used up in the same commit, audited as `member.enroll`) and answered in an `ip`
 //!   or `cp` protected with the same secret, with the zone's CA certificates in caPubs.
 //! - implicitConfirm in generalInfo: granted (the transaction is recorded as confirmed);
@@ -217,7 +217,7 @@ fn answer<S: Storage, T: Transport, C: Clock>(
     verified: &mut Option<Verified>,
 ) -> Result<(Vec<u8>, Option<String>), CmpError> {
     match msg.body_type {
-        BodyType::Ir | BodyType::Cr => {
+        BodyType::Ir | BodyType::Cr | BodyType::P10cr => {
             let v = verify_mac(svc, msg)?;
             let member = v.member.clone();
             *verified = Some(v);
@@ -378,6 +378,18 @@ fn enrol<S: Storage, T: Transport, C: Clock>(
         }
         // A retry (E1): the same certificate again, never a second one.
         return certificate_reply(svc, msg, v, reply_type, &txn, txn.confirmed && implicit);
+    }
+    if msg.body_type == BodyType::P10cr {
+        // p10cr: the PKCS #10 request's self-signature is the POP; certReqId is -1 (RFC 4210
+        // 5.3.4).
+        let csr = crate::csr::VerifiedCsr::from_der(&msg.body).map_err(|e| match e {
+            crate::csr::CsrError::BadSignature(_) => CmpError::BadPop {
+                reason: e.to_string(),
+            },
+            e => CmpError::from(Error::from(e)),
+        })?;
+        let txn = svc.cmp_enroll(&v.member, csr.public_key().clone(), tid, -1, implicit)?;
+        return certificate_reply(svc, msg, v, reply_type, &txn, implicit);
     }
     let reqs = asn1::cert_req_messages(&msg.body)?;
     let [req] = reqs.as_slice() else {

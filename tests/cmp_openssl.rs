@@ -341,3 +341,146 @@ fn openssl_cmp_ir_with_the_registration_token_enrols_once() {
     assert_eq!(r[0]["claimed"], DEVICE, "{r:?}");
     assert_eq!(state(&z.store), unchanged);
 }
+
+/// The `cmp/<transactionID>` records.
+fn transactions(store: &Store) -> Vec<serde_json::Value> {
+    let d = dump(store.as_ref()).unwrap();
+    d.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("cmp/"))
+        .map(|(_, v)| v["value"].clone())
+        .collect()
+}
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn implicit_confirmation_and_a_repeated_transaction_get_the_same_certificate() {
+    let z = zone();
+    let server = start(&z);
+    let token = z.token(DEVICE);
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let cert = z.path("dev-cert.pem");
+    let ir = z.path("ir.der");
+    let mut args = ir_args(&token, key.to_str().unwrap(), cert.to_str().unwrap());
+    args.extend([
+        "-implicit_confirm".into(),
+        "-reqout".into(),
+        ir.to_str().unwrap().into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(ok, "openssl cmp -cmd ir -implicit_confirm: {out}");
+    // E1: implicit confirmation granted, so no certConf was sent, and the transaction is
+    // recorded as confirmed.
+    assert!(!out.contains("CERTCONF"), "{out}");
+    let t = transactions(&z.store);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0]["confirmed"], true);
+    verify(&z.ca_pem(), &cert);
+    let first = der_of(&cert);
+    let enrolled = enrolments(&z.store).len();
+
+    // The same request again (same transactionID; the token is used up by now): the same
+    // certificate, not a second one, and nothing new issued or audited as an enrolment.
+    let cert2 = z.path("dev-cert-again.pem");
+    let mut args = ir_args(&token, key.to_str().unwrap(), cert2.to_str().unwrap());
+    args.extend([
+        "-implicit_confirm".into(),
+        "-reqin".into(),
+        ir.to_str().unwrap().into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(ok, "the repeated ir: {out}");
+    assert_eq!(
+        der_of(&cert2).der(),
+        first.der(),
+        "the same certificate again"
+    );
+    assert_eq!(enrolments(&z.store).len(), enrolled);
+    assert_eq!(transactions(&z.store).len(), 1);
+}
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_p10cr_from_an_openssl_csr() {
+    let z = zone();
+    let server = start(&z);
+    let token = z.token(DEVICE);
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let csr = z.path("dev.csr");
+    let (ok, out) = run(tool("openssl").args([
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        &format!("/CN={DEVICE}"),
+        "-out",
+        csr.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}");
+    let cert = z.path("dev-cert.pem");
+    let (ok, out) = cmp(
+        &z,
+        &server,
+        ".well-known/cmp/p/zone/p10",
+        &[
+            "-cmd",
+            "p10cr",
+            "-csr",
+            csr.to_str().unwrap(),
+            "-secret",
+            &format!("pass:{token}"),
+            "-ref",
+            DEVICE,
+            "-certout",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd p10cr: {out}");
+    verify(&z.ca_pem(), &cert);
+    assert_eq!(der_of(&cert).common_name().as_deref(), Some(DEVICE));
+    assert_eq!(enrolments(&z.store).last().unwrap()["via"], "cmp");
+}
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn a_wrong_secret_is_refused_with_bad_message_check_and_audited() {
+    let z = zone();
+    let server = start(&z);
+    let _token = z.token(DEVICE);
+    let unchanged = state(&z.store);
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let cert = z.path("dev-cert.pem");
+    let args = ir_args(
+        "not-the-token-of-this-member",
+        key.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    );
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("-unprotected_errors");
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(!ok, "a wrong secret must be refused: {out}");
+    assert!(out.contains("badMessageCheck"), "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    assert!(!cert.exists());
+    let r = wait_for_cmp_refusals(&z.store, 1);
+    assert_eq!(r[0]["claimed"], DEVICE, "{r:?}");
+    assert!(
+        r[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{r:?}"
+    );
+    // Nothing but the audit changed: the token is still unused.
+    assert_eq!(state(&z.store), unchanged);
+}
