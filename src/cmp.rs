@@ -29,9 +29,10 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::name::Name;
 
-use crate::cert::Certificate;
+use crate::cert::{Certificate, CertificateDer};
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::key::Signer;
 use crate::service::{Refusal, ZoneService};
 use crate::store::Storage;
 use crate::transport::Transport;
@@ -101,6 +102,20 @@ pub enum CmpError {
         /// Why.
         reason: String,
     },
+    /// The protecting certificate is not a member's valid credential.
+    #[error(
+        "the certificate that signed the message is not a valid credential of this zone: {reason}"
+    )]
+    SignerNotTrusted {
+        /// Why.
+        reason: String,
+    },
+    /// The request asks for what its signer may not have.
+    #[error("not authorized: {reason}")]
+    NotAuthorized {
+        /// Why.
+        reason: String,
+    },
     /// The transactionID belongs to another member's transaction.
     #[error("the transactionID is in use by another transaction: start a new transaction")]
     TransactionInUse,
@@ -129,6 +144,8 @@ impl CmpError {
             CmpError::BadPop { .. } => FailureInfo::BadPop,
             CmpError::BadTemplate { .. } => FailureInfo::BadCertTemplate,
             CmpError::TransactionInUse => FailureInfo::TransactionIdInUse,
+            CmpError::SignerNotTrusted { .. } => FailureInfo::SignerNotTrusted,
+            CmpError::NotAuthorized { .. } => FailureInfo::NotAuthorized,
             CmpError::UnknownTransaction => FailureInfo::BadRequest,
             CmpError::Zone(e) => match e.as_ref() {
                 e if e.is_retryable() => FailureInfo::SystemUnavail,
@@ -170,21 +187,51 @@ struct Verified {
     params: PbmParameter,
 }
 
+/// zoned's own credential, which signs the answers to requests not protected by a MAC
+/// (RFC 9483 3.2: kur, and errors to them): a signer and its chain, leaf first.
+#[derive(Clone, Copy)]
+pub struct SigningCredential<'a> {
+    /// The key.
+    pub signer: &'a dyn Signer,
+    /// Its certificate chain, leaf first.
+    pub chain: &'a [CertificateDer],
+}
+
+impl std::fmt::Debug for SigningCredential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCredential")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an answer is protected.
+#[derive(Clone, Copy)]
+enum Protect<'a> {
+    /// With the MAC the request proved.
+    Mac(&'a Verified),
+    /// Signed by zoned's credential.
+    Sign(SigningCredential<'a>),
+    /// Not at all (nothing to protect it with).
+    None,
+}
+
 /// Answers one CMP request (E1). Never fails: a refusal is an `error` message (with
 /// [`CmpAnswer::refusal`] set) and a failure of the zone an `error` with systemFailure or
 /// systemUnavail.
 pub fn respond<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     request: &[u8],
+    credential: Option<SigningCredential<'_>>,
 ) -> CmpAnswer {
     let msg = match PkiMessage::from_der(request) {
         Ok(m) => m,
-        Err(e) => return error_answer(svc, None, None, &e),
+        Err(e) => return error_answer(svc, None, None, credential, &e),
     };
     let mut verified = None;
     let mut attempt = 1;
     let result = loop {
-        let r = answer(svc, &msg, &mut verified);
+        let r = answer(svc, &msg, &mut verified, credential);
         match r {
             Err(CmpError::Zone(e)) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
                 attempt += 1;
@@ -198,7 +245,7 @@ pub fn respond<S: Storage, T: Transport, C: Clock>(
             refusal: None,
             issued_to,
         },
-        Err(e) => error_answer(svc, Some(&msg), verified.as_ref(), &e),
+        Err(e) => error_answer(svc, Some(&msg), verified.as_ref(), credential, &e),
     }
 }
 
@@ -207,14 +254,16 @@ pub fn respond<S: Storage, T: Transport, C: Clock>(
 pub fn refuse<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     error: &CmpError,
+    credential: Option<SigningCredential<'_>>,
 ) -> CmpAnswer {
-    error_answer(svc, None, None, error)
+    error_answer(svc, None, None, credential, error)
 }
 
 fn answer<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
     verified: &mut Option<Verified>,
+    credential: Option<SigningCredential<'_>>,
 ) -> Result<(Vec<u8>, Option<String>), CmpError> {
     match msg.body_type {
         BodyType::Ir | BodyType::Cr | BodyType::P10cr => {
@@ -225,16 +274,39 @@ fn answer<S: Storage, T: Transport, C: Clock>(
             let out = enrol(svc, msg, v)?;
             Ok((out, Some(member)))
         }
-        BodyType::CertConf => {
+        BodyType::CertConf if is_mac_protected(msg) => {
             let v = verify_mac(svc, msg)?;
             *verified = Some(v);
             let v = verified.as_ref().ok_or(CmpError::UnknownTransaction)?;
-            Ok((confirm(svc, msg, v)?, None))
+            Ok((confirm(svc, msg, &v.member, Protect::Mac(v))?, None))
+        }
+        BodyType::CertConf => {
+            // The certConf of a kur, signed like it.
+            let member = verify_signature_protection(svc, msg)?;
+            let credential = credential.ok_or(CmpError::Unsupported {
+                what: "a signed certConf on a server without its own credential".into(),
+            })?;
+            Ok((confirm(svc, msg, &member, Protect::Sign(credential))?, None))
+        }
+        BodyType::Kur => {
+            let member = verify_signature_protection(svc, msg)?;
+            let credential = credential.ok_or(CmpError::Unsupported {
+                what: "kur on a server without its own credential".into(),
+            })?;
+            Ok((rekey(svc, msg, &member, credential)?, Some(member)))
         }
         other => Err(CmpError::Unsupported {
             what: format!("the body type {other:?}"),
         }),
     }
+}
+
+/// Whether the message says it is protected by a password-based MAC.
+fn is_mac_protected(msg: &PkiMessage) -> bool {
+    msg.header
+        .protection_alg
+        .as_ref()
+        .is_some_and(|a| a.oid == asn1::PASSWORD_BASED_MAC)
 }
 
 /// Checks the request's password-based MAC with the registration token of the member its
@@ -377,7 +449,14 @@ fn enrol<S: Storage, T: Transport, C: Clock>(
             return Err(CmpError::TransactionInUse);
         }
         // A retry (E1): the same certificate again, never a second one.
-        return certificate_reply(svc, msg, v, reply_type, &txn, txn.confirmed && implicit);
+        return certificate_reply(
+            svc,
+            msg,
+            Protect::Mac(v),
+            reply_type,
+            &txn,
+            txn.confirmed && implicit,
+        );
     }
     if msg.body_type == BodyType::P10cr {
         // p10cr: the PKCS #10 request's self-signature is the POP; certReqId is -1 (RFC 4210
@@ -389,7 +468,7 @@ fn enrol<S: Storage, T: Transport, C: Clock>(
             e => CmpError::from(Error::from(e)),
         })?;
         let txn = svc.cmp_enroll(&v.member, csr.public_key().clone(), tid, -1, implicit)?;
-        return certificate_reply(svc, msg, v, reply_type, &txn, implicit);
+        return certificate_reply(svc, msg, Protect::Mac(v), reply_type, &txn, implicit);
     }
     let reqs = asn1::cert_req_messages(&msg.body)?;
     let [req] = reqs.as_slice() else {
@@ -397,43 +476,23 @@ fn enrol<S: Storage, T: Transport, C: Clock>(
             what: format!("{} certificate requests in one message", reqs.len()),
         });
     };
-    let spki_der = req.public_key.as_deref().ok_or(CmpError::BadTemplate {
-        reason: "the template has no public key (zoned never makes a member's key, S1)".into(),
-    })?;
-    let spki =
-        SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(asn1::malformed("publicKey"))?;
-    let Some((input, alg, sig)) = &req.pop_signature else {
-        return Err(CmpError::BadPop {
-            reason: "a signature POP is needed".into(),
-        });
-    };
-    if *input {
-        return Err(CmpError::BadPop {
-            reason: "poposkInput is not supported: give the subject and the public key in the \
-                     template"
-                .into(),
-        });
-    }
-    crate::key::verify_signature(&spki, alg, &req.cert_req_der, sig).map_err(|e| {
-        CmpError::BadPop {
-            reason: e.to_string(),
-        }
-    })?;
+    let spki = pop_checked_key(req)?;
     let txn = svc.cmp_enroll(&v.member, spki, tid, req.cert_req_id, implicit)?;
-    certificate_reply(svc, msg, v, reply_type, &txn, implicit)
+    certificate_reply(svc, msg, Protect::Mac(v), reply_type, &txn, implicit)
 }
 
 /// certConf: records the confirmation and answers pkiConf.
 fn confirm<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
-    v: &Verified,
+    member: &str,
+    protect: Protect<'_>,
 ) -> Result<Vec<u8>, CmpError> {
     let tid = transaction_id(msg)?;
     let Some(txn) = svc.cmp_transaction(tid)? else {
         return Err(CmpError::UnknownTransaction);
     };
-    if txn.member != crate::zone::member_lookup_name(&v.member) {
+    if txn.member != crate::zone::member_lookup_name(member) {
         return Err(CmpError::TransactionInUse);
     }
     let statuses = asn1::cert_conf(&msg.body)?;
@@ -453,13 +512,13 @@ fn confirm<S: Storage, T: Transport, C: Clock>(
     }
     svc.cmp_confirm(tid)?;
     let body = asn1::body_der(BodyType::PkiConf, &asn1::null_der())?;
-    protected_reply(svc, msg, Some(v), &body, &[], false)
+    protected_reply(svc, msg, protect, &body, &[], false)
 }
 
 fn certificate_reply<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
-    v: &Verified,
+    protect: Protect<'_>,
     reply_type: BodyType,
     txn: &crate::service::CmpTransaction,
     implicit: bool,
@@ -489,7 +548,7 @@ fn certificate_reply<S: Storage, T: Transport, C: Clock>(
         &rep.to_der().map_err(asn1::malformed("CertRepMessage"))?,
     )?;
     let extra: Vec<Vec<u8>> = txn.chain.iter().map(|c| c.as_bytes().to_vec()).collect();
-    protected_reply(svc, msg, Some(v), &body, &extra, implicit)
+    protected_reply(svc, msg, protect, &body, &extra, implicit)
 }
 
 /// A reply to `msg` (header fields echoed as RFC 4210 5.1.1 says), MAC-protected with the
@@ -497,36 +556,58 @@ fn certificate_reply<S: Storage, T: Transport, C: Clock>(
 fn protected_reply<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
-    v: Option<&Verified>,
+    protect: Protect<'_>,
     body: &[u8],
     extra_certs: &[Vec<u8>],
     implicit: bool,
 ) -> Result<Vec<u8>, CmpError> {
-    let params = match v {
-        Some(v) => {
+    let mut sender = GeneralName::DirectoryName(ca_name(svc));
+    let mut sender_kid = None;
+    let mut extra: Vec<Vec<u8>> = Vec::new();
+    let mut params = None;
+    let protection_alg = match protect {
+        Protect::Mac(v) => {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| CmpError::Zone(Box::new(random_err(e))))?;
-            Some(PbmParameter {
+            let p = PbmParameter {
                 salt: OctetString::new(salt.to_vec()).map_err(asn1::malformed("salt"))?,
                 ..v.params.clone()
-            })
+            };
+            let alg = AlgorithmIdentifierOwned {
+                oid: asn1::PASSWORD_BASED_MAC,
+                parameters: Some(Any::encode_from(&p).map_err(asn1::malformed("PBMParameter"))?),
+            };
+            params = Some(p);
+            Some(alg)
         }
-        None => None,
+        Protect::Sign(c) => {
+            // RFC 9483 3.2: the sender is the protecting certificate's subject, its key id the
+            // senderKID, and the certificate the first of extraCerts.
+            let leaf = c.chain.first().ok_or(CmpError::Unsupported {
+                what: "a signed answer from a server without a certificate".into(),
+            })?;
+            let leaf = Certificate::try_from(leaf).map_err(|e| CmpError::from(Error::from(e)))?;
+            sender = GeneralName::DirectoryName(leaf.subject_name().clone());
+            if let Ok(Some(kid)) = leaf.subject_key_id() {
+                sender_kid = OctetString::new(kid).ok();
+            }
+            extra.extend(c.chain.iter().map(|c| c.as_bytes().to_vec()));
+            Some(c.signer.signature_algorithm())
+        }
+        Protect::None => None,
     };
-    let protection_alg = match &params {
-        Some(p) => Some(AlgorithmIdentifierOwned {
-            oid: asn1::PASSWORD_BASED_MAC,
-            parameters: Some(Any::encode_from(p).map_err(asn1::malformed("PBMParameter"))?),
-        }),
-        None => None,
-    };
+    for c in extra_certs {
+        if !extra.contains(c) {
+            extra.push(c.clone());
+        }
+    }
     let header = PkiHeader {
         pvno: 2,
-        sender: GeneralName::DirectoryName(ca_name(svc)),
+        sender,
         recipient: msg.header.sender.clone(),
         message_time: GeneralizedTime::from_system_time(std::time::SystemTime::now()).ok(),
         protection_alg,
-        sender_kid: None,
+        sender_kid,
         recip_kid: msg.header.sender_kid.clone(),
         transaction_id: msg.header.transaction_id.clone(),
         sender_nonce: Some(nonce()?),
@@ -540,15 +621,153 @@ fn protected_reply<S: Storage, T: Transport, C: Clock>(
         }),
     };
     let header_der = header.to_der().map_err(asn1::malformed("PKIHeader"))?;
-    let protection = match (v, &params) {
-        (Some(v), Some(p)) => Some(pbm(
+    let protection = match (protect, &params) {
+        (Protect::Mac(v), Some(p)) => Some(pbm(
             v.secret.as_str().as_bytes(),
             p,
             &asn1::protected_part(&header_der, body)?,
         )?),
+        (Protect::Sign(c), _) => Some(
+            c.signer
+                .sign(&asn1::protected_part(&header_der, body)?)
+                .map_err(|e| CmpError::from(Error::from(e)))?,
+        ),
         _ => None,
     };
-    asn1::message_der(&header_der, body, protection.as_deref(), extra_certs)
+    asn1::message_der(&header_der, body, protection.as_deref(), &extra)
+}
+
+/// Checks a signature protection (kur, RFC 9483 4.1.3): the first of extraCerts is a member's
+/// credential valid now under the zone's accepted anchors (N4, B7), and its key signed the
+/// message. Returns the member it names.
+fn verify_signature_protection<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+) -> Result<String, CmpError> {
+    let alg = match &msg.header.protection_alg {
+        Some(a) if a.oid != asn1::PASSWORD_BASED_MAC => a,
+        _ => {
+            return Err(CmpError::BadProtection {
+                reason: "a key update request is signed with the member's current credential"
+                    .into(),
+            });
+        }
+    };
+    let protection = msg.protection.as_deref().ok_or(CmpError::BadProtection {
+        reason: "the protection is absent".into(),
+    })?;
+    let untrusted = |reason: String| CmpError::SignerNotTrusted { reason };
+    let leaf = msg
+        .extra_certs
+        .first()
+        .ok_or_else(|| untrusted("extraCerts holds no protecting certificate".into()))?;
+    let leaf = Certificate::from_der(leaf).map_err(|e| untrusted(e.to_string()))?;
+    let others: Vec<Certificate> = msg.extra_certs[1..]
+        .iter()
+        .filter_map(|c| Certificate::from_der(c).ok())
+        .collect();
+    let anchors: Vec<Certificate> = svc
+        .accepted_client_anchors()?
+        .iter()
+        .filter_map(|c| Certificate::try_from(c).ok())
+        .collect();
+    crate::chain::verify_chain(&leaf, &others, &anchors, svc.now())
+        .map_err(|e| untrusted(e.to_string()))?;
+    crate::key::verify_signature(leaf.public_key(), alg, &msg.protected_part()?, protection)
+        .map_err(|e| CmpError::BadProtection {
+            reason: e.to_string(),
+        })?;
+    crate::service::credential_member(&leaf)
+        .ok_or_else(|| untrusted("the protecting certificate names no member".into()))
+}
+
+/// kur: a new certificate for a new key of the member whose credential signed the request.
+fn rekey<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    member: &str,
+    credential: SigningCredential<'_>,
+) -> Result<Vec<u8>, CmpError> {
+    let tid = transaction_id(msg)?;
+    let implicit = msg.header.implicit_confirm();
+    let protect = Protect::Sign(credential);
+    if let Some(txn) = svc.cmp_transaction(tid)? {
+        if txn.member != crate::zone::member_lookup_name(member) {
+            return Err(CmpError::TransactionInUse);
+        }
+        return certificate_reply(
+            svc,
+            msg,
+            protect,
+            BodyType::Kup,
+            &txn,
+            txn.confirmed && implicit,
+        );
+    }
+    let reqs = asn1::cert_req_messages(&msg.body)?;
+    let [req] = reqs.as_slice() else {
+        return Err(CmpError::Unsupported {
+            what: format!("{} certificate requests in one message", reqs.len()),
+        });
+    };
+    let protecting = msg
+        .extra_certs
+        .first()
+        .and_then(|c| Certificate::from_der(c).ok())
+        .ok_or(CmpError::UnknownTransaction)?;
+    // The request may name only the member that signed it: by the certificate to update
+    // (oldCertID) and by the subject asked for.
+    if let Some(serial) = &req.old_cert_serial
+        && serial.as_slice() != protecting.serial()
+    {
+        return Err(CmpError::NotAuthorized {
+            reason: format!(
+                "the certificate to update is not the one of {member} that signed the request"
+            ),
+        });
+    }
+    if let Some(subject) = &req.subject {
+        let name = Name::from_der(subject).map_err(asn1::malformed("subject"))?;
+        let named = crate::cert::common_name(&name).map(|n| crate::zone::member_lookup_name(&n));
+        if named
+            .as_deref()
+            .is_some_and(|n| n != crate::zone::member_lookup_name(member))
+        {
+            return Err(CmpError::NotAuthorized {
+                reason: format!("the subject asked for is not {member}, which signed the request"),
+            });
+        }
+    }
+    let spki = pop_checked_key(req)?;
+    let txn = svc.cmp_rekey(member, spki, tid, req.cert_req_id, implicit)?;
+    certificate_reply(svc, msg, protect, BodyType::Kup, &txn, implicit)
+}
+
+/// The template's public key, after its signature POP verified.
+fn pop_checked_key(req: &asn1::CertReqMsg) -> Result<SubjectPublicKeyInfoOwned, CmpError> {
+    let spki_der = req.public_key.as_deref().ok_or(CmpError::BadTemplate {
+        reason: "the template has no public key (zoned never makes a member's key, S1)".into(),
+    })?;
+    let spki =
+        SubjectPublicKeyInfoOwned::from_der(spki_der).map_err(asn1::malformed("publicKey"))?;
+    let Some((input, alg, sig)) = &req.pop_signature else {
+        return Err(CmpError::BadPop {
+            reason: "a signature POP is needed".into(),
+        });
+    };
+    if *input {
+        return Err(CmpError::BadPop {
+            reason: "poposkInput is not supported: give the subject and the public key in the \
+                     template"
+                .into(),
+        });
+    }
+    crate::key::verify_signature(&spki, alg, &req.cert_req_der, sig).map_err(|e| {
+        CmpError::BadPop {
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(spki)
 }
 
 fn random_err(e: getrandom::Error) -> Error {
@@ -579,8 +798,16 @@ fn error_answer<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: Option<&PkiMessage>,
     v: Option<&Verified>,
+    credential: Option<SigningCredential<'_>>,
     e: &CmpError,
 ) -> CmpAnswer {
+    // MAC-protected when the request's MAC verified; else signed by zoned when it has a
+    // credential; else unprotected.
+    let protect = match (v, credential) {
+        (Some(v), _) => Protect::Mac(v),
+        (None, Some(c)) => Protect::Sign(c),
+        (None, None) => Protect::None,
+    };
     let text = e.to_string();
     let refusal = e.is_refusal().then(|| {
         let mut r = Refusal::new("cmp", text.clone());
@@ -607,7 +834,7 @@ fn error_answer<S: Storage, T: Transport, C: Clock>(
         })
         .and_then(|c| asn1::body_der(BodyType::Error, &c))
         .and_then(|body| match msg {
-            Some(m) => protected_reply(svc, m, v, &body, &[], false),
+            Some(m) => protected_reply(svc, m, protect, &body, &[], false),
             None => {
                 let header = PkiHeader {
                     pvno: 2,

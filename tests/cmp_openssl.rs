@@ -484,3 +484,119 @@ fn a_wrong_secret_is_refused_with_bad_message_check_and_audited() {
     // Nothing but the audit changed: the token is still unused.
     assert_eq!(state(&z.store), unchanged);
 }
+
+/// Enrols `member` by `openssl cmp -cmd ir`; its key and certificate files.
+fn enrol(z: &Zone, server: &Running, member: &str) -> (PathBuf, PathBuf) {
+    let token = z.token(member);
+    let key = new_key(z.dir.path(), &format!("{member}-key.pem"));
+    let cert = z.path(&format!("{member}-cert.pem"));
+    let (ok, out) = cmp(
+        z,
+        server,
+        IR_PATH,
+        &[
+            "-cmd",
+            "ir",
+            "-secret",
+            &format!("pass:{token}"),
+            "-ref",
+            member,
+            "-newkey",
+            key.to_str().unwrap(),
+            "-subject",
+            &format!("/CN={member}"),
+            "-certout",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "ir of {member}: {out}");
+    (key, cert)
+}
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_kur_signed_by_the_current_credential_and_not_by_another_members() {
+    let z = zone();
+    let server = start(&z);
+    let (key1, cert1) = enrol(&z, &server, "dev-1");
+    let (key2, cert2) = enrol(&z, &server, "dev-2");
+    let ca = z.ca_pem();
+    let kup_path = ".well-known/cmp/p/zone/keyupdate";
+
+    // E1: kur signed with dev-1's current key and certificate, for a new key; zoned's answer
+    // is signed by its own credential, which openssl checks against the zone CA.
+    let new_key1 = new_key(z.dir.path(), "dev-1-new-key.pem");
+    let new_cert1 = z.path("dev-1-new-cert.pem");
+    let (ok, out) = cmp(
+        &z,
+        &server,
+        kup_path,
+        &[
+            "-cmd",
+            "kur",
+            "-cert",
+            cert1.to_str().unwrap(),
+            "-key",
+            key1.to_str().unwrap(),
+            "-trusted",
+            ca.to_str().unwrap(),
+            "-newkey",
+            new_key1.to_str().unwrap(),
+            "-certout",
+            new_cert1.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd kur: {out}");
+    verify(&ca, &new_cert1);
+    let renewed = der_of(&new_cert1);
+    assert_eq!(renewed.common_name().as_deref(), Some("dev-1"));
+    assert_ne!(renewed.der(), der_of(&cert1).der());
+    let (_, pubkey) =
+        run(tool("openssl").args(["pkey", "-pubout", "-in", new_key1.to_str().unwrap()]));
+    let (_, certkey) = run(tool("openssl").args([
+        "x509",
+        "-noout",
+        "-pubkey",
+        "-in",
+        new_cert1.to_str().unwrap(),
+    ]));
+    assert_eq!(pubkey, certkey, "the new certificate is for the new key");
+
+    // A kur for dev-1's certificate signed by dev-2's credential: refused, audited, nothing
+    // issued.
+    let unchanged = state(&z.store);
+    let stolen = z.path("stolen.pem");
+    let (ok, out) = cmp(
+        &z,
+        &server,
+        kup_path,
+        &[
+            "-cmd",
+            "kur",
+            "-cert",
+            cert2.to_str().unwrap(),
+            "-key",
+            key2.to_str().unwrap(),
+            "-oldcert",
+            new_cert1.to_str().unwrap(),
+            "-trusted",
+            ca.to_str().unwrap(),
+            "-newkey",
+            new_key(z.dir.path(), "thief-key.pem").to_str().unwrap(),
+            "-certout",
+            stolen.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "a kur by another member's key must be refused: {out}");
+    assert!(
+        out.contains("notAuthorized") || out.contains("not authorized"),
+        "{out}"
+    );
+    assert!(!stolen.exists());
+    let r = wait_for_cmp_refusals(&z.store, 1);
+    assert!(r[0]["reason"].as_str().unwrap().contains("dev-2"), "{r:?}");
+    assert_eq!(state(&z.store), unchanged);
+}

@@ -303,6 +303,27 @@ pub struct CertReqMsg {
     pub public_key: Option<Vec<u8>>,
     /// The signature POP: (poposkInput present, algorithm, signature bits).
     pub pop_signature: Option<(bool, AlgorithmIdentifierOwned, Vec<u8>)>,
+    /// The serial number (INTEGER content) of the oldCertID control (RFC 4211 6.5), if any.
+    pub old_cert_serial: Option<Vec<u8>>,
+}
+
+/// id-regCtrl-oldCertID.
+pub const OLD_CERT_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.5.1.5");
+
+/// The serial of an oldCertID control among `controls` (a Controls SEQUENCE's DER).
+fn old_cert_serial(controls: &[u8]) -> Result<Option<Vec<u8>>, CmpError> {
+    for c in elements(controls, "Controls")? {
+        let f = elements(&c.to_der().map_err(malformed("control"))?, "control")?;
+        let (Some(t), Some(v)) = (f.first(), f.get(1)) else {
+            continue;
+        };
+        let oid: ObjectIdentifier = t.decode_as().map_err(malformed("control type"))?;
+        if oid == OLD_CERT_ID {
+            let id = elements(&v.to_der().map_err(malformed("oldCertID"))?, "oldCertID")?;
+            return Ok(id.get(1).map(|serial| serial.value().to_vec()));
+        }
+    }
+    Ok(None)
 }
 
 /// The elements of a SEQUENCE, each as received.
@@ -338,6 +359,12 @@ pub fn cert_req_messages(body: &[u8]) -> Result<Vec<CertReqMsg>, CmpError> {
             });
         };
         let cert_req_id: i64 = id.decode_as().map_err(malformed("certReqId"))?;
+        let old_cert_serial = match req.get(2) {
+            Some(c) if c.tag() == Tag::Sequence => {
+                old_cert_serial(&c.to_der().map_err(malformed("Controls"))?)?
+            }
+            _ => None,
+        };
         let mut subject = None;
         let mut public_key = None;
         for field in elements(
@@ -396,6 +423,7 @@ pub fn cert_req_messages(body: &[u8]) -> Result<Vec<CertReqMsg>, CmpError> {
             subject,
             public_key,
             pop_signature,
+            old_cert_serial,
         });
     }
     if out.is_empty() {

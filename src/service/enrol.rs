@@ -479,39 +479,89 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         cert_req_id: i64,
         confirmed: bool,
     ) -> Result<CmpTransaction> {
+        self.cmp_issue(
+            member,
+            public_key,
+            transaction_id,
+            cert_req_id,
+            confirmed,
+            true,
+        )
+    }
+
+    /// Re-keys `member` by CMP (kur, E1): its current credential signed the request (checked
+    /// by the caller, with the member it names), the new key's possession proven by the POP.
+    /// A server whose certificate the zone manages is refused, as by [`Self::renew`].
+    pub(crate) fn cmp_rekey(
+        &self,
+        member: &str,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        transaction_id: &[u8],
+        cert_req_id: i64,
+        confirmed: bool,
+    ) -> Result<CmpTransaction> {
+        self.cmp_issue(
+            member,
+            public_key,
+            transaction_id,
+            cert_req_id,
+            confirmed,
+            false,
+        )
+    }
+
+    fn cmp_issue(
+        &self,
+        member: &str,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        transaction_id: &[u8],
+        cert_req_id: i64,
+        confirmed: bool,
+        by_token: bool,
+    ) -> Result<CmpTransaction> {
         let mut epoch = self.begin()?;
         let zone = self.zone()?;
         let now = self.clock.now();
         let name = member_lookup_name(member);
-        let key = keys::token(&name);
-        let Some(rec) = self.store.get(&key)? else {
-            return Err(EnrolmentError::BadToken { member: name }.into());
-        };
-        let mut token: TokenRecord = decode(&key, &rec.value)?;
-        if let Some(used_at) = token.used_at {
-            return Err(EnrolmentError::Used {
-                member: name,
-                used_at,
+        let mut writes = Vec::new();
+        if by_token {
+            let key = keys::token(&name);
+            let Some(rec) = self.store.get(&key)? else {
+                return Err(EnrolmentError::BadToken { member: name }.into());
+            };
+            let mut token: TokenRecord = decode(&key, &rec.value)?;
+            if let Some(used_at) = token.used_at {
+                return Err(EnrolmentError::Used {
+                    member: name,
+                    used_at,
+                }
+                .into());
             }
-            .into());
-        }
-        if now >= token.expires_at {
-            return Err(EnrolmentError::Expired {
-                member: name,
-                expires_at: token.expires_at,
+            if now >= token.expires_at {
+                return Err(EnrolmentError::Expired {
+                    member: name,
+                    expires_at: token.expires_at,
+                }
+                .into());
             }
-            .into());
+            token.used_at = Some(now);
+            writes.push(Write::put(
+                key,
+                Expect::Version(rec.version),
+                encode(&token),
+            ));
         }
         let who = self.enrollee(&name)?;
+        if !by_token
+            && let Enrollee::Server(_, s) = &who
+            && s.role.has_certificate()
+        {
+            return Err(EnrolmentError::ServerRenewal { member: name }.into());
+        }
         let subject = crate::csr::CsrSubject::cn(name.as_str()).to_name()?;
         let csr = VerifiedCsr::for_proven_key(public_key, subject)?;
-        let (chain, mut writes) = self.issue_credential(&zone, &who, &csr, now)?;
-        token.used_at = Some(now);
-        writes.push(Write::put(
-            key,
-            Expect::Version(rec.version),
-            encode(&token),
-        ));
+        let (chain, issued) = self.issue_credential(&zone, &who, &csr, now)?;
+        writes.extend(issued);
         let txn = CmpTransaction {
             v: RECORD_VERSION,
             member: name.clone(),
@@ -531,7 +581,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             "certificate_sha256": txn.chain.first()
                 .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
         });
-        self.commit(&mut epoch, writes, "member.enroll", detail)?;
+        let event = if by_token {
+            "member.enroll"
+        } else {
+            "member.renew"
+        };
+        self.commit(&mut epoch, writes, event, detail)?;
         Ok(txn)
     }
 

@@ -11,9 +11,88 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
-use super::{Conn, Failure, Shared, blocking, bytes, read_body};
-use crate::cmp::{self as message, CmpError, asn1::MAX_MESSAGE_BYTES};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+
+use super::{Conn, Failure, LocalAgentTransport, Shared, blocking, bytes, read_body};
+use crate::cert::CertificateDer;
+use crate::cmp::{
+    self as message, CmpAnswer, CmpError, SigningCredential, asn1::MAX_MESSAGE_BYTES,
+};
+use crate::key::{KeyError, Signer};
 use crate::store::Storage;
+
+/// zoned's own key as a [`Signer`] for CMP answers: the agent is locked only while signing
+/// (issuing a certificate goes through the same agent, which holds the CA key).
+struct OwnSigner<'a> {
+    own: &'a LocalAgentTransport,
+    algorithm: AlgorithmIdentifierOwned,
+    public_key: SubjectPublicKeyInfoOwned,
+}
+
+impl Signer for OwnSigner<'_> {
+    fn signature_algorithm(&self) -> AlgorithmIdentifierOwned {
+        self.algorithm.clone()
+    }
+
+    fn public_key_info(&self) -> SubjectPublicKeyInfoOwned {
+        self.public_key.clone()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let signed = self
+            .own
+            .with_agent(false, |a| a.key().map(|k| k.sign(message)))
+            .map_err(|e| KeyError::Signing {
+                reason: e.to_string(),
+            })?;
+        signed.unwrap_or_else(|| {
+            Err(KeyError::Signing {
+                reason: "zoned's own member holds no key".into(),
+            })
+        })
+    }
+}
+
+/// Runs `f` with zoned's credential (its key and chain), or none when it has no key.
+fn with_credential<R>(
+    own: &LocalAgentTransport,
+    f: impl FnOnce(Option<SigningCredential<'_>>) -> R,
+) -> R {
+    let found: Option<(
+        AlgorithmIdentifierOwned,
+        SubjectPublicKeyInfoOwned,
+        Vec<CertificateDer>,
+    )> = own
+        .with_agent(false, |a| {
+            a.key().map(|k| {
+                (
+                    k.signature_algorithm(),
+                    k.public_key_info(),
+                    a.chain().to_vec(),
+                )
+            })
+        })
+        .ok()
+        .flatten();
+    match found {
+        Some((algorithm, public_key, chain)) => {
+            let signer = OwnSigner {
+                own,
+                algorithm,
+                public_key,
+            };
+            f(Some(SigningCredential {
+                signer: &signer,
+                chain: &chain,
+            }))
+        }
+        None => f(None),
+    }
+}
+
+fn respond<S: Storage + 'static>(s: &Shared<S>, body: &[u8]) -> CmpAnswer {
+    with_credential(&s.own, |c| message::respond(&s.svc, body, c))
+}
 
 /// The metrics label of every CMP path.
 pub(super) const PATH: &str = "/.well-known/cmp";
@@ -35,13 +114,16 @@ pub(super) async fn handle<S: Storage + 'static>(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Failure> {
     let answer = match read_body(req, MAX_MESSAGE_BYTES, shared.limits.request_timeout).await {
-        Ok(body) => blocking(shared, move |s| message::respond(&s.svc, &body)).await?,
+        Ok(body) => blocking(shared, move |s| respond(s, &body)).await?,
         Err(f) if f.status == StatusCode::PAYLOAD_TOO_LARGE => {
             let e = CmpError::TooLarge {
                 len: MAX_MESSAGE_BYTES + 1,
                 limit: MAX_MESSAGE_BYTES,
             };
-            let mut a = blocking(shared, move |s| message::refuse(&s.svc, &e)).await?;
+            let mut a = blocking(shared, move |s| {
+                with_credential(&s.own, |c| message::refuse(&s.svc, &e, c))
+            })
+            .await?;
             if let Some(r) = a.refusal.take() {
                 shared.sink.report(r.peer(conn.peer.to_string()));
             }
