@@ -9,7 +9,8 @@ mod common;
 #[path = "common/sim.rs"]
 mod sim;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use common::{run, tool};
 use sim::{Sim, Spec};
 use zonepki::cert::Certificate;
 use zonepki::clock::Timestamp;
+use zonepki::cmp::asn1::{BodyType, ErrorMsgContent, PkiMessage};
 use zonepki::net::server::ZoneServer;
 use zonepki::service::dump;
 use zonepki::store::MemoryStore;
@@ -598,5 +600,100 @@ fn openssl_cmp_kur_signed_by_the_current_credential_and_not_by_another_members()
     assert!(!stolen.exists());
     let r = wait_for_cmp_refusals(&z.store, 1);
     assert!(r[0]["reason"].as_str().unwrap().contains("dev-2"), "{r:?}");
+    assert_eq!(state(&z.store), unchanged);
+}
+
+/// One HTTP/1.1 POST to the CMP path over TLS (server authentication only), declaring
+/// `declared` bytes and sending `body`: the status and the response body.
+fn post(z: &Zone, server: &Running, declared: usize, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(zonepki::net::tls::to_rustls(
+            &z.sim.svc.zone().unwrap().ca_certificate,
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(zonepki::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        rustls::pki_types::ServerName::try_from(SERVER).unwrap(),
+    )
+    .unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST /.well-known/cmp HTTP/1.1\r\nHost: {SERVER}\r\nConnection: close\r\n\
+         Content-Type: application/pkixcmp\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s.flush().unwrap();
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => panic!("reading the answer: {e}"),
+    }
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..end]);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/pkixcmp"),
+        "{head}"
+    );
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, out[end + 4..].to_vec())
+}
+
+/// The PKIStatusInfo of a CMP error message: (failInfo bits, statusString).
+fn cmp_error(body: &[u8]) -> (Vec<u8>, String) {
+    use der::Decode;
+    let msg = PkiMessage::from_der(body).unwrap();
+    assert_eq!(msg.body_type, BodyType::Error);
+    let content = ErrorMsgContent::from_der(&msg.body).unwrap();
+    assert_eq!(content.status.status, 2, "rejection");
+    (
+        content.status.fail_info.unwrap().raw_bytes().to_vec(),
+        content.status.status_string.unwrap().join(" "),
+    )
+}
+
+#[test]
+fn a_malformed_or_oversized_message_is_a_cmp_error_with_bad_data_format_and_audited() {
+    let z = zone();
+    let server = start(&z);
+    let unchanged = state(&z.store);
+
+    // Not a PKIMessage: HTTP 200 (RFC 6712) carrying an error with badDataFormat (bit 5).
+    let junk = b"\x30\x03\x02\x01";
+    let (status, body) = post(&z, &server, junk.len(), junk);
+    assert_eq!(status, 200);
+    let (bits, text) = cmp_error(&body);
+    assert_eq!(bits, vec![0x04], "badDataFormat");
+    assert!(text.contains("malformed"), "{text}");
+
+    // Longer than the limit: refused before it is read, the same way.
+    let declared = zonepki::cmp::asn1::MAX_MESSAGE_BYTES + 1;
+    let (status, body) = post(&z, &server, declared, b"");
+    assert_eq!(status, 200);
+    let (bits, text) = cmp_error(&body);
+    assert_eq!(bits, vec![0x04], "badDataFormat");
+    assert!(text.contains("more than"), "{text}");
+
+    let r = wait_for_cmp_refusals(&z.store, 2);
+    assert!(
+        r.iter()
+            .all(|r| r["peer"].as_str().unwrap().starts_with("127.0.0.1:")),
+        "{r:?}"
+    );
     assert_eq!(state(&z.store), unchanged);
 }
