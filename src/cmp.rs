@@ -288,6 +288,19 @@ fn answer<S: Storage, T: Transport, C: Clock>(
             })?;
             Ok((confirm(svc, msg, &member, Protect::Sign(credential))?, None))
         }
+        BodyType::Genm if is_mac_protected(msg) => {
+            let v = verify_mac(svc, msg)?;
+            *verified = Some(v);
+            let v = verified.as_ref().ok_or(CmpError::UnknownTransaction)?;
+            Ok((general(svc, msg, Protect::Mac(v))?, None))
+        }
+        BodyType::Genm => {
+            verify_signature_protection(svc, msg)?;
+            let credential = credential.ok_or(CmpError::Unsupported {
+                what: "a signed genm on a server without its own credential".into(),
+            })?;
+            Ok((general(svc, msg, Protect::Sign(credential))?, None))
+        }
         BodyType::Kur => {
             let member = verify_signature_protection(svc, msg)?;
             let credential = credential.ok_or(CmpError::Unsupported {
@@ -481,6 +494,57 @@ fn enrol<S: Storage, T: Transport, C: Clock>(
     certificate_reply(svc, msg, Protect::Mac(v), reply_type, &txn, implicit)
 }
 
+/// genm (RFC 9483 4.3): caCerts (the zone's CA certificates, those a member must trust now)
+/// and rootCaKeyUpdate (during a Remint CA or Change CA: the future CA as newWithNew and the
+/// bridge of B1 as newWithOld; absent when no CA operation runs). The activation time of a
+/// running CA operation is in the genp header's freeText as `activation: <RFC 3339>` (E2).
+fn general<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    protect: Protect<'_>,
+) -> Result<Vec<u8>, CmpError> {
+    let asked = asn1::general_message(&msg.body)?;
+    let mut out = Vec::with_capacity(asked.len());
+    let mut activation = None;
+    for info in asked {
+        let value = match info {
+            o if o == asn1::CA_CERTS => {
+                let certs = svc
+                    .ca_certificates()?
+                    .iter()
+                    .map(|c| asn1::any_der(c.as_bytes()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(Any::encode_from(&certs).map_err(asn1::malformed("caCerts"))?)
+            }
+            o if o == asn1::ROOT_CA_KEY_UPDATE => match svc.cmp_root_update()? {
+                Some((future, bridge, at)) => {
+                    activation = Some(at.at);
+                    Some(asn1::root_ca_key_update(
+                        future.as_bytes(),
+                        bridge.as_ref().map(|b| b.as_bytes()),
+                    )?)
+                }
+                None => None,
+            },
+            o => {
+                return Err(CmpError::Unsupported {
+                    what: format!("the general message info type {o}"),
+                });
+            }
+        };
+        out.push(InfoTypeAndValue {
+            info_type: info,
+            info_value: value,
+        });
+    }
+    let body = asn1::body_der(
+        BodyType::Genp,
+        &out.to_der().map_err(asn1::malformed("GenRepContent"))?,
+    )?;
+    let text = activation.map(|at| format!("activation: {at}"));
+    protected_reply_with_text(svc, msg, protect, &body, &[], false, text)
+}
+
 /// certConf: records the confirmation and answers pkiConf.
 fn confirm<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
@@ -561,6 +625,19 @@ fn protected_reply<S: Storage, T: Transport, C: Clock>(
     extra_certs: &[Vec<u8>],
     implicit: bool,
 ) -> Result<Vec<u8>, CmpError> {
+    protected_reply_with_text(svc, msg, protect, body, extra_certs, implicit, None)
+}
+
+/// [`protected_reply`] with a freeText in the header.
+fn protected_reply_with_text<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    msg: &PkiMessage,
+    protect: Protect<'_>,
+    body: &[u8],
+    extra_certs: &[Vec<u8>],
+    implicit: bool,
+    free_text: Option<String>,
+) -> Result<Vec<u8>, CmpError> {
     let mut sender = GeneralName::DirectoryName(ca_name(svc));
     let mut sender_kid = None;
     let mut extra: Vec<Vec<u8>> = Vec::new();
@@ -612,7 +689,7 @@ fn protected_reply<S: Storage, T: Transport, C: Clock>(
         transaction_id: msg.header.transaction_id.clone(),
         sender_nonce: Some(nonce()?),
         recip_nonce: msg.header.sender_nonce.clone(),
-        free_text: None,
+        free_text: free_text.map(|t| vec![t]),
         general_info: implicit.then(|| {
             vec![InfoTypeAndValue {
                 info_type: asn1::IMPLICIT_CONFIRM,

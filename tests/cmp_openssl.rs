@@ -697,3 +697,52 @@ fn a_malformed_or_oversized_message_is_a_cmp_error_with_bad_data_format_and_audi
     );
     assert_eq!(state(&z.store), unchanged);
 }
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_genm_ca_certs() {
+    use der::Decode;
+    let z = zone();
+    let server = start(&z);
+    let token = z.token(DEVICE);
+    let genp = z.path("genp.der");
+    let (ok, out) = cmp(
+        &z,
+        &server,
+        ".well-known/cmp/p/zone/getcacerts",
+        &[
+            "-cmd",
+            "genm",
+            "-infotype",
+            "caCerts",
+            "-secret",
+            &format!("pass:{token}"),
+            "-ref",
+            DEVICE,
+            "-rspout",
+            genp.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd genm -infotype caCerts: {out}");
+    assert!(out.contains("GENP"), "{out}");
+    // The genp openssl accepted (its MAC checked by openssl) carries the zone's CA
+    // certificates.
+    let msg = PkiMessage::from_der(&std::fs::read(&genp).unwrap()).unwrap();
+    assert_eq!(msg.body_type, BodyType::Genp);
+    let items = Vec::<zonepki::cmp::asn1::InfoTypeAndValue>::from_der(&msg.body).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].info_type, zonepki::cmp::asn1::CA_CERTS);
+    let certs: Vec<der::asn1::Any> = items[0].info_value.as_ref().unwrap().decode_as().unwrap();
+    let expected = z.sim.svc.ca_certificates().unwrap();
+    let got: Vec<Vec<u8>> = certs
+        .iter()
+        .map(|c| der::Encode::to_der(c).unwrap())
+        .collect();
+    let expected: Vec<Vec<u8>> = expected.iter().map(|c| c.as_bytes().to_vec()).collect();
+    assert_eq!(got, expected);
+    // No certificate issued, the token still unused.
+    assert!(enrolments(&z.store).iter().all(|e| e["via"] != "cmp"));
+}

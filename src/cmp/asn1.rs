@@ -26,6 +26,10 @@ pub const PASSWORD_BASED_MAC: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113533.7.66.13");
 /// id-it-implicitConfirm (RFC 4210 5.1.1.1).
 pub const IMPLICIT_CONFIRM: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.4.13");
+/// id-it-caCerts (RFC 9480 2.14).
+pub const CA_CERTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.4.17");
+/// id-it-rootCaKeyUpdate (RFC 9480 2.15).
+pub const ROOT_CA_KEY_UPDATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.4.18");
 /// SHA-256 (a one-way function of PBM).
 pub const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 /// SHA-1 (a one-way function of PBM; RFC 4210's default, accepted for the MAC key only).
@@ -639,4 +643,33 @@ pub(crate) fn malformed(what: &'static str) -> impl Fn(der::Error) -> CmpError {
         what,
         reason: e.to_string(),
     }
+}
+
+/// The info types a GenMsgContent asks for (RFC 4210 5.3.19), at most 16.
+pub fn general_message(body: &[u8]) -> Result<Vec<ObjectIdentifier>, CmpError> {
+    let items = Vec::<InfoTypeAndValue>::from_der(body).map_err(malformed("GenMsgContent"))?;
+    if items.is_empty() || items.len() > 16 {
+        return Err(CmpError::Malformed {
+            what: "GenMsgContent",
+            reason: format!("{} info types (1 to 16 allowed)", items.len()),
+        });
+    }
+    Ok(items.into_iter().map(|i| i.info_type).collect())
+}
+
+/// RootCaKeyUpdateContent (RFC 9480 2.15): newWithNew, and newWithOld `[0]` when given
+/// (oldWithNew `[1]` is not made: B1 bridges one way).
+pub fn root_ca_key_update(
+    new_with_new: &[u8],
+    new_with_old: Option<&[u8]>,
+) -> Result<Any, CmpError> {
+    let mut content = new_with_new.to_vec();
+    if let Some(b) = new_with_old {
+        content.extend(
+            tagged_certificate(b)?
+                .to_der()
+                .map_err(malformed("newWithOld"))?,
+        );
+    }
+    Any::new(Tag::Sequence, content).map_err(malformed("RootCaKeyUpdateContent"))
 }

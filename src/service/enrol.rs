@@ -613,3 +613,25 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(Some(txn))
     }
 }
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// For CMP's rootCaKeyUpdate (E1, E2): during a Remint CA or Change CA, the future CA
+    /// (newWithNew), the bridge that certifies it under the current CA when there is one
+    /// (newWithOld, B1), and the operation's activation. `None` when no CA operation runs.
+    pub(crate) fn cmp_root_update(
+        &self,
+    ) -> Result<
+        Option<(
+            CertificateDer,
+            Option<CertificateDer>,
+            crate::ops::Activation,
+        )>,
+    > {
+        Ok(self.current_op()?.and_then(|(_, op)| {
+            op.kind
+                .future_ca()
+                .cloned()
+                .map(|future| (future, op.kind.bridge().cloned(), op.activation))
+        }))
+    }
+}
