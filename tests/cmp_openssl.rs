@@ -746,3 +746,65 @@ fn openssl_cmp_genm_ca_certs() {
     // No certificate issued, the token still unused.
     assert!(enrolments(&z.store).iter().all(|e| e["via"] != "cmp"));
 }
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_genm_root_ca_key_update_during_a_remint_ca() {
+    use der::Decode;
+    let z = zone();
+    let token = z.token(DEVICE);
+    let old_ca = z.ca_pem();
+    // The operation is started before zoned runs (the simulation's agents and zoned's own
+    // agent must not write the same member directory at once).
+    let activation = Timestamp::now_utc().plus(Duration::from_secs(3600));
+    let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
+    req.activation = zonepki::ops::ActivationRequest::At(activation);
+    z.sim.svc.start_remint_ca(req).unwrap();
+    let server = start(&z);
+    let genp = z.path("genp.der");
+    let (ok, out) = cmp(
+        &z,
+        &server,
+        ".well-known/cmp/p/zone/getrootupdate",
+        &[
+            "-cmd",
+            "genm",
+            "-infotype",
+            "rootCaKeyUpdate",
+            "-secret",
+            &format!("pass:{token}"),
+            "-ref",
+            DEVICE,
+            "-rspout",
+            genp.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd genm -infotype rootCaKeyUpdate: {out}");
+    let msg = PkiMessage::from_der(&std::fs::read(&genp).unwrap()).unwrap();
+    assert_eq!(msg.body_type, BodyType::Genp);
+    // E2: the activation time reaches the client in the header's freeText.
+    let text = msg.header.free_text.clone().unwrap().join(" ");
+    assert_eq!(text, format!("activation: {activation}"));
+    let items = Vec::<zonepki::cmp::asn1::InfoTypeAndValue>::from_der(&msg.body).unwrap();
+    assert_eq!(items[0].info_type, zonepki::cmp::asn1::ROOT_CA_KEY_UPDATE);
+    let content: Vec<der::asn1::Any> = items[0].info_value.as_ref().unwrap().decode_as().unwrap();
+    assert_eq!(content.len(), 2, "newWithNew and newWithOld");
+    let new_with_new = der::Encode::to_der(&content[0]).unwrap();
+    let new_with_old = content[1].value().to_vec();
+    // newWithNew is the future CA (self-signed, not the current one); newWithOld, B1's bridge,
+    // chains to the current CA under -x509_strict and certifies the future CA's key.
+    let future = Certificate::from_der(&new_with_new).unwrap();
+    assert!(future.is_self_signed());
+    assert_ne!(
+        future.der().as_bytes(),
+        z.sim.svc.zone().unwrap().ca_certificate.as_bytes()
+    );
+    let bridge = Certificate::from_der(&new_with_old).unwrap();
+    assert_eq!(bridge.public_key(), future.public_key());
+    let bridge_pem = z.path("bridge.pem");
+    std::fs::write(&bridge_pem, bridge.der().to_pem()).unwrap();
+    verify(&old_ca, &bridge_pem);
+}
