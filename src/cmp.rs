@@ -939,3 +939,80 @@ fn error_answer<S: Storage, T: Transport, C: Clock>(
         issued_to: None,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn params(
+        iterations: u32,
+        owf: der::asn1::ObjectIdentifier,
+        mac: der::asn1::ObjectIdentifier,
+    ) -> PbmParameter {
+        PbmParameter {
+            salt: OctetString::new(b"0123456789abcdef".to_vec()).unwrap(),
+            owf: AlgorithmIdentifierOwned {
+                oid: owf,
+                parameters: None,
+            },
+            iteration_count: iterations,
+            mac: AlgorithmIdentifierOwned {
+                oid: mac,
+                parameters: None,
+            },
+        }
+    }
+
+    #[test]
+    fn pbm_is_the_rfc_4210_construction() {
+        // RFC 4210 5.1.3.1: key = owf^n(secret || salt), MAC = HMAC(key, data).
+        let p = params(100, asn1::SHA256, asn1::HMAC_WITH_SHA256);
+        let mut key = [b"secret".as_slice(), b"0123456789abcdef"].concat();
+        for _ in 0..100 {
+            key = Sha256::digest(&key).to_vec();
+        }
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        m.update(b"data");
+        let expected = m.finalize().into_bytes().to_vec();
+        assert_eq!(pbm(b"secret", &p, b"data").unwrap(), expected);
+        assert_ne!(pbm(b"secreT", &p, b"data").unwrap(), expected);
+        // SHA-1 / hmac-sha1 (OpenSSL's defaults) give a 20-byte MAC.
+        let p1 = params(500, asn1::SHA1, asn1::HMAC_SHA1);
+        assert_eq!(pbm(b"secret", &p1, b"data").unwrap().len(), 20);
+    }
+
+    #[test]
+    fn pbm_refuses_unbounded_or_unknown_parameters() {
+        for n in [0, 99, 100_001, u32::MAX] {
+            let e = pbm(b"s", &params(n, asn1::SHA256, asn1::HMAC_SHA1), b"d").unwrap_err();
+            assert!(matches!(e, CmpError::BadAlgorithm { .. }), "{n}: {e}");
+            assert_eq!(e.failure_info(), FailureInfo::BadAlg);
+        }
+        let md5 = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.2.5");
+        assert!(pbm(b"s", &params(100, md5, asn1::HMAC_SHA1), b"d").is_err());
+        assert!(pbm(b"s", &params(100, asn1::SHA256, md5), b"d").is_err());
+    }
+
+    #[test]
+    fn failure_info_is_a_der_named_bit_string() {
+        // badMessageCheck is bit 1: one byte 0b0100_0000 with 6 unused bits.
+        let b = FailureInfo::BadMessageCheck.bits().unwrap();
+        assert_eq!(b.raw_bytes(), &[0x40]);
+        assert_eq!(b.unused_bits(), 6);
+        // notAuthorized is bit 23: three bytes, the last 0x01, no unused bits.
+        let b = FailureInfo::NotAuthorized.bits().unwrap();
+        assert_eq!(b.raw_bytes(), &[0, 0, 0x01]);
+        assert_eq!(b.unused_bits(), 0);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_parsing() {
+        let big = vec![0u8; asn1::MAX_MESSAGE_BYTES + 1];
+        let e = PkiMessage::from_der(&big).unwrap_err();
+        assert!(matches!(e, CmpError::TooLarge { .. }), "{e}");
+        assert_eq!(e.failure_info(), FailureInfo::BadDataFormat);
+        assert!(PkiMessage::from_der(b"").is_err());
+        assert!(PkiMessage::from_der(&[0x30, 0x80]).is_err());
+    }
+}
