@@ -888,7 +888,11 @@ fn error_answer<S: Storage, T: Transport, C: Clock>(
     let text = e.to_string();
     let refusal = e.is_refusal().then(|| {
         let mut r = Refusal::new("cmp", text.clone());
-        if let Some(m) = msg.and_then(PkiMessage::sender_kid) {
+        // A member name is at most 253 bytes (an FQDN); a longer senderKID is not one.
+        if let Some(m) = msg
+            .and_then(PkiMessage::sender_kid)
+            .filter(|m| m.len() <= 253)
+        {
             r = r.claimed(m);
         }
         r
