@@ -808,3 +808,24 @@ fn openssl_cmp_genm_root_ca_key_update_during_a_remint_ca() {
     std::fs::write(&bridge_pem, bridge.der().to_pem()).unwrap();
     verify(&old_ca, &bridge_pem);
 }
+
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_cr_with_the_registration_token() {
+    let z = zone();
+    let server = start(&z);
+    let token = z.token(DEVICE);
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let cert = z.path("dev-cert.pem");
+    let mut args = ir_args(&token, key.to_str().unwrap(), cert.to_str().unwrap());
+    args[1] = "cr".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = cmp(&z, &server, IR_PATH, &args);
+    assert!(ok, "openssl cmp -cmd cr: {out}");
+    assert!(out.contains("received CP"), "{out}");
+    verify(&z.ca_pem(), &cert);
+    assert_eq!(der_of(&cert).common_name().as_deref(), Some(DEVICE));
+}
