@@ -401,6 +401,23 @@ impl VerifiedCsr {
         })
     }
 
+    /// A request for `public_key` whose possession the caller proved by other means (a CMP
+    /// proof of possession, RFC 4211 4), with no PKCS #10 of its own ([`Self::der`] is empty).
+    /// The key's algorithm is checked as for a CSR (S7).
+    pub(crate) fn for_proven_key(
+        public_key: SubjectPublicKeyInfoOwned,
+        subject: Name,
+    ) -> Result<Self, CsrError> {
+        let key_algorithm = KeyAlgorithm::of_spki(&public_key)?;
+        Ok(VerifiedCsr {
+            der: CsrDer(Vec::new()),
+            subject,
+            public_key,
+            key_algorithm,
+            dns_names: Vec::new(),
+        })
+    }
+
     /// Parses PEM (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) or DER, by content.
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, CsrError> {
         if bytes.trim_ascii().is_empty() {

@@ -73,6 +73,7 @@ pub mod ca;
 pub mod cert;
 pub mod chain;
 pub mod clock;
+pub mod cmp;
 pub mod csr;
 pub mod error;
 pub mod fsio;

@@ -16,6 +16,7 @@ mod op_view;
 mod operations;
 
 pub use custody::{InitExternal, Replacement};
+pub(crate) use enrol::CmpTransaction;
 pub use enrol::{EnrolmentError, Refusal, TOKEN_MAX_VALIDITY, credential_member};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
 pub use inbound::InboundError;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 mod bundle_harness;
 #[path = "../fuzz/fuzz_targets/harness/chain.rs"]
 mod chain_harness;
+#[path = "../fuzz/fuzz_targets/harness/cmp_message.rs"]
+mod cmp_message_harness;
 #[path = "../fuzz/fuzz_targets/harness/csr.rs"]
 mod csr_harness;
 #[path = "../fuzz/fuzz_targets/harness/protocol.rs"]
@@ -49,6 +51,20 @@ fn replay(target: &str, harness: fn(&[u8])) {
 #[test]
 fn bundle_corpus() {
     replay("bundle", bundle_harness::run);
+}
+
+#[test]
+fn cmp_message_corpus() {
+    replay("cmp_message", cmp_message_harness::run);
+    // The seeds openssl made parse (so the body parsers above ran on real messages).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/cmp_message");
+    for file in ["genm-caCerts.der", "p10cr.der"] {
+        let data = std::fs::read(dir.join(file)).unwrap();
+        assert!(
+            zonepki::cmp::asn1::PkiMessage::from_der(&data).is_ok(),
+            "seed {file} is a PKIMessage"
+        );
+    }
 }
 
 #[test]

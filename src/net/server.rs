@@ -64,6 +64,9 @@ use crate::service::{InboundError, Refusal, ZoneService};
 use crate::store::{Storage, StoreError, Write};
 use crate::transport::{Transport, TransportError};
 
+/// CMP over HTTP (E1): the glue of `crate::cmp` at `/.well-known/cmp`.
+mod cmp;
+
 /// The zone service inside zoned.
 pub type Service<S> = ZoneService<S, Arc<LocalAgentTransport>, SystemClock>;
 
@@ -849,6 +852,7 @@ fn path_label(p: &str) -> &'static str {
     ]
     .into_iter()
     .find(|k| *k == p)
+    .or_else(|| cmp::is_cmp_path(p).then_some(cmp::PATH))
     .unwrap_or("other")
 }
 
@@ -881,6 +885,7 @@ async fn handle<S: Storage + 'static>(
         (Method::POST, p) if p == path::ENROLL => enroll(shared, conn, req).await,
         (Method::POST, p) if p == path::RENEW => renew(shared, conn, req).await,
         (Method::POST, p) if p.starts_with("/admin/") => admin(shared, conn, p, req).await,
+        (Method::POST, cmp::PATH) => cmp::handle(shared, conn, req).await,
         (_, "other") => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -423,3 +423,215 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok((chain, writes))
     }
 }
+
+/// A CMP transaction (E1) as the store keeps it: `cmp/<transactionID in hex>`, written in the
+/// commit that issues its certificate, so a repeated transactionID gets the same certificate
+/// back and never a second one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CmpTransaction {
+    pub(crate) v: u32,
+    /// The member it enrolled.
+    pub(crate) member: String,
+    /// The certReqId answered.
+    pub(crate) cert_req_id: i64,
+    /// The certificate and its issuer.
+    pub(crate) chain: Vec<CertificateDer>,
+    /// The zone's trust when issued (caPubs).
+    pub(crate) trust: Vec<CertificateDer>,
+    /// Whether the client confirmed it (certConf, or implicitly).
+    pub(crate) confirmed: bool,
+}
+
+fn cmp_key(transaction_id: &[u8]) -> String {
+    format!("cmp/{}", base16ct::lower::encode_string(transaction_id))
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// The registration token of `member` as stored (used or not, expired or not), the secret
+    /// of a CMP password-based MAC (E1). `None` when the member has none.
+    pub(crate) fn registration_secret(&self, member: &str) -> Result<Option<RegistrationToken>> {
+        let key = keys::token(&member_lookup_name(member));
+        match self.store.get(&key)? {
+            Some(rec) => Ok(Some(decode::<TokenRecord>(&key, &rec.value)?.token)),
+            None => Ok(None),
+        }
+    }
+
+    /// The CMP transaction `transaction_id`, if one was recorded.
+    pub(crate) fn cmp_transaction(&self, transaction_id: &[u8]) -> Result<Option<CmpTransaction>> {
+        let key = cmp_key(transaction_id);
+        match self.store.get(&key)? {
+            Some(rec) => Ok(Some(decode(&key, &rec.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Enrols `member` by CMP (E1, N3): its registration token was proven by the message's MAC
+    /// and its key's possession by the request's POP, both checked by the caller. The token is
+    /// used up, the certificate issued as [`Self::enroll`] issues it, and the transaction
+    /// recorded, all in one commit; a transactionID already recorded is refused (the caller
+    /// answers a retry from [`Self::cmp_transaction`] first).
+    pub(crate) fn cmp_enroll(
+        &self,
+        member: &str,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        transaction_id: &[u8],
+        cert_req_id: i64,
+        confirmed: bool,
+    ) -> Result<CmpTransaction> {
+        self.cmp_issue(
+            member,
+            public_key,
+            transaction_id,
+            cert_req_id,
+            confirmed,
+            true,
+        )
+    }
+
+    /// Re-keys `member` by CMP (kur, E1): its current credential signed the request (checked
+    /// by the caller, with the member it names), the new key's possession proven by the POP.
+    /// A server whose certificate the zone manages is refused, as by [`Self::renew`].
+    pub(crate) fn cmp_rekey(
+        &self,
+        member: &str,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        transaction_id: &[u8],
+        cert_req_id: i64,
+        confirmed: bool,
+    ) -> Result<CmpTransaction> {
+        self.cmp_issue(
+            member,
+            public_key,
+            transaction_id,
+            cert_req_id,
+            confirmed,
+            false,
+        )
+    }
+
+    fn cmp_issue(
+        &self,
+        member: &str,
+        public_key: spki::SubjectPublicKeyInfoOwned,
+        transaction_id: &[u8],
+        cert_req_id: i64,
+        confirmed: bool,
+        by_token: bool,
+    ) -> Result<CmpTransaction> {
+        let mut epoch = self.begin()?;
+        let zone = self.zone()?;
+        let now = self.clock.now();
+        let name = member_lookup_name(member);
+        let mut writes = Vec::new();
+        if by_token {
+            let key = keys::token(&name);
+            let Some(rec) = self.store.get(&key)? else {
+                return Err(EnrolmentError::BadToken { member: name }.into());
+            };
+            let mut token: TokenRecord = decode(&key, &rec.value)?;
+            if let Some(used_at) = token.used_at {
+                return Err(EnrolmentError::Used {
+                    member: name,
+                    used_at,
+                }
+                .into());
+            }
+            if now >= token.expires_at {
+                return Err(EnrolmentError::Expired {
+                    member: name,
+                    expires_at: token.expires_at,
+                }
+                .into());
+            }
+            token.used_at = Some(now);
+            writes.push(Write::put(
+                key,
+                Expect::Version(rec.version),
+                encode(&token),
+            ));
+        }
+        let who = self.enrollee(&name)?;
+        if !by_token
+            && let Enrollee::Server(_, s) = &who
+            && s.role.has_certificate()
+        {
+            return Err(EnrolmentError::ServerRenewal { member: name }.into());
+        }
+        let subject = crate::csr::CsrSubject::cn(name.as_str()).to_name()?;
+        let csr = VerifiedCsr::for_proven_key(public_key, subject)?;
+        let (chain, issued) = self.issue_credential(&zone, &who, &csr, now)?;
+        writes.extend(issued);
+        let txn = CmpTransaction {
+            v: RECORD_VERSION,
+            member: name.clone(),
+            cert_req_id,
+            chain,
+            trust: zone.trust_bundle(now),
+            confirmed,
+        };
+        writes.push(Write::put(
+            cmp_key(transaction_id),
+            Expect::Absent,
+            encode(&txn),
+        ));
+        let detail = serde_json::json!({
+            "member": name,
+            "via": "cmp",
+            "certificate_sha256": txn.chain.first()
+                .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
+        });
+        let event = if by_token {
+            "member.enroll"
+        } else {
+            "member.renew"
+        };
+        self.commit(&mut epoch, writes, event, detail)?;
+        Ok(txn)
+    }
+
+    /// Records that the client confirmed the certificate of `transaction_id` (certConf).
+    /// Confirming again changes nothing.
+    pub(crate) fn cmp_confirm(&self, transaction_id: &[u8]) -> Result<Option<CmpTransaction>> {
+        let mut epoch = self.begin()?;
+        let key = cmp_key(transaction_id);
+        let Some(rec) = self.store.get(&key)? else {
+            return Ok(None);
+        };
+        let mut txn: CmpTransaction = decode(&key, &rec.value)?;
+        if txn.confirmed {
+            return Ok(Some(txn));
+        }
+        txn.confirmed = true;
+        let detail = serde_json::json!({ "member": txn.member, "via": "cmp" });
+        self.commit(
+            &mut epoch,
+            vec![Write::put(key, Expect::Version(rec.version), encode(&txn))],
+            "member.confirm",
+            detail,
+        )?;
+        Ok(Some(txn))
+    }
+}
+
+impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
+    /// For CMP's rootCaKeyUpdate (E1, E2): during a Remint CA or Change CA, the future CA
+    /// (newWithNew), the bridge that certifies it under the current CA when there is one
+    /// (newWithOld, B1), and the operation's activation. `None` when no CA operation runs.
+    pub(crate) fn cmp_root_update(
+        &self,
+    ) -> Result<
+        Option<(
+            CertificateDer,
+            Option<CertificateDer>,
+            crate::ops::Activation,
+        )>,
+    > {
+        Ok(self.current_op()?.and_then(|(_, op)| {
+            op.kind
+                .future_ca()
+                .cloned()
+                .map(|future| (future, op.kind.bridge().cloned(), op.activation))
+        }))
+    }
+}
