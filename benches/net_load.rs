@@ -27,8 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zonepki::agent::{Agent, AgentRequest, AgentResponse};
 use zonepki::agent::files::MemberDir;
+use zonepki::agent::{Agent, AgentRequest, AgentResponse};
 use zonepki::ca::{Serial, issue_client_certificate};
 use zonepki::cert::Certificate;
 use zonepki::clock::{SystemClock, Timestamp};
@@ -325,12 +325,16 @@ fn handshake_cost(server_agent: &Agent, client: &Agent, ca: &Certificate, rounds
             .with_single_cert(chain, key)
             .unwrap(),
     );
-    let client_config =
-        agent_tls_config(client.trust(), Some((client.chain(), client.key().unwrap()))).unwrap();
+    let client_config = agent_tls_config(
+        client.trust(),
+        Some((client.chain(), client.key().unwrap())),
+    )
+    .unwrap();
     let name = rustls::pki_types::ServerName::try_from(PS1).unwrap();
     let mut server_time = Duration::ZERO;
     for _ in 0..rounds {
-        let mut c = rustls::ClientConnection::new(Arc::clone(&client_config), name.clone()).unwrap();
+        let mut c =
+            rustls::ClientConnection::new(Arc::clone(&client_config), name.clone()).unwrap();
         let mut s = rustls::ServerConnection::new(Arc::clone(&server_config)).unwrap();
         let mut buf = Vec::new();
         while c.is_handshaking() || s.is_handshaking() {
@@ -434,11 +438,13 @@ fn main() {
         if view.state == zonepki::view::OperationState::Assigned {
             break;
         }
-        assert!(Instant::now() < deadline, "the update was not assigned within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "the update was not assigned within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (agents, mut stage_samples, failed) =
-        rt.block_on(phase(agents, &url, a.concurrency));
+    let (agents, mut stage_samples, failed) = rt.block_on(phase(agents, &url, a.concurrency));
     let staging = t0.elapsed();
     assert_eq!(failed, 0, "conversations failed in staging");
     let not_staged = agents.iter().filter(|a| a.staged().is_none()).count();
@@ -477,24 +483,54 @@ fn main() {
         .members()
         .filter(|(_, s)| *s == zonepki::view::UpdateStatus::Activated)
         .count();
-    println!("\n## net_load: {} members, one zoned on redb, concurrency {}\n", a.members, a.concurrency);
+    println!(
+        "\n## net_load: {} members, one zoned on redb, concurrency {}\n",
+        a.members, a.concurrency
+    );
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| staging phase (start → every member staged) | {:.1} s |", staging.as_secs_f64());
-    println!("| activation phase (activation time → every member's report answered) | {:.1} s |", activating.as_secs_f64());
-    println!("| whole Remint CA, without the idle wait for the activation time | {:.1} s |", busy.as_secs_f64());
-    println!("| requests | {requests} ({:.0}/s over both phases) |", requests as f64 / busy.as_secs_f64());
+    println!(
+        "| staging phase (start → every member staged) | {:.1} s |",
+        staging.as_secs_f64()
+    );
+    println!(
+        "| activation phase (activation time → every member's report answered) | {:.1} s |",
+        activating.as_secs_f64()
+    );
+    println!(
+        "| whole Remint CA, without the idle wait for the activation time | {:.1} s |",
+        busy.as_secs_f64()
+    );
+    println!(
+        "| requests | {requests} ({:.0}/s over both phases) |",
+        requests as f64 / busy.as_secs_f64()
+    );
     for (k, lat) in &mut by_kind {
-        println!("| {k}: n, p50, p99 | {}, {:.1} ms, {:.1} ms |", lat.0.len(), lat.pct(0.5), lat.pct(0.99));
+        println!(
+            "| {k}: n, p50, p99 | {}, {:.1} ms, {:.1} ms |",
+            lat.0.len(),
+            lat.pct(0.5),
+            lat.pct(0.99)
+        );
     }
-    println!("| zoned CPU (user+system), staging / total | {cpu_staging:.1} s / {cpu_total:.1} s |");
-    println!("| zoned CPU per member | {:.3} ms |", cpu_total * 1000.0 / a.members as f64);
-    println!("| TLS handshakes (one per member per phase) × server-side cost | {handshakes} × {:.3} ms = {unavoidable:.1} s |", base.as_secs_f64() * 1000.0);
+    println!(
+        "| zoned CPU (user+system), staging / total | {cpu_staging:.1} s / {cpu_total:.1} s |"
+    );
+    println!(
+        "| zoned CPU per member | {:.3} ms |",
+        cpu_total * 1000.0 / a.members as f64
+    );
+    println!(
+        "| TLS handshakes (one per member per phase) × server-side cost | {handshakes} × {:.3} ms = {unavoidable:.1} s |",
+        base.as_secs_f64() * 1000.0
+    );
     println!("| overhead: zoned CPU / unavoidable handshake CPU | {ratio:.2}x (target <= 1.5x) |");
     println!("| zoned peak RSS (VmHWM) | {rss:.0} MB (target <= 512 MB) |");
     println!("| members activated (zone's count) | {activated} |");
     let scaled = busy.as_secs_f64() * 100_000.0 / a.members as f64;
-    println!("| whole Remint CA scaled linearly to 100,000 members | {scaled:.0} s (target <= 120 s) |");
+    println!(
+        "| whole Remint CA scaled linearly to 100,000 members | {scaled:.0} s (target <= 120 s) |"
+    );
     let mut missed = Vec::new();
     if ratio > 1.5 {
         missed.push("CPU ratio");

@@ -4,8 +4,9 @@
 
 pub mod agent;
 pub mod api;
+pub mod client;
+pub mod console;
 pub mod metrics;
+pub mod remote;
 pub mod server;
 pub mod tls;
-pub mod client;
-pub mod remote;
