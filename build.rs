@@ -17,6 +17,9 @@ const TOOLS: [(&str, &str); 3] = [
     ("lint_pkix_cert", "zonepki_has_pkilint"),
 ];
 const PY_CFG: &str = "zonepki_has_pycryptography";
+/// tests/console.rs's browser test: /usr/bin/chromium, node, and playwright-core installed
+/// under target/console-node (`.ci/run` installs all three).
+const CHROMIUM_CFG: &str = "zonepki_has_chromium";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -26,6 +29,7 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     println!("cargo::rustc-check-cfg=cfg({PY_CFG})");
+    println!("cargo::rustc-check-cfg=cfg({CHROMIUM_CFG})");
 
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -39,6 +43,20 @@ fn main() {
         if ci || dirs.iter().any(|d| is_executable(&d.join(tool))) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    let playwright = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .join("target/console-node/node_modules/playwright-core");
+    // (A path that does not exist would make cargo run this script on every build: after
+    // installing playwright-core by hand, `touch build.rs`.)
+    if playwright.is_dir() {
+        println!("cargo::rerun-if-changed={}", playwright.display());
+    }
+    if ci
+        || (is_executable(Path::new("/usr/bin/chromium"))
+            && dirs.iter().any(|d| is_executable(&d.join("node")))
+            && playwright.is_dir())
+    {
+        println!("cargo::rustc-cfg={CHROMIUM_CFG}");
     }
     match python_cryptography() {
         Some(package) => {

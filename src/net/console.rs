@@ -84,6 +84,7 @@ pub struct ConsoleRequest {
 /// Static assets, embedded in the binary.
 const APP_CSS: &str = include_str!("console/app.css");
 const APP_JS: &str = include_str!("console/app.js");
+const ICON: &str = include_str!("console/icon.svg");
 
 impl Console {
     /// A console signing in with `password`: sessions last 8 hours, and a peer may fail to
@@ -133,6 +134,7 @@ impl Console {
         match (&req.method, sub) {
             (&Method::GET, "/app.css") => asset("text/css; charset=utf-8", APP_CSS),
             (&Method::GET, "/app.js") => asset("text/javascript; charset=utf-8", APP_JS),
+            (&Method::GET, "/icon.svg") => asset("image/svg+xml", ICON),
             (&Method::GET, "/signin") => page(StatusCode::OK, html::signin(None)),
             (&Method::POST, "/signin") => self.signin(req),
             (&Method::GET, "" | "/") => match self.session(req) {
@@ -416,15 +418,19 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// A state-changing request must come from a page of this server: its `Origin` must be
-/// `https://<Host>` (a browser always sends `Origin` on a form POST).
+/// A state-changing request must come from a page of this server: its `Origin` is
+/// `https://<Host>`, or, where the browser withholds the origin (`Origin: null` under
+/// `Referrer-Policy: no-referrer`), it says `Sec-Fetch-Site: same-origin` (a header a page
+/// cannot set). The CSRF token is checked as well.
 fn same_origin(headers: &HeaderMap) -> Result<(), String> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .ok_or("the request names no Host")?;
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         Some(o) if o.eq_ignore_ascii_case(&format!("https://{host}")) => Ok(()),
+        Some("null") | None if fetch_site == Some("same-origin") => Ok(()),
         Some(o) => Err(format!(
             "a request from another site ({}) cannot change the zone",
             o.chars().take(100).collect::<String>()

@@ -52,7 +52,7 @@ fn head(title: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title><link rel=\"stylesheet\" href=\"/console/app.css\">\
-         <link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"icon\" href=\"/console/icon.svg\">\
          <script src=\"/console/app.js\" defer></script></head>",
         esc(title)
     )
