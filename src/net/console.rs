@@ -1,8 +1,8 @@
 //! The web console (W1-W3): Configuration > Certificates, served by zoned under `/console`.
 //!
-//! Server-rendered HTML ([`html`], hand-written templates whose every interpolation goes
+//! Server-rendered HTML (module `html`: hand-written templates whose every interpolation goes
 //! through one escaping function), one embedded stylesheet and one small script (no CDN; the
-//! page works offline). Every action calls the same [`ZoneService`](crate::service::ZoneService)
+//! page works offline). Every action calls the same [`ZoneService`]
 //! method `zonectl` calls, and a refusal is shown in the library's words.
 //!
 //! Security (W3):
