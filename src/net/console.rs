@@ -64,8 +64,8 @@ pub struct Console {
 }
 
 /// One request to the console, as zoned's HTTP layer read it (the body bounded by
-/// [`MAX_BODY`]).
-#[derive(Debug)]
+/// [`MAX_BODY`]). Debug shows neither the body (a password, a passphrase) nor the headers
+/// (the session cookie).
 pub struct ConsoleRequest {
     /// GET or POST.
     pub method: Method,
@@ -79,6 +79,17 @@ pub struct ConsoleRequest {
     pub body: Bytes,
     /// The peer's address (the sign-in limit).
     pub peer: IpAddr,
+}
+
+impl std::fmt::Debug for ConsoleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("peer", &self.peer)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Static assets, embedded in the binary.
@@ -507,6 +518,25 @@ fn refused(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("zonepki_console=SESSIONID"),
+        );
+        let r = ConsoleRequest {
+            method: Method::POST,
+            path: "/console/backup-ca".into(),
+            query: None,
+            headers,
+            body: Bytes::from_static(b"passphrase=SECRETPASS"),
+            peer: IpAddr::from([127, 0, 0, 1]),
+        };
+        let d = format!("{r:?}");
+        assert!(!d.contains("SECRETPASS") && !d.contains("SESSIONID"), "{d}");
+    }
 
     #[test]
     fn form_decoding() {

@@ -153,7 +153,6 @@ pub(crate) struct Flash {
     pub(crate) text: String,
 }
 
-#[derive(Debug)]
 struct Session {
     csrf: String,
     expires: Instant,
@@ -161,7 +160,7 @@ struct Session {
 }
 
 /// What a valid session gives a request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct SessionInfo {
     /// The session's key in the table (the digest of its id).
     key: [u8; 32],
@@ -176,14 +175,23 @@ struct Attempts {
     failed: u32,
 }
 
-/// Server-side sessions and the sign-in rate limit.
-#[derive(Debug)]
+/// Server-side sessions and the sign-in rate limit. Debug shows counts, no id or token.
 pub(crate) struct Sessions {
     ttl: Duration,
     max_failures: u32,
     window: Duration,
     table: Mutex<HashMap<[u8; 32], Session>>,
     attempts: Mutex<HashMap<IpAddr, Attempts>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.table.lock().map(|t| t.len()).unwrap_or(0);
+        f.debug_struct("Sessions")
+            .field("ttl", &self.ttl)
+            .field("open", &open)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The most sessions kept at once (the oldest expire first when more sign in).
