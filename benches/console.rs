@@ -23,6 +23,7 @@ use zonepki::ops::ActivationRequest;
 use zonepki::service::{InitInternal, NewServer, RemintCaRequest, ZoneService};
 use zonepki::store::RedbStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::view::{DEFAULT_WARNING_WINDOW, DeviceQuery};
 use zonepki::zone::ServerRole;
 
 const PASSWORD: &str = "a console password for the bench";
@@ -121,6 +122,26 @@ fn console(c: &mut Criterion) {
     let req = request(Method::GET, "/console/ca.pem", None, Some(&cookie), "");
     g.bench_function("ca_pem", |b| {
         b.iter(|| black_box(console.respond(&svc, &req)))
+    });
+    g.finish();
+
+    // The library calls one page makes, each alone: where a page's time goes.
+    let mut g = c.benchmark_group(format!("console_calls_{devices}_devices"));
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("op_show", |b| b.iter(|| black_box(svc.op_show().unwrap())));
+    g.bench_function("op_summary", |b| {
+        b.iter(|| black_box(svc.op_summary().unwrap()))
+    });
+    g.bench_function("device_list_page", |b| {
+        b.iter(|| black_box(svc.device_list(&DeviceQuery::all().with_limit(50)).unwrap()))
+    });
+    g.bench_function("servers", |b| b.iter(|| black_box(svc.servers().unwrap())));
+    g.bench_function("ca_view", |b| b.iter(|| black_box(svc.ca_view().unwrap())));
+    g.bench_function("warnings", |b| {
+        b.iter(|| black_box(svc.warnings(DEFAULT_WARNING_WINDOW).unwrap()))
+    });
+    g.bench_function("audit_recent_20", |b| {
+        b.iter(|| black_box(svc.audit_recent(20).unwrap()))
     });
     g.finish();
 }

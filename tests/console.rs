@@ -377,6 +377,21 @@ fn unauthenticated_and_forged_requests_are_refused_and_change_nothing_w3() {
     assert!(page.body.contains("id=\"op-banner\""));
     let view = r.handle.service().op_show().unwrap();
     assert_eq!(view.kind, "remint_ca");
+    // The banner's op_summary is op show's header, without the per-member lists.
+    let summary = r.handle.service().op_summary().unwrap();
+    assert_eq!(
+        (summary.id, summary.kind, summary.state, summary.activation),
+        (view.id, view.kind, view.state, view.activation)
+    );
+    assert_eq!(
+        (
+            summary.cancellable,
+            summary.cancel_deadline,
+            &summary.replication
+        ),
+        (view.cancellable, view.cancel_deadline, &view.replication)
+    );
+    assert!(summary.devices.is_empty() && !view.devices.is_empty());
 
     // A second operation: refused in the library's words, shown once, store unchanged.
     let before = state(&z.store);

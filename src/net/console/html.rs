@@ -219,7 +219,7 @@ fn ca_pane<S: Storage, T: Transport, C: Clock>(
             return;
         }
     };
-    let op = svc.op_show().ok().filter(|o| o.state.is_running());
+    let op = svc.op_summary().ok().filter(|o| o.state.is_running());
     if let Some(op) = &op {
         let _ = write!(
             p,
