@@ -27,6 +27,9 @@ const PG_ENV: &str = "ZONEPKI_TEST_POSTGRES";
 /// appends `stop ...` or `start ...`): tests/postgres_restart.rs stops and starts the server.
 const PG_CTL_CFG: &str = "zonepki_has_postgres_ctl";
 const PG_CTL_ENV: &str = "ZONEPKI_TEST_POSTGRES_CTL";
+/// tests/console.rs's browser test: /usr/bin/chromium, node, and playwright-core installed
+/// under target/console-node (`.ci/run` installs all three).
+const CHROMIUM_CFG: &str = "zonepki_has_chromium";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -40,6 +43,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed={PG_ENV}");
     println!("cargo::rustc-check-cfg=cfg({PG_CTL_CFG})");
     println!("cargo::rerun-if-env-changed={PG_CTL_ENV}");
+    println!("cargo::rustc-check-cfg=cfg({CHROMIUM_CFG})");
 
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -58,6 +62,20 @@ fn main() {
         if ci || std::env::var_os(env).is_some_and(|v| !v.is_empty()) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    let playwright = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .join("target/console-node/node_modules/playwright-core");
+    // (A path that does not exist would make cargo run this script on every build: after
+    // installing playwright-core by hand, `touch build.rs`.)
+    if playwright.is_dir() {
+        println!("cargo::rerun-if-changed={}", playwright.display());
+    }
+    if ci
+        || (is_executable(Path::new("/usr/bin/chromium"))
+            && dirs.iter().any(|d| is_executable(&d.join("node")))
+            && playwright.is_dir())
+    {
+        println!("cargo::rustc-cfg={CHROMIUM_CFG}");
     }
     match python_cryptography() {
         Some(package) => {

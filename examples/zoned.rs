@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! zoned --store PATH --fqdn FQDN --state DIR --listen ADDR:PORT [--admin-token-file FILE]
-//!       [--log-format text|json]
+//!       [--console-password-file FILE] [--log-format text|json]
 //! ```
 //!
 //! - `--store PATH`: the zone's embedded store, held exclusively while zoned runs (a second
@@ -13,6 +13,9 @@
 //!   on the certificate server also the CA key).
 //! - `--admin-token-file FILE`: the administrator's token; without it the token is
 //!   `DIR/admin-token`, written (mode 0600) on the first start.
+//! - `--console-password-file FILE`: serve the web console at `https://ADDR:PORT/console`,
+//!   signing in with the password on the file's first line (kept as an Argon2id hash; W3).
+//!   Without it there is no console.
 //! - Logs go to stderr (`RUST_LOG`, default `info`), as text or JSON lines. Standard output
 //!   holds one line, `listening on https://ADDR:PORT`, once the server accepts connections.
 //! - SIGTERM or SIGINT stop it gracefully (exit 0). Exit 1 with one `error:` line on stderr
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use zonepki::net::console::ConsolePassword;
 use zonepki::net::server::{AdminToken, ZoneServer};
 use zonepki::store::RedbStore;
 
@@ -52,6 +56,9 @@ struct Cli {
     /// The administrator's token file (default: DIR/admin-token, created on first start).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Serve the web console (/console), signing in with the password in this file.
+    #[arg(long, value_name = "FILE")]
+    console_password_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -100,11 +107,15 @@ fn run(cli: Cli) -> Result<(), String> {
             token
         }
     };
-    let server = ZoneServer::builder(store, &cli.fqdn, &cli.state)
+    let mut builder = ZoneServer::builder(store, &cli.fqdn, &cli.state)
         .listen(cli.listen)
-        .admin_token(token)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .admin_token(token);
+    if let Some(file) = &cli.console_password_file {
+        let password =
+            ConsolePassword::read(file).map_err(|e| format!("--console-password-file: {e}"))?;
+        builder = builder.console(password);
+    }
+    let server = builder.build().map_err(|e| e.to_string())?;
     println!("listening on https://{}", server.local_addr());
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

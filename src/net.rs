@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod client;
+pub mod console;
 pub mod metrics;
 pub mod remote;
 pub mod server;

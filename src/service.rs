@@ -940,6 +940,11 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         Ok(audit::verify(&self.store)?)
     }
 
+    /// The last `n` audit entries, newest first (the console's audit pane, W2).
+    pub fn audit_recent(&self, n: usize) -> Result<Vec<audit::AuditEntry>> {
+        Ok(audit::recent(&self.store, n)?)
+    }
+
     /// Every record of the store as one JSON object, keys in order (`store dump`). Records
     /// hold no secrets: private keys live with their agents.
     pub fn dump(&self) -> Result<serde_json::Value> {

@@ -53,6 +53,7 @@ use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 use super::api::{self, ApiError, path};
+use super::console::{self, Console, ConsolePassword, ConsoleRequest};
 use super::metrics::{Metrics, ZoneGauges};
 use super::tls::{self, RefusalSink, ServerTls, TlsError};
 use crate::agent::files::MemberDir;
@@ -466,6 +467,8 @@ struct Shared<S: Storage + 'static> {
     /// The zone's gauges of the last scrape, reused for [`GAUGES_MAX_AGE`] (reading them
     /// reads every member's update record).
     gauges: tokio::sync::Mutex<Option<(Instant, ZoneGauges)>>,
+    /// The web console (W1-W3), when zoned was given a console password.
+    console: Option<Console>,
 }
 
 /// How long a scrape reuses the zone's gauges of the previous one.
@@ -512,6 +515,7 @@ pub struct ZoneServerBuilder<S> {
     listen: SocketAddr,
     admin_token: Option<AdminToken>,
     limits: Limits,
+    console: Option<ConsolePassword>,
 }
 
 impl<S: Storage + 'static> ZoneServerBuilder<S> {
@@ -524,6 +528,13 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
     /// The administrator's token (without one, the admin API refuses every request).
     pub fn admin_token(mut self, token: AdminToken) -> Self {
         self.admin_token = Some(token);
+        self
+    }
+
+    /// Serves the web console under [`console::PATH`], signing in with `password` (W3);
+    /// without one there is no console.
+    pub fn console(mut self, password: ConsolePassword) -> Self {
+        self.console = Some(password);
         self
     }
 
@@ -593,6 +604,7 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
             wake_schedule: Notify::new(),
             wake_agent: Notify::new(),
             gauges: tokio::sync::Mutex::new(None),
+            console: self.console.map(Console::new),
         });
         Ok(ZoneServer {
             shared,
@@ -632,6 +644,7 @@ impl<S: Storage + 'static> ZoneServer<S> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: None,
             limits: Limits::default(),
+            console: None,
         }
     }
 
@@ -836,6 +849,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// The label of a path in metrics: a known path, or `other` (no unbounded label values).
 fn path_label(p: &str) -> &'static str {
+    if p == console::PATH
+        || p.strip_prefix(console::PATH)
+            .is_some_and(|r| r.starts_with('/'))
+    {
+        return console::PATH;
+    }
     [
         path::POLL,
         path::ENROLL,
@@ -886,6 +905,7 @@ async fn handle<S: Storage + 'static>(
         (Method::POST, p) if p == path::RENEW => renew(shared, conn, req).await,
         (Method::POST, p) if p.starts_with("/admin/") => admin(shared, conn, p, req).await,
         (Method::POST, cmp::PATH) => cmp::handle(shared, conn, req).await,
+        (_, console::PATH) => serve_console(shared, conn, req).await,
         (_, "other") => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -906,6 +926,49 @@ async fn handle<S: Storage + 'static>(
     };
     shared.metrics.request(label, response.status().as_u16());
     response
+}
+
+/// The web console (W1-W3): reads the bounded body, then answers on a blocking thread
+/// (Argon2id, store reads); after a POST the scheduled work and the own agent are woken, as
+/// after an admin commit.
+async fn serve_console<S: Storage + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Failure> {
+    if shared.console.is_none() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no web console: it serves one only when given a console password",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(
+        Request::from_parts(parts.clone(), body),
+        console::MAX_BODY,
+        shared.limits.request_timeout,
+    )
+    .await?;
+    let post = parts.method == Method::POST;
+    let creq = ConsoleRequest {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
+        body,
+        peer: conn.peer.ip(),
+    };
+    let response = blocking(shared, move |s| match &s.console {
+        Some(c) => c.respond(&s.svc, &creq),
+        None => unreachable!("checked above"),
+    })
+    .await?;
+    if post {
+        shared.wake_schedule.notify_one();
+        shared.wake_agent.notify_one();
+    }
+    Ok(response)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -327,6 +327,43 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
     }
 
+    /// The running (or last) operation's header for a banner: [`Self::op_show`] without the
+    /// per-member lists (`devices`, `servers`, `stranded` are empty) and without the gate
+    /// (`None`), so it reads the operation record only, not one update record per member:
+    /// constant time in the zone's size (the console's Zone CA pane, W1).
+    pub fn op_summary(&self) -> Result<OpView> {
+        let op = self.op()?.ok_or(OpError::NoOperation)?;
+        let now = self.clock.now();
+        Ok(OpView {
+            id: op.id,
+            kind: (&op.kind).into(),
+            state: (&op.state).into(),
+            activation: op.activation.at,
+            immediate: op.activation.immediate,
+            cancel_deadline: (!op.activation.immediate).then(|| op.cancel_deadline()),
+            cancellable: !op.activation.immediate && AnyOp::from(op.clone()).cancel(now).is_ok(),
+            update_name: op.update_name.clone(),
+            started_at: op.started_at,
+            replication: op
+                .replication
+                .iter()
+                .map(|(s, r)| ReplicationView {
+                    server: s.to_string(),
+                    status: match r {
+                        Replication::Pending => ReplicationStatus::Pending,
+                        Replication::Replicated => ReplicationStatus::Replicated,
+                    },
+                })
+                .collect(),
+            devices: Vec::new(),
+            servers: Vec::new(),
+            recovery_available_on: Vec::new(),
+            stranded: Vec::new(),
+            notices: op.notices.clone(),
+            gate: None,
+        })
+    }
+
     /// `op show`.
     pub fn op_show(&self) -> Result<OpView> {
         let op = self.op()?.ok_or(OpError::NoOperation)?;
