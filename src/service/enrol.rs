@@ -214,38 +214,14 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let zone = self.zone()?;
         let now = self.clock.now();
         let name = member_lookup_name(&request.member);
-        let bad = || EnrolmentError::BadToken {
-            member: request.member.clone(),
-        };
-        let key = keys::token(&name);
-        let Some(rec) = self.store.get(&key)? else {
-            return Err(bad().into());
-        };
-        let mut token: TokenRecord = decode(&key, &rec.value)?;
-        if !token.token.matches(request.token.as_str()) {
-            return Err(bad().into());
-        }
-        if let Some(used_at) = token.used_at {
-            return Err(EnrolmentError::Used {
-                member: name,
-                used_at,
-            }
-            .into());
-        }
-        if now >= token.expires_at {
-            return Err(EnrolmentError::Expired {
-                member: name,
-                expires_at: token.expires_at,
-            }
-            .into());
-        }
+        let (version, mut token) = self.live_token(&name, Some(&request.token), now)?;
         let who = self.enrollee(&name)?;
         let csr = VerifiedCsr::from_der(&request.csr)?;
         let (chain, mut writes) = self.issue_credential(&zone, &who, &csr, now)?;
         token.used_at = Some(now);
         writes.push(Write::put(
-            key,
-            Expect::Version(rec.version),
+            keys::token(&name),
+            Expect::Version(version),
             encode(&token),
         ));
         let detail = serde_json::json!({
@@ -338,6 +314,43 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
     /// trusts the zone server: the same set as [`Self::accepted_client_anchors`].
     pub fn ca_certificates(&self) -> Result<Vec<CertificateDer>> {
         self.accepted_client_anchors()
+    }
+
+    /// `name`'s registration token with its version, when `presented` (if given) is it and it
+    /// is neither used nor expired. A wrong token is refused as if there were none, before its
+    /// state is told.
+    fn live_token(
+        &self,
+        name: &str,
+        presented: Option<&RegistrationToken>,
+        now: Timestamp,
+    ) -> Result<(u64, TokenRecord)> {
+        let bad = || EnrolmentError::BadToken {
+            member: name.to_string(),
+        };
+        let key = keys::token(name);
+        let Some(rec) = self.store.get(&key)? else {
+            return Err(bad().into());
+        };
+        let token: TokenRecord = decode(&key, &rec.value)?;
+        if presented.is_some_and(|p| !token.token.matches(p.as_str())) {
+            return Err(bad().into());
+        }
+        if let Some(used_at) = token.used_at {
+            return Err(EnrolmentError::Used {
+                member: name.to_string(),
+                used_at,
+            }
+            .into());
+        }
+        if now >= token.expires_at {
+            return Err(EnrolmentError::Expired {
+                member: name.to_string(),
+                expires_at: token.expires_at,
+            }
+            .into());
+        }
+        Ok((rec.version, token))
     }
 
     /// The member key a name refers to, for a token: a server's FQDN or a device's name.
@@ -525,29 +538,12 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         let name = member_lookup_name(member);
         let mut writes = Vec::new();
         if by_token {
-            let key = keys::token(&name);
-            let Some(rec) = self.store.get(&key)? else {
-                return Err(EnrolmentError::BadToken { member: name }.into());
-            };
-            let mut token: TokenRecord = decode(&key, &rec.value)?;
-            if let Some(used_at) = token.used_at {
-                return Err(EnrolmentError::Used {
-                    member: name,
-                    used_at,
-                }
-                .into());
-            }
-            if now >= token.expires_at {
-                return Err(EnrolmentError::Expired {
-                    member: name,
-                    expires_at: token.expires_at,
-                }
-                .into());
-            }
+            // The MAC keyed by the token was verified before (the caller's protection check).
+            let (version, mut token) = self.live_token(&name, None, now)?;
             token.used_at = Some(now);
             writes.push(Write::put(
-                key,
-                Expect::Version(rec.version),
+                keys::token(&name),
+                Expect::Version(version),
                 encode(&token),
             ));
         }
