@@ -1238,15 +1238,27 @@ async fn enroll<S: Storage + 'static>(
     })?;
     let member = request.member.clone();
     let result = blocking(shared, move |s| retrying(|| s.svc.enroll(&request))).await?;
+    credential_answer(shared, conn, WHAT, &member, result)
+}
+
+/// The answer to an enrolment or a renewal: the credential, or the refusal (audited when it is
+/// the client's fault, naming the member it claimed).
+fn credential_answer<S: Storage + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn,
+    what: &str,
+    claimed: &str,
+    result: Result<protocol::Enrolment, Error>,
+) -> Result<Response<Full<Bytes>>, Failure> {
     match result {
         Ok(enrolment) => {
-            tracing::info!(member = %member, peer = %conn.peer, "enrolled");
+            tracing::info!(member = %enrolment.member, peer = %conn.peer, what, "credential issued");
             Ok(json(StatusCode::OK, &enrolment))
         }
         Err(e) => {
             let f = Failure::of(&e);
             if f.status.is_client_error() {
-                return Err(shared.refuse(WHAT, conn, Some(&member), f));
+                return Err(shared.refuse(what, conn, Some(claimed), f));
             }
             Err(f)
         }
@@ -1289,19 +1301,7 @@ async fn renew<S: Storage + 'static>(
     let claimed = request.member.clone();
     let who = authenticated.clone();
     let result = blocking(shared, move |s| retrying(|| s.svc.renew(&who, &request))).await?;
-    match result {
-        Ok(enrolment) => {
-            tracing::info!(member = %authenticated, peer = %conn.peer, "renewed");
-            Ok(json(StatusCode::OK, &enrolment))
-        }
-        Err(e) => {
-            let f = Failure::of(&e);
-            if f.status.is_client_error() {
-                return Err(shared.refuse(WHAT, conn, Some(&claimed), f));
-            }
-            Err(f)
-        }
-    }
+    credential_answer(shared, conn, WHAT, &claimed, result)
 }
 
 /// The group commit: answers whatever polls queued, up to [`Limits::max_batch`], in one
