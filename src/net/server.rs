@@ -842,6 +842,13 @@ async fn serve_connection<S: Storage + 'static>(
     }
 }
 
+/// Counts and logs a failure of background work (the scheduler, the server's own agent),
+/// which is retried.
+fn background_failure(metrics: &Metrics, what: &str, error: &dyn std::fmt::Display) {
+    metrics.background_errors.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(error = %error, "{what}; retrying");
+}
+
 /// Resolves once `stop` says stop.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -1388,19 +1395,11 @@ async fn scheduler<S: Storage + 'static>(shared: Arc<Shared<S>>, mut stop: watch
             }
             Ok(Ok(None)) => cap,
             Ok(Err(e)) => {
-                shared
-                    .metrics
-                    .background_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "scheduled work failed; retrying");
+                background_failure(&shared.metrics, "scheduled work failed", &e);
                 Duration::from_secs(1).min(cap)
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .background_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "scheduled work panicked; retrying");
+                background_failure(&shared.metrics, "scheduled work panicked", &e);
                 Duration::from_secs(1).min(cap)
             }
         };
@@ -1467,19 +1466,11 @@ async fn own_agent<S: Storage + 'static>(shared: Arc<Shared<S>>, mut stop: watch
             }
             Ok(Ok(None)) => cap,
             Ok(Err(e)) => {
-                shared
-                    .metrics
-                    .background_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "the server's own agent failed a poll; retrying");
+                background_failure(&shared.metrics, "the server's own agent failed a poll", &e);
                 Duration::from_secs(5).min(cap)
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .background_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "the server's own agent panicked; retrying");
+                background_failure(&shared.metrics, "the server's own agent panicked", &e);
                 Duration::from_secs(5).min(cap)
             }
         };
