@@ -1786,6 +1786,9 @@ fn server(g: &Global, cmd: ServerCmd) -> CmdResult {
             }
             if g.json {
                 print_json(&view);
+            } else if g.server.is_some() && view.sha256.is_none() {
+                // Recorded only: the notice above says how its agent enrols.
+                println!("{} added as {}", view.fqdn, view.role);
             } else if view.sha256.is_none() && role != ServerRole::ContentSatellite {
                 // An external CA issues its certificate: say how, rather than show an empty
                 // certificate view.

@@ -3,12 +3,19 @@
 //! this file parses flags, sets up logs, opens the store and prints one line when ready.
 //!
 //! ```text
-//! zoned --store PATH --fqdn FQDN --state DIR --listen ADDR:PORT [--admin-token-file FILE]
-//!       [--console-password-file FILE] [--log-format text|json]
+//! zoned --store PATH|postgres://... --fqdn FQDN --state DIR --listen ADDR:PORT
+//!       [--advertise-host HOST] [--admin-token-file FILE] [--console-password-file FILE]
+//!       [--log-format text|json]
 //! ```
 //!
 //! - `--store PATH`: the zone's embedded store, held exclusively while zoned runs (a second
-//!   zoned, or a zonectl writing to it, is refused as busy). `postgres://` stores come later.
+//!   zoned, or a zonectl writing to it, is refused as busy).
+//! - `--store postgres://USER@HOST:PORT/DB`: the zone's shared store (D1; the zone made there
+//!   by `zonectl init` or `zonectl store copy`). Several zoned, one per Primary Server, may
+//!   run on it; the certificate server's signs for the others over server-to-server calls
+//!   (D2), and the zone's scheduled work runs once per zone (N6).
+//! - `--advertise-host HOST`: the host the other Primary Servers reach this one at, recorded
+//!   in the zone's store with the port listened on (default: the FQDN).
 //! - `--state DIR`: the server's member directory (`<fleet root>/<FQDN>`: its key and chain,
 //!   on the certificate server also the CA key).
 //! - `--admin-token-file FILE`: the administrator's token; without it the token is
@@ -28,7 +35,6 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use zonepki::net::console::ConsolePassword;
 use zonepki::net::server::{AdminToken, ZoneServer};
-use zonepki::store::RedbStore;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -41,8 +47,9 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "zoned", version)]
 struct Cli {
-    /// The zone's store: a redb file (postgres:// is not supported yet).
-    #[arg(long, value_name = "PATH")]
+    /// The zone's store: a redb file, or postgres://USER@HOST:PORT/DB (shared by several
+    /// zoned, D1).
+    #[arg(long, value_name = "PATH|postgres://...")]
     store: String,
     /// This server's FQDN (a Primary Server of the zone).
     #[arg(long)]
@@ -53,6 +60,9 @@ struct Cli {
     /// Where to listen (port 0: any free port, printed when ready).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: SocketAddr,
+    /// The host other Primary Servers reach this one at (default: the FQDN).
+    #[arg(long, value_name = "HOST")]
+    advertise_host: Option<String>,
     /// The administrator's token file (default: DIR/admin-token, created on first start).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
@@ -85,14 +95,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    if cli.store.starts_with("postgres://") || cli.store.starts_with("postgresql://") {
-        return Err(
-            "--store postgres://... is not supported yet: give the path of the zone's embedded \
-             store (a redb file made by zonectl init)"
-                .into(),
-        );
-    }
-    let store = RedbStore::open(&cli.store).map_err(|e| format!("--store {}: {e}", cli.store))?;
+    // The URL's password (if any) never reaches a message.
+    let shown = zonepki::store::display_name(&cli.store);
+    let store = zonepki::store::open(&cli.store).map_err(|e| format!("--store {shown}: {e}"))?;
     let token = match &cli.admin_token_file {
         Some(file) => AdminToken::read(file).map_err(|e| format!("--admin-token-file: {e}"))?,
         None => {
@@ -110,6 +115,9 @@ fn run(cli: Cli) -> Result<(), String> {
     let mut builder = ZoneServer::builder(store, &cli.fqdn, &cli.state)
         .listen(cli.listen)
         .admin_token(token);
+    if let Some(host) = &cli.advertise_host {
+        builder = builder.advertise(host);
+    }
     if let Some(file) = &cli.console_password_file {
         let password =
             ConsolePassword::read(file).map_err(|e| format!("--console-password-file: {e}"))?;

@@ -105,6 +105,11 @@ impl Epoch {
         Ok(Epoch(store.get(HEAD)?.map(|r| r.version)))
     }
 
+    /// The head's version (`None`: an empty log).
+    pub(crate) fn version(self) -> Option<u64> {
+        self.0
+    }
+
     /// The epoch after a commit that wrote `writes` (ending with [`append`]'s) and got
     /// `committed` back: the version the commit gave the head, as the store reports it (not
     /// "the version read + 1", which a backend need not follow).

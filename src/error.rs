@@ -48,6 +48,9 @@ pub enum Error {
     /// Reaching members.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A Primary Server's recorded address (D2).
+    #[error(transparent)]
+    Endpoint(#[from] crate::service::EndpointError),
     /// A member's agent.
     #[error(transparent)]
     Agent(#[from] AgentError),

@@ -286,6 +286,18 @@ pub enum KeyError {
         /// Why.
         reason: String,
     },
+    /// The key's holder (the certificate server, D2) could not be reached: nothing was signed,
+    /// and the same request succeeds once it answers again.
+    #[error(
+        "the CA key's holder {holder} cannot be reached: {reason}; nothing was signed, try again \
+         once it is back"
+    )]
+    SignerUnreachable {
+        /// The member holding the key.
+        holder: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The key types [`KeySpec`]'s parse error offers.

@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod console;
 pub mod metrics;
+pub mod peer;
 pub mod remote;
 pub mod server;
 pub mod tls;

@@ -8,6 +8,7 @@
 //! with an unused certificate that the next enrolment replaces.
 
 mod custody;
+mod endpoints;
 mod enrol;
 mod external;
 mod inbound;
@@ -16,6 +17,7 @@ mod op_view;
 mod operations;
 
 pub use custody::{InitExternal, Replacement};
+pub use endpoints::{Endpoint, EndpointError, MAX_ENDPOINT_URL};
 pub(crate) use enrol::CmpTransaction;
 pub use enrol::{EnrolmentError, Refusal, TOKEN_MAX_VALIDITY, credential_member};
 pub use external::{ChangeCaRequest, ChangeCaTarget};
@@ -193,6 +195,11 @@ impl<T: Transport> Signer for AgentCaSigner<'_, T> {
             Ok(AgentResponse::Signature(sig)) => Ok(sig),
             Ok(other) => Err(KeyError::Signing {
                 reason: format!("certificate server {} answered {other:?}", self.member),
+            }),
+            // D2: the certificate server is another process, down or cut off for now.
+            Err(TransportError::Unreachable { reason, .. }) => Err(KeyError::SignerUnreachable {
+                holder: self.member.to_string(),
+                reason,
             }),
             Err(e) => Err(KeyError::Signing {
                 reason: e.to_string(),

@@ -358,6 +358,18 @@ pub fn open(name: &str) -> Result<Box<dyn Storage>, StoreError> {
     Ok(Box::new(RedbStore::open(name)?))
 }
 
+/// A store's name as messages show it: a file's path as given, a PostgreSQL URL without its
+/// password and options (a URL's secret never reaches a message or a log).
+pub fn display_name(name: &str) -> String {
+    if name.starts_with("postgres://") || name.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return postgres::redact(name);
+        #[cfg(not(feature = "postgres"))]
+        return "postgres://(a PostgreSQL URL)".to_owned();
+    }
+    name.to_owned()
+}
+
 /// How many records [`Storage::scan_each`] and [`Storage::scan_all`] read per page.
 pub const SCAN_PAGE: usize = 512;
 

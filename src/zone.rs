@@ -410,6 +410,11 @@ pub(crate) mod keys {
     pub(crate) const DEVICE_PREFIX: &str = "device/";
     /// N3: a member's registration token.
     pub(crate) const TOKEN_PREFIX: &str = "token/";
+    /// D2: where a Primary Server's zone service listens.
+    pub(crate) const ENDPOINT_PREFIX: &str = "endpoint/";
+    pub(crate) fn endpoint(fqdn: &str) -> String {
+        format!("{ENDPOINT_PREFIX}{fqdn}")
+    }
     pub(crate) fn token(name: &str) -> String {
         format!("{TOKEN_PREFIX}{name}")
     }

@@ -4,9 +4,15 @@
 //! runs while the first one is talking to an agent, after it read the zone and before it
 //! commits. On b3e91fe both commands committed; now the one that read a stale zone is refused
 //! with a retryable `ZoneChanged` and changes nothing, and a retry decides on the new zone.
+//!
+//! Each race runs on the in-memory store (one store shared by the frontends) and on PostgreSQL
+//! (issue 12 item 5, D1: each frontend on its own connection to one database, as several zoned
+//! and zonectl processes are).
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Mutex;
+mod common;
+
+use std::sync::{Arc, Mutex};
 
 use zonepki::agent::{AgentRequest, AgentResponse};
 use zonepki::cert::Certificate;
@@ -18,7 +24,7 @@ use zonepki::ops::ActivationRequest;
 use zonepki::service::{
     InitInternal, NewServer, RemintCaRequest, ServerRemintRequest, ZoneService,
 };
-use zonepki::store::MemoryStore;
+use zonepki::store::{MemoryStore, Storage};
 use zonepki::transport::{Fleet, RefreshOptions};
 use zonepki::transport::{LoopbackTransport, Transport, TransportError};
 use zonepki::zone::{Fqdn, ServerRole};
@@ -66,12 +72,31 @@ fn remint_ca() -> RemintCaRequest {
         .with_validity(5.try_into().unwrap())
 }
 
+/// Opens the zone's store again: a frontend of its own on the same zone.
+type Open<'a> = &'a dyn Fn() -> Box<dyn Storage>;
+
+/// One in-memory store, shared.
+fn memory() -> impl Fn() -> Box<dyn Storage> {
+    let store = Arc::new(MemoryStore::new());
+    move || Box::new(Arc::clone(&store)) as Box<dyn Storage>
+}
+
+/// A new PostgreSQL database; each open is a connection of its own.
+#[cfg(zonepki_has_postgres)]
+fn postgres(tag: &str) -> (common::pg::TestDb, impl Fn() -> Box<dyn Storage>) {
+    let db = common::pg::TestDb::new(tag);
+    let url = db.url.clone();
+    let open =
+        move || Box::new(zonepki::store::PostgresStore::connect(&url).unwrap()) as Box<dyn Storage>;
+    (db, open)
+}
+
 /// ps1 (the CA server) and ps2, both enrolled.
-fn zone<'a>(
-    store: &'a MemoryStore,
+fn zone<'a, S: Storage>(
+    store: S,
     transport: &'a LoopbackTransport,
     clock: &'a ManualClock,
-) -> ZoneService<&'a MemoryStore, &'a LoopbackTransport, &'a ManualClock> {
+) -> ZoneService<S, &'a LoopbackTransport, &'a ManualClock> {
     let svc = ZoneService::new(store, transport, clock);
     svc.init_internal(
         InitInternal::new("Races", NewServer::new(fq(PS1), ServerRole::Primary))
@@ -86,9 +111,27 @@ fn zone<'a>(
 
 #[test]
 fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
-    let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
+    server_add_racing_activation(&memory());
+}
+
+#[cfg_attr(
+    not(zonepki_has_postgres),
+    ignore = "needs PostgreSQL: set ZONEPKI_TEST_POSTGRES (see tests/common/pg.rs); .ci/run starts one"
+)]
+#[test]
+fn server_add_on_one_server_racing_activation_on_another_on_postgres_d1() {
+    #[cfg(zonepki_has_postgres)]
+    {
+        let (_db, open) = postgres("b6_server_add");
+        server_add_racing_activation(&open);
+    }
+}
+
+fn server_add_racing_activation(open: Open<'_>) {
+    let transport = LoopbackTransport::in_memory();
     let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
-    let admin = zone(&store, &transport, &clock);
+    let admin = zone(open(), &transport, &clock);
+    let store = open();
     admin.start_remint_ca(remint_ca()).unwrap();
     for _ in 0..3 {
         admin
@@ -100,7 +143,7 @@ fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
 
     // ps3's agent is making its key and CSR for the old CA when the daemon on another
     // Primary Server runs the activation that is due.
-    let daemon = ZoneService::new(&store, &transport, &clock);
+    let daemon = ZoneService::new(open(), &transport, &clock);
     let racing = Interleave {
         inner: &transport,
         member: PS3,
@@ -110,7 +153,7 @@ fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
         }))),
     };
     let before_records = store_keys(&store);
-    let frontend = ZoneService::new(&store, &racing, &clock);
+    let frontend = ZoneService::new(open(), &racing, &clock);
     let err = frontend
         .add_server(NewServer::new(fq(PS3), ServerRole::Primary))
         .unwrap_err();
@@ -145,13 +188,30 @@ fn server_add_racing_activation_never_enrols_under_the_retired_ca() {
 
 #[test]
 fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
-    let (store, transport) = (MemoryStore::new(), LoopbackTransport::in_memory());
+    move_ca_racing_a_server_remint(&memory());
+}
+
+#[cfg_attr(
+    not(zonepki_has_postgres),
+    ignore = "needs PostgreSQL: set ZONEPKI_TEST_POSTGRES (see tests/common/pg.rs); .ci/run starts one"
+)]
+#[test]
+fn two_administrators_on_two_servers_start_conflicting_operations_on_postgres_d1() {
+    #[cfg(zonepki_has_postgres)]
+    {
+        let (_db, open) = postgres("b6_two_admins");
+        move_ca_racing_a_server_remint(&open);
+    }
+}
+
+fn move_ca_racing_a_server_remint(open: Open<'_>) {
+    let transport = LoopbackTransport::in_memory();
     let clock = ManualClock::new(t("2027-01-01T00:00:00Z"));
-    let admin = zone(&store, &transport, &clock);
+    let admin = zone(open(), &transport, &clock);
 
     // Administrator B starts a Server Remint of both servers while administrator A's Move CA
     // is taking the key from ps1 (A read "no operation runs" before).
-    let b = ZoneService::new(&store, &transport, &clock);
+    let b = ZoneService::new(open(), &transport, &clock);
     let b_result = Mutex::new(None);
     let racing = Interleave {
         inner: &transport,
@@ -169,7 +229,7 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
             *b_result.lock().unwrap() = Some(r.map(|_| ()).map_err(|e| e.to_string()));
         }))),
     };
-    let a = ZoneService::new(&store, &racing, &clock);
+    let a = ZoneService::new(open(), &racing, &clock);
     let err = a.move_ca(&fq(PS2)).unwrap_err();
     assert!(
         matches!(err, Error::ZoneChanged { .. }) && err.is_retryable(),
@@ -202,8 +262,7 @@ fn move_ca_racing_a_server_remint_start_lets_exactly_one_win() {
     admin.verify_audit().unwrap();
 }
 
-fn store_keys(store: &MemoryStore) -> Vec<String> {
-    use zonepki::store::Storage;
+fn store_keys(store: &dyn Storage) -> Vec<String> {
     store
         .scan_all("")
         .unwrap()

@@ -9,11 +9,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/procs.rs"]
+mod procs;
+
+use procs::Procs;
 
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,58 +30,6 @@ const SAT1: &str = "sat1.acme.example";
 const DEVICES: usize = 20;
 /// The device that is stopped through activation.
 const AWAY: &str = "dev-20";
-
-/// Every process the test started, killed (SIGKILL, by PID) and reaped on every path.
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Procs {
-    fn add(&mut self, name: &str, child: Child) {
-        self.0.push((name.to_string(), child));
-    }
-
-    /// Kills `name`'s process with SIGKILL and waits for it.
-    fn kill(&mut self, name: &str) {
-        if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
-            let (_, mut child) = self.0.remove(i);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends SIGTERM to `name`'s process and waits (bounded) for it to exit; its status.
-    fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
-        let i = self.0.iter().position(|(n, _)| n == name).unwrap();
-        let (_, mut child) = self.0.remove(i);
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM {name}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 struct Zone {
     dir: tempfile::TempDir,

@@ -48,6 +48,10 @@ pub mod path {
     pub const ADMIN_COMMIT: &str = "/admin/v1/store/commit";
     /// `POST`, admin: [`super::CallRequest`] → [`super::CallResponse`].
     pub const ADMIN_CALL: &str = "/admin/v1/call";
+    /// `POST`: a server-to-server call (D2), mutual TLS with a Primary Server's certificate:
+    /// a [`super::CallRequest`] for the called server's own agent (the certificate server's
+    /// signatures); the answer is a [`super::CallResponse`].
+    pub const PEER_CALL: &str = "/v1/peer/call";
 }
 
 /// The largest body of an agent request ([`crate::protocol::MAX_MESSAGE_BYTES`]).

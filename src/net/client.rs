@@ -638,6 +638,8 @@ pub struct HttpsClient {
     bearer: Option<BearerToken>,
     timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// The name the server's certificate must carry, when not the URL's host.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for HttpsClient {
@@ -662,7 +664,22 @@ impl HttpsClient {
             bearer: None,
             timeout: DEFAULT_TIMEOUT,
             idle: Mutex::new(Vec::new()),
+            server_name: None,
         }
+    }
+
+    /// Connects to the URL's address but expects the server's certificate to carry `name`
+    /// (and sends it as SNI): a zone server reached at an IP address whose FQDN is known, as
+    /// one Primary Server calls another (D2).
+    pub fn with_server_name(mut self, name: &str) -> Result<Self, ClientError> {
+        let dns = pki_types::DnsName::try_from(name.to_string()).map_err(|e| {
+            ClientError::InvalidUrl {
+                url: self.url.to_string(),
+                reason: format!("{name:?} is not a DNS name to expect: {e}"),
+            }
+        })?;
+        self.server_name = Some(ServerName::DnsName(dns));
+        Ok(self)
     }
 
     /// Sends `Authorization: Bearer` with every request (the admin API).
@@ -853,7 +870,13 @@ impl HttpsClient {
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls));
         let tls = connector
-            .connect(self.url.server_name()?, tcp)
+            .connect(
+                match &self.server_name {
+                    Some(name) => name.clone(),
+                    None => self.url.server_name()?,
+                },
+                tcp,
+            )
             .await
             .map_err(|e| {
                 // A certificate the verifier refused is not a network failure.

@@ -113,7 +113,7 @@ impl AdminClient {
 
 /// Runs `f` to completion on `runtime`, from any thread: directly when this thread drives no
 /// runtime, else on a scoped helper thread (blocking inside a runtime would panic).
-fn block_on_runtime<F>(runtime: &tokio::runtime::Runtime, f: F) -> F::Output
+pub(crate) fn block_on_runtime<F>(runtime: &tokio::runtime::Runtime, f: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,

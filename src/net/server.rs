@@ -55,6 +55,7 @@ use zeroize::Zeroizing;
 use super::api::{self, ApiError, path};
 use super::console::{self, Console, ConsolePassword, ConsoleRequest};
 use super::metrics::{Metrics, ZoneGauges};
+use super::peer::{Identity, Peers};
 use super::tls::{self, RefusalSink, ServerTls, TlsError};
 use crate::agent::files::MemberDir;
 use crate::agent::{Agent, AgentError, AgentRequest, AgentResponse};
@@ -144,6 +145,10 @@ pub struct Limits {
     pub schedule_cap: Duration,
     /// The longest the server's own agent waits between polls.
     pub agent_interval: Duration,
+    /// How often the server looks for changes other processes committed to the zone's store
+    /// (D1: another zoned or a frontend on a shared store), to wake its scheduled work and its
+    /// own agent. One read of the audit log's head each time.
+    pub watch_interval: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
@@ -158,6 +163,7 @@ impl Default for Limits {
             refusals_per_peer: 30,
             schedule_cap: Duration::from_secs(30),
             agent_interval: Duration::from_secs(30),
+            watch_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -265,8 +271,9 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// The zone's [`Transport`] inside zoned: calls for the server's own FQDN go to its agent in
-/// this process (saved to its member directory after every change); any other member is
-/// unreachable from here (server-to-server calls come with several Primary Servers).
+/// this process (saved to its member directory after every change); calls for another Primary
+/// Server go to that server's zoned ([`Peers`], D2: the certificate server's signatures when
+/// several zoned share a store); any other member is unreachable from here (it polls).
 #[derive(Debug)]
 pub struct LocalAgentTransport {
     fqdn: String,
@@ -274,6 +281,8 @@ pub struct LocalAgentTransport {
     agent: Mutex<Agent>,
     /// Woken when the agent's chain or key may have changed.
     changed: Notify,
+    /// The other Primary Servers, once the server is built.
+    peers: std::sync::OnceLock<Peers>,
 }
 
 impl LocalAgentTransport {
@@ -285,7 +294,52 @@ impl LocalAgentTransport {
             dir,
             agent: Mutex::new(agent),
             changed: Notify::new(),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Reaches the other Primary Servers through `peers` from now on (once; later calls are
+    /// ignored).
+    pub fn connect_peers(&self, peers: Peers) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// A call for another Primary Server, through its zoned (D2).
+    fn call_peer(
+        &self,
+        member: &str,
+        request: AgentRequest,
+    ) -> Result<AgentResponse, TransportError> {
+        let Some(peers) = self.peers.get() else {
+            return Err(TransportError::Unreachable {
+                member: member.to_string(),
+                reason: format!(
+                    "the zone server {} reaches only its own agent; other members poll it",
+                    self.fqdn
+                ),
+            });
+        };
+        // The identity is lent under the agent's lock; the call itself runs without it.
+        let client = self
+            .with_agent(false, |a| match a.key() {
+                Some(key) => peers.connect(
+                    member,
+                    &Identity {
+                        chain: a.chain(),
+                        key,
+                        trust: a.trust(),
+                    },
+                ),
+                None => Err(TransportError::Unreachable {
+                    member: member.to_string(),
+                    reason: format!("{} has no certificate to authenticate with", self.fqdn),
+                }),
+            })
+            .map_err(|e| TransportError::Unreachable {
+                member: member.to_string(),
+                reason: e.to_string(),
+            })??;
+        peers.send(member, &client, request)
     }
 
     /// The server's FQDN.
@@ -316,13 +370,7 @@ impl LocalAgentTransport {
 impl Transport for LocalAgentTransport {
     fn call(&self, member: &str, request: AgentRequest) -> Result<AgentResponse, TransportError> {
         if !self.is_me(member) {
-            return Err(TransportError::Unreachable {
-                member: member.to_string(),
-                reason: format!(
-                    "the zone server {} reaches only its own agent; other members poll it",
-                    self.fqdn
-                ),
-            });
+            return self.call_peer(member, request);
         }
         let mutating = !matches!(
             request,
@@ -395,6 +443,18 @@ impl Failure {
             // A bad, used or expired token, a server asking to renew: the request is refused.
             Error::Enrolment(_) => Failure::new(StatusCode::FORBIDDEN, "refused", e.to_string()),
             Error::Csr(_) => Failure::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+            // D2: the certificate server (another zoned) is down or cut off: nothing changed,
+            // and the same request passes once it is back.
+            Error::Transport(TransportError::Unreachable { .. }) => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            e if signer_unreachable(e) => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
             _ => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }
@@ -516,9 +576,17 @@ pub struct ZoneServerBuilder<S> {
     admin_token: Option<AdminToken>,
     limits: Limits,
     console: Option<ConsolePassword>,
+    advertise: Option<String>,
 }
 
 impl<S: Storage + 'static> ZoneServerBuilder<S> {
+    /// The host other Primary Servers reach this one at (D2), recorded in the zone's store as
+    /// `https://HOST:PORT` with the port listened on. Default: the server's FQDN.
+    pub fn advertise(mut self, host: &str) -> Self {
+        self.advertise = Some(host.trim().to_string());
+        self
+    }
+
     /// Listen on `addr` (port 0: any free port; [`ZoneServer::local_addr`] says which).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -586,6 +654,17 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
                 addr: self.listen,
                 reason: e.to_string(),
             })?;
+        // D2: where the other Primary Servers sharing the store reach this one.
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(self.listen.port());
+        let host = self.advertise.as_deref().unwrap_or(&self.fqdn);
+        let host = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => host.to_string(),
+        };
+        svc.record_endpoint(&fqdn, &format!("https://{host}:{port}"))?;
         let (polls, poll_rx) = mpsc::channel(self.limits.max_connections.max(1));
         let admin = match &self.admin_token {
             Some(t) => t.digest(),
@@ -606,6 +685,28 @@ impl<S: Storage + 'static> ZoneServerBuilder<S> {
             gauges: tokio::sync::Mutex::new(None),
             console: self.console.map(Console::new),
         });
+        // The peers' addresses are read from the store when a call needs one (a weak
+        // reference: the server's state owns the transport, not the other way round).
+        let weak = Arc::downgrade(&shared);
+        let lookup: super::peer::Lookup = Box::new(move |member: &str| {
+            let Some(s) = weak.upgrade() else {
+                return Err("the zone server is shutting down".to_string());
+            };
+            match s.svc.endpoint(member) {
+                Ok(Some(e)) => e
+                    .url
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: super::client::ClientError| e.to_string()),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        shared
+            .own
+            .connect_peers(Peers::new(lookup).map_err(|e| ServerError::Runtime {
+                reason: e.to_string(),
+            })?);
         Ok(ZoneServer {
             shared,
             listener,
@@ -645,6 +746,7 @@ impl<S: Storage + 'static> ZoneServer<S> {
             admin_token: None,
             limits: Limits::default(),
             console: None,
+            advertise: None,
         }
     }
 
@@ -695,6 +797,7 @@ impl<S: Storage + 'static> ZoneServer<S> {
         background.spawn(batcher(shared.clone(), poll_rx, bg_stopping.clone()));
         background.spawn(scheduler(shared.clone(), bg_stopping.clone()));
         background.spawn(own_agent(shared.clone(), bg_stopping.clone()));
+        background.spawn(watch_store(shared.clone(), bg_stopping.clone()));
         let audit = tokio::spawn(audit_refusals(shared.clone(), refusals, bg_stopping));
         let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
         let mut conns = JoinSet::new();
@@ -739,6 +842,9 @@ impl<S: Storage + 'static> ZoneServer<S> {
         while let Ok(Some(_)) = tokio::time::timeout(grace, background.join_next()).await {}
         background.abort_all();
         let _ = tokio::time::timeout(grace, audit).await;
+        // The store may close its connection by blocking (the PostgreSQL client does), which
+        // a runtime's thread must not do: the last reference goes on a blocking thread.
+        let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -875,6 +981,7 @@ fn path_label(p: &str) -> &'static str {
         path::ADMIN_LAST,
         path::ADMIN_COMMIT,
         path::ADMIN_CALL,
+        path::PEER_CALL,
     ]
     .into_iter()
     .find(|k| *k == p)
@@ -911,6 +1018,7 @@ async fn handle<S: Storage + 'static>(
         (Method::POST, p) if p == path::ENROLL => enroll(shared, conn, req).await,
         (Method::POST, p) if p == path::RENEW => renew(shared, conn, req).await,
         (Method::POST, p) if p.starts_with("/admin/") => admin(shared, conn, p, req).await,
+        (Method::POST, p) if p == path::PEER_CALL => peer_call(shared, conn, req).await,
         (Method::POST, cmp::PATH) => cmp::handle(shared, conn, req).await,
         (_, console::PATH) => serve_console(shared, conn, req).await,
         (_, "other") => Err(Failure::new(
@@ -1214,6 +1322,106 @@ async fn poll<S: Storage + 'static>(
     }
 }
 
+/// [`path::PEER_CALL`] (D2): another Primary Server of the zone asks this server's own agent
+/// (the certificate server's signatures, its future CA, an archive). The caller authenticates
+/// with its server certificate (mutual TLS), and must be a Primary Server in the zone's
+/// records; the call must be for this server itself (no relaying). Refusals are audited.
+async fn peer_call<S: Storage + 'static>(
+    shared: &Arc<Shared<S>>,
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Failure> {
+    const WHAT: &str = "peer";
+    let Some(caller) = conn.cert.as_deref().and_then(tls::peer_member) else {
+        let f = Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a server-to-server call needs the calling Primary Server's certificate (mutual TLS)",
+        );
+        return Err(shared.refuse(WHAT, conn, None, f));
+    };
+    let who = caller.clone();
+    let role = blocking(shared, move |s| {
+        let fqdn: crate::zone::Fqdn = who.parse()?;
+        s.svc.server(&fqdn).map(|v| v.role)
+    })
+    .await?;
+    if !matches!(role, Ok(crate::zone::ServerRole::Primary)) {
+        let f = Failure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{caller} is not a Primary Server of this zone: only Primary Servers call each \
+                 other"
+            ),
+        );
+        return Err(shared.refuse(WHAT, conn, Some(&caller), f));
+    }
+    let body = read_body(req, api::MAX_ADMIN_BODY, shared.limits.request_timeout)
+        .await
+        .map_err(|f| shared.refuse(WHAT, conn, Some(&caller), f))?;
+    let r: api::CallRequest = serde_json::from_slice(&body).map_err(|e| {
+        let f = Failure::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("the server-to-server call is malformed: {e}"),
+        );
+        shared.refuse(WHAT, conn, Some(&caller), f)
+    })?;
+    if !shared.own.is_me(&r.member) {
+        let f = Failure::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!(
+                "this is the zone service of {}: it answers only for its own agent, not for {}",
+                shared.own.fqdn,
+                truncate(&r.member, 200)
+            ),
+        );
+        return Err(shared.refuse(WHAT, conn, Some(&caller), f));
+    }
+    let kind = request_kind(&r.request);
+    let answer = blocking(shared, move |s| s.own.call(&r.member, r.request)).await?;
+    shared.wake_agent.notify_one();
+    tracing::info!(caller = %caller, peer = %conn.peer, request = kind, "server-to-server call");
+    let response = match answer {
+        Ok(a) => api::CallResponse::Answer(a),
+        Err(TransportError::Refused { source, .. }) => {
+            api::CallResponse::Refused(source.to_string())
+        }
+        Err(e) => api::CallResponse::Unreachable(e.to_string()),
+    };
+    Ok(json(StatusCode::OK, &response))
+}
+
+/// Whether `e` comes of a certificate server that could not be reached for a signature (D2).
+fn signer_unreachable(e: &Error) -> bool {
+    use crate::key::KeyError::SignerUnreachable;
+    matches!(
+        e,
+        Error::Key(SignerUnreachable { .. })
+            | Error::Ca(crate::ca::CaError::Key(SignerUnreachable { .. }))
+    )
+}
+
+/// A request's name, for logs (never its content: a passphrase, an archive).
+fn request_kind(request: &AgentRequest) -> &'static str {
+    match request {
+        AgentRequest::Enroll { .. } => "enroll",
+        AgentRequest::Install { .. } => "install",
+        AgentRequest::CreateCa { .. } => "create_ca",
+        AgentRequest::Ping => "ping",
+        AgentRequest::DiscardFutureCa { .. } => "discard_future_ca",
+        AgentRequest::ExportCa { .. } => "export_ca",
+        AgentRequest::ImportCa { .. } => "import_ca",
+        AgentRequest::TransferCa { .. } => "transfer_ca",
+        AgentRequest::AcceptCa { .. } => "accept_ca",
+        AgentRequest::DropCa => "drop_ca",
+        AgentRequest::Adopt { .. } => "adopt",
+        AgentRequest::SignCertificate { .. } => "sign_certificate",
+    }
+}
+
 /// How often a command that lost a race with another commit is run again (B6: nothing was
 /// committed, so running it again is safe).
 const MAX_ATTEMPTS: usize = 8;
@@ -1406,6 +1614,31 @@ async fn scheduler<S: Storage + 'static>(shared: Arc<Shared<S>>, mut stop: watch
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shared.wake_schedule.notified() => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Wakes the scheduled work and the server's own agent when the zone changed under this
+/// process (D1: a commit by another zoned or a frontend sharing the store), so that each
+/// server follows an operation another one started or moved within
+/// [`Limits::watch_interval`], not its longer timers.
+async fn watch_store<S: Storage + 'static>(
+    shared: Arc<Shared<S>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen: Option<Option<u64>> = None;
+    loop {
+        let s = shared.clone();
+        if let Ok(Ok(mark)) = tokio::task::spawn_blocking(move || s.svc.change_mark()).await {
+            if seen.is_some_and(|m| m != mark) {
+                shared.wake_schedule.notify_one();
+                shared.wake_agent.notify_one();
+            }
+            seen = Some(mark);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(shared.limits.watch_interval) => {}
             () = stopped(&mut stop) => return,
         }
     }
