@@ -13,6 +13,17 @@
 //!   otherwise `certConf` answered by `pkiConf`.
 //! - A repeated transactionID of the same member gets the same certificate again, never a
 //!   second one (the transaction is recorded in the commit that issues it).
+//! - E2, staged operations: during a Remint CA or Change CA, `genm` rootCaKeyUpdate gives the
+//!   future CA (newWithNew) and the bridge (newWithOld, B1); once the update is assigned and
+//!   until activation, a `kur` gets the member's *future* certificate, issued by the future CA
+//!   and valid from issuance, with the future CA and the bridge in extraCerts and both CAs in
+//!   caPubs. Both answers carry the activation time as `activation: <RFC 3339>` in the header's
+//!   freeText (CMP has no field for it). The client keeps its current key and certificate
+//!   until then by its own clock (N5), then switches to the new ones and trusts the future CA.
+//!   The member counts as `applied` (staged) from the commit that issued the future
+//!   certificate, and as `activated` once a request after activation is signed by a
+//!   certificate of the new CA (`recovered` when it had missed the update and re-keys after
+//!   activation), as an agent does in `op show`, `device list` and the gate's coverage (B2).
 //! - Anything refused is answered by an `error` message with a PKIFailureInfo and a text, and
 //!   returned as a [`Refusal`] for the audit (N3). An error is MAC-protected when the request's
 //!   MAC was verified, unprotected otherwise (the client cannot be answered with a secret it
