@@ -294,11 +294,13 @@ fn answer<S: Storage, T: Transport, C: Clock>(
         BodyType::CertConf => {
             // The certConf of a kur, signed like it.
             let (member, protecting) = verify_signature_protection(svc, msg)?;
-            svc.cmp_authenticated(&member, &protecting)?;
             let credential = credential.ok_or(CmpError::Unsupported {
                 what: "a signed certConf on a server without its own credential".into(),
             })?;
-            Ok((confirm(svc, msg, &member, Protect::Sign(credential))?, None))
+            let out = confirm(svc, msg, &member, Protect::Sign(credential))?;
+            // E2: counted once the request is answered, so a refusal changes nothing.
+            svc.cmp_authenticated(&member, &protecting)?;
+            Ok((out, None))
         }
         BodyType::Genm if is_mac_protected(msg) => {
             let v = verify_mac(svc, msg)?;
@@ -308,11 +310,13 @@ fn answer<S: Storage, T: Transport, C: Clock>(
         }
         BodyType::Genm => {
             let (member, protecting) = verify_signature_protection(svc, msg)?;
-            svc.cmp_authenticated(&member, &protecting)?;
             let credential = credential.ok_or(CmpError::Unsupported {
                 what: "a signed genm on a server without its own credential".into(),
             })?;
-            Ok((general(svc, msg, Protect::Sign(credential))?, None))
+            let out = general(svc, msg, Protect::Sign(credential))?;
+            // E2: counted once the request is answered, so a refusal changes nothing.
+            svc.cmp_authenticated(&member, &protecting)?;
+            Ok((out, None))
         }
         BodyType::Kur => {
             let (member, protecting) = verify_signature_protection(svc, msg)?;

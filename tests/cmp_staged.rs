@@ -27,9 +27,10 @@ use zonepki::cmp::asn1::{self, BodyType, CertRepMessage, InfoTypeAndValue, PkiHe
 use zonepki::cmp::{CmpAnswer, SigningCredential};
 use zonepki::csr::{CsrRequest, CsrSubject, build_csr};
 use zonepki::key::{KeyError, KeySpec, PrivateKey, Signer};
+use zonepki::ops::ActivationRequest;
 use zonepki::ops::gate::{Gate, ServerQuota};
-use zonepki::ops::{ActivationRequest, OpKind};
 use zonepki::protocol::EnrollRequest;
+use zonepki::service::{ChangeCaRequest, ChangeCaTarget};
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
 use zonepki::view::{DeviceQuery, UpdateStatus};
@@ -76,9 +77,19 @@ struct Zone {
     chain: Vec<CertificateDer>,
 }
 
-/// The zone of tests/ops.rs (with bridges), dev-1 enrolled with a token, and a Remint CA
-/// (activation 30 days on) assigned to every member; `gate` makes it coverage-gated (B2).
-fn zone(gate: bool) -> Zone {
+/// The CA operation a test runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    RemintCa,
+    /// A Remint CA with a coverage gate (B2): 100% of the devices.
+    GatedRemintCa,
+    /// A Change CA to a new internal CA on ps2 (CI1): ps2's agent holds the future CA key.
+    ChangeCaToPs2,
+}
+
+/// The zone of tests/ops.rs (with bridges), dev-1 enrolled with a token, and a CA operation
+/// (activation 30 days on) assigned to every member.
+fn zone(op: Op) -> Zone {
     let store: Store = Arc::new(MemoryStore::new());
     let spec = Spec {
         bridges: true,
@@ -107,18 +118,32 @@ fn zone(gate: bool) -> Zone {
         .unwrap()
         .chain;
     let activation = t(T0).plus(Duration::from_secs(30 * 86400));
-    let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
-    req.activation = ActivationRequest::At(activation);
-    if gate {
-        req = req.with_gate(Gate::new(
-            100,
-            ServerQuota::AtLeast {
-                primary: 0,
-                auth_satellite: 0,
-            },
-        ));
+    if op == Op::ChangeCaToPs2 {
+        sim.svc
+            .start_change_ca(ChangeCaRequest::new(
+                ChangeCaTarget::Internal {
+                    server: sim::fq(sim::PS2),
+                    common_name: Some("Sim Zone 2".into()),
+                    key: KeySpec::P256,
+                    validity: 5.try_into().unwrap(),
+                },
+                ActivationRequest::At(activation),
+            ))
+            .unwrap();
+    } else {
+        let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
+        req.activation = ActivationRequest::At(activation);
+        if op == Op::GatedRemintCa {
+            req = req.with_gate(Gate::new(
+                100,
+                ServerQuota::AtLeast {
+                    primary: 0,
+                    auth_satellite: 0,
+                },
+            ));
+        }
+        sim.svc.start_remint_ca(req).unwrap();
     }
-    sim.svc.start_remint_ca(req).unwrap();
     sim.svc.assign_now().unwrap();
     Zone {
         sim,
@@ -154,10 +179,32 @@ impl Zone {
 
     fn future_and_bridge(&self) -> (CertificateDer, CertificateDer) {
         let op = self.sim.svc.op().unwrap().unwrap();
-        let OpKind::RemintCa { future_ca, .. } = &op.kind else {
-            panic!("a Remint CA runs")
-        };
-        (future_ca.clone(), op.kind.bridge().unwrap().clone())
+        (
+            op.kind.future_ca().unwrap().clone(),
+            op.kind.bridge().unwrap().clone(),
+        )
+    }
+
+    /// The audit entries' details, in order, with their events.
+    fn audit(&self) -> Vec<(String, serde_json::Value)> {
+        let d = self.sim.svc.dump().unwrap();
+        let mut entries: Vec<(String, serde_json::Value)> = d
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("audit/") && *k != "audit/head")
+            .map(|(k, v)| (k.clone(), v["value"].clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+            .into_iter()
+            .map(|(_, v)| {
+                (
+                    v["event"].as_str().unwrap().to_string(),
+                    v["detail"].clone(),
+                )
+            })
+            .collect()
     }
 
     /// The serial-number records: one per certificate issued (S3).
@@ -270,7 +317,7 @@ fn kup(answer: &CmpAnswer) -> (Certificate, Option<String>) {
 
 #[test]
 fn a_kur_during_a_remint_ca_gets_the_future_certificate_and_counts_as_staged_e2() {
-    let z = zone(true);
+    let z = zone(Op::GatedRemintCa);
     let now = z.sim.svc.now();
     assert_eq!(z.status(), "assigned");
     let gate = |z: &Zone| {
@@ -287,6 +334,7 @@ fn a_kur_during_a_remint_ca_gets_the_future_certificate_and_counts_as_staged_e2(
     };
     let applied_before = gate(&z);
     let serials = z.serials();
+    let audited = z.audit().len();
 
     let new_key = PrivateKey::generate(KeySpec::P256).unwrap();
     let tid = [1u8; 16];
@@ -331,6 +379,12 @@ fn a_kur_during_a_remint_ca_gets_the_future_certificate_and_counts_as_staged_e2(
     );
     assert_eq!(gate(&z), applied_before + 1);
     assert_eq!(z.serials(), serials + 1);
+    let audit = z.audit();
+    assert_eq!(audit.len(), audited + 1, "one commit: {audit:?}");
+    let (event, detail) = audit.last().unwrap();
+    assert_eq!(event, "member.renew");
+    assert_eq!(detail["status"], "applied");
+    assert_eq!(detail["activation"], z.activation.to_string());
 
     // The same transactionID again: the same certificate, nothing committed (no second
     // serial, no second status change, no audit entry).
@@ -342,7 +396,7 @@ fn a_kur_during_a_remint_ca_gets_the_future_certificate_and_counts_as_staged_e2(
 
 #[test]
 fn after_activation_a_request_signed_with_the_future_certificate_counts_as_activated_e2() {
-    let z = zone(false);
+    let z = zone(Op::RemintCa);
     let staged_key = PrivateKey::generate(KeySpec::P256).unwrap();
     let (future_cert, _) = kup(&z.respond(&kur([2; 16], &z.key, &z.chain, &staged_key)));
     let future_chain = vec![future_cert.der().clone()];
@@ -387,7 +441,7 @@ fn after_activation_a_request_signed_with_the_future_certificate_counts_as_activ
 
 #[test]
 fn after_activation_a_signed_genm_with_the_future_certificate_counts_as_activated_e2() {
-    let z = zone(false);
+    let z = zone(Op::RemintCa);
     let staged_key = PrivateKey::generate(KeySpec::P256).unwrap();
     let (future_cert, _) = kup(&z.respond(&kur([5; 16], &z.key, &z.chain, &staged_key)));
     let future_chain = vec![future_cert.der().clone()];
@@ -412,7 +466,7 @@ fn after_activation_a_signed_genm_with_the_future_certificate_counts_as_activate
 
 #[test]
 fn a_device_that_missed_the_update_and_rekeys_after_activation_is_recovered_e2() {
-    let z = zone(false);
+    let z = zone(Op::RemintCa);
     z.sim.clock.set(z.activation);
     let new_key = PrivateKey::generate(KeySpec::P256).unwrap();
     let (cert, _) = kup(&z.respond(&kur([8; 16], &z.key, &z.chain, &new_key)));
@@ -469,4 +523,41 @@ fn a_kur_while_the_update_replicates_gets_a_current_certificate_and_no_status_e2
     let old = Certificate::try_from(&z.old_ca).unwrap();
     verify_chain(&cert, &[], std::slice::from_ref(&old), z.sim.svc.now()).unwrap();
     assert_eq!(z.status(), "not assigned");
+}
+
+#[test]
+fn a_kur_during_a_change_ca_to_internal_gets_the_new_ca_servers_certificate_e2() {
+    // CI1: the future CA's key is on ps2's agent, which signs the future certificate.
+    let z = zone(Op::ChangeCaToPs2);
+    let now = z.sim.svc.now();
+    let new_key = PrivateKey::generate(KeySpec::P256).unwrap();
+    let (cert, text) = kup(&z.respond(&kur([10; 16], &z.key, &z.chain, &new_key)));
+    let (future, bridge) = z.future_and_bridge();
+    let future = Certificate::try_from(&future).unwrap();
+    assert_eq!(future.common_name().as_deref(), Some("Sim Zone 2"));
+    verify_chain(&cert, &[], std::slice::from_ref(&future), now).unwrap();
+    let old = Certificate::try_from(&z.old_ca).unwrap();
+    let bridge = Certificate::try_from(&bridge).unwrap();
+    verify_chain(
+        &cert,
+        std::slice::from_ref(&bridge),
+        std::slice::from_ref(&old),
+        now,
+    )
+    .unwrap();
+    assert_eq!(text, Some(format!("activation: {}", z.activation)));
+    assert_eq!(z.status(), "applied");
+}
+
+#[test]
+fn an_ignored_device_gets_a_current_certificate_and_stays_ignored_e2() {
+    // O5: "ignore device" takes it out of the update; a kur does not bring it back.
+    let z = zone(Op::RemintCa);
+    z.sim.svc.ignore(&[DEVICE.to_string()]).unwrap();
+    let new_key = PrivateKey::generate(KeySpec::P256).unwrap();
+    let (cert, text) = kup(&z.respond(&kur([11; 16], &z.key, &z.chain, &new_key)));
+    assert_eq!(text, None);
+    let old = Certificate::try_from(&z.old_ca).unwrap();
+    verify_chain(&cert, &[], std::slice::from_ref(&old), z.sim.svc.now()).unwrap();
+    assert_eq!(z.status(), "ignored");
 }
