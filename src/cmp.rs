@@ -13,6 +13,17 @@
 //!   otherwise `certConf` answered by `pkiConf`.
 //! - A repeated transactionID of the same member gets the same certificate again, never a
 //!   second one (the transaction is recorded in the commit that issues it).
+//! - E2, staged operations: during a Remint CA or Change CA, `genm` rootCaKeyUpdate gives the
+//!   future CA (newWithNew) and the bridge (newWithOld, B1); once the update is assigned and
+//!   until activation, a `kur` gets the member's *future* certificate, issued by the future CA
+//!   and valid from issuance, with the future CA and the bridge in extraCerts and both CAs in
+//!   caPubs. Both answers carry the activation time as `activation: <RFC 3339>` in the header's
+//!   freeText (CMP has no field for it). The client keeps its current key and certificate
+//!   until then by its own clock (N5), then switches to the new ones and trusts the future CA.
+//!   The member counts as `applied` (staged) from the commit that issued the future
+//!   certificate, and as `activated` once a request after activation is signed by a
+//!   certificate of the new CA (`recovered` when it had missed the update and re-keys after
+//!   activation), as an agent does in `op show`, `device list` and the gate's coverage (B2).
 //! - Anything refused is answered by an `error` message with a PKIFailureInfo and a text, and
 //!   returned as a [`Refusal`] for the audit (N3). An error is MAC-protected when the request's
 //!   MAC was verified, unprotected otherwise (the client cannot be answered with a secret it
@@ -282,11 +293,14 @@ fn answer<S: Storage, T: Transport, C: Clock>(
         }
         BodyType::CertConf => {
             // The certConf of a kur, signed like it.
-            let member = verify_signature_protection(svc, msg)?;
+            let (member, protecting) = verify_signature_protection(svc, msg)?;
             let credential = credential.ok_or(CmpError::Unsupported {
                 what: "a signed certConf on a server without its own credential".into(),
             })?;
-            Ok((confirm(svc, msg, &member, Protect::Sign(credential))?, None))
+            let out = confirm(svc, msg, &member, Protect::Sign(credential))?;
+            // E2: counted once the request is answered, so a refusal changes nothing.
+            svc.cmp_authenticated(&member, &protecting)?;
+            Ok((out, None))
         }
         BodyType::Genm if is_mac_protected(msg) => {
             let v = verify_mac(svc, msg)?;
@@ -295,18 +309,24 @@ fn answer<S: Storage, T: Transport, C: Clock>(
             Ok((general(svc, msg, Protect::Mac(v))?, None))
         }
         BodyType::Genm => {
-            verify_signature_protection(svc, msg)?;
+            let (member, protecting) = verify_signature_protection(svc, msg)?;
             let credential = credential.ok_or(CmpError::Unsupported {
                 what: "a signed genm on a server without its own credential".into(),
             })?;
-            Ok((general(svc, msg, Protect::Sign(credential))?, None))
+            let out = general(svc, msg, Protect::Sign(credential))?;
+            // E2: counted once the request is answered, so a refusal changes nothing.
+            svc.cmp_authenticated(&member, &protecting)?;
+            Ok((out, None))
         }
         BodyType::Kur => {
-            let member = verify_signature_protection(svc, msg)?;
+            let (member, protecting) = verify_signature_protection(svc, msg)?;
             let credential = credential.ok_or(CmpError::Unsupported {
                 what: "kur on a server without its own credential".into(),
             })?;
-            Ok((rekey(svc, msg, &member, credential)?, Some(member)))
+            Ok((
+                rekey(svc, msg, &member, &protecting, credential)?,
+                Some(member),
+            ))
         }
         other => Err(CmpError::Unsupported {
             what: format!("the body type {other:?}"),
@@ -579,6 +599,10 @@ fn confirm<S: Storage, T: Transport, C: Clock>(
     protected_reply(svc, msg, protect, &body, &[], false)
 }
 
+/// ip, cp or kup with the transaction's certificate, its chain in extraCerts and the trust
+/// in caPubs. For a future certificate (E2) the chain is the certificate, the future CA and
+/// the bridge (B1), caPubs the current and the future CA, and the header's freeText
+/// `activation: <RFC 3339>`.
 fn certificate_reply<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
@@ -612,7 +636,10 @@ fn certificate_reply<S: Storage, T: Transport, C: Clock>(
         &rep.to_der().map_err(asn1::malformed("CertRepMessage"))?,
     )?;
     let extra: Vec<Vec<u8>> = txn.chain.iter().map(|c| c.as_bytes().to_vec()).collect();
-    protected_reply(svc, msg, protect, &body, &extra, implicit)
+    // E2: a future certificate says when it becomes the one to use, as the genp of a
+    // rootCaKeyUpdate does.
+    let text = txn.activation.map(|at| format!("activation: {at}"));
+    protected_reply_with_text(svc, msg, protect, &body, &extra, implicit, text)
 }
 
 /// A reply to `msg` (header fields echoed as RFC 4210 5.1.1 says), MAC-protected with the
@@ -716,11 +743,11 @@ fn protected_reply_with_text<S: Storage, T: Transport, C: Clock>(
 
 /// Checks a signature protection (kur, RFC 9483 4.1.3): the first of extraCerts is a member's
 /// credential valid now under the zone's accepted anchors (N4, B7), and its key signed the
-/// message. Returns the member it names.
+/// message. Returns the member it names and the certificate.
 fn verify_signature_protection<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
-) -> Result<String, CmpError> {
+) -> Result<(String, Certificate), CmpError> {
     let alg = match &msg.header.protection_alg {
         Some(a) if a.oid != asn1::PASSWORD_BASED_MAC => a,
         _ => {
@@ -754,15 +781,19 @@ fn verify_signature_protection<S: Storage, T: Transport, C: Clock>(
         .map_err(|e| CmpError::BadProtection {
             reason: e.to_string(),
         })?;
-    crate::service::credential_member(&leaf)
-        .ok_or_else(|| untrusted("the protecting certificate names no member".into()))
+    let member = crate::service::credential_member(&leaf)
+        .ok_or_else(|| untrusted("the protecting certificate names no member".into()))?;
+    Ok((member, leaf))
 }
 
-/// kur: a new certificate for a new key of the member whose credential signed the request.
+/// kur: a new certificate for a new key of the member whose credential (`protecting`) signed
+/// the request; during a staged CA operation its future certificate (E2, see
+/// [`certificate_reply`]).
 fn rekey<S: Storage, T: Transport, C: Clock>(
     svc: &ZoneService<S, T, C>,
     msg: &PkiMessage,
     member: &str,
+    protecting: &Certificate,
     credential: SigningCredential<'_>,
 ) -> Result<Vec<u8>, CmpError> {
     let tid = transaction_id(msg)?;
@@ -787,11 +818,6 @@ fn rekey<S: Storage, T: Transport, C: Clock>(
             what: format!("{} certificate requests in one message", reqs.len()),
         });
     };
-    let protecting = msg
-        .extra_certs
-        .first()
-        .and_then(|c| Certificate::from_der(c).ok())
-        .ok_or(CmpError::UnknownTransaction)?;
     // The request may name only the member that signed it: by the certificate to update
     // (oldCertID) and by the subject asked for.
     if let Some(serial) = &req.old_cert_serial
@@ -816,7 +842,7 @@ fn rekey<S: Storage, T: Transport, C: Clock>(
         }
     }
     let spki = pop_checked_key(req)?;
-    let txn = svc.cmp_rekey(member, spki, tid, req.cert_req_id, implicit)?;
+    let txn = svc.cmp_rekey(member, spki, tid, req.cert_req_id, implicit, protecting)?;
     certificate_reply(svc, msg, protect, BodyType::Kup, &txn, implicit)
 }
 

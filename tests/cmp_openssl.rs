@@ -156,7 +156,11 @@ fn new_key(dir: &Path, name: &str) -> PathBuf {
 
 /// `openssl cmp` against the server over TLS (server authentication only), with `args`.
 fn cmp(z: &Zone, server: &Running, path: &str, args: &[&str]) -> (bool, String) {
-    let ca = z.ca_pem();
+    cmp_trusting(server, &z.ca_pem(), path, args)
+}
+
+/// [`cmp`] with the TLS trust anchors in `ca` (a PEM file).
+fn cmp_trusting(server: &Running, ca: &Path, path: &str, args: &[&str]) -> (bool, String) {
     let mut cmd: Command = tool("openssl");
     cmd.args([
         "cmp",
@@ -832,4 +836,265 @@ fn openssl_cmp_cr_with_the_registration_token() {
     assert!(out.contains("received CP"), "{out}");
     verify(&z.ca_pem(), &cert);
     assert_eq!(der_of(&cert).common_name().as_deref(), Some(DEVICE));
+}
+
+/// `openssl verify -x509_strict` of `cert` against `ca` with `untrusted` intermediates; whether
+/// it verified, and openssl's output.
+fn verify_through(ca: &Path, untrusted: &Path, cert: &Path) -> (bool, String) {
+    let (ok, out) = run(tool("openssl").args([
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-untrusted",
+        untrusted.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]));
+    (ok && out.contains(": OK"), out)
+}
+
+/// `member`'s status in `op show` and in `device list`, which must agree.
+fn member_status(z: &Zone, member: &str) -> String {
+    let v = z.sim.svc.op_show().unwrap();
+    let shown = z.sim.status(&v, member);
+    let listed = z
+        .sim
+        .svc
+        .device_list(&zonepki::view::DeviceQuery::all())
+        .unwrap()
+        .devices
+        .into_iter()
+        .find(|d| d.name == member)
+        .unwrap()
+        .update_status
+        .to_string();
+    assert_eq!(shown, listed, "op show and device list");
+    shown
+}
+
+/// The serial-number records of certificates issued to `member` (S3: one per certificate).
+/// zoned's own agent gets its certificates meanwhile: they are not counted.
+fn serials(store: &Store, member: &str) -> usize {
+    let d = dump(store.as_ref()).unwrap();
+    d.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("serial/") && v["value"]["subject"] == format!("CN={member}")
+        })
+        .count()
+}
+
+/// E2 with the independent client: during a Remint CA, `openssl cmp -cmd kur` signed by the
+/// device's current credential gets its future certificate, which chains to the future CA and,
+/// through the bridge in extraCerts, to the CA the device trusts now (B1), both under
+/// `openssl verify -x509_strict`; the kup's freeText carries the activation time; the device
+/// counts as staged (`applied`) in `op show` and `device list`; the same request again (the
+/// same transactionID) issues nothing. After the activation (zoned's scheduled work, on the
+/// wall clock, N6), a kur signed with the future certificate gets a certificate of the new CA
+/// and the device counts as `activated`.
+#[cfg_attr(
+    not(zonepki_has_openssl),
+    ignore = "needs openssl on PATH (apt-get install openssl); .ci/run installs it"
+)]
+#[test]
+fn openssl_cmp_kur_during_a_remint_ca_gets_the_future_certificate_and_activates() {
+    use der::Decode;
+    let z = zone();
+    // dev-1 enrols (in process, with a key and CSR openssl made) before zoned runs, and the
+    // Remint CA starts then too (the simulation's agents and zoned's own agent must not write
+    // the same member directory at once).
+    let key = new_key(z.dir.path(), "dev-key.pem");
+    let csr = z.path("dev.csr");
+    let (ok, out) = run(tool("openssl").args([
+        "req",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-subj",
+        &format!("/CN={DEVICE}"),
+        "-outform",
+        "DER",
+        "-out",
+        csr.to_str().unwrap(),
+    ]));
+    assert!(ok, "{out}");
+    let token = zonepki::protocol::RegistrationToken::parse(&z.token(DEVICE)).unwrap();
+    let enrolment = z
+        .sim
+        .svc
+        .enroll(&zonepki::protocol::EnrollRequest::new(
+            DEVICE,
+            token,
+            std::fs::read(&csr).unwrap(),
+        ))
+        .unwrap();
+    let cert = z.path("dev-cert.pem");
+    std::fs::write(&cert, enrolment.chain[0].to_pem()).unwrap();
+    let old_ca = z.path("old-ca.pem");
+    std::fs::write(&old_ca, z.sim.svc.zone().unwrap().ca_certificate.to_pem()).unwrap();
+    // The activation is on the wall clock (zoned's): far enough for the staging half of the
+    // test to run before it.
+    let activation = Timestamp::now_utc().plus(Duration::from_secs(20));
+    let mut req = sim::remint_ca("2030-01-01T00:00:00Z");
+    req.activation = zonepki::ops::ActivationRequest::At(activation);
+    z.sim.svc.start_remint_ca(req).unwrap();
+    // Inside the cut-off "assign now" is refused (O7): the content reaches every content
+    // server, which assigns the update (O3, O4).
+    let pending: Vec<zonepki::zone::Fqdn> = z
+        .sim
+        .svc
+        .op()
+        .unwrap()
+        .unwrap()
+        .replication
+        .into_iter()
+        .filter(|(_, r)| *r == zonepki::ops::Replication::Pending)
+        .map(|(s, _)| s)
+        .collect();
+    z.sim.svc.replicate(&pending).unwrap();
+    let op = z.sim.svc.op().unwrap().unwrap();
+    assert!(op.is_assigned(), "{:?}", op.state);
+    let future_ca = z.path("future-ca.pem");
+    std::fs::write(&future_ca, op.kind.future_ca().unwrap().to_pem()).unwrap();
+    let bridge = op.kind.bridge().unwrap().clone();
+    // What the device trusts for zoned's signed answers and TLS across the change: the CA it
+    // has and the future CA (rootCaKeyUpdate's newWithNew, tested above).
+    let both = z.path("old-and-future-ca.pem");
+    std::fs::write(
+        &both,
+        [
+            std::fs::read_to_string(&old_ca).unwrap(),
+            std::fs::read_to_string(&future_ca).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let server = start(&z);
+    assert_eq!(member_status(&z, DEVICE), "assigned");
+    let issued_before = serials(&z.store, DEVICE);
+
+    let kup_path = ".well-known/cmp/p/zone/keyupdate";
+    let future_key = new_key(z.dir.path(), "dev-future-key.pem");
+    let future_cert = z.path("dev-future-cert.pem");
+    let extra = z.path("extracerts.pem");
+    let capubs = z.path("capubs.pem");
+    let request = z.path("kur.der");
+    let response = z.path("kup.der");
+    let (ok, out) = cmp_trusting(
+        &server,
+        &both,
+        kup_path,
+        &[
+            "-cmd",
+            "kur",
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+            "-trusted",
+            old_ca.to_str().unwrap(),
+            "-newkey",
+            future_key.to_str().unwrap(),
+            "-implicit_confirm",
+            "-certout",
+            future_cert.to_str().unwrap(),
+            "-extracertsout",
+            extra.to_str().unwrap(),
+            "-cacertsout",
+            capubs.to_str().unwrap(),
+            "-reqout",
+            request.to_str().unwrap(),
+            "-rspout",
+            response.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd kur during the Remint CA: {out}");
+    // E2: the activation time, in the kup's freeText.
+    let kup = PkiMessage::from_der(&std::fs::read(&response).unwrap()).unwrap();
+    assert_eq!(kup.body_type, BodyType::Kup);
+    assert_eq!(
+        kup.header.free_text.clone().map(|t| t.join(" ")),
+        Some(format!("activation: {activation}")),
+        "a kup before the activation ({activation}) says when it is"
+    );
+    // The future certificate chains to the future CA, and through the bridge (extraCerts,
+    // untrusted) to the CA the device trusts now; not to the current CA alone.
+    verify(&future_ca, &future_cert);
+    let extra_pem = std::fs::read_to_string(&extra).unwrap();
+    assert!(extra_pem.contains(bridge.to_pem().trim()), "{extra_pem}");
+    let bridge_pem = z.path("bridge.pem");
+    std::fs::write(&bridge_pem, bridge.to_pem()).unwrap();
+    let (ok, out) = verify_through(&old_ca, &bridge_pem, &future_cert);
+    assert!(ok, "through the bridge: {out}");
+    let (ok, _) = verify_through(&old_ca, &old_ca, &future_cert);
+    assert!(
+        !ok,
+        "a future certificate does not chain to the current CA alone"
+    );
+    assert_eq!(der_of(&future_cert).common_name().as_deref(), Some(DEVICE));
+    // caPubs: the current and the future CA.
+    assert_eq!(
+        std::fs::read_to_string(&capubs)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
+    // Counted as staged, in the commit that issued one certificate.
+    assert_eq!(member_status(&z, DEVICE), "applied");
+    assert_eq!(serials(&z.store, DEVICE), issued_before + 1);
+
+    // The same request again (its transactionID recorded): the same certificate, nothing new.
+    let replay = std::fs::read(&request).unwrap();
+    let (status, body) = post(&z, &server, replay.len(), &replay);
+    assert_eq!(status, 200);
+    let again = PkiMessage::from_der(&body).unwrap();
+    assert_eq!(again.body_type, BodyType::Kup);
+    let rep = zonepki::cmp::asn1::CertRepMessage::from_der(&again.body).unwrap();
+    let cert_again = rep.response[0].certified_key_pair.as_ref().unwrap();
+    assert_eq!(
+        cert_again.cert.value(),
+        der_of(&future_cert).der().as_bytes()
+    );
+    assert_eq!(serials(&z.store, DEVICE), issued_before + 1);
+    assert_eq!(member_status(&z, DEVICE), "applied");
+
+    // The activation, by zoned's scheduled work at its time (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while z.sim.svc.op().unwrap().unwrap().state.name() != "activated" {
+        assert!(
+            Instant::now() < deadline,
+            "zoned did not activate by {activation}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(member_status(&z, DEVICE), "applied", "not switched yet");
+
+    // A kur signed with the future certificate: a certificate of the new CA; activated.
+    let next_key = new_key(z.dir.path(), "dev-next-key.pem");
+    let next_cert = z.path("dev-next-cert.pem");
+    let (ok, out) = cmp_trusting(
+        &server,
+        &both,
+        kup_path,
+        &[
+            "-cmd",
+            "kur",
+            "-cert",
+            future_cert.to_str().unwrap(),
+            "-key",
+            future_key.to_str().unwrap(),
+            "-trusted",
+            both.to_str().unwrap(),
+            "-newkey",
+            next_key.to_str().unwrap(),
+            "-certout",
+            next_cert.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "openssl cmp -cmd kur after the activation: {out}");
+    verify(&future_ca, &next_cert);
+    assert_eq!(member_status(&z, DEVICE), "activated");
+    assert_eq!(serials(&z.store, DEVICE), issued_before + 2);
 }

@@ -257,6 +257,24 @@ impl MemberUpdate {
         true
     }
 
+    /// A CMP client's kur was answered with its future certificate (`chain`, leaf first, E2):
+    /// it holds the future CA and its future key and certificate, so it is staged as an agent
+    /// that applied the update is. A later kur before activation replaces the certificate
+    /// (the client keeps the newest key); the status stays applied.
+    pub fn cmp_staged(&mut self, chain: Vec<CertificateDer>) -> bool {
+        if !matches!(
+            self.phase(),
+            Phase::Assigned | Phase::Fetching | Phase::Applied
+        ) {
+            return false;
+        }
+        let changed = self.future_chain != chain || self.status != MemberStatus::Applied;
+        self.future_chain = chain;
+        self.status = MemberStatus::Applied;
+        self.reason = None;
+        changed
+    }
+
     /// The member failed to apply the update (O5), or its certificate could not be made
     /// (`cert` says how, SR4). With `key_lost` the key its future certificate was for is gone,
     /// so the certificate goes too.
@@ -403,5 +421,30 @@ mod tests {
         assert!(!m.ignore());
         assert!(!m.staged() && !m.recovered());
         assert!(!m.is_stranded(), "an ignored member is not stranded");
+    }
+
+    #[test]
+    fn a_cmp_client_stages_with_its_future_certificate_e2() {
+        let cert = |b: u8| crate::cert::CertificateDer::from_vec(vec![b]);
+        let mut m = u();
+        assert!(m.cmp_staged(vec![cert(1)]));
+        assert_eq!(m.phase(), Phase::Applied);
+        assert!(
+            !m.cmp_staged(vec![cert(1)]),
+            "the same answer again changes nothing"
+        );
+        assert!(
+            m.cmp_staged(vec![cert(2)]),
+            "a second kur replaces the certificate"
+        );
+        assert_eq!(m.future_chain, vec![cert(2)]);
+        assert!(m.switched());
+        assert!(!m.cmp_staged(vec![cert(3)]), "not after the switch");
+        let mut m = u();
+        assert!(m.ignore());
+        assert!(
+            !m.cmp_staged(vec![cert(1)]),
+            "an ignored member stays out of the update"
+        );
     }
 }

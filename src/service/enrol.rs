@@ -13,6 +13,8 @@ use crate::cert::{Certificate, CertificateDer};
 use crate::clock::{Clock, Timestamp};
 use crate::csr::VerifiedCsr;
 use crate::error::Error;
+use crate::ops::update::{self, MemberUpdate, Phase};
+use crate::ops::{OpState, Operation};
 use crate::protocol::{EnrollRequest, Enrolment, ProtocolError, RegistrationToken, RenewRequest};
 use crate::store::{Expect, Storage, Write};
 use crate::transport::Transport;
@@ -453,6 +455,39 @@ pub(crate) struct CmpTransaction {
     pub(crate) trust: Vec<CertificateDer>,
     /// Whether the client confirmed it (certConf, or implicitly).
     pub(crate) confirmed: bool,
+    /// E2: the certificate is a future one, issued by the future CA of a running Remint CA or
+    /// Change CA; the client switches to it at this activation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) activation: Option<Timestamp>,
+}
+
+/// What a kur does to the member's update record in a running CA operation (E2).
+enum Rekey {
+    /// Nothing: no CA operation runs, it is not assigned yet, an external CA will issue the
+    /// future certificates, or the member is out of the update: a certificate of the current CA.
+    Current,
+    /// Assigned, not yet activated: the future certificate, and the member counts as staged.
+    Future(OpUpdate),
+    /// Activated: a certificate of the (new) current CA; the member's record changes as `OpUpdate`
+    /// says (switched, or recovered).
+    After(OpUpdate),
+}
+
+/// A member's update record in the running operation, as read (B6) and as it is to be written.
+struct OpUpdate {
+    op: Operation,
+    version: Option<u64>,
+    update: MemberUpdate,
+}
+
+impl OpUpdate {
+    fn write(&self) -> Write {
+        Write::put(
+            update::key(self.op.id, &self.update.name),
+            self.version.map_or(Expect::Absent, Expect::Version),
+            encode(&self.update),
+        )
+    }
 }
 
 fn cmp_key(transaction_id: &[u8]) -> String {
@@ -498,13 +533,22 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             transaction_id,
             cert_req_id,
             confirmed,
-            true,
+            None,
         )
     }
 
-    /// Re-keys `member` by CMP (kur, E1): its current credential signed the request (checked
-    /// by the caller, with the member it names), the new key's possession proven by the POP.
-    /// A server whose certificate the zone manages is refused, as by [`Self::renew`].
+    /// Re-keys `member` by CMP (kur, E1): its current credential `protecting` signed the
+    /// request (checked by the caller, with the member it names), the new key's possession
+    /// proven by the POP. A server whose certificate the zone manages is refused, as by
+    /// [`Self::renew`].
+    ///
+    /// During a Remint CA or Change CA to an internal CA (E2), once the update is assigned
+    /// (O4) and until activation, the certificate is the member's future one, issued by the
+    /// future CA through the agent that holds its key (as the servers' future certificates
+    /// are), and the member's update record says `applied` (staged) in the same commit. After
+    /// activation a member that had staged counts as `activated` once `protecting` was issued
+    /// by the (then) new CA, and one that had missed the update as `recovered` (the answer
+    /// carries the new CA and a certificate of it), again in the commit that issues.
     pub(crate) fn cmp_rekey(
         &self,
         member: &str,
@@ -512,6 +556,7 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         transaction_id: &[u8],
         cert_req_id: i64,
         confirmed: bool,
+        protecting: &Certificate,
     ) -> Result<CmpTransaction> {
         self.cmp_issue(
             member,
@@ -519,10 +564,105 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
             transaction_id,
             cert_req_id,
             confirmed,
-            false,
+            Some(protecting),
         )
     }
 
+    /// E2: a CMP request other than a kur (a signed genm or certConf) authenticated by
+    /// `protecting`, a credential of `member`: after activation, a member that had staged and
+    /// signs with a certificate of the new CA has switched; its update record says so (one
+    /// commit, only when it changes: a repeated request changes nothing).
+    pub(crate) fn cmp_authenticated(&self, member: &str, protecting: &Certificate) -> Result<()> {
+        let mut epoch = self.begin()?;
+        // N6: an activation that is due runs first, as before an agent's answer.
+        self.tick_with(&mut epoch)?;
+        let name = member_lookup_name(member);
+        let Some(mut u) = self.cmp_op_update(&name)? else {
+            return Ok(());
+        };
+        if !matches!(u.op.state, OpState::Activated(_))
+            || !Self::issued_by_future_ca(&u.op, protecting, self.clock.now())
+            || !u.update.switched()
+        {
+            return Ok(());
+        }
+        u.update.updated_at = self.clock.now();
+        let detail = serde_json::json!({
+            "member": name,
+            "via": "cmp",
+            "op": u.op.id,
+            "status": "activated",
+        });
+        self.commit(&mut epoch, vec![u.write()], "member.activated", detail)
+    }
+
+    /// `name`'s update record in the running Remint CA or Change CA, if one runs (a Server
+    /// Remint concerns servers only).
+    fn cmp_op_update(&self, name: &str) -> Result<Option<OpUpdate>> {
+        let Some((_, op)) = self.current_op()? else {
+            return Ok(None);
+        };
+        if !op.state.is_running() || op.kind.future_ca().is_none() {
+            return Ok(None);
+        }
+        let (version, update) = match self.member_update(&op, name)? {
+            Some((v, u)) => (Some(v), u),
+            None => (None, MemberUpdate::assigned(name, self.clock.now())),
+        };
+        Ok(Some(OpUpdate {
+            op,
+            version,
+            update,
+        }))
+    }
+
+    /// Whether `cert` was issued by `op`'s future CA (valid at `now`).
+    fn issued_by_future_ca(op: &Operation, cert: &Certificate, now: Timestamp) -> bool {
+        op.kind
+            .future_ca()
+            .and_then(|f| Certificate::try_from(f).ok())
+            .is_some_and(|future| {
+                crate::chain::verify_chain(cert, &[], std::slice::from_ref(&future), now).is_ok()
+            })
+    }
+
+    /// What a kur by `name`, authenticated by `protecting`, does in the running operation.
+    fn rekey_plan(&self, name: &str, protecting: &Certificate, now: Timestamp) -> Result<Rekey> {
+        let Some(mut u) = self.cmp_op_update(name)? else {
+            return Ok(Rekey::Current);
+        };
+        Ok(match u.op.state {
+            // O4: the update reaches CMP clients when it is assigned, as it reaches agents; an
+            // external future CA issues only the servers' certificates (CE2).
+            OpState::Assigned(_)
+                if Self::issuing_server(&u.op).is_some()
+                    && matches!(
+                        u.update.phase(),
+                        Phase::Assigned | Phase::Fetching | Phase::Applied
+                    ) =>
+            {
+                Rekey::Future(u)
+            }
+            OpState::Activated(_) => {
+                let changed = match u.update.phase() {
+                    Phase::Applied => {
+                        Self::issued_by_future_ca(&u.op, protecting, now) && u.update.switched()
+                    }
+                    Phase::Assigned | Phase::Fetching | Phase::Failed => u.update.recovered(),
+                    _ => false,
+                };
+                if changed {
+                    u.update.updated_at = now;
+                    Rekey::After(u)
+                } else {
+                    Rekey::Current
+                }
+            }
+            _ => Rekey::Current,
+        })
+    }
+
+    /// Issues by token (`protecting` is `None`: ir, cr, p10cr) or by kur.
     fn cmp_issue(
         &self,
         member: &str,
@@ -530,12 +670,16 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         transaction_id: &[u8],
         cert_req_id: i64,
         confirmed: bool,
-        by_token: bool,
+        protecting: Option<&Certificate>,
     ) -> Result<CmpTransaction> {
         let mut epoch = self.begin()?;
+        // N6: an activation that is due runs first, so the answer (which CA issues, the
+        // member's status) rests on it, as an agent's answer does.
+        self.tick_with(&mut epoch)?;
         let zone = self.zone()?;
         let now = self.clock.now();
         let name = member_lookup_name(member);
+        let by_token = protecting.is_none();
         let mut writes = Vec::new();
         if by_token {
             // The MAC keyed by the token was verified before (the caller's protection check).
@@ -556,27 +700,67 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         }
         let subject = crate::csr::CsrSubject::cn(name.as_str()).to_name()?;
         let csr = VerifiedCsr::for_proven_key(public_key, subject)?;
-        let (chain, issued) = self.issue_credential(&zone, &who, &csr, now)?;
-        writes.extend(issued);
+        let plan = match protecting {
+            Some(p) => self.rekey_plan(&name, p, now)?,
+            None => Rekey::Current,
+        };
+        let mut staged = None;
+        let (chain, trust, activation) = match plan {
+            Rekey::Future(mut u) => {
+                let (chain, issued) = self.issue_future_credential(&u.op, &name, &csr, now)?;
+                writes.extend(issued);
+                u.update.cmp_staged(chain.clone());
+                u.update.updated_at = now;
+                writes.push(u.write());
+                staged = Some((u.op.id, "applied"));
+                let (trust_now, _) = Self::trust_sets(&u.op, &zone, now);
+                (chain, trust_now, Some(u.op.activation.at))
+            }
+            Rekey::After(u) => {
+                writes.push(u.write());
+                let status = if u.update.switched {
+                    "activated"
+                } else {
+                    "recovered"
+                };
+                staged = Some((u.op.id, status));
+                let (chain, issued) = self.issue_credential(&zone, &who, &csr, now)?;
+                writes.extend(issued);
+                (chain, zone.trust_bundle(now), None)
+            }
+            Rekey::Current => {
+                let (chain, issued) = self.issue_credential(&zone, &who, &csr, now)?;
+                writes.extend(issued);
+                (chain, zone.trust_bundle(now), None)
+            }
+        };
         let txn = CmpTransaction {
             v: RECORD_VERSION,
             member: name.clone(),
             cert_req_id,
             chain,
-            trust: zone.trust_bundle(now),
+            trust,
             confirmed,
+            activation,
         };
         writes.push(Write::put(
             cmp_key(transaction_id),
             Expect::Absent,
             encode(&txn),
         ));
-        let detail = serde_json::json!({
+        let mut detail = serde_json::json!({
             "member": name,
             "via": "cmp",
             "certificate_sha256": txn.chain.first()
                 .map(|c| crate::cert::Fingerprint::sha256(c.as_bytes()).to_string()),
         });
+        if let Some((op, status)) = staged {
+            detail["op"] = op.into();
+            detail["status"] = status.into();
+        }
+        if let Some(at) = activation {
+            detail["activation"] = at.to_string().into();
+        }
         let event = if by_token {
             "member.enroll"
         } else {
@@ -584,6 +768,44 @@ impl<S: Storage, T: Transport, C: Clock> ZoneService<S, T, C> {
         };
         self.commit(&mut epoch, writes, event, detail)?;
         Ok(txn)
+    }
+
+    /// E2: `name`'s future client credential for `csr`'s key, issued by `op`'s future CA
+    /// through the agent that holds its key (the certificate server, or the new one of a
+    /// Change CA to internal), as the servers' future certificates are. Valid from now, so a
+    /// member that switches early by its own clock is accepted (N5, the zone accepts the future
+    /// CA's credentials before activation). The chain is the certificate, the future CA, and
+    /// the bridge when there is one (B1: the future CA certified by the current one). Returns
+    /// the chain and the serial-number write (S3).
+    fn issue_future_credential(
+        &self,
+        op: &Operation,
+        name: &str,
+        csr: &VerifiedCsr,
+        now: Timestamp,
+    ) -> Result<(Vec<CertificateDer>, Vec<Write>)> {
+        let (Some(future), Some(issuing)) = (op.kind.future_ca(), Self::issuing_server(op)) else {
+            return Err(EnrolmentError::ExternalCa {
+                member: name.to_string(),
+            }
+            .into());
+        };
+        let issuer = Certificate::try_from(future)?;
+        let signer = self.ca_signer(&issuing, &issuer)?;
+        let serial = Serial::random()?;
+        let leaf = issue_client_certificate(
+            &issuer,
+            &signer,
+            csr,
+            name,
+            &serial,
+            now,
+            now.plus(CREDENTIAL_VALIDITY),
+        )?;
+        let mut chain = vec![leaf.der().clone(), future.clone()];
+        chain.extend(op.kind.bridge().cloned());
+        let writes = vec![serial_write(&issuer, &serial, &leaf.subject(), now)?];
+        Ok((chain, writes))
     }
 
     /// Records that the client confirmed the certificate of `transaction_id` (certConf).
