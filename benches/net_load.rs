@@ -40,7 +40,7 @@ use zonepki::net::remote::{AdminClient, RemoteStore, RemoteTransport};
 use zonepki::ops::ActivationRequest;
 use zonepki::protocol::{self, AgentMessage, Report};
 use zonepki::service::{InitInternal, NewServer, RemintCaRequest, ZoneService};
-use zonepki::store::RedbStore;
+use zonepki::store::{RedbStore, Storage};
 use zonepki::transport::LoopbackTransport;
 use zonepki::zone::ServerRole;
 
@@ -50,6 +50,12 @@ struct Args {
     members: usize,
     concurrency: usize,
     check: bool,
+    /// A PostgreSQL server (its maintenance database's URL): the zone goes into a new database
+    /// there instead of a redb file.
+    postgres: Option<String>,
+    /// zoned processes (Primary Servers), each agent talking to one of them (round robin);
+    /// more than one needs `postgres`.
+    servers: usize,
 }
 
 fn args() -> Args {
@@ -57,6 +63,8 @@ fn args() -> Args {
         members: 10_000,
         concurrency: 256,
         check: false,
+        postgres: None,
+        servers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -64,11 +72,55 @@ fn args() -> Args {
             "--members" => a.members = it.next().unwrap().parse().unwrap(),
             "--concurrency" => a.concurrency = it.next().unwrap().parse().unwrap(),
             "--check" => a.check = true,
+            "--postgres" => a.postgres = Some(it.next().unwrap()),
+            "--servers" => a.servers = it.next().unwrap().parse().unwrap(),
             // cargo bench passes --bench.
             _ => {}
         }
     }
+    assert!(
+        a.servers >= 1 && (a.servers == 1 || a.postgres.is_some()),
+        "--servers N > 1 needs --postgres URL (several zoned share one PostgreSQL store)"
+    );
     a
+}
+
+fn ps(n: usize) -> String {
+    if n == 1 {
+        PS1.to_string()
+    } else {
+        format!("ps{n}.bench.example")
+    }
+}
+
+/// A new database on the server `url` names, for this run; its URL.
+fn new_database(url: &str) -> String {
+    let name = format!("net_load_{}", std::process::id());
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// utime + stime of every process whose command line starts with `postgres` (the server and
+/// its backends), seconds: the shared store's CPU.
+fn postgres_cpu_seconds() -> f64 {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            total += try_cpu_seconds(pid).unwrap_or(0.0);
+        }
+    }
+    total
 }
 
 /// zoned, killed on every path.
@@ -100,15 +152,14 @@ fn build_zoned() -> PathBuf {
         .expect("cargo reports the zoned executable")
 }
 
-fn start_zoned(bin: &Path, dir: &Path) -> (Zoned, u16) {
-    let log = std::fs::File::create(dir.join("zoned.log")).unwrap();
+fn start_zoned(bin: &Path, dir: &Path, store: &str, fqdn: &str) -> (Zoned, u16) {
+    let log = std::fs::File::create(dir.join(format!("zoned-{fqdn}.log"))).unwrap();
     let mut child = Command::new(bin)
-        .arg("--store")
-        .arg(dir.join("zone.db"))
-        .args(["--fqdn", PS1])
+        .args(["--store", store])
+        .args(["--fqdn", fqdn])
         .arg("--state")
-        .arg(dir.join("fleet").join(PS1))
-        .args(["--listen", "127.0.0.1:0"])
+        .arg(dir.join("fleet").join(fqdn))
+        .args(["--listen", "127.0.0.1:0", "--advertise-host", "127.0.0.1"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -130,14 +181,19 @@ fn start_zoned(bin: &Path, dir: &Path) -> (Zoned, u16) {
 
 /// utime + stime of `pid`, seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    try_cpu_seconds(pid).expect("the process is gone")
+}
+
+/// utime + stime of `pid`, seconds, if it still runs.
+fn try_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     // SAFETY: sysconf reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
+    Some(ticks / hz)
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -227,6 +283,12 @@ impl Lat {
 /// What one agent's exchange measured: (request type, latency) per request.
 type Samples = Vec<(&'static str, Duration)>;
 
+/// How often one message is sent at most (the first time and its retries).
+const MAX_RETRIES: usize = 20;
+
+/// Messages sent again after a retryable refusal, over the run.
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn kind(msg: &AgentMessage) -> &'static str {
     match &msg.report {
         None => "poll",
@@ -249,9 +311,29 @@ async fn converse(mut agent: Agent, url: ServerUrl) -> (Agent, Samples, bool) {
     for _ in 0..8 {
         let k = kind(&msg);
         let t = Instant::now();
-        let answer = client
-            .post_bytes(api::path::POLL, protocol::encode(&msg), api::MAX_AGENT_BODY)
-            .await;
+        // A retryable refusal (503: a commit lost to another server's, B6, more often than
+        // zoned retries it) is sent again after a pause, as an agent does; counted.
+        let mut answer = Err(None);
+        for attempt in 0..MAX_RETRIES {
+            match client
+                .post_bytes(api::path::POLL, protocol::encode(&msg), api::MAX_AGENT_BODY)
+                .await
+            {
+                Ok(b) => {
+                    answer = Ok(b);
+                    break;
+                }
+                Err(e) if e.is_retryable() && attempt + 1 < MAX_RETRIES => {
+                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let pause = 50 + u64::from(t.elapsed().subsec_nanos() % 200);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => {
+                    answer = Err(Some(e));
+                    break;
+                }
+            }
+        }
         samples.push((k, t.elapsed()));
         let Ok(bytes) = answer else {
             return (agent, samples, false);
@@ -269,14 +351,14 @@ async fn converse(mut agent: Agent, url: ServerUrl) -> (Agent, Samples, bool) {
 /// number of failed conversations.
 async fn phase(
     agents: Vec<Agent>,
-    url: &ServerUrl,
+    urls: &[ServerUrl],
     concurrency: usize,
 ) -> (Vec<Agent>, Samples, usize) {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut set = tokio::task::JoinSet::new();
-    for agent in agents {
+    for (i, agent) in agents.into_iter().enumerate() {
         let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
-        let url = url.clone();
+        let url = urls[i % urls.len()].clone();
         set.spawn(async move {
             let out = converse(agent, url).await;
             drop(permit);
@@ -374,17 +456,25 @@ fn main() {
 
     // --- Setup (not measured): the zone, its devices, their identities ---
     let setup = Instant::now();
+    let store_name = match &a.postgres {
+        Some(url) => new_database(url),
+        None => dir.path().join("zone.db").to_str().unwrap().to_string(),
+    };
     {
-        let svc = ZoneService::new(
-            RedbStore::create(dir.path().join("zone.db")).unwrap(),
-            LoopbackTransport::with_root(&fleet),
-            SystemClock,
-        );
+        let store: Box<dyn Storage> = match &a.postgres {
+            Some(_) => Box::new(zonepki::store::PostgresStore::connect(&store_name).unwrap()),
+            None => Box::new(RedbStore::create(&store_name).unwrap()),
+        };
+        let svc = ZoneService::new(store, LoopbackTransport::with_root(&fleet), SystemClock);
         svc.init_internal(InitInternal::new(
             "Bench",
             NewServer::new(PS1.parse().unwrap(), ServerRole::Primary),
         ))
         .unwrap();
+        for n in 2..=a.servers {
+            svc.add_server(NewServer::new(ps(n).parse().unwrap(), ServerRole::Primary))
+                .unwrap();
+        }
         svc.add_devices(&names, "bench").unwrap();
     }
     let ps1 = MemberDir::new(&fleet).load(PS1).unwrap();
@@ -399,9 +489,16 @@ fn main() {
         base.as_secs_f64() * 1000.0
     );
 
-    let (zoned, port) = start_zoned(&zoned_bin, dir.path());
-    let pid = zoned.0.id();
-    let url: ServerUrl = format!("https://127.0.0.1:{port}").parse().unwrap();
+    let mut zoneds = Vec::new();
+    let mut urls: Vec<ServerUrl> = Vec::new();
+    for n in 1..=a.servers {
+        let (z, port) = start_zoned(&zoned_bin, dir.path(), &store_name, &ps(n));
+        zoneds.push(z);
+        urls.push(format!("https://127.0.0.1:{port}").parse().unwrap());
+    }
+    let pids: Vec<u32> = zoneds.iter().map(|z| z.0.id()).collect();
+    let zoned_cpu = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let url = urls[0].clone();
     let token = std::fs::read_to_string(fleet.join(PS1).join("admin-token")).unwrap();
     let admin = AdminClient::connect(
         url.clone(),
@@ -420,7 +517,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = zoned_cpu();
+    let pg0 = postgres_cpu_seconds();
 
     // --- The Remint CA ---
     // The activation leaves time for staging at a conservative rate; the idle gap between the
@@ -444,12 +542,12 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (agents, mut stage_samples, failed) = rt.block_on(phase(agents, &url, a.concurrency));
+    let (agents, mut stage_samples, failed) = rt.block_on(phase(agents, &urls, a.concurrency));
     let staging = t0.elapsed();
     assert_eq!(failed, 0, "conversations failed in staging");
     let not_staged = agents.iter().filter(|a| a.staged().is_none()).count();
     assert_eq!(not_staged, 0, "members not staged");
-    let cpu_staging = cpu_seconds(pid) - cpu0;
+    let cpu_staging = zoned_cpu() - cpu0;
 
     // --- Activation: every agent switches by its own clock, then reports ---
     let wait = activation.unix() - Timestamp::now_utc().unix();
@@ -461,12 +559,13 @@ fn main() {
     for agent in &mut agents {
         assert!(agent.handle_timeout(now));
     }
-    let (_agents, act_samples, failed) = rt.block_on(phase(agents, &url, a.concurrency));
+    let (_agents, act_samples, failed) = rt.block_on(phase(agents, &urls, a.concurrency));
     let activating = t1.elapsed();
     assert_eq!(failed, 0, "conversations failed in activation");
     let view = remote.op_show().unwrap();
-    let cpu_total = cpu_seconds(pid) - cpu0;
-    let rss = peak_rss_mb(pid);
+    let cpu_total = zoned_cpu() - cpu0;
+    let pg_cpu = postgres_cpu_seconds() - pg0;
+    let rss = pids.iter().map(|p| peak_rss_mb(*p)).fold(0.0, f64::max);
 
     // --- Report ---
     let handshakes = 2 * a.members as u64;
@@ -484,8 +583,15 @@ fn main() {
         .filter(|(_, s)| *s == zonepki::view::UpdateStatus::Activated)
         .count();
     println!(
-        "\n## net_load: {} members, one zoned on redb, concurrency {}\n",
-        a.members, a.concurrency
+        "\n## net_load: {} members, {} zoned on {}, concurrency {}\n",
+        a.members,
+        a.servers,
+        if a.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "redb"
+        },
+        a.concurrency
     );
     println!("| measure | value |");
     println!("|---|---|");
@@ -525,7 +631,14 @@ fn main() {
         base.as_secs_f64() * 1000.0
     );
     println!("| overhead: zoned CPU / unavoidable handshake CPU | {ratio:.2}x (target <= 1.5x) |");
-    println!("| zoned peak RSS (VmHWM) | {rss:.0} MB (target <= 512 MB) |");
+    println!("| zoned peak RSS (VmHWM, largest process) | {rss:.0} MB (target <= 512 MB) |");
+    if a.postgres.is_some() {
+        println!("| PostgreSQL CPU (server and backends), both phases | {pg_cpu:.1} s |");
+    }
+    println!(
+        "| messages sent again after a retryable refusal (503) | {} |",
+        RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+    );
     println!("| members activated (zone's count) | {activated} |");
     let scaled = busy.as_secs_f64() * 100_000.0 / a.members as f64;
     println!(
@@ -547,5 +660,5 @@ fn main() {
             std::process::exit(1);
         }
     }
-    drop(zoned);
+    drop(zoneds);
 }

@@ -2,8 +2,8 @@
 //! N1, N3, N5, S1). Thin over `zonepki::net::agent`: argument parsing, logs and exit codes.
 //!
 //! ```text
-//! zone-agent enroll --server https://HOST:PORT --name NAME --token-file FILE --ca-sha256 FP \
-//!     --state DIR [--key p256|rsa2048|rsa3072|rsa4096]
+//! zone-agent enroll --server https://HOST:PORT [--server https://HOST2:PORT ...] --name NAME \
+//!     --token-file FILE --ca-sha256 FP --state DIR [--key p256|rsa2048|rsa3072|rsa4096]
 //! zone-agent refresh --state DIR
 //! zone-agent run --state DIR [--interval SECONDS]
 //! ```
@@ -40,9 +40,11 @@ enum Command {
     /// First contact: trust the zone CA whose SHA-256 is FP, make this member's own key and
     /// CSR (the key never leaves), enrol with the one-time token and save the member in DIR.
     Enroll {
-        /// The zone server, https://HOST:PORT.
-        #[arg(long, value_name = "URL")]
-        server: String,
+        /// The zone server, https://HOST:PORT. Repeat it to name the zone's other Primary
+        /// Servers (one store, D1): the agent enrols with the first and polls the next ones
+        /// when it cannot reach it.
+        #[arg(long, value_name = "URL", required = true)]
+        server: Vec<String>,
         /// The member's name (a server's FQDN or a device's name).
         #[arg(long)]
         name: String,
@@ -122,7 +124,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             state,
             key,
         } => {
-            let url: ServerUrl = server.parse().map_err(|e| format!("--server: {e}"))?;
+            let urls = server
+                .iter()
+                .map(|s| s.parse::<ServerUrl>().map_err(|e| format!("--server: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let url = urls[0].clone();
             let pin: CaPin = ca_sha256.parse().map_err(|e| format!("--ca-sha256: {e}"))?;
             let bytes = Zeroizing::new(
                 zonepki::fsio::read(&token_file, MAX_TOKEN_FILE, "a token file")
@@ -143,6 +149,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .await
             .map_err(|e| e.to_string())?;
+            if urls.len() > 1 {
+                agent::AgentConfig::set_other_servers(&state, &urls[1..])
+                    .map_err(|e| e.to_string())?;
+            }
             println!(
                 "enrolled {} (certificate SHA-256 {}) in {}",
                 got.name,

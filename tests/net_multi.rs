@@ -4,8 +4,9 @@
 //! server-to-server calls), two administrators racing to start an operation on two servers
 //! (exactly one wins), a Remint CA started through ps3, the certificate server killed with
 //! SIGKILL in the middle of it: what needs it (an enrolment) is refused saying so and changes
-//! nothing, the others carry on, the activation runs exactly once with ps1 down, and ps1
-//! resumes when restarted. Then OpenSSL checks what ps2 and ps3 serve.
+//! nothing; ps2 killed too: its devices poll ps3 instead; ps3 carries on, the activation runs
+//! exactly once with ps1 and ps2 down, and both resume when restarted. Then OpenSSL checks
+//! what ps2 and ps3 serve.
 //!
 //! Every wait is bounded; every process is killed by PID on every path (`Procs`' drop).
 #![allow(clippy::unwrap_used)]
@@ -159,9 +160,18 @@ impl Zone {
         self.ports[n] = port.unwrap_or_else(|e| panic!("ps{n}: {e}\n{}", self.logs()));
     }
 
+    /// `zone-agent enroll` at ps`n`, with the other servers of `also` as its fallbacks.
     fn enroll(&self, n: usize, name: &str, state: &Path) -> Output {
-        Command::new(&self.agent)
-            .args(["enroll", "--server", &self.url(n), "--name", name])
+        self.enroll_also(n, &[], name, state)
+    }
+
+    fn enroll_also(&self, n: usize, also: &[usize], name: &str, state: &Path) -> Output {
+        let mut cmd = Command::new(&self.agent);
+        cmd.args(["enroll", "--server", &self.url(n)]);
+        for m in also {
+            cmd.args(["--server", &self.url(*m)]);
+        }
+        cmd.args(["--name", name])
             .args(["--ca-sha256", &self.fp])
             .arg("--token-file")
             .arg(self.path("tokens").join(format!("{name}.token")))
@@ -357,8 +367,10 @@ fn three_zoned_on_one_postgres_d1_d2_n6() {
     tok.extend([LATE, "--out-dir", tokens.to_str().unwrap()]);
     z.remote_ok(3, &tok);
     for (i, d) in names.iter().enumerate() {
+        // Each knows both ps2 and ps3 (D1): the first one it enrols with, the other when the
+        // first cannot be reached.
         let n = 2 + i % 2;
-        let out = z.enroll(n, d, &z.agent_dir(d));
+        let out = z.enroll_also(n, &[5 - n], d, &z.agent_dir(d));
         assert!(
             out.status.success(),
             "enroll {d} at ps{n}: {}\n{}",
@@ -500,19 +512,31 @@ fn three_zoned_on_one_postgres_d1_d2_n6() {
         "a refused enrolment changed the zone"
     );
     step("ps1 killed; an enrolment waits for it");
-    // The others carry on: the activation runs (exactly once) and every member still running
-    // reports it, through ps2 and ps3.
+    // ps2 killed too: its devices poll ps3 instead (their other server).
+    z.procs.kill(&ps(2));
+    step("ps2 killed");
+    // ps3 carries on: the activation runs (exactly once) and every device reports it.
     let v = z.wait_op(3, "activation", 80, |v| {
         v["state"] == "activated"
             && statuses(v)
                 .iter()
-                .all(|(n, s)| n == &ps(1) || n == LATE || s == "activated")
+                .all(|(n, s)| n == &ps(1) || n == &ps(2) || n == LATE || s == "activated")
     });
-    assert_eq!(z.audited(2, "op.activate"), 1, "{v:#}");
-    step("activated with ps1 down");
-    // ps1 comes back: it resumes (its own agent switches), the waiting enrolment passes now,
-    // under the new CA.
+    assert_eq!(z.audited(3, "op.activate"), 1, "{v:#}");
+    let failed_over = (1..=DEVICES)
+        .step_by(2)
+        .filter(|i| {
+            std::fs::read_to_string(z.path(&format!("agent-dev-{i}.log")))
+                .unwrap_or_default()
+                .contains("trying the next one")
+        })
+        .count();
+    assert!(failed_over > 0, "no device of ps2 polled ps3 instead");
+    step("activated with ps1 and ps2 down");
+    // ps1 and ps2 come back: they resume (their own agents switch), the waiting enrolment
+    // passes now, under the new CA.
     z.start_zoned(1);
+    z.start_zoned(2);
     z.wait_op(2, "ps1 activated", 60, |v| {
         statuses(v)
             .iter()

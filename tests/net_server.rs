@@ -233,6 +233,27 @@ fn state(store: &Store) -> serde_json::Value {
     d
 }
 
+/// [`state`] once it stopped moving: zoned's own agent and scheduled work commit beside the
+/// test (its first rounds after a start, a wake after an enrolment), so a reference taken
+/// while one of those commits is pending would blame a refusal for it. Two reads 500 ms
+/// apart must agree (bounded: 20 s).
+fn settled_state(store: &Store) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = state(store);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = state(store);
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zoned's state kept moving for 20 s"
+        );
+        last = now;
+    }
+}
+
 /// The audit entries `refused`, oldest first.
 fn refusals(store: &Store) -> Vec<serde_json::Value> {
     let d = dump(store.as_ref()).unwrap();
@@ -348,7 +369,7 @@ fn a_device_enrols_and_polls_over_mutual_tls_n3() {
 fn a_poll_without_a_client_certificate_is_401_and_audited() {
     let z = zone(1);
     let r = start(&z, Limits::default());
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let (status, body) = request(
         r.addr,
         client(&[z.ca()], None),
@@ -391,7 +412,7 @@ fn a_client_certificate_from_another_zone_is_refused_in_the_handshake_and_audite
         .enroll(&EnrollRequest::new("dev-1", token(&other, "dev-1"), csr))
         .unwrap();
     let r = start(&z, Limits::default());
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let result = request(
         r.addr,
         client(&[z.ca()], Some((&foreign.chain, &key))),
@@ -425,7 +446,7 @@ fn a_member_speaking_for_another_is_403_audited_and_changes_nothing_n3() {
     let z = zone(2);
     let r = start(&z, Limits::default());
     let (enrolment, key) = enroll(&r, &z, "dev-1");
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let me = client(&enrolment.trust, Some((&enrolment.chain, &key)));
     let (status, body) = request(r.addr, me, "POST", path::POLL, &[], &poll_body("dev-2")).unwrap();
     assert_eq!(status, 403);
@@ -444,7 +465,7 @@ fn garbage_oversized_and_unknown_versions_are_refused_and_audited_n2() {
     let r = start(&z, Limits::default());
     let (enrolment, key) = enroll(&r, &z, "dev-1");
     let me = client(&enrolment.trust, Some((&enrolment.chain, &key)));
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let (status, body) =
         request(r.addr, me.clone(), "POST", path::POLL, &[], b"\x00garbage{").unwrap();
     assert_eq!(status, 400);
@@ -572,7 +593,7 @@ fn admin(
 fn the_admin_api_needs_the_token_and_round_trips_store_calls() {
     let z = zone(1);
     let r = start(&z, Limits::default());
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let get = api::GetRequest { key: "zone".into() };
     for token in [None, Some("a-wrong-token-of-some-length")] {
         let (status, body) = admin(&r, &z, path::ADMIN_GET, token, &get);
@@ -1169,7 +1190,7 @@ fn a_used_token_is_refused_and_a_device_renews_over_mutual_tls() {
     let body = protocol::encode(&EnrollRequest::new("dev-1", t, csr));
     let (status, first) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
-    let before = state(&z.store);
+    let before = settled_state(&z.store);
     let (status, again) = request(r.addr, open.clone(), "POST", path::ENROLL, &[], &body).unwrap();
     assert_eq!(status, 403);
     let e = api_error(&again);

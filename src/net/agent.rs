@@ -30,6 +30,9 @@ use crate::protocol::{
     self, EnrollRequest, Enrolment, ProtocolError, RegistrationToken, RenewRequest, Standing,
 };
 
+/// The most other zone servers an agent keeps.
+pub const MAX_SERVERS: usize = 16;
+
 /// The agent's own file in its state directory: the zone server it polls, and its name.
 pub const CONFIG_FILE: &str = "zone-agent.json";
 
@@ -114,6 +117,10 @@ pub struct AgentConfig {
     pub server: String,
     /// The member's name.
     pub name: String,
+    /// Other zone servers of the zone (several Primary Servers on one store, D1), polled in
+    /// this order when [`AgentConfig::server`] cannot be reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 impl AgentConfig {
@@ -133,11 +140,37 @@ impl AgentConfig {
         if config.v != 1 {
             return Err(bad(format!("format version {} is not 1", config.v)));
         }
-        config
-            .server
-            .parse::<ServerUrl>()
-            .map_err(|e| bad(e.to_string()))?;
+        if config.also.len() > MAX_SERVERS {
+            return Err(bad(format!("more than {MAX_SERVERS} other servers")));
+        }
+        for s in std::iter::once(&config.server).chain(&config.also) {
+            s.parse::<ServerUrl>().map_err(|e| bad(e.to_string()))?;
+        }
         Ok(Some(config))
+    }
+
+    /// The servers, the first one first.
+    pub fn servers(&self) -> Result<Vec<ServerUrl>, AgentRunError> {
+        std::iter::once(&self.server)
+            .chain(&self.also)
+            .map(|s| s.parse::<ServerUrl>().map_err(AgentRunError::from))
+            .collect()
+    }
+
+    /// Records `others` as the zone servers polled when the first one cannot be reached
+    /// (replacing those recorded before), in the configuration of the member in `state_dir`.
+    pub fn set_other_servers(state_dir: &Path, others: &[ServerUrl]) -> Result<(), AgentRunError> {
+        if others.len() > MAX_SERVERS {
+            return Err(AgentRunError::Config {
+                path: state_dir.join(CONFIG_FILE),
+                reason: format!("more than {MAX_SERVERS} other servers"),
+            });
+        }
+        let mut config = Self::load(state_dir)?.ok_or_else(|| AgentRunError::NotEnrolled {
+            dir: state_dir.to_path_buf(),
+        })?;
+        config.also = others.iter().map(ServerUrl::to_string).collect();
+        config.save(state_dir)
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentRunError> {
@@ -236,6 +269,7 @@ pub async fn enroll(
         v: 1,
         server: server.to_string(),
         name: agent.name().to_string(),
+        also: Vec::new(),
     }
     .save(state_dir)?;
     dir.save(&agent)?;
@@ -343,37 +377,27 @@ pub async fn refresh(
 ) -> Result<Refreshed, AgentRunError> {
     let (config, dir, mut agent) = load(state_dir)?;
     let switched = timer(&dir, &mut agent, now)?;
-    let url: ServerUrl = config.server.parse()?;
-    let client = member_client(&url, &dir, &agent, options)?;
-    let mut message = agent.poll(now);
-    let mut exchanges = 0;
-    let mut last = None;
-    while exchanges < MAX_EXCHANGES {
-        exchanges += 1;
-        let bytes = client
-            .post_bytes(
-                api::path::POLL,
-                protocol::encode(&message),
-                api::MAX_AGENT_BODY,
-            )
-            .await?;
-        let answer = protocol::decode_zone_answer(&bytes)?;
-        if let Some(skew) = answer.clock_skew_secs {
-            tracing::warn!(
-                member = agent.name(),
-                skew_secs = skew,
-                "the zone finds this host's clock off by {skew} s: set it right (N5)"
-            );
-        }
-        let next = agent.follow(answer.instruction.clone(), now);
-        dir.save(&agent)?;
-        last = Some(answer);
-        match next {
-            Some(m) => message = m,
-            None => break,
+    // D1: the first server, then the others, while none has answered yet; once one answered,
+    // the conversation stays with it.
+    let servers = config.servers()?;
+    let mut failed = None;
+    let mut answered = None;
+    for url in &servers {
+        match converse(url, &dir, &mut agent, now, options).await {
+            Ok(done) => {
+                answered = Some((url.clone(), done));
+                break;
+            }
+            Err((e, false)) if e.is_retryable() && servers.len() > 1 => {
+                tracing::warn!(member = agent.name(), server = %url, error = %e, "zone server unreachable; trying the next one");
+                failed = Some(e);
+            }
+            Err((e, _)) => return Err(e),
         }
     }
-    let answer = last.expect("at least one exchange ran");
+    let Some((url, (answer, exchanges))) = answered else {
+        return Err(failed.expect("a server was tried"));
+    };
     // The poll was answered: a renewal that fails now is tried again at the next refresh,
     // and does not make this one fail.
     let mut renewal_error = None;
@@ -398,6 +422,50 @@ pub async fn refresh(
         poll_by: answer.poll_by,
         clock_skew_secs: answer.clock_skew_secs,
     })
+}
+
+/// One conversation with the zone server at `url`: up to [`MAX_EXCHANGES`] messages, the
+/// agent saved after every change. The last answer and the number of exchanges; on failure,
+/// the error and whether any answer had come.
+async fn converse(
+    url: &ServerUrl,
+    dir: &MemberDir,
+    agent: &mut Agent,
+    now: Timestamp,
+    options: AgentOptions,
+) -> Result<(crate::protocol::ZoneAnswer, usize), (AgentRunError, bool)> {
+    let client = member_client(url, dir, agent, options).map_err(|e| (e, false))?;
+    let mut message = agent.poll(now);
+    let mut exchanges = 0;
+    let mut last = None;
+    while exchanges < MAX_EXCHANGES {
+        exchanges += 1;
+        let answered = last.is_some();
+        let bytes = client
+            .post_bytes(
+                api::path::POLL,
+                protocol::encode(&message),
+                api::MAX_AGENT_BODY,
+            )
+            .await
+            .map_err(|e| (e.into(), answered))?;
+        let answer = protocol::decode_zone_answer(&bytes).map_err(|e| (e.into(), answered))?;
+        if let Some(skew) = answer.clock_skew_secs {
+            tracing::warn!(
+                member = agent.name(),
+                skew_secs = skew,
+                "the zone finds this host's clock off by {skew} s: set it right (N5)"
+            );
+        }
+        let next = agent.follow(answer.instruction.clone(), now);
+        dir.save(agent).map_err(|e| (e.into(), true))?;
+        last = Some(answer);
+        match next {
+            Some(m) => message = m,
+            None => break,
+        }
+    }
+    Ok((last.expect("at least one exchange ran"), exchanges))
 }
 
 /// An HTTPS client that authenticates as the member and trusts what it trusts.
