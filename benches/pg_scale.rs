@@ -254,6 +254,8 @@ struct Detail {
     cpu: Duration,
     /// CPU time of the PostgreSQL server during the phase (same host only).
     pg_cpu: Option<Duration>,
+    /// WAL the server wrote during the phase, bytes (every database of the cluster).
+    wal: Option<i64>,
     store: StoreTally,
     /// VmHWM during the phase (reset before it), MB.
     peak_rss: f64,
@@ -296,12 +298,14 @@ impl Report {
         reset_peak_rss();
         let s0 = svc.store().tally();
         let pg0 = pg_cpu_time();
+        let wal0 = wal_position();
         let cpu0 = cpu_time();
         let t = Instant::now();
         let r = f();
         let wall = t.elapsed();
         let cpu = cpu_time().saturating_sub(cpu0);
         let pg_cpu = pg_cpu_time().zip(pg0).map(|(b, a)| b.saturating_sub(a));
+        let wal = wal_position().zip(wal0).map(|(b, a)| b - a);
         let s1 = svc.store().tally();
         let (_, peak_rss) = rss();
         self.row(name, fmt_d(wall));
@@ -310,6 +314,7 @@ impl Report {
             wall,
             cpu,
             pg_cpu,
+            wal,
             store: s1.minus(s0),
             peak_rss,
         });
@@ -336,16 +341,18 @@ impl Report {
         println!("Where each timed phase spends its time (store calls, this process):");
         println!();
         println!(
-            "| phase | wall | CPU (this process) | CPU (PostgreSQL server) | peak RSS | store get | store scan | store commit (writes) |"
+            "| phase | wall | CPU (this process) | CPU (PostgreSQL server) | WAL written | peak RSS | store get | store scan | store commit (writes) |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for d in &self.details {
             println!(
-                "| {} | {} | {} | {} | {:.0} MB | {}x {} | {}x {} | {}x {} ({}) |",
+                "| {} | {} | {} | {} | {} | {:.0} MB | {}x {} | {}x {} | {}x {} ({}) |",
                 d.phase,
                 fmt_d(d.wall),
                 fmt_d(d.cpu),
                 d.pg_cpu.map_or("(other host)".into(), fmt_d),
+                d.wal
+                    .map_or("?".into(), |b| format!("{:.1} MB", b as f64 / MB)),
                 d.peak_rss,
                 d.store.get.n,
                 fmt_d(d.store.get.t),
@@ -376,6 +383,20 @@ fn cpu_time() -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// A connection for reading the server's WAL position around each phase.
+static WAL: std::sync::OnceLock<Mutex<Client>> = std::sync::OnceLock::new();
+
+/// The server's current WAL position (bytes since the cluster began).
+fn wal_position() -> Option<i64> {
+    let mut c = lock(WAL.get()?);
+    c.query_one(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+        &[],
+    )
+    .ok()
+    .map(|r| r.get(0))
 }
 
 /// The PostgreSQL server's postmaster, when it runs on this host (found from a backend's
@@ -1017,9 +1038,20 @@ fn scenario(url: &str, size: &Size, raw_runs: usize, report: &mut Report) {
     let cpu: Duration = phases.iter().map(|d| d.cpu).sum();
     let pg_cpu: Option<Duration> = phases.iter().map(|d| d.pg_cpu).sum();
     let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / members as f64);
+    let wal: Option<i64> = phases.iter().map(|d| d.wal).sum();
     report.row(
         "CPU during the Remint CA: this process (zone + agents + client); per member",
         format!("{}; {}", fmt_d(cpu), per(cpu)),
+    );
+    report.row(
+        "WAL written during the Remint CA; per member",
+        wal.map_or("?".into(), |b| {
+            format!(
+                "{:.0} MB; {:.0} bytes",
+                b as f64 / MB,
+                b as f64 / members as f64
+            )
+        }),
     );
     report.row(
         "CPU during the Remint CA: the PostgreSQL server; per member",
@@ -1157,6 +1189,7 @@ fn main() {
         let sync = setting(&mut c, "synchronous_commit");
         let buffers = setting(&mut c, "shared_buffers");
         POSTMASTER.get_or_init(|| find_postmaster(&mut c));
+        let _ = WAL.set(Mutex::new(c));
         report.notes.push(format!(
             "machine: {}; build: {}; PostgreSQL {version} at {} (same host, TCP), fsync={fsync}, \
              synchronous_commit={sync}, shared_buffers={buffers}",
