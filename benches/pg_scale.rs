@@ -16,6 +16,13 @@
 //! up the time of each call and to record the status writes (`op/<id>/m/<name>`) of the apply
 //! and activation refreshes.
 //!
+//! Per phase: wall time; CPU of this process (`getrusage`: the zone, the in-process agents and
+//! the PostgreSQL client); CPU of the PostgreSQL server when it runs on this host (the
+//! postmaster found as a backend's parent in /proc: its own and its reaped children's time plus
+//! every live child's); WAL written (`pg_current_wal_lsn`, the whole cluster's, so autovacuum's
+//! too); peak RSS (`VmHWM`, reset before each phase); the store calls. The table's size is
+//! `pg_total_relation_size('zonepki_records')` after setup and after the Remint CA.
+//!
 //! **The raw baseline.** Just before the apply and the activation refreshes (not timed), the
 //! whole `zonepki_records` table is copied (`CREATE TABLE ... AS SELECT`, then `CHECKPOINT`):
 //! the state the phase starts from. After the scenario, each raw run copies that copy again
