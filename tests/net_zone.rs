@@ -140,23 +140,13 @@ impl Zone {
             .stderr(log)
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let port = procs::listening_port(&mut child, 60);
         self.procs.add("zoned", child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("zoned printed no line within 60 s\n{}", self.logs()));
-        let addr = line
-            .strip_prefix("listening on https://")
-            .unwrap_or_else(|| panic!("zoned's first line: {line}"));
-        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-        assert!(self.port == 0 || self.port == port, "{line}");
+        let port = port.unwrap_or_else(|e| panic!("zoned: {e}\n{}", self.logs()));
+        assert!(
+            self.port == 0 || self.port == port,
+            "zoned moved to port {port}"
+        );
         self.port = port;
     }
 

@@ -1384,14 +1384,20 @@ async fn peer_call<S: Storage + 'static>(
     let answer = blocking(shared, move |s| s.own.call(&r.member, r.request)).await?;
     shared.wake_agent.notify_one();
     tracing::info!(caller = %caller, peer = %conn.peer, request = kind, "server-to-server call");
-    let response = match answer {
+    Ok(json(StatusCode::OK, &call_response(answer)))
+}
+
+/// A transport's answer as the wire gives it: the agent's answer, its refusal in its words
+/// (its own agent's, or a peer's relayed, D2), or why the member could not be reached.
+fn call_response(answer: Result<AgentResponse, TransportError>) -> api::CallResponse {
+    match answer {
         Ok(a) => api::CallResponse::Answer(a),
         Err(TransportError::Refused { source, .. }) => {
             api::CallResponse::Refused(source.to_string())
         }
+        Err(TransportError::RefusedRemotely { reason, .. }) => api::CallResponse::Refused(reason),
         Err(e) => api::CallResponse::Unreachable(e.to_string()),
-    };
-    Ok(json(StatusCode::OK, &response))
+    }
 }
 
 /// Whether `e` comes of a certificate server that could not be reached for a signature (D2).
@@ -1893,14 +1899,7 @@ async fn admin<S: Storage + 'static>(
             })
             .await?;
             shared.wake_agent.notify_one();
-            let response = match answer {
-                Ok(a) => api::CallResponse::Answer(a),
-                Err(TransportError::Refused { source, .. }) => {
-                    api::CallResponse::Refused(source.to_string())
-                }
-                Err(e) => api::CallResponse::Unreachable(e.to_string()),
-            };
-            Ok(json(StatusCode::OK, &response))
+            Ok(json(StatusCode::OK, &call_response(answer)))
         }
         _ => Err(Failure::new(
             StatusCode::NOT_FOUND,
