@@ -21,6 +21,19 @@ document.addEventListener("DOMContentLoaded", function () {
     c.addEventListener("change", sync);
     sync();
   });
+  // A choice that shows its own fields (Change CA: internal or external): the element whose
+  // id is the prefix plus the chosen value is shown, those of the other values hidden.
+  document.querySelectorAll("select[data-shows]").forEach(function (sel) {
+    var prefix = sel.getAttribute("data-shows");
+    var sync = function () {
+      Array.prototype.forEach.call(sel.options, function (o) {
+        var el = document.getElementById(prefix + o.value);
+        if (el) { el.hidden = o.value !== sel.value; }
+      });
+    };
+    sel.addEventListener("change", sync);
+    sync();
+  });
   // Cancel asks for confirmation, as the manual's dialog does.
   var cancel = document.getElementById("cancel");
   if (cancel && !cancel.disabled) {
