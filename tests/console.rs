@@ -42,6 +42,7 @@ use zonepki::ops::{ActivationRequest, CsrFields, CsrMode};
 use zonepki::service::{ChangeCaRequest, ChangeCaTarget, RemintCaRequest, dump};
 use zonepki::store::MemoryStore;
 use zonepki::transport::LoopbackTransport;
+use zonepki::view::UpdateStatus;
 
 type Store = Arc<MemoryStore>;
 
@@ -616,6 +617,7 @@ fn the_console_in_chromium_remint_ca_by_clicks() {
         "server-pane-change-ca",
         "plan",
         "audit-pane-change-ca",
+        "generate-csr",
     ] {
         assert!(
             shots.join(format!("{pane}.png")).is_file(),
@@ -814,6 +816,29 @@ impl External {
         )
         .unwrap();
         zonepki::cert::bundle::to_pem(&[leaf.der().clone(), self.int.der().clone()]).into_bytes()
+    }
+}
+
+/// Waits (bounded) until server `name`'s agent has brought it to `status` in the running
+/// operation: the agent works in the background, woken by every console POST.
+fn settle(svc: &zonepki::net::server::Service<Store>, name: &str, status: UpdateStatus) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = svc
+            .op_show()
+            .unwrap()
+            .servers
+            .into_iter()
+            .find(|s| s.fqdn == name)
+            .map(|s| s.status);
+        if now == Some(status) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {now:?}, not {status:?}, after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -1030,7 +1055,9 @@ fn change_ca_to_an_external_ca_by_the_console_csr_zip_and_import_ce1_ce3() {
         "{subject}"
     );
 
-    // CE3: a certificate from another CA is refused in the manual's words, changing nothing.
+    // CE3: a certificate from another CA is refused in the manual's words, changing nothing
+    // (compared once the server's agent, which every console POST wakes, has settled).
+    settle(svc, SERVER, UpdateStatus::Downloading);
     let before = state(&z.store);
     let other = External::new("Other").sign(SERVER, csr);
     s.post_multipart(
@@ -1088,6 +1115,7 @@ fn change_ca_to_an_external_ca_by_the_console_csr_zip_and_import_ce1_ce3() {
                 .unwrap()
         )
     );
+    settle(svc, SERVER, UpdateStatus::Applied);
     let page = s.get("/console");
     assert!(page.body.contains("new certificate uploaded"), "SR4 status");
     assert!(
@@ -1104,6 +1132,42 @@ fn change_ca_to_an_external_ca_by_the_console_csr_zip_and_import_ce1_ce3() {
     let (alert, text) = s.flash();
     assert!(alert && text.contains("is in progress"), "{text}");
     assert_eq!(state(&z.store), before);
+
+    // W2 Generate CSR (SR5): a common name for two servers is refused in the library's
+    // words; for one server a new CSR replaces the earlier one.
+    let page = s.get("/console");
+    assert!(page.body.contains("action=\"/console/generate-csr\""));
+    s.post(
+        "/console/generate-csr",
+        "servers=localhost&servers=ps2.zone.example&common_name=localhost&org=Acme&country=US",
+    );
+    let expected = svc
+        .generate_csr(
+            &[fqdn.clone(), "ps2.zone.example".parse().unwrap()],
+            &CsrFields::default(),
+            Some("localhost".into()),
+            zonepki::key::KeySpec::default(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(s.flash(), (true, expected));
+    assert_eq!(state(&z.store), before);
+    s.post(
+        "/console/generate-csr",
+        "servers=localhost&common_name=localhost&org=Acme+Two&ou=IT&country=DE",
+    );
+    let (alert, text) = s.flash();
+    assert!(!alert, "{text}");
+    assert!(
+        text.starts_with("CSR generated for localhost: ") && text.contains("O=Acme Two"),
+        "{text}"
+    );
+    let renewed = &svc.csrs(std::slice::from_ref(&fqdn)).unwrap()[0].1;
+    assert_ne!(renewed, csr, "the CSR was not replaced");
+    assert_eq!(
+        s.get("/console/csr.pem?server=localhost").body,
+        renewed.to_pem()
+    );
 }
 
 #[test]

@@ -187,6 +187,17 @@ async function secondZone(browser, step) {
   await page.locator("#server-pane").screenshot({ path: path.join(shots, "server-pane-change-ca.png") });
   step("certificate signed by the external CA imported");
 
+  // Generate CSR (SR5): the common name is asked only while exactly one server is selected.
+  await page.locator("#generate-csr summary").click();
+  const gen = page.locator("#generate-csr");
+  assert.ok(await page.locator("#gen-cn").isHidden(), "no common name before a server is selected");
+  await gen.getByLabel("localhost", { exact: true }).check();
+  assert.ok(await page.locator("#gen-cn").isVisible(), "a common name for one server");
+  await gen.getByLabel("ps2.zone.example", { exact: true }).check();
+  assert.ok(await page.locator("#gen-cn").isHidden(), "no common name for two servers");
+  await gen.screenshot({ path: path.join(shots, "generate-csr.png") });
+  step("Generate CSR asks a common name for one server only");
+
   // B3: the plan for a time after activation.
   const later = new Date(Date.now() + 4 * 3600 * 1000).toISOString().slice(0, 16);
   await page.getByLabel("What happens at (UTC)").fill(later);

@@ -643,6 +643,7 @@ fn server_pane<S: Storage, T: Transport, C: Clock>(
                 );
             }
             p.push_str("</p>");
+            generate_csr_form(p, csrf, &servers);
             if !with_csr.is_empty() {
                 let _ = write!(
                     p,
@@ -663,6 +664,44 @@ fn server_pane<S: Storage, T: Transport, C: Clock>(
         }
     }
     p.push_str("</section>");
+}
+
+/// W2 Generate CSR (manual 1.3.2, SR5): one or more servers that hold certificates; the
+/// common name only when one server is selected (the script hides it otherwise, the
+/// library refuses it); O, OU, L, ST, a two-letter country; the key.
+fn generate_csr_form(p: &mut String, csrf: &str, servers: &[crate::view::ServerView]) {
+    let _ = write!(
+        p,
+        "<details id=\"generate-csr\"><summary>Generate CSR</summary>\
+         <form method=\"post\" action=\"/console/generate-csr\">{}\
+         <fieldset id=\"gen-servers\"><legend>Servers</legend>",
+        csrf_field(csrf)
+    );
+    for (i, s) in servers
+        .iter()
+        .filter(|s| s.role.has_certificate())
+        .enumerate()
+    {
+        let _ = write!(
+            p,
+            "<p><input type=\"checkbox\" id=\"gen-server-{i}\" name=\"servers\" value=\"{0}\" data-count=\"gen-cn-row\">\
+             <label for=\"gen-server-{i}\">{0}</label></p>",
+            esc(&s.fqdn)
+        );
+    }
+    p.push_str(
+        "</fieldset><div id=\"gen-cn-row\"><label for=\"gen-cn\">Common Name (CN), for one server only</label>\
+         <input id=\"gen-cn\" name=\"common_name\"></div>\
+         <label for=\"gen-org\">Organization</label><input id=\"gen-org\" name=\"org\" maxlength=\"64\">\
+         <label for=\"gen-ou\">Organization Unit</label><input id=\"gen-ou\" name=\"ou\" maxlength=\"64\">\
+         <label for=\"gen-locality\">City/Locality</label><input id=\"gen-locality\" name=\"locality\" maxlength=\"128\">\
+         <label for=\"gen-state\">State/Province</label><input id=\"gen-state\" name=\"state\" maxlength=\"128\">\
+         <label for=\"gen-country\">Country or Region (two letters)</label>\
+         <input id=\"gen-country\" name=\"country\" maxlength=\"2\" minlength=\"2\" pattern=\"[A-Za-z]{2}\" title=\"Two letters, e.g. US\">\
+         <label for=\"gen-key\">Key length</label>",
+    );
+    key_options(p, "gen-key", "key");
+    p.push_str(" <button type=\"submit\" id=\"gen-ok\">Generate CSR</button></form></details>");
 }
 
 fn server_select(p: &mut String, id: &str, servers: &[String]) {
