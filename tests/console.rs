@@ -1352,3 +1352,52 @@ fn refused_console_requests_are_audited_n3() {
     assert!(reasons.iter().any(|r| r.contains("another site")));
     assert!(reasons.iter().any(|r| r.contains("form token")));
 }
+
+#[test]
+fn change_ca_to_an_internal_ca_and_move_ca_role_by_the_console_ci1_mv1() {
+    let z = zone(3);
+    let r = start(&z, true);
+    let s = Session::open(r.addr, &z.ca);
+    let svc = r.handle.service();
+
+    // MV1: moving the role to the server that holds it is refused in the library's words.
+    let before = state(&z.store);
+    let expected = svc
+        .move_ca(&SERVER.parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    s.post("/console/move-ca", &format!("server={SERVER}"));
+    assert_eq!(s.flash(), (true, expected));
+    assert_eq!(state(&z.store), before);
+
+    // CI1: validity outside 1 to 10 years is refused; then the new CA on the chosen server.
+    let body = |years: u32| {
+        format!(
+            "confirm=yes&target=internal&server={SERVER}&subject=Console+Internal+CA&key=p256\
+             &validity={years}&activation={}",
+            activation_in(120)
+        )
+    };
+    s.post("/console/change-ca", &body(11));
+    let (alert, text) = s.flash();
+    assert!(alert, "{text}");
+    assert_eq!(
+        text,
+        zonepki::ca::ValidityYears::try_from(11u32)
+            .unwrap_err()
+            .to_string()
+    );
+    assert_eq!(state(&z.store), before);
+    s.post("/console/change-ca", &body(3));
+    let (alert, text) = s.flash();
+    assert!(!alert, "{text}");
+    assert!(
+        text.starts_with("The Change CA operation has been initiated"),
+        "{text}"
+    );
+    let view = svc.op_show().unwrap();
+    assert_eq!(view.kind, "change_ca_internal");
+    let op = svc.op().unwrap().unwrap();
+    let future = zonepki::cert::Certificate::try_from(op.kind.future_ca().unwrap()).unwrap();
+    assert_eq!(future.common_name().as_deref(), Some("Console Internal CA"));
+}
