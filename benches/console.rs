@@ -125,6 +125,45 @@ fn console(c: &mut Criterion) {
     });
     g.finish();
 
+    // The same operation assigned, and half the devices taken out of it ("ignore device"):
+    // 50,000 per-member update records, so a status filter has records to read.
+    svc.assign_now().unwrap();
+    for chunk in names[..devices / 2].chunks(5_000) {
+        svc.ignore(chunk).unwrap();
+    }
+    let mut g = c.benchmark_group(format!("console_{devices}_devices_assigned"));
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    for (name, query) in [
+        ("page", None),
+        ("page_devices_status_ignored_half", Some("status=ignored")),
+        ("page_devices_status_assigned_half", Some("status=assigned")),
+        ("page_devices_status_failed_empty", Some("status=failed")),
+    ] {
+        let req = request(Method::GET, "/console", query, Some(&cookie), "");
+        let r = console.respond(&svc, &req);
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        g.bench_function(name, |b| b.iter(|| black_box(console.respond(&svc, &req))));
+    }
+    // B3's plan for a time, and the CA pane's and server pane's downloads.
+    let at = Timestamp::now_utc()
+        .plus(Duration::from_secs(3600))
+        .to_rfc3339();
+    for (name, path, query) in [
+        ("plan", "/console/plan", Some(format!("at={}", &at[..16]))),
+        ("ca_pem", "/console/ca.pem", None),
+        (
+            "chain_pem",
+            "/console/chain.pem",
+            Some("server=ps1.zone.example".to_string()),
+        ),
+    ] {
+        let req = request(Method::GET, path, query.as_deref(), Some(&cookie), "");
+        let r = console.respond(&svc, &req);
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        g.bench_function(name, |b| b.iter(|| black_box(console.respond(&svc, &req))));
+    }
+    g.finish();
+
     // The library calls one page makes, each alone: where a page's time goes.
     let mut g = c.benchmark_group(format!("console_calls_{devices}_devices"));
     g.sample_size(10).measurement_time(Duration::from_secs(5));

@@ -268,3 +268,73 @@ fn ignore_and_redeploy_of_named_members_read_only_those_members() {
         "{reads:?}"
     );
 }
+
+#[test]
+fn a_status_filter_reads_the_operations_records_in_pages_not_one_per_device() {
+    // Issue 13 item 5: the console's device table filtered by status over 100,000 devices.
+    let sim = zone();
+    let svc = &sim.svc;
+    svc.start_remint_ca(remint_ca("2027-03-01T00:00:00Z"))
+        .unwrap();
+    svc.assign_now().unwrap();
+    let ignored: Vec<String> = (1..=300).map(|i| format!("dev-{}", i * 4)).collect();
+    svc.ignore(&ignored).unwrap();
+    let store = svc.store();
+    store.take();
+    let mut query = DeviceQuery::all();
+    query.limit = Some(5);
+    query.status = Some(zonepki::view::UpdateStatus::Ignored);
+    let page = svc.device_list(&query).unwrap();
+    let names: Vec<&str> = page.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["dev-4", "dev-8", "dev-12", "dev-16", "dev-20"]);
+    assert!(page.more);
+    let reads = store.take();
+    assert_pages_bounded(&reads);
+    let member_gets = reads
+        .iter()
+        .filter(|r| matches!(r, Read::Get(k) if k.starts_with("op/") && k.contains("/m/")))
+        .count();
+    assert_eq!(
+        member_gets, 0,
+        "a status filter reads no member's update record one by one"
+    );
+    let member_pages = reads
+        .iter()
+        .filter(|r| matches!(r, Read::Scan { prefix, .. } if prefix.starts_with("op/") && prefix.ends_with("/m/")))
+        .count();
+    assert_eq!(member_pages, ignored.len().div_ceil(SCAN_PAGE).max(1));
+
+    // The same statuses as op show's, for every status a device has here.
+    let view = svc.op_show().unwrap();
+    for status in [
+        zonepki::view::UpdateStatus::Ignored,
+        zonepki::view::UpdateStatus::Assigned,
+    ] {
+        let mut q = DeviceQuery::all();
+        q.status = Some(status);
+        let mut got: Vec<String> = svc
+            .device_list(&q)
+            .unwrap()
+            .devices
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let mut expected: Vec<String> = view
+            .devices
+            .iter()
+            .filter(|d| d.status == status && d.name.starts_with("dev-"))
+            .map(|d| d.name.clone())
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(
+            got.len(),
+            if status == zonepki::view::UpdateStatus::Ignored {
+                300
+            } else {
+                DEVICES - 300
+            }
+        );
+        assert_eq!(got, expected, "{status:?}");
+    }
+}

@@ -17,7 +17,13 @@
 //!   (no inline script or style), `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`,
 //!   `Referrer-Policy: no-referrer`, and pages `Cache-Control: no-store`;
 //! - a backup passphrase travels only in a POST body, is never logged, never put in a page or
-//!   a URL.
+//!   a URL;
+//! - a wrong password and a state-changing request refused for want of a session, of this
+//!   server's `Origin` or of the CSRF token are audited (N3, [`Console::respond_audited`]).
+//!
+//! Uploads (Change CA's root or chain, Import Certificate, Restore CA's archive) are
+//! `multipart/form-data` file inputs, read within [`MAX_BODY`]; the library decides a
+//! certificate file's format by its content (CE1).
 
 pub mod auth;
 mod html;
@@ -37,9 +43,11 @@ use crate::backup::Passphrase;
 use crate::ca::ValidityYears;
 use crate::key::KeySpec;
 use crate::ops::ActivationRequest;
-use crate::service::{RemintCaRequest, ZoneService};
+use crate::ops::{CsrFields, CsrMode};
+use crate::service::{ChangeCaRequest, ChangeCaTarget, Refusal, RemintCaRequest, ZoneService};
 use crate::store::Storage;
 use crate::transport::Transport;
+use crate::zone::Fqdn;
 
 /// The path the console lives under.
 pub const PATH: &str = "/console";
@@ -47,8 +55,9 @@ pub const PATH: &str = "/console";
 /// The session cookie's name.
 pub const COOKIE: &str = "zonepki_console";
 
-/// The most bytes a console request body may have.
-pub const MAX_BODY: usize = 64 * 1024;
+/// The most bytes a console request body may have: room for the largest upload, a CA
+/// backup archive ([`crate::backup::MAX_ARCHIVE_BYTES`]) in a multipart body.
+pub const MAX_BODY: usize = crate::backup::MAX_ARCHIVE_BYTES + 256 * 1024;
 
 /// Devices per page of the device table.
 pub const DEVICES_PER_PAGE: usize = 50;
@@ -121,33 +130,77 @@ impl Console {
     }
 
     /// Answers one console request. Blocking (Argon2id, store reads): call it on a blocking
-    /// thread.
+    /// thread. A refused sign-in or state-changing request is not audited here: see
+    /// [`Self::respond_audited`].
     pub fn respond<S: Storage, T: Transport, C: crate::clock::Clock>(
         &self,
         svc: &ZoneService<S, T, C>,
         req: &ConsoleRequest,
     ) -> Response<Full<Bytes>> {
-        let mut r = self.route(svc, req);
+        self.respond_audited(svc, req).0
+    }
+
+    /// [`Self::respond`], and the refusal to audit when the request was a sign-in with a
+    /// wrong password, or a state-changing request refused for want of a session, of this
+    /// server's `Origin` or of the session's CSRF token (N3: every refusal is audited). The
+    /// caller hands it to the rate-limited audit queue that records the agent API's
+    /// refusals ([`ZoneService::record_refusal`]).
+    pub fn respond_audited<S: Storage, T: Transport, C: crate::clock::Clock>(
+        &self,
+        svc: &ZoneService<S, T, C>,
+        req: &ConsoleRequest,
+    ) -> (Response<Full<Bytes>>, Option<Refusal>) {
+        let (mut r, refusal) = match self.route(svc, req) {
+            Ok(r) => (r, None),
+            Err(Refused {
+                status,
+                why,
+                audit,
+                page: body,
+            }) => {
+                let refusal = audit.then(|| {
+                    Refusal::new(
+                        format!("console {}", req.path.chars().take(64).collect::<String>()),
+                        why.clone(),
+                    )
+                    .peer(req.peer.to_string())
+                });
+                let r = match body {
+                    Some(body) => page(status, body),
+                    None => refused(status, &why),
+                };
+                (r, refusal)
+            }
+        };
         secure_headers(r.headers_mut());
-        r
+        (r, refusal)
     }
 
     fn session(&self, req: &ConsoleRequest) -> Option<SessionInfo> {
         cookie(&req.headers, COOKIE).and_then(|id| self.sessions.get(&id))
     }
 
+    /// The session of a download or partial: one, or a refusal (not audited: a GET changes
+    /// nothing).
+    fn viewer(&self, req: &ConsoleRequest) -> Result<SessionInfo, Refused> {
+        self.session(req)
+            .ok_or_else(|| Refused::new(StatusCode::UNAUTHORIZED, "sign in to the console first"))
+    }
+
     fn route<S: Storage, T: Transport, C: crate::clock::Clock>(
         &self,
         svc: &ZoneService<S, T, C>,
         req: &ConsoleRequest,
-    ) -> Response<Full<Bytes>> {
+    ) -> Result<Response<Full<Bytes>>, Refused> {
         let sub = req.path.strip_prefix(PATH).unwrap_or("");
-        match (&req.method, sub) {
+        let q = Form::parse(req.query.as_deref().unwrap_or("").as_bytes());
+        let unavailable = |e: crate::Error| Refused::new(StatusCode::CONFLICT, e.to_string());
+        Ok(match (&req.method, sub) {
             (&Method::GET, "/app.css") => asset("text/css; charset=utf-8", APP_CSS),
             (&Method::GET, "/app.js") => asset("text/javascript; charset=utf-8", APP_JS),
             (&Method::GET, "/icon.svg") => asset("image/svg+xml", ICON),
             (&Method::GET, "/signin") => page(StatusCode::OK, html::signin(None)),
-            (&Method::POST, "/signin") => self.signin(req),
+            (&Method::POST, "/signin") => self.signin(req)?,
             (&Method::GET, "" | "/") => match self.session(req) {
                 None => see_other("/console/signin"),
                 Some(s) => {
@@ -156,53 +209,97 @@ impl Console {
                     page(StatusCode::OK, html::main(svc, &s.csrf, flash.as_ref(), &q))
                 }
             },
-            (&Method::GET, "/ca.pem") => match self.session(req) {
-                None => refused(StatusCode::UNAUTHORIZED, "sign in to the console first"),
-                Some(_) => match svc.ca_certificate() {
-                    Ok(c) => download(
-                        "application/x-pem-file",
-                        "zone-ca.pem",
-                        c.der().to_pem().into_bytes(),
-                    ),
-                    Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-                },
-            },
-            (&Method::POST, action) => self.action(svc, req, action),
-            (&Method::GET, _) => refused(StatusCode::NOT_FOUND, "no such console page"),
-            _ => refused(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "the console takes GET and POST only",
-            ),
-        }
+            (&Method::GET, "/ca.pem") => {
+                self.viewer(req)?;
+                let c = svc.ca_certificate().map_err(unavailable)?;
+                download(PEM, "zone-ca.pem", c.der().to_pem().into_bytes())
+            }
+            // W2's downloads: a server's current chain, its future chain (Options), its CSR,
+            // every CSR in one zip (SR5).
+            (&Method::GET, "/chain.pem") => {
+                self.viewer(req)?;
+                let fqdn = server_param(&q)?;
+                let chain = svc.server_chain(&fqdn).map_err(unavailable)?;
+                if chain.is_empty() {
+                    return Err(Refused::new(
+                        StatusCode::NOT_FOUND,
+                        format!("{fqdn} has no certificate"),
+                    ));
+                }
+                download(PEM, &format!("{fqdn}-chain.pem"), pem_chain(&chain))
+            }
+            (&Method::GET, "/future.pem") => {
+                self.viewer(req)?;
+                let fqdn = server_param(&q)?;
+                match svc.future_chain(&fqdn).map_err(unavailable)? {
+                    Some(chain) if !chain.is_empty() => {
+                        download(PEM, &format!("{fqdn}-future.pem"), pem_chain(&chain))
+                    }
+                    _ => {
+                        return Err(Refused::new(
+                            StatusCode::NOT_FOUND,
+                            format!("{fqdn} has no future certificate"),
+                        ));
+                    }
+                }
+            }
+            (&Method::GET, "/csr.pem") => {
+                self.viewer(req)?;
+                let fqdn = server_param(&q)?;
+                let csrs = svc.csrs(std::slice::from_ref(&fqdn)).map_err(unavailable)?;
+                let pem: String = csrs.iter().map(|(_, c)| c.to_pem()).collect();
+                download(PEM, &format!("{fqdn}.csr"), pem.into_bytes())
+            }
+            (&Method::GET, "/csrs.zip") => {
+                self.viewer(req)?;
+                let zip = svc.csr_zip(&[]).map_err(unavailable)?;
+                download("application/zip", "csrs.zip", zip)
+            }
+            // B3: the plan for a chosen time.
+            (&Method::GET, "/plan") => {
+                self.viewer(req)?;
+                let at = q.text("at").unwrap_or_default();
+                page(StatusCode::OK, html::plan(svc, &at))
+            }
+            (&Method::POST, action) => self.action(svc, req, action)?,
+            (&Method::GET, _) => {
+                return Err(Refused::new(StatusCode::NOT_FOUND, "no such console page"));
+            }
+            _ => {
+                return Err(Refused::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "the console takes GET and POST only",
+                ));
+            }
+        })
     }
 
-    fn signin(&self, req: &ConsoleRequest) -> Response<Full<Bytes>> {
-        if let Err(why) = same_origin(&req.headers) {
-            return refused(StatusCode::FORBIDDEN, &why);
-        }
+    fn signin(&self, req: &ConsoleRequest) -> Result<Response<Full<Bytes>>, Refused> {
+        same_origin(&req.headers).map_err(|why| Refused::audited(StatusCode::FORBIDDEN, why))?;
         if !self.sessions.may_try(req.peer) {
-            return page(
+            return Ok(page(
                 StatusCode::TOO_MANY_REQUESTS,
                 html::signin(Some(&format!(
                     "Too many failed sign-ins from your address: wait {} seconds and try again.",
                     self.sessions.window_secs()
                 ))),
-            );
+            ));
         }
         let form = Form::parse(&req.body);
         let password = form.secret("password").unwrap_or_default();
         if !self.password.verify(&password) {
             self.sessions.failed(req.peer);
             tracing::info!(peer = %req.peer, "console sign-in refused");
-            return page(
-                StatusCode::UNAUTHORIZED,
-                html::signin(Some("The password is not the console's password.")),
-            );
+            let why = "The password is not the console's password.";
+            return Err(Refused {
+                page: Some(html::signin(Some(why))),
+                ..Refused::audited(StatusCode::UNAUTHORIZED, why)
+            });
         }
-        let id = match self.sessions.open() {
-            Ok(id) => id,
-            Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        };
+        let id = self
+            .sessions
+            .open()
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         tracing::info!(peer = %req.peer, "console sign-in");
         let mut r = see_other("/console");
         let cookie = format!(
@@ -212,31 +309,33 @@ impl Console {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             r.headers_mut().insert(header::SET_COOKIE, v);
         }
-        r
+        Ok(r)
     }
 
     /// A state-changing request: a session, the same origin and the session's CSRF token,
-    /// or nothing happens.
+    /// or nothing happens (and the refusal is audited).
     fn action<S: Storage, T: Transport, C: crate::clock::Clock>(
         &self,
         svc: &ZoneService<S, T, C>,
         req: &ConsoleRequest,
         action: &str,
-    ) -> Response<Full<Bytes>> {
+    ) -> Result<Response<Full<Bytes>>, Refused> {
         let Some(session) = self.session(req) else {
-            return refused(StatusCode::UNAUTHORIZED, "sign in to the console first");
+            return Err(Refused::audited(
+                StatusCode::UNAUTHORIZED,
+                "sign in to the console first",
+            ));
         };
-        if let Err(why) = same_origin(&req.headers) {
-            return refused(StatusCode::FORBIDDEN, &why);
-        }
-        let form = Form::parse(&req.body);
+        same_origin(&req.headers).map_err(|why| Refused::audited(StatusCode::FORBIDDEN, why))?;
+        let form =
+            Form::from_request(req).map_err(|why| Refused::new(StatusCode::BAD_REQUEST, why))?;
         let token = form.get("csrf").unwrap_or_default();
         if !auth::constant_eq(token.as_bytes(), session.csrf.as_bytes()) {
-            return refused(
+            return Err(Refused::audited(
                 StatusCode::FORBIDDEN,
                 "the request does not carry this session's form token: reload the console page \
                  and try again",
-            );
+            ));
         }
         let outcome: Result<String, String> = match action {
             "/signout" => {
@@ -247,10 +346,15 @@ impl Console {
                 )) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
-                return r;
+                return Ok(r);
             }
             "/backup-ca" => return backup(svc, &form),
             "/remint-ca" => remint_ca(svc, &form),
+            "/change-ca" => change_ca(svc, &form),
+            "/move-ca" => move_ca(svc, &form),
+            "/restore-ca" => restore_ca(svc, &form),
+            "/import-certificate" => import_certificate(svc, &form),
+            "/generate-csr" => generate_csr(svc, &form),
             "/cancel" => svc
                 .cancel()
                 .map(|v| format!("{}: {}", v.kind.title(), v.state.name()))
@@ -263,15 +367,69 @@ impl Console {
                 .baseline(false)
                 .map(|v| format!("{}: {}", v.kind.title(), v.state.name()))
                 .map_err(|e| e.to_string()),
-            _ => return refused(StatusCode::NOT_FOUND, "no such console action"),
+            _ => {
+                return Err(Refused::new(
+                    StatusCode::NOT_FOUND,
+                    "no such console action",
+                ));
+            }
         };
         let flash = match outcome {
             Ok(text) => Flash { error: false, text },
             Err(text) => Flash { error: true, text },
         };
         self.sessions.set_flash(&session, flash);
-        see_other("/console")
+        Ok(see_other("/console"))
     }
+}
+
+/// A refused console request: its status, why (shown on the refusal page), and whether it
+/// is audited (N3).
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    why: String,
+    audit: bool,
+    /// The page to answer with, when not the refusal page.
+    page: Option<String>,
+}
+
+impl Refused {
+    fn new(status: StatusCode, why: impl Into<String>) -> Self {
+        Refused {
+            status,
+            why: why.into(),
+            audit: false,
+            page: None,
+        }
+    }
+
+    fn audited(status: StatusCode, why: impl Into<String>) -> Self {
+        Refused {
+            status,
+            why: why.into(),
+            audit: true,
+            page: None,
+        }
+    }
+}
+
+const PEM: &str = "application/x-pem-file";
+
+/// The `server` query parameter of a download.
+fn server_param(q: &Form) -> Result<Fqdn, Refused> {
+    q.text("server")
+        .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, "name a server"))?
+        .parse::<Fqdn>()
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn pem_chain(chain: &[crate::cert::CertificateDer]) -> Vec<u8> {
+    chain
+        .iter()
+        .map(|c| c.to_pem())
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn remint_ca<S: Storage, T: Transport, C: crate::clock::Clock>(
@@ -322,25 +480,238 @@ fn parse_activation(text: &str) -> Result<ActivationRequest, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A time from a form: RFC 3339, or a `datetime-local` value read as UTC (the plan's time).
+pub(crate) fn parse_time(text: &str) -> Result<crate::clock::Timestamp, String> {
+    match parse_activation(text.trim()) {
+        Ok(ActivationRequest::At(t)) => Ok(t),
+        Ok(ActivationRequest::Immediate) | Err(_) => Err(format!(
+            "\"{}\" is not a time: give a date and time (UTC)",
+            text.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
 fn backup<S: Storage, T: Transport, C: crate::clock::Clock>(
     svc: &ZoneService<S, T, C>,
     form: &Form,
-) -> Response<Full<Bytes>> {
+) -> Result<Response<Full<Bytes>>, Refused> {
     let pass = form.secret("passphrase").unwrap_or_default();
     let again = form.secret("passphrase_again").unwrap_or_default();
     if !auth::constant_eq(pass.as_bytes(), again.as_bytes()) {
-        return refused(
+        return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "the two passphrases differ: type the same passphrase twice",
-        );
+        ));
     }
-    let passphrase = match Passphrase::new(pass.as_str()) {
-        Ok(p) => p,
-        Err(e) => return refused(StatusCode::BAD_REQUEST, &e.to_string()),
+    let passphrase = Passphrase::new(pass.as_str())
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bytes = svc
+        .backup_ca(&passphrase)
+        .map_err(|e| Refused::new(StatusCode::CONFLICT, e.to_string()))?;
+    Ok(download("application/zip", "zone-ca-backup.zip", bytes))
+}
+
+/// W1 Change CA (CI1, CE1, CE2): to an internal CA on a Primary Server, or to an external CA
+/// from its uploaded root or chain, with manual or automatic CSRs; `start_change_ca`, as
+/// `zonectl ca change` calls it.
+fn change_ca<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    if form.get("confirm").as_deref() != Some("yes") {
+        return Err("Confirm that you want to change the certificate authority.".into());
+    }
+    let activation = activation(form)?;
+    let to = match form.get("target").as_deref() {
+        Some("internal") => {
+            let server = form
+                .text("server")
+                .ok_or(
+                    "Select the certificate server: the Primary Server that is to be the new CA.",
+                )?
+                .parse::<Fqdn>()
+                .map_err(|e| e.to_string())?;
+            ChangeCaTarget::Internal {
+                server,
+                common_name: form.text("subject"),
+                key: key_field(form, "key")?,
+                validity: validity_field(form)?,
+            }
+        }
+        Some("external") => {
+            let chain = form
+                .bytes("chain")
+                .filter(|c| !c.is_empty())
+                .ok_or("Upload the trusted root certificate of the external CA, or the complete chain.")?
+                .to_vec();
+            let csr = match form.get("csr_mode").as_deref() {
+                Some("manual") => CsrMode::Manual,
+                Some("auto") => {
+                    let fields = CsrFields {
+                        organization: form.text("org"),
+                        organizational_unit: form.text("ou"),
+                        locality: form.text("locality"),
+                        state: form.text("state"),
+                        country: form.text("country"),
+                    };
+                    CsrMode::Auto {
+                        fields,
+                        key: key_field(form, "csr_key")?,
+                    }
+                }
+                _ => return Err("Select how the CSR for each server is generated.".into()),
+            };
+            ChangeCaTarget::External { chain, csr }
+        }
+        _ => {
+            return Err(
+                "Select \"Change to internal certificate authority\" or \"Change to external \
+                 certificate authority\"."
+                    .into(),
+            );
+        }
     };
-    match svc.backup_ca(&passphrase) {
-        Ok(bytes) => download("application/octet-stream", "zone-ca-backup.bin", bytes),
-        Err(e) => refused(StatusCode::CONFLICT, &e.to_string()),
+    let req = ChangeCaRequest::new(to, activation)
+        .with_include_dns(form.get("include_dns").as_deref() == Some("on"));
+    let v = svc.start_change_ca(req).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "The Change CA operation has been initiated; activation {}.",
+        v.activation
+    ))
+}
+
+/// W1 Move CA Role (MV1).
+fn move_ca<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    let to = form
+        .text("server")
+        .ok_or("Select the Primary Server that is to be the new CA.")?
+        .parse::<Fqdn>()
+        .map_err(|e| e.to_string())?;
+    svc.move_ca(&to).map_err(|e| e.to_string())?;
+    Ok(format!("The CA role moved to {to}."))
+}
+
+/// W1 Restore CA (BK2): the uploaded archive, the passphrase it was made with, the target
+/// Primary Server; `check_restore_ca`, then `restore_ca`, as `zonectl ca restore` calls them.
+/// The passphrase came in the POST body and goes nowhere else.
+fn restore_ca<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    let archive = form
+        .bytes("archive")
+        .filter(|a| !a.is_empty())
+        .ok_or("Select the backup file to restore.")?;
+    let to = form
+        .text("server")
+        .ok_or("Select the Primary Server to restore the CA onto.")?
+        .parse::<Fqdn>()
+        .map_err(|e| e.to_string())?;
+    crate::backup::inspect(archive).map_err(|e| e.to_string())?;
+    svc.check_restore_ca(&to).map_err(|e| e.to_string())?;
+    let pass = form.secret("passphrase").unwrap_or_default();
+    let passphrase = Passphrase::new(pass.as_str()).map_err(|e| e.to_string())?;
+    let from = svc.ca_view().ok().and_then(|v| v.certificate_server);
+    svc.restore_ca(archive, &passphrase, &to)
+        .map_err(|e| e.to_string())?;
+    Ok(match from {
+        Some(from) if from != to.as_str() => {
+            format!("CA restored on {to}; the CA role moved from {from} to {to}.")
+        }
+        _ => format!("CA restored on {to}, which holds the CA role."),
+    })
+}
+
+/// W2 Import Certificate (SR5, CE3): the certificate the external CA issued for a server's
+/// CSR, in any format the library reads (the content decides).
+fn import_certificate<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    let fqdn = form
+        .text("server")
+        .ok_or("Select the server the certificate is for.")?
+        .parse::<Fqdn>()
+        .map_err(|e| e.to_string())?;
+    let file = form
+        .bytes("certificate")
+        .filter(|c| !c.is_empty())
+        .ok_or("Select the certificate file to import.")?;
+    let chain = svc
+        .import_certificate(&fqdn, file)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "Certificate imported for {fqdn} ({} certificate{} in its path to the zone CA).",
+        chain.len(),
+        if chain.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// W2 Generate CSR (SR5): for the selected servers, with the subject fields (a two-letter
+/// country) and the key; a common name only for a single server (the library refuses one
+/// for several). `generate_csr`, as `zonectl csr generate` calls it.
+fn generate_csr<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    let fqdns = form
+        .all("servers")
+        .iter()
+        .map(|s| s.parse::<Fqdn>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if fqdns.is_empty() {
+        return Err("Select one or more servers to generate a CSR for.".into());
+    }
+    let fields = CsrFields {
+        organization: form.text("org"),
+        organizational_unit: form.text("ou"),
+        locality: form.text("locality"),
+        state: form.text("state"),
+        country: form.text("country"),
+    };
+    let made = svc
+        .generate_csr(
+            &fqdns,
+            &fields,
+            form.text("common_name"),
+            key_field(form, "key")?,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(made
+        .iter()
+        .map(|(f, c)| {
+            let subject = crate::csr::VerifiedCsr::from_der(c.as_bytes())
+                .map(|v| v.subject().to_string())
+                .unwrap_or_default();
+            format!("CSR generated for {f}: {subject}.")
+        })
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+fn key_field(form: &Form, name: &str) -> Result<KeySpec, String> {
+    match form.text(name) {
+        None => Ok(KeySpec::default()),
+        Some(k) => k.parse::<KeySpec>().map_err(|e| e.to_string()),
+    }
+}
+
+fn validity_field(form: &Form) -> Result<ValidityYears, String> {
+    let y = form.text("validity").unwrap_or_else(|| "10".into());
+    let years: u32 = y
+        .parse()
+        .map_err(|_| format!("Valid for (years): \"{y}\" is not a number from 1 to 10."))?;
+    ValidityYears::try_from(years).map_err(|e| e.to_string())
+}
+
+/// The dialog's "Certificate activation date".
+fn activation(form: &Form) -> Result<ActivationRequest, String> {
+    match form.text("activation") {
+        None => Err("Specify the certificate activation date.".into()),
+        Some(a) => parse_activation(&a),
     }
 }
 
@@ -361,8 +732,10 @@ impl Query {
     }
 }
 
-/// An `application/x-www-form-urlencoded` body or query.
-struct Form(Vec<(String, zeroize::Zeroizing<String>)>);
+/// A form: an `application/x-www-form-urlencoded` body or query, or a `multipart/form-data`
+/// body (the dialogs that upload a file: a certificate chain, a backup archive). Values are
+/// bytes, wiped when dropped (a password, a passphrase, a CA backup).
+struct Form(Vec<(String, zeroize::Zeroizing<Vec<u8>>)>);
 
 impl Form {
     fn parse(body: &[u8]) -> Self {
@@ -373,28 +746,122 @@ impl Form {
                     let mut it = pair.splitn(2, |b| *b == b'=');
                     let k = url_decode(it.next().unwrap_or_default());
                     let v = url_decode(it.next().unwrap_or_default());
-                    (k.to_string(), v)
+                    (String::from_utf8_lossy(&k).into_owned(), v)
                 })
                 .collect(),
         )
     }
 
-    /// The first value of `name`.
-    fn get(&self, name: &str) -> Option<String> {
-        self.secret(name).map(|v| v.to_string())
+    /// The request's body as a form: multipart when its `Content-Type` says so, else
+    /// URL-encoded. A multipart body that cannot be read is an error.
+    fn from_request(req: &ConsoleRequest) -> Result<Self, String> {
+        let content_type = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match multipart_boundary(content_type) {
+            Some(boundary) => multipart(&req.body, &boundary).map(Form).ok_or_else(|| {
+                "the form's multipart/form-data body is malformed: reload the console page and \
+                 try again"
+                    .to_string()
+            }),
+            None => Ok(Form::parse(&req.body)),
+        }
     }
 
-    /// The first value of `name`, wiped when dropped (a passphrase, a password).
+    /// The first value of `name`, as text (invalid UTF-8 replaced).
+    fn get(&self, name: &str) -> Option<String> {
+        self.bytes(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The first value of `name` as text, wiped when dropped (a passphrase, a password).
     fn secret(&self, name: &str) -> Option<zeroize::Zeroizing<String>> {
+        self.bytes(name)
+            .map(|v| zeroize::Zeroizing::new(String::from_utf8_lossy(v).into_owned()))
+    }
+
+    /// The first value of `name`, as bytes (an uploaded file).
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every non-empty value of `name`, trimmed (checkboxes sharing a name).
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The first non-empty value of `name`, trimmed.
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
 }
 
-/// Percent-decoding with `+` as a space; invalid UTF-8 is replaced.
-fn url_decode(s: &[u8]) -> zeroize::Zeroizing<String> {
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let mut parts = content_type.split(';');
+    if !parts
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("multipart/form-data")
+    {
+        return None;
+    }
+    parts
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The fields of a `multipart/form-data` body (RFC 7578): each part's name and content;
+/// `None` when the body is not well formed. The body is bounded by [`MAX_BODY`].
+fn multipart(body: &[u8], boundary: &str) -> Option<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    let delimiter = format!("--{boundary}");
+    let next = format!("\r\n--{boundary}");
+    let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
+    let mut out = Vec::new();
+    loop {
+        if rest.starts_with(b"--") {
+            return Some(out);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let name = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
+            .and_then(|(_, v)| {
+                v.split(';')
+                    .filter_map(|p| p.trim().split_once('='))
+                    .find(|(k, _)| *k == "name")
+                    .map(|(_, n)| n.trim_matches('"').to_string())
+            })?;
+        let content = &rest[head_end + 4..];
+        let end = find(content, next.as_bytes())?;
+        out.push((name, zeroize::Zeroizing::new(content[..end].to_vec())));
+        rest = &content[end + next.len()..];
+    }
+}
+
+/// Percent-decoding with `+` as a space.
+fn url_decode(s: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(s.len()));
     let mut i = 0;
     while i < s.len() {
@@ -414,7 +881,7 @@ fn url_decode(s: &[u8]) -> zeroize::Zeroizing<String> {
         }
         i += 1;
     }
-    zeroize::Zeroizing::new(String::from_utf8_lossy(&out).into_owned())
+    out
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -489,11 +956,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>
     r
 }
 
-fn download(
-    content_type: &'static str,
-    name: &'static str,
-    body: Vec<u8>,
-) -> Response<Full<Bytes>> {
+fn download(content_type: &'static str, name: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -546,6 +1009,28 @@ mod tests {
         assert_eq!(f.get("c").unwrap().as_str(), "");
         assert_eq!(f.get("d").unwrap().as_str(), "");
         assert!(f.get("e").is_none());
+    }
+
+    #[test]
+    fn multipart_fields_and_files() {
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"abc\""),
+            Some("abc".into())
+        );
+        assert_eq!(
+            multipart_boundary("application/x-www-form-urlencoded"),
+            None
+        );
+        let body = b"--abc\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nTOKEN\r\n\
+            --abc\r\nContent-Disposition: form-data; name=\"chain\"; filename=\"a.der\"\r\n\
+            Content-Type: application/octet-stream\r\n\r\n\x30\r\n--ab\x00\xff\r\n--abc--\r\n";
+        let f = Form(multipart(body, "abc").unwrap());
+        assert_eq!(f.get("csrf").unwrap(), "TOKEN");
+        // A file's bytes are kept as they are, a CRLF and a near-boundary inside included.
+        assert_eq!(f.bytes("chain").unwrap(), b"\x30\r\n--ab\x00\xff");
+        // Truncated: no closing delimiter.
+        assert!(multipart(&body[..body.len() - 12], "abc").is_none());
+        assert!(multipart(b"no boundary here", "abc").is_none());
     }
 
     #[test]

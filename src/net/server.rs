@@ -1074,11 +1074,15 @@ async fn serve_console<S: Storage + 'static>(
         body,
         peer: conn.peer.ip(),
     };
-    let response = blocking(shared, move |s| match &s.console {
-        Some(c) => c.respond(&s.svc, &creq),
+    let (response, refusal) = blocking(shared, move |s| match &s.console {
+        Some(c) => c.respond_audited(&s.svc, &creq),
         None => unreachable!("checked above"),
     })
     .await?;
+    // N3: a refused sign-in or forged request is audited like the agent API's refusals.
+    if let Some(r) = refusal {
+        shared.sink.report(r);
+    }
     if post {
         shared.wake_schedule.notify_one();
         shared.wake_agent.notify_one();

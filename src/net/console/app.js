@@ -21,6 +21,34 @@ document.addEventListener("DOMContentLoaded", function () {
     c.addEventListener("change", sync);
     sync();
   });
+  // A choice that shows its own fields (Change CA: internal or external): the element whose
+  // id is the prefix plus the chosen value is shown, those of the other values hidden.
+  document.querySelectorAll("select[data-shows]").forEach(function (sel) {
+    var prefix = sel.getAttribute("data-shows");
+    var sync = function () {
+      Array.prototype.forEach.call(sel.options, function (o) {
+        var el = document.getElementById(prefix + o.value);
+        if (el) { el.hidden = o.value !== sel.value; }
+      });
+    };
+    sel.addEventListener("change", sync);
+    sync();
+  });
+  // Generate CSR: the common name is asked only when exactly one server is selected.
+  var boxes = document.querySelectorAll("input[data-count]");
+  if (boxes.length > 0) {
+    var row = document.getElementById(boxes[0].getAttribute("data-count"));
+    var count = function () {
+      var n = 0;
+      boxes.forEach(function (b) { if (b.checked) { n += 1; } });
+      if (row) {
+        row.hidden = n !== 1;
+        row.querySelectorAll("input").forEach(function (i) { i.disabled = n !== 1; });
+      }
+    };
+    boxes.forEach(function (b) { b.addEventListener("change", count); });
+    count();
+  }
   // Cancel asks for confirmation, as the manual's dialog does.
   var cancel = document.getElementById("cancel");
   if (cancel && !cancel.disabled) {

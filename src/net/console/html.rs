@@ -16,7 +16,8 @@ use crate::key::KeySpec;
 use crate::service::ZoneService;
 use crate::store::Storage;
 use crate::transport::Transport;
-use crate::view::{DeviceQuery, UpdateStatus, WARNING_HEADER};
+use crate::view::{DeviceQuery, ServerOption, UpdateStatus, WARNING_HEADER};
+use crate::zone::ServerRole;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -166,7 +167,7 @@ pub(crate) fn main<S: Storage, T: Transport, C: Clock>(
     }
     warnings(svc, &mut p);
     ca_pane(svc, csrf, &zone_name, &mut p);
-    server_pane(svc, &mut p);
+    server_pane(svc, csrf, &mut p);
     device_pane(svc, q, &mut p);
     audit_pane(svc, &mut p);
     p.push_str("</main></body></html>");
@@ -268,7 +269,9 @@ fn ca_pane<S: Storage, T: Transport, C: Clock>(
                 esc(r.status.name())
             );
         }
-        p.push_str("</tbody></table></details></div>");
+        p.push_str("</tbody></table></details>");
+        plan_form(p);
+        p.push_str("</div>");
     }
     p.push_str("<dl class=\"details\" id=\"ca-details\">");
     row(p, "Type", ca.kind.name());
@@ -298,13 +301,198 @@ fn ca_pane<S: Storage, T: Transport, C: Clock>(
         .servers()
         .map(|s| s.iter().any(|v| !v.dns_names.is_empty()))
         .unwrap_or(false);
+    let primaries: Vec<String> = svc
+        .servers()
+        .map(|s| {
+            s.into_iter()
+                .filter(|v| v.role == ServerRole::Primary)
+                .map(|v| v.fqdn)
+                .collect()
+        })
+        .unwrap_or_default();
     p.push_str(
-        "<p class=\"actions\"><button type=\"button\" id=\"remint-ca-open\" \
-         data-dialog=\"remint-dialog\">Remint CA</button></p>",
+        "<p class=\"actions\">\
+         <button type=\"button\" id=\"change-ca-open\" data-dialog=\"change-dialog\">Change CA</button> \
+         <button type=\"button\" id=\"move-ca-open\" data-dialog=\"move-dialog\">Move CA Role</button> \
+         <button type=\"button\" id=\"remint-ca-open\" data-dialog=\"remint-dialog\">Remint CA</button> \
+         <button type=\"button\" id=\"backup-ca-open\" data-dialog=\"backup-dialog\">Backup CA</button> \
+         <button type=\"button\" id=\"restore-ca-open\" data-dialog=\"restore-dialog\">Restore CA</button></p>",
     );
+    let current_server = ca.certificate_server.as_deref();
+    change_dialog(p, csrf, zone_name, &primaries, ca_expired, any_dns);
+    move_dialog(p, csrf, &primaries, current_server);
     remint_dialog(p, csrf, zone_name, ca_expired, any_dns);
-    backup_form(p, csrf);
+    backup_dialog(p, csrf);
+    restore_dialog(p, csrf, &primaries, current_server);
     p.push_str("</section>");
+}
+
+fn server_options(p: &mut String, id: &str, servers: &[String], selected: Option<&str>) {
+    let _ = write!(p, "<select id=\"{id}\" name=\"server\" required>");
+    for s in servers {
+        let sel = if Some(s.as_str()) == selected {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(p, "<option value=\"{0}\"{sel}>{0}</option>", esc(s));
+    }
+    p.push_str("</select>");
+}
+
+fn key_options(p: &mut String, id: &str, name: &str) {
+    let _ = write!(p, "<select id=\"{id}\" name=\"{name}\">");
+    for k in KeySpec::ALL.into_iter().filter(|k| k.is_available()) {
+        let sel = if k == KeySpec::default() {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(p, "<option value=\"{0}\"{sel}>{0}</option>", esc(k.name()));
+    }
+    p.push_str("</select>");
+}
+
+fn include_dns(p: &mut String, id: &str, any_dns: bool) {
+    let _ = write!(
+        p,
+        "<p><input type=\"checkbox\" id=\"{id}\" name=\"include_dns\"{}>\
+         <label for=\"{id}\">Include any additional DNS names for each server</label>{}</p>",
+        if any_dns { "" } else { " disabled" },
+        if any_dns {
+            ""
+        } else {
+            " <span class=\"note\">(no server has additional DNS names)</span>"
+        }
+    );
+}
+
+fn activation_field(p: &mut String, id: &str, ca_expired: bool) {
+    if ca_expired {
+        p.push_str(
+            "<p>Certificate activation date: <strong>Immediate</strong> (the CA has expired)</p>\
+             <input type=\"hidden\" name=\"activation\" value=\"immediate\">",
+        );
+    } else {
+        let _ = write!(
+            p,
+            "<label for=\"{id}\">Certificate activation date (UTC)</label>\
+             <input id=\"{id}\" name=\"activation\" type=\"datetime-local\" required>\
+             <span class=\"note\">Any date before the current CA expires; leave time for the \
+             system update to reach every device.</span>"
+        );
+    }
+}
+
+/// W1 Change CA (manual 1.2.4): confirmed first; to an internal CA (certificate server,
+/// subject defaulting to the zone name, key, 1 to 10 years) or to an external CA (its root
+/// or complete chain, then the CSR mode: manual, or automatic with O, OU, L, ST, a
+/// two-letter C and the key); the DNS names option; the activation.
+fn change_dialog(
+    p: &mut String,
+    csrf: &str,
+    zone_name: &str,
+    primaries: &[String],
+    ca_expired: bool,
+    any_dns: bool,
+) {
+    let _ = write!(
+        p,
+        "<dialog id=\"change-dialog\" aria-labelledby=\"change-h\">\
+         <form method=\"post\" action=\"/console/change-ca\" enctype=\"multipart/form-data\">{}\
+         <h3 id=\"change-h\">Change Certificate Authority</h3>\
+         <p><input type=\"checkbox\" id=\"change-confirm\" name=\"confirm\" value=\"yes\" data-enables=\"change-fields\">\
+         <label for=\"change-confirm\">Yes, I want to change the certificate authority</label></p>\
+         <fieldset id=\"change-fields\" disabled><legend>New certificate authority</legend>\
+         <label for=\"change-target\">Change to</label>\
+         <select id=\"change-target\" name=\"target\" data-shows=\"change-\">\
+         <option value=\"internal\">Change to internal certificate authority</option>\
+         <option value=\"external\">Change to external certificate authority</option></select>\
+         <fieldset id=\"change-internal\"><legend>Internal certificate authority</legend>\
+         <label for=\"change-server\">Certificate server</label>",
+        csrf_field(csrf)
+    );
+    server_options(p, "change-server", primaries, None);
+    let _ = write!(
+        p,
+        "<label for=\"change-subject\">Subject</label>\
+         <input id=\"change-subject\" name=\"subject\" value=\"{}\">\
+         <label for=\"change-key\">Key length</label>",
+        esc(zone_name)
+    );
+    key_options(p, "change-key", "key");
+    p.push_str(
+        "<label for=\"change-years\">Valid for (years)</label>\
+         <input id=\"change-years\" name=\"validity\" type=\"number\" min=\"1\" max=\"10\" value=\"10\">\
+         </fieldset>\
+         <fieldset id=\"change-external\"><legend>External certificate authority</legend>\
+         <label for=\"change-chain\">Trusted root certificate, or the complete chain (server, \
+         intermediates, root)</label>\
+         <input id=\"change-chain\" name=\"chain\" type=\"file\" \
+         accept=\".der,.cer,.crt,.p7b,.pem,.cert\">\
+         <span class=\"note\">.der, .cer, .crt, .p7b, .pem or .cert, PEM or DER: the content decides.</span>\
+         <fieldset><legend>Generate CSR</legend>\
+         <p><input type=\"radio\" id=\"csr-manual\" name=\"csr_mode\" value=\"manual\">\
+         <label for=\"csr-manual\">I will generate a CSR for each server manually</label></p>\
+         <p><input type=\"radio\" id=\"csr-auto\" name=\"csr_mode\" value=\"auto\" checked>\
+         <label for=\"csr-auto\">Let zonepki generate a CSR automatically for each server</label></p>\
+         <label for=\"csr-org\">Organization</label><input id=\"csr-org\" name=\"org\" maxlength=\"64\">\
+         <label for=\"csr-ou\">Organization Unit</label><input id=\"csr-ou\" name=\"ou\" maxlength=\"64\">\
+         <label for=\"csr-locality\">City/Locality</label><input id=\"csr-locality\" name=\"locality\" maxlength=\"128\">\
+         <label for=\"csr-state\">State/Province</label><input id=\"csr-state\" name=\"state\" maxlength=\"128\">\
+         <label for=\"csr-country\">Country/region (two letters)</label>\
+         <input id=\"csr-country\" name=\"country\" maxlength=\"2\" minlength=\"2\" \
+         pattern=\"[A-Za-z]{2}\" title=\"Two letters, e.g. US\">\
+         <label for=\"csr-key\">Key length</label>",
+    );
+    key_options(p, "csr-key", "csr_key");
+    p.push_str("</fieldset></fieldset>");
+    include_dns(p, "change-dns", any_dns);
+    activation_field(p, "change-activation", ca_expired);
+    p.push_str(
+        "</fieldset><p class=\"actions\"><button type=\"submit\" id=\"change-ok\">Finish</button> \
+         <button type=\"button\" data-close=\"change-dialog\">Cancel</button></p></form></dialog>",
+    );
+}
+
+/// W1 Move CA Role (manual 1.2.6, MV1): the Primary Server that is to hold the CA.
+fn move_dialog(p: &mut String, csrf: &str, primaries: &[String], current: Option<&str>) {
+    let _ = write!(
+        p,
+        "<dialog id=\"move-dialog\" aria-labelledby=\"move-h\">\
+         <form method=\"post\" action=\"/console/move-ca\">{}\
+         <h3 id=\"move-h\">Move Certificate Authority</h3>\
+         <label for=\"move-server\">New certificate server (a Primary Server)</label>",
+        csrf_field(csrf)
+    );
+    server_options(p, "move-server", primaries, current);
+    p.push_str(
+        "<p class=\"actions\"><button type=\"submit\" id=\"move-ok\">OK</button> \
+         <button type=\"button\" data-close=\"move-dialog\">Cancel</button></p></form></dialog>",
+    );
+}
+
+/// W1 Restore CA (manual 1.2.8, BK2): the backup file, the Primary Server that is to hold
+/// the CA, the passphrase the backup was made with (a POST body only).
+fn restore_dialog(p: &mut String, csrf: &str, primaries: &[String], current: Option<&str>) {
+    let _ = write!(
+        p,
+        "<dialog id=\"restore-dialog\" aria-labelledby=\"restore-h\">\
+         <form method=\"post\" action=\"/console/restore-ca\" enctype=\"multipart/form-data\">{}\
+         <h3 id=\"restore-h\">Restore CA</h3>\
+         <label for=\"restore-file\">Backup file</label>\
+         <input id=\"restore-file\" name=\"archive\" type=\"file\" accept=\".zip\" required>\
+         <label for=\"restore-server\">Primary Server to restore the CA onto</label>",
+        csrf_field(csrf)
+    );
+    server_options(p, "restore-server", primaries, current);
+    p.push_str(
+        "<span class=\"note\">The CA role moves to this server if another holds it.</span>\
+         <label for=\"restore-pass\">Passphrase</label>\
+         <input id=\"restore-pass\" name=\"passphrase\" type=\"password\" autocomplete=\"off\" required>\
+         <p class=\"actions\"><button type=\"submit\" id=\"restore-ok\">OK</button> \
+         <button type=\"button\" data-close=\"restore-dialog\">Cancel</button></p></form></dialog>",
+    );
 }
 
 fn remint_dialog(p: &mut String, csrf: &str, zone_name: &str, ca_expired: bool, any_dns: bool) {
@@ -360,16 +548,20 @@ fn remint_dialog(p: &mut String, csrf: &str, zone_name: &str, ca_expired: bool, 
     );
 }
 
-fn backup_form(p: &mut String, csrf: &str) {
+/// W1 Backup CA (manual 1.2.7, BK1): a passphrase of at least 10 characters, typed twice;
+/// the zip archive downloads.
+fn backup_dialog(p: &mut String, csrf: &str) {
     let _ = write!(
         p,
-        "<details id=\"backup\"><summary>Backup CA</summary>\
+        "<dialog id=\"backup-dialog\" aria-labelledby=\"backup-h\">\
          <form method=\"post\" action=\"/console/backup-ca\">{}\
-         <label for=\"backup-pass\">Passphrase</label>\
-         <input id=\"backup-pass\" name=\"passphrase\" type=\"password\" autocomplete=\"new-password\" required>\
-         <label for=\"backup-pass2\">Passphrase again</label>\
-         <input id=\"backup-pass2\" name=\"passphrase_again\" type=\"password\" autocomplete=\"new-password\" required>\
-         <button type=\"submit\">Download the backup</button></form></details>",
+         <h3 id=\"backup-h\">Backup CA</h3>\
+         <label for=\"backup-pass\">Passphrase (at least 10 characters)</label>\
+         <input id=\"backup-pass\" name=\"passphrase\" type=\"password\" minlength=\"10\" autocomplete=\"new-password\" required>\
+         <label for=\"backup-pass2\">Confirm</label>\
+         <input id=\"backup-pass2\" name=\"passphrase_again\" type=\"password\" minlength=\"10\" autocomplete=\"new-password\" required>\
+         <p class=\"actions\"><button type=\"submit\" id=\"backup-ok\">OK</button> \
+         <button type=\"button\" data-close=\"backup-dialog\">Cancel</button></p></form></dialog>",
         csrf_field(csrf)
     );
 }
@@ -378,7 +570,13 @@ fn opt(t: Option<impl std::fmt::Display>) -> String {
     t.map(|t| t.to_string()).unwrap_or_default()
 }
 
-fn server_pane<S: Storage, T: Transport, C: Clock>(svc: &ZoneService<S, T, C>, p: &mut String) {
+/// W2: V2's columns; in Options the future certificate and the CSR downloads, and the
+/// server's current chain; the actions Download CSRs to Zip File and Import Certificate.
+fn server_pane<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    csrf: &str,
+    p: &mut String,
+) {
     p.push_str(
         "<section id=\"server-pane\" class=\"pane\" aria-labelledby=\"server-h\">\
          <h2 id=\"server-h\">Server SSL Certificates</h2>",
@@ -395,17 +593,32 @@ fn server_pane<S: Storage, T: Transport, C: Clock>(svc: &ZoneService<S, T, C>, p
                  <th scope=\"col\">Options</th><th scope=\"col\">Update Status</th>\
                  <th scope=\"col\">Version</th></tr></thead><tbody>",
             );
-            for s in servers {
-                let options = s
-                    .options
-                    .iter()
-                    .map(|o| o.text())
-                    .collect::<Vec<_>>()
-                    .join(", ");
+            let mut any_csr = false;
+            let mut with_csr = Vec::new();
+            for s in &servers {
+                let q = enc(&s.fqdn);
+                let mut options = Vec::new();
+                if s.not_after.is_some() {
+                    options.push(format!(
+                        "<a href=\"/console/chain.pem?server={q}\" download>certificate chain</a>"
+                    ));
+                }
+                for o in &s.options {
+                    options.push(match o {
+                        ServerOption::FutureCertificate => format!(
+                            "<a href=\"/console/future.pem?server={q}\" download>future certificate</a>"
+                        ),
+                        ServerOption::CsrAvailable => {
+                            any_csr = true;
+                            with_csr.push(s.fqdn.clone());
+                            format!("<a href=\"/console/csr.pem?server={q}\" download>CSR</a>")
+                        }
+                    });
+                }
                 let _ = write!(
                     p,
                     "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                     <td class=\"fp\">{}</td><td class=\"fp\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                     <td class=\"fp\">{}</td><td class=\"fp\">{}</td><td class=\"cert-status\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(&s.issued_to.clone().unwrap_or_else(|| s.fqdn.clone())),
                     esc(&s.fqdn),
                     esc(&opt(s.issuer.as_ref())),
@@ -414,15 +627,165 @@ fn server_pane<S: Storage, T: Transport, C: Clock>(svc: &ZoneService<S, T, C>, p
                     esc(&opt(s.md5.as_ref())),
                     esc(&opt(s.sha1.as_ref())),
                     esc(s.status.text()),
-                    esc(&options),
+                    options.join(", "),
                     esc(s.update_status.name()),
                     esc(&s.agent_version)
                 );
             }
-            p.push_str("</tbody></table></div>");
+            p.push_str("</tbody></table></div><p class=\"actions\">");
+            if any_csr {
+                p.push_str(
+                    "<a id=\"csrs-zip\" href=\"/console/csrs.zip\" download>Download CSRs to Zip File</a>",
+                );
+            } else {
+                p.push_str(
+                    "<span class=\"note\">Download CSRs to Zip File: no server has a CSR.</span>",
+                );
+            }
+            p.push_str("</p>");
+            generate_csr_form(p, csrf, &servers);
+            if !with_csr.is_empty() {
+                let _ = write!(
+                    p,
+                    "<details id=\"import\"><summary>Import Certificate</summary>\
+                     <form method=\"post\" action=\"/console/import-certificate\" enctype=\"multipart/form-data\">{}\
+                     <label for=\"import-server\">Server</label>",
+                    csrf_field(csrf)
+                );
+                server_select(p, "import-server", &with_csr);
+                p.push_str(
+                    "<label for=\"import-file\">Certificate the external CA issued (.der, .cer, \
+                     .crt, .p7b, .pem or .cert; with any subordinate CAs)</label>\
+                     <input id=\"import-file\" name=\"certificate\" type=\"file\" \
+                     accept=\".der,.cer,.crt,.p7b,.pem,.cert\" required>\
+                     <button type=\"submit\" id=\"import-ok\">Import Certificate</button></form></details>",
+                );
+            }
         }
     }
     p.push_str("</section>");
+}
+
+/// W2 Generate CSR (manual 1.3.2, SR5): one or more servers that hold certificates; the
+/// common name only when one server is selected (the script hides it otherwise, the
+/// library refuses it); O, OU, L, ST, a two-letter country; the key.
+fn generate_csr_form(p: &mut String, csrf: &str, servers: &[crate::view::ServerView]) {
+    let _ = write!(
+        p,
+        "<details id=\"generate-csr\"><summary>Generate CSR</summary>\
+         <form method=\"post\" action=\"/console/generate-csr\">{}\
+         <fieldset id=\"gen-servers\"><legend>Servers</legend>",
+        csrf_field(csrf)
+    );
+    for (i, s) in servers
+        .iter()
+        .filter(|s| s.role.has_certificate())
+        .enumerate()
+    {
+        let _ = write!(
+            p,
+            "<p><input type=\"checkbox\" id=\"gen-server-{i}\" name=\"servers\" value=\"{0}\" data-count=\"gen-cn-row\">\
+             <label for=\"gen-server-{i}\">{0}</label></p>",
+            esc(&s.fqdn)
+        );
+    }
+    p.push_str(
+        "</fieldset><div id=\"gen-cn-row\"><label for=\"gen-cn\">Common Name (CN), for one server only</label>\
+         <input id=\"gen-cn\" name=\"common_name\"></div>\
+         <label for=\"gen-org\">Organization</label><input id=\"gen-org\" name=\"org\" maxlength=\"64\">\
+         <label for=\"gen-ou\">Organization Unit</label><input id=\"gen-ou\" name=\"ou\" maxlength=\"64\">\
+         <label for=\"gen-locality\">City/Locality</label><input id=\"gen-locality\" name=\"locality\" maxlength=\"128\">\
+         <label for=\"gen-state\">State/Province</label><input id=\"gen-state\" name=\"state\" maxlength=\"128\">\
+         <label for=\"gen-country\">Country or Region (two letters)</label>\
+         <input id=\"gen-country\" name=\"country\" maxlength=\"2\" minlength=\"2\" pattern=\"[A-Za-z]{2}\" title=\"Two letters, e.g. US\">\
+         <label for=\"gen-key\">Key length</label>",
+    );
+    key_options(p, "gen-key", "key");
+    p.push_str(" <button type=\"submit\" id=\"gen-ok\">Generate CSR</button></form></details>");
+}
+
+fn server_select(p: &mut String, id: &str, servers: &[String]) {
+    server_options(p, id, servers, None);
+}
+
+/// B3 during an operation: the form that asks what happens at a chosen time.
+fn plan_form(p: &mut String) {
+    p.push_str(
+        "<form method=\"get\" action=\"/console/plan\" class=\"inline\" id=\"plan-form\">\
+         <label for=\"plan-at\">What happens at (UTC)</label>\
+         <input id=\"plan-at\" name=\"at\" type=\"datetime-local\" required> \
+         <button type=\"submit\">Show the plan</button></form>",
+    );
+}
+
+/// Rows of the plan page: the members that would not communicate first.
+pub(crate) const PLAN_ROWS: usize = 200;
+
+/// B3: per member of the running operation, will it still communicate at the chosen time.
+pub(crate) fn plan<S: Storage, T: Transport, C: Clock>(
+    svc: &ZoneService<S, T, C>,
+    at: &str,
+) -> String {
+    let mut p = head("Plan: zonepki console");
+    p.push_str(
+        "<body><header><h1>Plan: what happens at a chosen time</h1>\
+         <p><a href=\"/console\">Back to the Certificates page</a></p></header><main>\
+         <section id=\"plan-pane\" class=\"pane\" aria-labelledby=\"plan-h\"><h2 id=\"plan-h\">Plan</h2>",
+    );
+    plan_form(&mut p);
+    let answer = super::parse_time(at).and_then(|t| svc.plan(t).map_err(|e| e.to_string()));
+    match answer {
+        Err(e) => {
+            let _ = write!(p, "<p class=\"flash error\" role=\"alert\">{}</p>", esc(&e));
+        }
+        Ok(plan) => {
+            let total = plan.members.len();
+            let _ = write!(
+                p,
+                "<dl class=\"details\" id=\"plan-summary\"><dt>At</dt><dd>{}</dd>\
+                 <dt>Activated by then</dt><dd id=\"plan-activated\">{}</dd>\
+                 <dt>Members</dt><dd>{}</dd>\
+                 <dt>Would still communicate</dt><dd id=\"plan-communicate\">{}</dd>\
+                 <dt>Would be stranded</dt><dd id=\"plan-stranded\">{}</dd>",
+                esc(&plan.at.to_string()),
+                if plan.activated_by_then { "yes" } else { "no" },
+                total,
+                total - plan.stranded.len(),
+                plan.stranded.len()
+            );
+            if let Some(g) = &plan.gate {
+                let _ = write!(
+                    p,
+                    "<dt>Coverage gate</dt><dd>{}</dd>",
+                    esc(g.outcome.text())
+                );
+            }
+            p.push_str("</dl>");
+            let mut rows: Vec<_> = plan.members.iter().collect();
+            rows.sort_by_key(|m| m.communicates);
+            let _ = write!(
+                p,
+                "<table id=\"plan\"><caption>Members ({} of {total} shown, those that would be \
+                 stranded first)</caption><thead><tr><th scope=\"col\">Member</th>\
+                 <th scope=\"col\">Update status now</th><th scope=\"col\">Will communicate</th>\
+                 <th scope=\"col\">Why</th></tr></thead><tbody>",
+                rows.len().min(PLAN_ROWS)
+            );
+            for m in rows.into_iter().take(PLAN_ROWS) {
+                let _ = write!(
+                    p,
+                    "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&m.name),
+                    esc(m.status.name()),
+                    if m.communicates { "yes" } else { "no" },
+                    esc(&m.reason)
+                );
+            }
+            p.push_str("</tbody></table>");
+        }
+    }
+    p.push_str("</section></main></body></html>");
+    p
 }
 
 fn device_pane<S: Storage, T: Transport, C: Clock>(
