@@ -1401,3 +1401,70 @@ fn change_ca_to_an_internal_ca_and_move_ca_role_by_the_console_ci1_mv1() {
     let future = zonepki::cert::Certificate::try_from(op.kind.future_ca().unwrap()).unwrap();
     assert_eq!(future.common_name().as_deref(), Some("Console Internal CA"));
 }
+
+#[test]
+fn remint_certificate_by_the_console_sr1_w2() {
+    let z = zone(3);
+    let r = start(&z, true);
+    let s = Session::open(r.addr, &z.ca);
+    let svc = r.handle.service();
+    let page = s.get("/console");
+    assert!(page.body.contains("action=\"/console/remint-certificate\""));
+    assert!(page.body.contains("id=\"remint-cn-row\""));
+    let at = activation_in(120);
+    let before = state(&z.store);
+    // A common name for two servers: refused in the library's words, nothing changes.
+    let fqdns = vec![SERVER.parse().unwrap(), "ps2.zone.example".parse().unwrap()];
+    s.post(
+        "/console/remint-certificate",
+        &format!(
+            "servers=localhost&servers=ps2.zone.example&update_name=SR&activation={at}&common_name=cn.example"
+        ),
+    );
+    let expected = svc
+        .start_server_remint(
+            zonepki::service::ServerRemintRequest::new(
+                fqdns,
+                "SR",
+                ActivationRequest::At(Timestamp::now_utc().plus(Duration::from_secs(7200))),
+            )
+            .with_common_name("cn.example"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(s.flash(), (true, expected));
+    assert_eq!(state(&z.store), before);
+    // No update name: the dialog's rule.
+    s.post(
+        "/console/remint-certificate",
+        &format!("servers=localhost&activation={at}"),
+    );
+    assert_eq!(
+        s.flash(),
+        (true, "Specify the system update's name.".to_string())
+    );
+    assert_eq!(state(&z.store), before);
+    // One server: the Server Remint starts, as `zonectl server remint` starts it.
+    s.post(
+        "/console/remint-certificate",
+        &format!("servers=localhost&update_name=SR1&activation={at}&common_name=localhost"),
+    );
+    let (alert, text) = s.flash();
+    assert!(!alert, "{text}");
+    assert!(
+        text.starts_with("The Server Remint \"SR1\" has been initiated"),
+        "{text}"
+    );
+    let v = svc.op_show().unwrap();
+    assert_eq!(v.kind, zonepki::view::OperationKind::ServerRemint);
+    assert_eq!(v.update_name, "SR1");
+    // A second operation: refused while this one runs.
+    let once = state(&z.store);
+    s.post(
+        "/console/remint-certificate",
+        &format!("servers=ps2.zone.example&update_name=SR2&activation={at}"),
+    );
+    let (alert, text) = s.flash();
+    assert!(alert && text.contains("in progress"), "{text}");
+    assert_eq!(state(&z.store), once);
+}

@@ -355,6 +355,7 @@ impl Console {
             "/restore-ca" => restore_ca(svc, &form),
             "/import-certificate" => import_certificate(svc, &form),
             "/generate-csr" => generate_csr(svc, &form),
+            "/remint-certificate" => remint_certificate(svc, &form),
             "/cancel" => svc
                 .cancel()
                 .map(|v| format!("{}: {}", v.kind.title(), v.state.name()))
@@ -647,6 +648,41 @@ fn import_certificate<S: Storage, T: Transport, C: crate::clock::Clock>(
         "Certificate imported for {fqdn} ({} certificate{} in its path to the zone CA).",
         chain.len(),
         if chain.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// W2 Remint Certificate (SR1-SR3): a Server Remint of the selected servers, as `zonectl
+/// server remint` starts it (`start_server_remint`); the library's rules decide (a common name
+/// only for one server without satellites, the activation, an external CA's CSR mode).
+fn remint_certificate<S: Storage, T: Transport, C: crate::clock::Clock>(
+    svc: &ZoneService<S, T, C>,
+    form: &Form,
+) -> Result<String, String> {
+    let fqdns = form
+        .all("servers")
+        .iter()
+        .map(|s| s.parse::<Fqdn>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if fqdns.is_empty() {
+        return Err("Select one or more servers to remint.".into());
+    }
+    let name = form
+        .text("update_name")
+        .ok_or("Specify the system update's name.")?;
+    let activation = match form.get("activation").as_deref().map(str::trim) {
+        None | Some("") => return Err("Specify the certificate activation date.".into()),
+        Some(a) => parse_activation(a)?,
+    };
+    let mut r = crate::service::ServerRemintRequest::new(fqdns, name, activation)
+        .with_key(key_field(form, "key")?)
+        .with_include_dns(form.get("include_dns").as_deref() == Some("on"));
+    if let Some(cn) = form.text("common_name") {
+        r = r.with_common_name(cn);
+    }
+    let v = svc.start_server_remint(r).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "The Server Remint \"{}\" has been initiated; activation {}.",
+        v.update_name, v.activation
     ))
 }
 

@@ -34,10 +34,16 @@ document.addEventListener("DOMContentLoaded", function () {
     sel.addEventListener("change", sync);
     sync();
   });
-  // Generate CSR: the common name is asked only when exactly one server is selected.
-  var boxes = document.querySelectorAll("input[data-count]");
-  if (boxes.length > 0) {
-    var row = document.getElementById(boxes[0].getAttribute("data-count"));
+  // Generate CSR, Remint Certificate: the common name is asked only when exactly one server
+  // of that form is selected (each form's boxes name the row they control).
+  var groups = {};
+  document.querySelectorAll("input[data-count]").forEach(function (b) {
+    var id = b.getAttribute("data-count");
+    (groups[id] = groups[id] || []).push(b);
+  });
+  Object.keys(groups).forEach(function (id) {
+    var boxes = groups[id];
+    var row = document.getElementById(id);
     var count = function () {
       var n = 0;
       boxes.forEach(function (b) { if (b.checked) { n += 1; } });
@@ -48,7 +54,7 @@ document.addEventListener("DOMContentLoaded", function () {
     };
     boxes.forEach(function (b) { b.addEventListener("change", count); });
     count();
-  }
+  });
   // Cancel asks for confirmation, as the manual's dialog does.
   var cancel = document.getElementById("cancel");
   if (cancel && !cancel.disabled) {

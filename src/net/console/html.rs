@@ -643,6 +643,7 @@ fn server_pane<S: Storage, T: Transport, C: Clock>(
                 );
             }
             p.push_str("</p>");
+            remint_certificate_form(p, csrf, &servers);
             generate_csr_form(p, csrf, &servers);
             if !with_csr.is_empty() {
                 let _ = write!(
@@ -702,6 +703,55 @@ fn generate_csr_form(p: &mut String, csrf: &str, servers: &[crate::view::ServerV
     );
     key_options(p, "gen-key", "key");
     p.push_str(" <button type=\"submit\" id=\"gen-ok\">Generate CSR</button></form></details>");
+}
+
+/// W2 Remint Certificate (manual 1.3.1, SR1-SR3): the servers that hold certificates, the
+/// system update's name, the activation, a common name only for one server (hidden by the
+/// script otherwise; the library refuses one for several, or for a server with satellites),
+/// "Include any additional DNS names" disabled when no server has any, the key.
+fn remint_certificate_form(p: &mut String, csrf: &str, servers: &[crate::view::ServerView]) {
+    let _ = write!(
+        p,
+        "<details id=\"remint-certificate\"><summary>Remint Certificate</summary>\
+         <form method=\"post\" action=\"/console/remint-certificate\">{}\
+         <fieldset id=\"remint-servers\"><legend>Servers</legend>",
+        csrf_field(csrf)
+    );
+    let with_cert: Vec<&crate::view::ServerView> = servers
+        .iter()
+        .filter(|s| s.role.has_certificate())
+        .collect();
+    for (i, s) in with_cert.iter().enumerate() {
+        let _ = write!(
+            p,
+            "<p><input type=\"checkbox\" id=\"remint-server-{i}\" name=\"servers\" value=\"{0}\" data-count=\"remint-cn-row\">\
+             <label for=\"remint-server-{i}\">{0}</label></p>",
+            esc(&s.fqdn)
+        );
+    }
+    let any_dns = with_cert.iter().any(|s| !s.dns_names.is_empty());
+    let _ = write!(
+        p,
+        "</fieldset><label for=\"remint-name\">System update name</label>\
+         <input id=\"remint-name\" name=\"update_name\" required maxlength=\"128\">\
+         <label for=\"remint-at\">Certificate activation (UTC)</label>\
+         <input id=\"remint-at\" name=\"activation\" type=\"datetime-local\" required>\
+         <div id=\"remint-cn-row\"><label for=\"remint-cn\">Common Name (CN), for one server without satellites only</label>\
+         <input id=\"remint-cn\" name=\"common_name\"></div>\
+         <p><input type=\"checkbox\" id=\"remint-dns\" name=\"include_dns\"{}>\
+         <label for=\"remint-dns\">Include any additional DNS names</label>{}</p>\
+         <label for=\"remint-key\">Key length</label>",
+        if any_dns { "" } else { " disabled" },
+        if any_dns {
+            ""
+        } else {
+            " <span class=\"note\">(no server has additional DNS names)</span>"
+        }
+    );
+    key_options(p, "remint-key", "key");
+    p.push_str(
+        " <button type=\"submit\" id=\"remint-cert-ok\">Remint Certificate</button></form></details>",
+    );
 }
 
 fn server_select(p: &mut String, id: &str, servers: &[String]) {
