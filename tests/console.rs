@@ -1410,7 +1410,18 @@ fn remint_certificate_by_the_console_sr1_w2() {
     let svc = r.handle.service();
     let page = s.get("/console");
     assert!(page.body.contains("action=\"/console/remint-certificate\""));
-    assert!(page.body.contains("id=\"remint-cn-row\""));
+    assert!(page.body.contains("id=\"rcert-cn-row\""));
+    // Every id on the page is unique (labels, scripts and the browser test find them by id).
+    let mut ids: Vec<&str> = page
+        .body
+        .split(" id=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an id is used twice on the console page");
     let at = activation_in(120);
     let before = state(&z.store);
     // A common name for two servers: refused in the library's words, nothing changes.

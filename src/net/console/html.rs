@@ -714,7 +714,7 @@ fn remint_certificate_form(p: &mut String, csrf: &str, servers: &[crate::view::S
         p,
         "<details id=\"remint-certificate\"><summary>Remint Certificate</summary>\
          <form method=\"post\" action=\"/console/remint-certificate\">{}\
-         <fieldset id=\"remint-servers\"><legend>Servers</legend>",
+         <fieldset id=\"rcert-servers\"><legend>Servers</legend>",
         csrf_field(csrf)
     );
     let with_cert: Vec<&crate::view::ServerView> = servers
@@ -724,23 +724,23 @@ fn remint_certificate_form(p: &mut String, csrf: &str, servers: &[crate::view::S
     for (i, s) in with_cert.iter().enumerate() {
         let _ = write!(
             p,
-            "<p><input type=\"checkbox\" id=\"remint-server-{i}\" name=\"servers\" value=\"{0}\" data-count=\"remint-cn-row\">\
-             <label for=\"remint-server-{i}\">{0}</label></p>",
+            "<p><input type=\"checkbox\" id=\"rcert-server-{i}\" name=\"servers\" value=\"{0}\" data-count=\"rcert-cn-row\">\
+             <label for=\"rcert-server-{i}\">{0}</label></p>",
             esc(&s.fqdn)
         );
     }
     let any_dns = with_cert.iter().any(|s| !s.dns_names.is_empty());
     let _ = write!(
         p,
-        "</fieldset><label for=\"remint-name\">System update name</label>\
-         <input id=\"remint-name\" name=\"update_name\" required maxlength=\"128\">\
-         <label for=\"remint-at\">Certificate activation (UTC)</label>\
-         <input id=\"remint-at\" name=\"activation\" type=\"datetime-local\" required>\
-         <div id=\"remint-cn-row\"><label for=\"remint-cn\">Common Name (CN), for one server without satellites only</label>\
-         <input id=\"remint-cn\" name=\"common_name\"></div>\
-         <p><input type=\"checkbox\" id=\"remint-dns\" name=\"include_dns\"{}>\
-         <label for=\"remint-dns\">Include any additional DNS names</label>{}</p>\
-         <label for=\"remint-key\">Key length</label>",
+        "</fieldset><label for=\"rcert-name\">System update name</label>\
+         <input id=\"rcert-name\" name=\"update_name\" required maxlength=\"128\">\
+         <label for=\"rcert-at\">Certificate activation (UTC)</label>\
+         <input id=\"rcert-at\" name=\"activation\" type=\"datetime-local\" required>\
+         <div id=\"rcert-cn-row\"><label for=\"rcert-cn\">Common Name (CN), for one server without satellites only</label>\
+         <input id=\"rcert-cn\" name=\"common_name\"></div>\
+         <p><input type=\"checkbox\" id=\"rcert-dns\" name=\"include_dns\"{}>\
+         <label for=\"rcert-dns\">Include any additional DNS names</label>{}</p>\
+         <label for=\"rcert-key\">Key length</label>",
         if any_dns { "" } else { " disabled" },
         if any_dns {
             ""
@@ -748,9 +748,9 @@ fn remint_certificate_form(p: &mut String, csrf: &str, servers: &[crate::view::S
             " <span class=\"note\">(no server has additional DNS names)</span>"
         }
     );
-    key_options(p, "remint-key", "key");
+    key_options(p, "rcert-key", "key");
     p.push_str(
-        " <button type=\"submit\" id=\"remint-cert-ok\">Remint Certificate</button></form></details>",
+        " <button type=\"submit\" id=\"rcert-ok\">Remint Certificate</button></form></details>",
     );
 }
 
