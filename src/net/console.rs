@@ -651,6 +651,19 @@ fn import_certificate<S: Storage, T: Transport, C: crate::clock::Clock>(
     ))
 }
 
+/// The servers ticked in a form's `servers` boxes; at least one, to `action` them.
+fn selected_servers(form: &Form, action: &str) -> Result<Vec<Fqdn>, String> {
+    let fqdns = form
+        .all("servers")
+        .iter()
+        .map(|s| s.parse::<Fqdn>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if fqdns.is_empty() {
+        return Err(format!("Select one or more servers to {action}."));
+    }
+    Ok(fqdns)
+}
+
 /// W2 Remint Certificate (SR1-SR3): a Server Remint of the selected servers, as `zonectl
 /// server remint` starts it (`start_server_remint`); the library's rules decide (a common name
 /// only for one server without satellites, the activation, an external CA's CSR mode).
@@ -658,14 +671,7 @@ fn remint_certificate<S: Storage, T: Transport, C: crate::clock::Clock>(
     svc: &ZoneService<S, T, C>,
     form: &Form,
 ) -> Result<String, String> {
-    let fqdns = form
-        .all("servers")
-        .iter()
-        .map(|s| s.parse::<Fqdn>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if fqdns.is_empty() {
-        return Err("Select one or more servers to remint.".into());
-    }
+    let fqdns = selected_servers(form, "remint")?;
     let name = form
         .text("update_name")
         .ok_or("Specify the system update's name.")?;
@@ -693,14 +699,7 @@ fn generate_csr<S: Storage, T: Transport, C: crate::clock::Clock>(
     svc: &ZoneService<S, T, C>,
     form: &Form,
 ) -> Result<String, String> {
-    let fqdns = form
-        .all("servers")
-        .iter()
-        .map(|s| s.parse::<Fqdn>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if fqdns.is_empty() {
-        return Err("Select one or more servers to generate a CSR for.".into());
-    }
+    let fqdns = selected_servers(form, "generate a CSR for")?;
     let fields = CsrFields {
         organization: form.text("org"),
         organizational_unit: form.text("ou"),
